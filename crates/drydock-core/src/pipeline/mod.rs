@@ -1,0 +1,1 @@
+//! The pipeline file: YAML model, validation with file:line:col, interpolation.
