@@ -1,6 +1,12 @@
 //! drydock-core: run a product's CI pipeline inside containers on a Docker Engine.
 //!
 //! Data flows one way: a pipeline file is parsed and validated ([`pipeline`]),
-//! planned, executed on an [`engine`] and reported as typed events.
+//! executed on an [`engine`] by the [`run`] executor, which emits typed
+//! [`events`] that reporters ([`report`]) consume.
 
+pub mod engine;
+pub mod events;
 pub mod pipeline;
+pub mod report;
+pub mod run;
+pub mod trust;

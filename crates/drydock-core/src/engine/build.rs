@@ -1,0 +1,290 @@
+//! Image builds with the classic builder, from a streamed, filtered context.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::query_parameters::BuildImageOptions;
+use futures::StreamExt;
+
+use super::context::BuildContext;
+use super::{labels, Engine, EngineError};
+
+/// One image build: a context, an optional target stage and build args.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The files sent to the engine (already filtered by `.dockerignore`).
+    pub context: BuildContext,
+    /// The Dockerfile stage to build (`None` = the last stage).
+    pub target: Option<String>,
+    /// Build arguments that are part of the image identity (digested).
+    pub args: BTreeMap<String, String>,
+    /// Build arguments that are not part of its identity (proxies, pip index):
+    /// passed to the build, left out of the digest.
+    pub transient_args: BTreeMap<String, String>,
+    /// Labels put on the image (besides the digest).
+    pub labels: HashMap<String, String>,
+    /// A tag (`repo:tag`) pointed at the result.
+    pub tag: Option<String>,
+}
+
+/// Progress of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildProgress {
+    /// A Dockerfile step started, e.g. `Step 3/9 : RUN pip install …`.
+    Step(String),
+    /// A line of output of the current step.
+    Output(String),
+}
+
+/// The result of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// Image id.
+    pub image_id: String,
+    /// Content digest of context, Dockerfile, args and target.
+    pub digest: String,
+    /// True when an image with this digest already existed and no build ran.
+    pub reused: bool,
+}
+
+impl Engine {
+    /// Builds `request`, or reuses the image that carries the same content
+    /// digest. Progress lines go to `on_progress`. A failing instruction is
+    /// reported as [`EngineError::Build`] naming that instruction.
+    pub async fn build(
+        &self,
+        request: &BuildRequest,
+        mut on_progress: impl FnMut(BuildProgress) + Send,
+    ) -> Result<Built, EngineError> {
+        let what = request
+            .target
+            .clone()
+            .or_else(|| request.tag.clone())
+            .unwrap_or_else(|| "image".to_string());
+        let digest = {
+            let context = request.context.clone();
+            let args = request.args.clone();
+            let target = request.target.clone();
+            tokio::task::spawn_blocking(move || context.digest(&args, target.as_deref()))
+                .await
+                .map_err(|e| EngineError::Io {
+                    action: "digest build context",
+                    path: request.context.dir.clone(),
+                    source: std::io::Error::other(e),
+                })??
+        };
+        if let Some(existing) = self.images_with_label(labels::DIGEST, &digest).await?.first() {
+            if let Some(tag) = &request.tag {
+                let (repo, tag) = split_tag(tag);
+                self.tag_image(existing, repo, tag).await?;
+            }
+            return Ok(Built {
+                image_id: existing.clone(),
+                digest,
+                reused: true,
+            });
+        }
+
+        let mut image_labels = request.labels.clone();
+        image_labels.insert(labels::DIGEST.to_string(), digest.clone());
+        let mut build_args: HashMap<String, String> = request
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        build_args.extend(request.transient_args.clone());
+        let options = BuildImageOptions {
+            dockerfile: request.context.dockerfile.clone(),
+            t: request.tag.clone(),
+            rm: true,
+            // Without forcerm a failed build leaves an unlabelled container behind.
+            forcerm: true,
+            buildargs: Some(build_args),
+            labels: Some(image_labels),
+            target: request.target.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let body = bollard::body_try_stream(request.context.stream());
+        let mut stream = self.docker.build_image(options, None, Some(body));
+        let mut lines = LineBuffer::default();
+        let mut current_step: Option<String> = None;
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream {
+                        for line in lines.push(&text) {
+                            if let Some(step) = step_instruction(&line) {
+                                current_step = Some(step.to_string());
+                                on_progress(BuildProgress::Step(line));
+                            } else if !line.trim().is_empty() {
+                                on_progress(BuildProgress::Output(line));
+                            }
+                        }
+                    }
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(build_error(&what, current_step, detail));
+                    }
+                    if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                        image_id = Some(id);
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    for line in lines.finish() {
+                        on_progress(BuildProgress::Output(line));
+                    }
+                    return Err(build_error(&what, current_step, error));
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                    return Err(build_error(&what, current_step, message));
+                }
+                Err(source) => return Err(EngineError::api(format!("build {what}"), source)),
+            }
+        }
+        for line in lines.finish() {
+            on_progress(BuildProgress::Output(line));
+        }
+        let image_id = match image_id {
+            Some(id) => id,
+            None => {
+                // Older engines send the id only as "Successfully built <id>".
+                let tag = request.tag.as_deref().ok_or_else(|| EngineError::Build {
+                    what: what.clone(),
+                    step: None,
+                    message: "the engine reported no image id".to_string(),
+                })?;
+                self.image(tag)
+                    .await?
+                    .map(|i| i.id)
+                    .ok_or_else(|| EngineError::ImageMissing {
+                        image: tag.to_string(),
+                        hint: " after build".to_string(),
+                    })?
+            }
+        };
+        Ok(Built {
+            image_id,
+            digest,
+            reused: false,
+        })
+    }
+}
+
+fn build_error(what: &str, step: Option<String>, message: String) -> EngineError {
+    let mut message = strip_ansi(message.trim());
+    if message.contains("pull access denied") || message.contains("manifest unknown") {
+        message.push_str(
+            "\n  hint: the base image is not in the engine and no registry is reachable; \
+             run `drydock images bootstrap`",
+        );
+    }
+    EngineError::Build {
+        what: what.to_string(),
+        step,
+        message,
+    }
+}
+
+/// `Step 3/9 : RUN x` → `RUN x`.
+fn step_instruction(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("Step ")?;
+    let (_, instruction) = rest.split_once(" : ")?;
+    Some(instruction.trim())
+}
+
+/// Splits `repo:tag` (the repo may hold a registry port) into its parts.
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    }
+}
+
+/// Removes ANSI escape sequences (build output of RUN steps carries colours).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Longest line kept whole; longer output is split.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Reassembles lines from chunks that are not line-aligned.
+#[derive(Default, Debug)]
+pub struct LineBuffer {
+    partial: String,
+}
+
+impl LineBuffer {
+    /// Adds a chunk and returns the complete lines it finished (without `\n` or `\r`).
+    pub fn push(&mut self, chunk: &str) -> Vec<String> {
+        self.partial.push_str(chunk);
+        let mut lines = Vec::new();
+        while let Some(pos) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=pos).collect();
+            lines.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
+        }
+        while self.partial.len() > MAX_LINE {
+            // A newline-free flood: emit it in pieces so memory stays bounded.
+            let mut cut = MAX_LINE;
+            while !self.partial.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let piece: String = self.partial.drain(..cut).collect();
+            lines.push(strip_ansi(&piece));
+        }
+        lines
+    }
+
+    /// Returns what remains as a last line, if anything.
+    pub fn finish(&mut self) -> Vec<String> {
+        let rest = std::mem::take(&mut self.partial);
+        if rest.is_empty() {
+            Vec::new()
+        } else {
+            vec![strip_ansi(rest.trim_end_matches('\r'))]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_reassembled_across_chunks() {
+        let mut buffer = LineBuffer::default();
+        assert!(buffer.push("Step 1/2 : FR").is_empty());
+        assert_eq!(buffer.push("OM x\n\u{1b}[91mred\u{1b}[0m\r\nta"), vec!["Step 1/2 : FROM x", "red"]);
+        assert_eq!(buffer.finish(), vec!["ta"]);
+        assert!(buffer.finish().is_empty());
+    }
+
+    #[test]
+    fn step_lines_name_the_instruction() {
+        assert_eq!(step_instruction("Step 3/9 : RUN pip install -r r.txt"), Some("RUN pip install -r r.txt"));
+        assert_eq!(step_instruction("Sending build context"), None);
+    }
+
+    #[test]
+    fn tags_split_at_the_last_colon_unless_it_is_a_port() {
+        assert_eq!(split_tag("a/b:c"), ("a/b", "c"));
+        assert_eq!(split_tag("localhost:5000/a"), ("localhost:5000/a", "latest"));
+        assert_eq!(split_tag("localhost:5000/a:v1"), ("localhost:5000/a", "v1"));
+        assert_eq!(split_tag("plain"), ("plain", "latest"));
+    }
+}

@@ -1,0 +1,71 @@
+//! Connecting to the engine.
+
+use std::time::Duration;
+
+use bollard::Docker;
+
+use super::EngineError;
+
+/// Default socket when `DOCKER_HOST` is unset.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// A connection to one Docker Engine. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) docker: Docker,
+    host: String,
+    api_version: String,
+    engine_version: String,
+}
+
+impl Engine {
+    /// Connects through `DOCKER_HOST`, or the local socket, and checks that the engine answers.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        Self::connect_to(&host).await
+    }
+
+    /// Connects to the engine at `host` (`unix://…`, `tcp://…`, `http://…`).
+    pub async fn connect_to(host: &str) -> Result<Self, EngineError> {
+        let unreachable = |source| EngineError::Unreachable {
+            host: host.to_string(),
+            source,
+        };
+        // Whole seconds only: the client timeout covers request + headers; streams outlive it.
+        let docker = Docker::connect_with_host(host)
+            .map_err(unreachable)?
+            .with_timeout(Duration::from_secs(120));
+        let version = tokio::time::timeout(Duration::from_secs(10), docker.version())
+            .await
+            .map_err(|_| {
+                unreachable(bollard::errors::Error::IOError {
+                    err: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 10s"),
+                })
+            })?
+            .map_err(unreachable)?;
+        Ok(Engine {
+            docker,
+            host: host.to_string(),
+            api_version: version.api_version.unwrap_or_default(),
+            engine_version: version.version.unwrap_or_default(),
+        })
+    }
+
+    /// The address this engine was reached at.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The Engine API version the daemon reports (e.g. `1.41`).
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    /// The daemon's version string (e.g. `20.10.24+dfsg1`).
+    pub fn engine_version(&self) -> &str {
+        &self.engine_version
+    }
+}

@@ -1,0 +1,483 @@
+//! Containers: create, start, wait, logs, exec, copy out, stop and remove.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions,
+    KillContainerOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use super::error::status_of;
+use super::{Engine, EngineError};
+
+/// A host path bound into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Absolute host path.
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Everything needed to create a container, in drydock's terms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerSpec {
+    /// Container name (unique in the engine).
+    pub name: String,
+    /// Image reference or id.
+    pub image: String,
+    /// Command override (argv); `None` keeps the image's CMD.
+    pub command: Option<Vec<String>>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory override.
+    pub workdir: Option<String>,
+    /// Labels (drydock's run labels and role).
+    pub labels: HashMap<String, String>,
+    /// Network to attach to, with the aliases to answer to there.
+    pub network: Option<(String, Vec<String>)>,
+    /// Host paths bound in.
+    pub binds: Vec<BindMount>,
+    /// Poll the image's HEALTHCHECK at this interval instead of the image's own.
+    pub health_interval: Option<Duration>,
+    /// Container ports published on 127.0.0.1: (container port, host port; 0 = any free port).
+    pub publish: Vec<(u16, u16)>,
+}
+
+/// Which stream a log chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A chunk of container output (not line-aligned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Where it came from.
+    pub stream: LogStream,
+    /// The raw bytes.
+    pub bytes: Bytes,
+}
+
+/// A container's state as far as drydock cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    /// Still running.
+    pub running: bool,
+    /// Exit code once stopped.
+    pub exit_code: Option<i64>,
+    /// Health status (`starting`, `healthy`, `unhealthy`) when the container has a health check.
+    pub health: Option<String>,
+    /// The container's IP address on each network it is attached to.
+    pub ip_addresses: BTreeMap<String, String>,
+}
+
+/// Output of a command run with [`Engine::exec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code of the command.
+    pub exit_code: i64,
+    /// Standard output and error, interleaved.
+    pub output: String,
+}
+
+impl Engine {
+    /// Creates a container; a missing image is [`EngineError::ImageMissing`].
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let networking_config = spec.network.as_ref().map(|(network, aliases)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.clone(),
+                EndpointSettings {
+                    aliases: Some(aliases.clone()),
+                    ..Default::default()
+                },
+            )])),
+        });
+        let binds: Vec<String> = spec
+            .binds
+            .iter()
+            .map(|b| {
+                let mode = if b.read_only { "ro" } else { "rw" };
+                format!("{}:{}:{mode}", b.source.display(), b.target)
+            })
+            .collect();
+        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .publish
+            .iter()
+            .map(|(container, host)| {
+                (
+                    format!("{container}/tcp"),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".to_string()),
+                        host_port: Some(if *host == 0 { String::new() } else { host.to_string() }),
+                    }]),
+                )
+            })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: spec.workdir.clone(),
+            labels: Some(spec.labels.clone()),
+            exposed_ports: (!spec.publish.is_empty())
+                .then(|| spec.publish.iter().map(|(c, _)| format!("{c}/tcp")).collect()),
+            healthcheck: spec.health_interval.map(|interval| HealthConfig {
+                interval: Some(interval.as_nanos() as i64),
+                timeout: Some(Duration::from_secs(5).as_nanos() as i64),
+                ..Default::default()
+            }),
+            host_config: Some(HostConfig {
+                binds: (!binds.is_empty()).then_some(binds),
+                network_mode: spec.network.as_ref().map(|(n, _)| n.clone()),
+                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+                init: Some(true),
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(response) => Ok(response.id),
+            Err(source) if status_of(&source) == Some(404) => Err(EngineError::ImageMissing {
+                image: spec.image.clone(),
+                hint: String::new(),
+            }),
+            Err(source) => Err(EngineError::api(format!("create container {}", spec.name), source)),
+        }
+    }
+
+    /// Starts a created container; a command that cannot be executed is
+    /// [`EngineError::CommandNotFound`].
+    pub async fn start_container(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
+        match self
+            .docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 400 | 500,
+                message,
+            }) if message.contains("executable file not found")
+                || message.contains("no such file or directory")
+                || message.contains("permission denied") =>
+            {
+                Err(EngineError::CommandNotFound {
+                    command: spec.command.clone().unwrap_or_default(),
+                    image: spec.image.clone(),
+                    message: tidy_start_error(&message),
+                })
+            }
+            Err(source) => Err(EngineError::api(format!("start container {}", spec.name), source)),
+        }
+    }
+
+    /// Waits for a container to stop and returns its exit code.
+    pub async fn wait_container(&self, id: &str) -> Result<i64, EngineError> {
+        let mut stream = self
+            .docker
+            .wait_container(id, None::<WaitContainerOptions>);
+        match stream.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            // The engine reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(source)) => Err(EngineError::api(format!("wait container {id}"), source)),
+            None => Err(EngineError::api(
+                format!("wait container {id}"),
+                bollard::errors::Error::IOError {
+                    err: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "wait ended early"),
+                },
+            )),
+        }
+    }
+
+    /// Streams a container's output from its start; with `follow` the stream
+    /// ends when the container exits.
+    pub fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> impl Stream<Item = Result<LogChunk, EngineError>> + Send + 'static {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let op = format!("logs of {id}");
+        self.docker
+            .logs(id, Some(options))
+            .filter_map(move |item| {
+                let op = op.clone();
+                async move {
+                    use bollard::container::LogOutput;
+                    match item {
+                        Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+                            stream: LogStream::Stderr,
+                            bytes: message,
+                        })),
+                        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                            Some(Ok(LogChunk {
+                                stream: LogStream::Stdout,
+                                bytes: message,
+                            }))
+                        }
+                        Ok(LogOutput::StdIn { .. }) => None,
+                        Err(source) => Some(Err(EngineError::api(op, source))),
+                    }
+                }
+            })
+    }
+
+    /// The last `lines` lines of a container's output, as text.
+    pub async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut text = String::new();
+        while let Some(item) = stream.next().await {
+            let chunk = item.map_err(|e| EngineError::api(format!("logs of {id}"), e))?;
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok(text)
+    }
+
+    /// Inspects a container's state.
+    pub async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let info = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| EngineError::api(format!("inspect container {id}"), e))?;
+        let state = info.state.unwrap_or_default();
+        let ip_addresses = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, endpoint)| {
+                endpoint
+                    .ip_address
+                    .filter(|ip| !ip.is_empty())
+                    .map(|ip| (name, ip))
+            })
+            .collect();
+        Ok(ContainerState {
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+            ip_addresses,
+        })
+    }
+
+    /// The host port a published container port was bound to.
+    pub async fn published_port(&self, id: &str, container_port: u16) -> Result<Option<u16>, EngineError> {
+        let info = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| EngineError::api(format!("inspect container {id}"), e))?;
+        let port = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|ports| ports.get(&format!("{container_port}/tcp")).cloned().flatten())
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse().ok());
+        Ok(port)
+    }
+
+    /// Stops a container: SIGTERM (or the image's stop signal), then SIGKILL after `grace`.
+    /// A container that is already gone or stopped is not an error.
+    pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let options = StopContainerOptions {
+            t: Some(grace.as_secs() as i32),
+            ..Default::default()
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("stop container {id}"), e)),
+        }
+    }
+
+    /// Sends SIGKILL; a container that is gone or not running is not an error.
+    pub async fn kill_container(&self, id: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptions {
+            signal: "SIGKILL".to_string(),
+        };
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("kill container {id}"), e)),
+        }
+    }
+
+    /// Removes a container (forcefully, with its anonymous volumes); gone already is fine.
+    pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
+            // 409: removal already in progress.
+            Err(e) if matches!(status_of(&e), Some(409)) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("remove container {id}"), e)),
+        }
+    }
+
+    /// Runs `argv` inside a running container and returns its exit code and output.
+    pub async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<ExecOutput, EngineError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let op = || format!("exec {argv:?} in {id}");
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(argv.to_vec()),
+                    env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| EngineError::api(op(), e))?;
+        let mut output = String::new();
+        match self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| EngineError::api(op(), e))?
+        {
+            StartExecResults::Attached { output: mut stream, .. } => {
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| EngineError::api(op(), e))?;
+                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+            }
+            StartExecResults::Detached => {}
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| EngineError::api(op(), e))?;
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            output,
+        })
+    }
+
+    /// Copies `container_path` (file or folder) out of a container, running or
+    /// stopped, into the folder `dest`. Returns false when the path does not exist.
+    pub async fn copy_out(&self, id: &str, container_path: &str, dest: &Path) -> Result<bool, EngineError> {
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EngineError::Io { action, path, source }
+        };
+        tokio::fs::create_dir_all(dest)
+            .await
+            .map_err(io("create folder", dest))?;
+        let tar_path = dest.join(".drydock-copy.tar");
+        let mut file = tokio::fs::File::create(&tar_path)
+            .await
+            .map_err(io("create", &tar_path))?;
+        let mut stream = self.docker.download_from_container(
+            id,
+            Some(DownloadFromContainerOptions {
+                path: container_path.to_string(),
+            }),
+        );
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => file.write_all(&bytes).await.map_err(io("write", &tar_path))?,
+                Err(e) if status_of(&e) == Some(404) => {
+                    drop(file);
+                    let _ = tokio::fs::remove_file(&tar_path).await;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    drop(file);
+                    let _ = tokio::fs::remove_file(&tar_path).await;
+                    return Err(EngineError::api(format!("copy {container_path} out of {id}"), e));
+                }
+            }
+        }
+        file.flush().await.map_err(io("write", &tar_path))?;
+        drop(file);
+        let dest_owned = dest.to_path_buf();
+        let tar_owned = tar_path.clone();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&tar_owned)?;
+            let mut archive = tar::Archive::new(file);
+            archive.set_preserve_permissions(false);
+            archive.set_overwrite(true);
+            archive.unpack(&dest_owned)
+        })
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        let _ = tokio::fs::remove_file(&tar_path).await;
+        unpacked.map_err(io("unpack into", dest))?;
+        Ok(true)
+    }
+}
+
+/// The engine wraps the OCI runtime's message in a lot of text; keep the useful tail.
+fn tidy_start_error(message: &str) -> String {
+    message
+        .rsplit_once("exec: ")
+        .map(|(_, tail)| tail.trim_end_matches(": unknown").to_string())
+        .unwrap_or_else(|| message.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tidy_start_error;
+
+    #[test]
+    fn start_errors_keep_the_runtime_reason() {
+        let raw = "OCI runtime create failed: container_linux.go:380: starting container process caused: exec: \"nope\": executable file not found in $PATH: unknown";
+        assert_eq!(
+            tidy_start_error(raw),
+            "\"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(tidy_start_error("other"), "other");
+    }
+}

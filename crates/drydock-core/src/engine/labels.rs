@@ -1,0 +1,81 @@
+//! Labels that mark everything drydock creates, so it can always be found and removed.
+
+use std::collections::HashMap;
+
+/// Prefix of every drydock label.
+pub const PREFIX: &str = "drydock.";
+/// Present (value `true`) on every object drydock creates.
+pub const MANAGED: &str = "drydock.managed";
+/// The run that created the object.
+pub const RUN: &str = "drydock.run";
+/// The pipeline name.
+pub const PIPELINE: &str = "drydock.pipeline";
+/// `step`, `service`, `network`, `probe`, `test`, `build`.
+pub const ROLE: &str = "drydock.role";
+/// Process id of the drydock process that owns the run.
+pub const PID: &str = "drydock.pid";
+/// Host name of the machine that owns the run.
+pub const HOST: &str = "drydock.host";
+/// Content digest of a build (context + Dockerfile + args + target), on images.
+pub const DIGEST: &str = "drydock.digest";
+
+/// The label set of one run; objects add their role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLabels {
+    /// Run id.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Owner process id.
+    pub pid: u32,
+    /// Owner host name.
+    pub host: String,
+}
+
+impl RunLabels {
+    /// Labels for a run owned by this process.
+    pub fn for_this_process(run_id: &str, pipeline: &str) -> Self {
+        RunLabels {
+            run_id: run_id.to_string(),
+            pipeline: pipeline.to_string(),
+            pid: std::process::id(),
+            host: host_name(),
+        }
+    }
+
+    /// The labels for an object with the given role.
+    pub fn with_role(&self, role: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (MANAGED.to_string(), "true".to_string()),
+            (RUN.to_string(), self.run_id.clone()),
+            (PIPELINE.to_string(), self.pipeline.clone()),
+            (ROLE.to_string(), role.to_string()),
+            (PID.to_string(), self.pid.to_string()),
+            (HOST.to_string(), self.host.clone()),
+        ])
+    }
+}
+
+/// This machine's host name (from /proc or `HOSTNAME`), `unknown` when neither answers.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_has_the_prefix_and_the_run() {
+        let labels = RunLabels::for_this_process("r1", "p").with_role("step");
+        assert!(labels.keys().all(|k| k.starts_with(PREFIX)));
+        assert_eq!(labels[RUN], "r1");
+        assert_eq!(labels[ROLE], "step");
+        assert_eq!(labels[PID], std::process::id().to_string());
+    }
+}

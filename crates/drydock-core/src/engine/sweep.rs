@@ -1,0 +1,111 @@
+//! Finding and removing what drydock created, by label.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
+
+use super::error::status_of;
+use super::labels;
+use super::{Engine, EngineError};
+
+/// One labelled object found in the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// `container`, `network` or `volume`.
+    pub kind: &'static str,
+    /// Id or name used to remove it.
+    pub id: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+impl Leftover {
+    /// The run that created it.
+    pub fn run_id(&self) -> Option<&str> {
+        self.labels.get(labels::RUN).map(String::as_str)
+    }
+}
+
+impl Engine {
+    /// Every container, network and volume carrying `label` (`key` or `key=value`).
+    pub async fn labelled(&self, label: &str) -> Result<Vec<Leftover>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let mut found = Vec::new();
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| EngineError::api("list containers", e))?;
+        found.extend(containers.into_iter().map(|c| Leftover {
+            kind: "container",
+            id: c.id.unwrap_or_default(),
+            labels: c.labels.unwrap_or_default(),
+        }));
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters.clone()),
+            }))
+            .await
+            .map_err(|e| EngineError::api("list networks", e))?;
+        found.extend(networks.into_iter().map(|n| Leftover {
+            kind: "network",
+            id: n.id.unwrap_or_default(),
+            labels: n.labels.unwrap_or_default(),
+        }));
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| EngineError::api("list volumes", e))?;
+        found.extend(volumes.volumes.unwrap_or_default().into_iter().map(|v| Leftover {
+            kind: "volume",
+            id: v.name,
+            labels: v.labels,
+        }));
+        Ok(found)
+    }
+
+    /// Removes the given objects: containers first, then networks and volumes.
+    /// Returns how many were removed; keeps going past individual failures and
+    /// reports the first one.
+    pub async fn remove_leftovers(&self, leftovers: &[Leftover]) -> Result<usize, EngineError> {
+        let mut removed = 0;
+        let mut first_error = None;
+        for kind in ["container", "network", "volume"] {
+            for item in leftovers.iter().filter(|l| l.kind == kind) {
+                let result = match kind {
+                    "container" => self.remove_container(&item.id).await,
+                    "network" => self.remove_network(&item.id).await,
+                    _ => match self.docker.remove_volume(&item.id, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+                        Ok(()) => Ok(()),
+                        Err(e) if status_of(&e) == Some(404) => Ok(()),
+                        Err(e) => Err(EngineError::api(format!("remove volume {}", item.id), e)),
+                    },
+                };
+                match result {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
+    }
+
+    /// Removes everything labelled with this run id.
+    pub async fn remove_run(&self, run_id: &str) -> Result<usize, EngineError> {
+        let leftovers = self.labelled(&format!("{}={run_id}", labels::RUN)).await?;
+        self.remove_leftovers(&leftovers).await
+    }
+}

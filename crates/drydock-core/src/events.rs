@@ -1,0 +1,253 @@
+//! Typed, ordered events of a run. The executor emits them; reporters
+//! (terminal, NDJSON, JUnit, results folder, ledgers) consume them and never
+//! reach back into the engine.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::engine::LogStream;
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Builds a Dockerfile target.
+    Build,
+    /// Runs a command in a container.
+    Run,
+}
+
+/// How a step or tier ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Exit code 0 (or the build succeeded).
+    Passed,
+    /// Non-zero exit code, or a failed build.
+    Failed,
+    /// The step's timeout elapsed.
+    TimedOut,
+    /// The step could not run because of the engine or the environment.
+    Errored,
+    /// The run was interrupted.
+    Cancelled,
+    /// An earlier tier failed.
+    Skipped,
+}
+
+impl Status {
+    /// True for `Passed`.
+    pub fn is_success(self) -> bool {
+        self == Status::Passed
+    }
+
+    /// A short lower-case word for people.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed out",
+            Status::Errored => "errored",
+            Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// How a whole run ended; maps to the CLI's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every tier passed (exit 0).
+    Passed,
+    /// A step failed or timed out (exit 1).
+    Failed,
+    /// The engine or environment failed (exit 3).
+    Errored,
+    /// Interrupted by a signal or a cancel (exit 130).
+    Interrupted,
+}
+
+impl Outcome {
+    /// The process exit code for this outcome.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Passed => 0,
+            Outcome::Failed => 1,
+            Outcome::Errored => 3,
+            Outcome::Interrupted => 130,
+        }
+    }
+}
+
+/// Test counts from JUnit reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCounts {
+    /// Tests run.
+    pub tests: u64,
+    /// Failed tests.
+    pub failures: u64,
+    /// Tests that errored.
+    pub errors: u64,
+    /// Skipped tests.
+    pub skipped: u64,
+}
+
+impl TestCounts {
+    /// Tests that passed.
+    pub fn passed(&self) -> u64 {
+        self.tests
+            .saturating_sub(self.failures + self.errors + self.skipped)
+    }
+
+    /// Adds another count to this one.
+    pub fn add(&mut self, other: &TestCounts) {
+        self.tests += other.tests;
+        self.failures += other.failures;
+        self.errors += other.errors;
+        self.skipped += other.skipped;
+    }
+}
+
+/// The plan of one tier, announced at the start of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierPlan {
+    /// Tier name.
+    pub name: String,
+    /// Step names in order (builds first, named `build <target>`).
+    pub steps: Vec<String>,
+}
+
+/// One event of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The run started.
+    RunStarted {
+        /// Run id.
+        run_id: String,
+        /// Pipeline name.
+        pipeline: String,
+        /// The tiers to run.
+        tiers: Vec<TierPlan>,
+        /// Where logs and reports are written.
+        results_dir: String,
+        /// The engine's address and version.
+        engine: String,
+    },
+    /// A service container was started.
+    ServiceStarted {
+        /// Service name.
+        service: String,
+        /// Image it runs.
+        image: String,
+    },
+    /// A service passed its readiness probe.
+    ServiceReady {
+        /// Service name.
+        service: String,
+        /// Time from start to ready.
+        duration_ms: u64,
+    },
+    /// A service could not be started or never became ready.
+    ServiceFailed {
+        /// Service name.
+        service: String,
+        /// Why.
+        error: String,
+        /// Its last log lines.
+        log_tail: Vec<String>,
+    },
+    /// A tier started.
+    TierStarted {
+        /// Tier name.
+        tier: String,
+    },
+    /// A step started.
+    StepStarted {
+        /// Tier name.
+        tier: String,
+        /// Step name.
+        step: String,
+        /// Build or run.
+        kind: StepKind,
+        /// Image (run) or target (build).
+        image: String,
+    },
+    /// A line of output from a step (or a build, or a service).
+    Log {
+        /// Tier name (`services` for service logs).
+        tier: String,
+        /// Step name (or service name).
+        step: String,
+        /// Which stream.
+        stream: LogStream,
+        /// The line, without its newline.
+        line: String,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Tier name.
+        tier: String,
+        /// Step name.
+        step: String,
+        /// How it ended.
+        status: Status,
+        /// Exit code of the command, when it ran.
+        exit_code: Option<i64>,
+        /// Wall time.
+        duration_ms: u64,
+        /// Why it failed, for people.
+        error: Option<String>,
+        /// The last lines of its output (on failure).
+        log_tail: Vec<String>,
+        /// Counts from its JUnit report, when it has one.
+        tests: Option<TestCounts>,
+        /// Failed test cases named by its JUnit report.
+        failed_tests: Vec<String>,
+        /// The collected JUnit report, relative to the results folder.
+        junit: Option<String>,
+        /// Whether a build reused an image with the same content digest.
+        reused: bool,
+    },
+    /// A step that did not run because an earlier tier failed or the run stopped.
+    StepSkipped {
+        /// Tier name.
+        tier: String,
+        /// Step name.
+        step: String,
+    },
+    /// A tier ended.
+    TierFinished {
+        /// Tier name.
+        tier: String,
+        /// How it ended.
+        status: Status,
+        /// Wall time.
+        duration_ms: u64,
+        /// Test counts summed over its steps.
+        tests: TestCounts,
+    },
+    /// Tags were applied to the released image.
+    Released {
+        /// Image id.
+        image_id: String,
+        /// Tags applied (`name:sha`, `name:run`, `name:channel`).
+        tags: Vec<String>,
+        /// The channel moved.
+        channel: String,
+    },
+    /// The run ended and everything it created was removed.
+    RunFinished {
+        /// Run id.
+        run_id: String,
+        /// How it ended.
+        outcome: Outcome,
+        /// Wall time.
+        duration_ms: u64,
+        /// Failure summary, for people.
+        error: Option<String>,
+        /// Containers/networks removed at teardown.
+        removed: usize,
+    },
+}

@@ -1,0 +1,6 @@
+//! Reports built from a run's events: JUnit merging and the results folder.
+
+pub mod junit;
+mod results;
+
+pub use results::{ResultsWriter, StepRecord, Summary};

@@ -1,0 +1,553 @@
+//! The executor: runs a validated [`Pipeline`] on a [`Runtime`] and emits
+//! [`Event`]s.
+//!
+//! Tiers run in order and the first failing tier stops the run (later tiers
+//! are reported skipped). Inside a tier, targets are built first, then the
+//! tier waits for its services, then its steps run concurrently. Services
+//! with an `image` start when the run starts (overlapping the build); services
+//! built from a target start as soon as that target is built. Cancellation is
+//! explicit (a [`CancellationToken`]); whatever happens, the teardown removes
+//! every container and network labelled with the run.
+
+mod runtime;
+mod service;
+mod step;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
+
+pub use runtime::Runtime;
+
+use crate::engine::context::BuildContext;
+use crate::engine::labels::RunLabels;
+use crate::engine::{BuildProgress, BuildRequest, EngineError};
+use crate::events::{Event, LogStream, Outcome, Status, StepKind, TestCounts, TierPlan};
+use crate::pipeline::{ImageSource, Pipeline, TierSpec};
+use crate::trust::{Trust, TRUST_CONTEXT_PATH};
+
+/// The sending half of a run's event stream.
+pub type EventSender = mpsc::Sender<Event>;
+
+/// Git facts about the commit being run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitInfo {
+    /// Full sha of HEAD.
+    pub sha: Option<String>,
+    /// Branch name.
+    pub branch: Option<String>,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run id (see [`new_run_id`]).
+    pub run_id: String,
+    /// This run's results folder (collected files go under `artifacts/`).
+    pub results_dir: PathBuf,
+    /// CA bundle and proxies for builds and networked steps.
+    pub trust: Trust,
+    /// The commit being run.
+    pub git: GitInfo,
+    /// How long a stopped container gets before it is killed.
+    pub stop_grace: Duration,
+}
+
+/// What a release tagged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// Image id.
+    pub image_id: String,
+    /// Image repository name.
+    pub name: String,
+    /// Tags applied.
+    pub tags: Vec<String>,
+    /// Channel moved.
+    pub channel: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it did not pass, for people.
+    pub error: Option<String>,
+    /// What a green run tagged.
+    pub released: Option<Released>,
+}
+
+/// A fresh run id: `YYYYMMDD-HHMMSS-xxxx` (UTC, 4 random hex digits).
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), rand::random::<u16>())
+}
+
+type Readiness = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// Shared state of one run.
+pub(crate) struct RunCtx<R: Runtime> {
+    pub runtime: Arc<R>,
+    pub pipeline: Pipeline,
+    pub options: RunOptions,
+    pub events: EventSender,
+    pub cancel: CancellationToken,
+    pub labels: RunLabels,
+    pub network: String,
+    pub built: Mutex<HashMap<String, String>>,
+    services: Mutex<HashMap<String, Readiness>>,
+    service_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl<R: Runtime> RunCtx<R> {
+    pub async fn emit(&self, event: Event) {
+        // A reporter that went away must not stop the run.
+        let _ = self.events.send(event).await;
+    }
+
+    /// Container name for an object of this run.
+    pub fn container_name(&self, parts: &[&str]) -> String {
+        let mut name = format!("drydock-{}", self.options.run_id);
+        for part in parts {
+            name.push('-');
+            name.extend(part.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }));
+        }
+        name
+    }
+
+    /// The image id or reference for a source; targets must have been built.
+    pub fn image_for(&self, source: &ImageSource) -> Result<String, String> {
+        match source {
+            ImageSource::Image(reference) => Ok(reference.clone()),
+            ImageSource::Target(target) => self
+                .built
+                .lock()
+                .expect("built map lock")
+                .get(target)
+                .cloned()
+                .ok_or_else(|| format!("target {target} has not been built")),
+        }
+    }
+}
+
+/// Runs `pipeline` on `runtime`, sending events to `events`, until done or
+/// `cancel` fires. Never leaves containers or networks of the run behind.
+pub async fn run_pipeline<R: Runtime>(
+    pipeline: &Pipeline,
+    runtime: Arc<R>,
+    options: RunOptions,
+    events: EventSender,
+    cancel: CancellationToken,
+) -> RunReport {
+    let started = Instant::now();
+    let labels = RunLabels::for_this_process(&options.run_id, &pipeline.name);
+    let ctx = Arc::new(RunCtx {
+        network: format!("drydock-{}", options.run_id),
+        runtime,
+        pipeline: pipeline.clone(),
+        options,
+        events,
+        cancel,
+        labels,
+        built: Mutex::new(HashMap::new()),
+        services: Mutex::new(HashMap::new()),
+        service_tasks: Mutex::new(Vec::new()),
+    });
+    ctx.emit(Event::RunStarted {
+        run_id: ctx.options.run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        tiers: plan(pipeline),
+        results_dir: ctx.options.results_dir.display().to_string(),
+        engine: ctx.runtime.describe(),
+    })
+    .await;
+
+    let (outcome, error, released) = match execute(&ctx).await {
+        Ok((Outcome::Passed, _)) => match release(&ctx).await {
+            Ok(released) => (Outcome::Passed, None, released),
+            Err(e) => (Outcome::Errored, Some(format!("release failed: {e}")), None),
+        },
+        Ok((outcome, error)) => (outcome, error, None),
+        Err(e) => (
+            if ctx.cancel.is_cancelled() { Outcome::Interrupted } else { Outcome::Errored },
+            Some(e),
+            None,
+        ),
+    };
+    let removed = teardown(&ctx).await;
+    ctx.emit(Event::RunFinished {
+        run_id: ctx.options.run_id.clone(),
+        outcome,
+        duration_ms: started.elapsed().as_millis() as u64,
+        error: error.clone(),
+        removed,
+    })
+    .await;
+    RunReport {
+        run_id: ctx.options.run_id.clone(),
+        outcome,
+        error,
+        released,
+    }
+}
+
+/// The tier plan announced in [`Event::RunStarted`].
+pub fn plan(pipeline: &Pipeline) -> Vec<TierPlan> {
+    pipeline
+        .tiers
+        .iter()
+        .map(|tier| TierPlan {
+            name: tier.name.clone(),
+            steps: step_names(tier),
+        })
+        .collect()
+}
+
+fn build_step_name(target: &str) -> String {
+    format!("build {target}")
+}
+
+fn step_names(tier: &TierSpec) -> Vec<String> {
+    tier.build
+        .iter()
+        .map(|t| build_step_name(t))
+        .chain(tier.steps.iter().map(|s| s.name.clone()))
+        .collect()
+}
+
+/// Checks the images the pipeline names, creates the network, starts the
+/// services, then runs the tiers. `Err` is an infrastructure failure.
+async fn execute<R: Runtime>(ctx: &Arc<RunCtx<R>>) -> Result<(Outcome, Option<String>), String> {
+    check_images(ctx).await?;
+    ctx.runtime
+        .create_network(&ctx.network, ctx.labels.with_role("network"))
+        .await
+        .map_err(|e| e.to_string())?;
+    for service in &ctx.pipeline.services {
+        if matches!(service.image, ImageSource::Image(_)) {
+            start_service(ctx, &service.name);
+        }
+    }
+    let mut failure: Option<(Outcome, String)> = None;
+    for tier in &ctx.pipeline.tiers {
+        if failure.is_some() || ctx.cancel.is_cancelled() {
+            for step in step_names(tier) {
+                ctx.emit(Event::StepSkipped { tier: tier.name.clone(), step }).await;
+            }
+            ctx.emit(Event::TierFinished {
+                tier: tier.name.clone(),
+                status: Status::Skipped,
+                duration_ms: 0,
+                tests: TestCounts::default(),
+            })
+            .await;
+            continue;
+        }
+        let (status, error) = run_tier(ctx, tier).await;
+        if !status.is_success() {
+            let outcome = match status {
+                Status::Errored => Outcome::Errored,
+                Status::Cancelled => Outcome::Interrupted,
+                _ => Outcome::Failed,
+            };
+            failure = Some((outcome, format!("tier {} {}: {error}", tier.name, status.word())));
+        }
+    }
+    if ctx.cancel.is_cancelled() {
+        let message = failure.map(|(_, m)| m).unwrap_or_else(|| "interrupted".to_string());
+        return Ok((Outcome::Interrupted, Some(message)));
+    }
+    Ok(match failure {
+        Some((outcome, message)) => (outcome, Some(message)),
+        None => (Outcome::Passed, None),
+    })
+}
+
+/// Every `image:` the pipeline names must exist before anything starts.
+async fn check_images<R: Runtime>(ctx: &RunCtx<R>) -> Result<(), String> {
+    let mut references: Vec<&str> = ctx
+        .pipeline
+        .services
+        .iter()
+        .map(|s| &s.image)
+        .chain(ctx.pipeline.tiers.iter().flat_map(|t| t.steps.iter().map(|s| &s.image)))
+        .filter_map(|source| match source {
+            ImageSource::Image(reference) => Some(reference.as_str()),
+            ImageSource::Target(_) => None,
+        })
+        .collect();
+    references.sort_unstable();
+    references.dedup();
+    for reference in references {
+        if !ctx.runtime.image_exists(reference).await.map_err(|e| e.to_string())? {
+            let hint = if reference.starts_with("drydock/") {
+                "\n  hint: build the base images with `drydock images bootstrap`"
+            } else {
+                "\n  hint: build or pull it first (drydock does not pull during a run)"
+            };
+            return Err(format!("image {reference} is not in the engine{hint}"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one tier; returns its status and, when it did not pass, why.
+async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status, String) {
+    let started = Instant::now();
+    ctx.emit(Event::TierStarted { tier: tier.name.clone() }).await;
+    let mut tests = TestCounts::default();
+    let mut result: (Status, String) = (Status::Passed, String::new());
+
+    for (index, target) in tier.build.iter().enumerate() {
+        let status = build_target(ctx, tier, target).await;
+        if !status.is_success() {
+            result = (status, format!("build of target {target} {}", status.word()));
+            for later in &tier.build[index + 1..] {
+                ctx.emit(Event::StepSkipped { tier: tier.name.clone(), step: build_step_name(later) })
+                    .await;
+            }
+            break;
+        }
+    }
+
+    if result.0.is_success() {
+        for service in &tier.services {
+            if let Err(e) = wait_for_service(ctx, service).await {
+                result = (
+                    if ctx.cancel.is_cancelled() { Status::Cancelled } else { Status::Errored },
+                    format!("service {service} is not ready: {e}"),
+                );
+                break;
+            }
+        }
+    }
+
+    if result.0.is_success() {
+        let outcomes = futures::future::join_all(
+            tier.steps.iter().map(|s| step::run_step(ctx.clone(), tier.name.clone(), s.clone())),
+        )
+        .await;
+        for (spec, outcome) in tier.steps.iter().zip(outcomes) {
+            if let Some(counts) = outcome.tests {
+                tests.add(&counts);
+            }
+            if !outcome.status.is_success() && result.0.is_success() {
+                result = (outcome.status, format!("step {} {}", spec.name, outcome.status.word()));
+            }
+        }
+    } else {
+        for step in &tier.steps {
+            ctx.emit(Event::StepSkipped { tier: tier.name.clone(), step: step.name.clone() }).await;
+        }
+    }
+
+    ctx.emit(Event::TierFinished {
+        tier: tier.name.clone(),
+        status: result.0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        tests,
+    })
+    .await;
+    result
+}
+
+/// Builds one target as a step of `tier`, then starts the services built from it.
+async fn build_target<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec, target: &str) -> Status {
+    let step = build_step_name(target);
+    let started = Instant::now();
+    ctx.emit(Event::StepStarted {
+        tier: tier.name.clone(),
+        step: step.clone(),
+        kind: StepKind::Build,
+        image: target.to_string(),
+    })
+    .await;
+    let (status, error, reused) = match build_request(ctx, target) {
+        Err(e) => (Status::Errored, Some(e), false),
+        Ok(request) => {
+            let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<BuildProgress>();
+            let forward = {
+                let ctx = ctx.clone();
+                let (tier, step) = (tier.name.clone(), step.clone());
+                tokio::spawn(async move {
+                    while let Some(progress) = progress_rx.recv().await {
+                        let line = match progress {
+                            BuildProgress::Step(line) | BuildProgress::Output(line) => line,
+                        };
+                        ctx.emit(Event::Log {
+                            tier: tier.clone(),
+                            step: step.clone(),
+                            stream: LogStream::Stdout,
+                            line,
+                        })
+                        .await;
+                    }
+                })
+            };
+            let mut on_progress = move |p: BuildProgress| {
+                let _ = progress_tx.send(p);
+            };
+            let result = tokio::select! {
+                result = ctx.runtime.build(&request, &mut on_progress) => Some(result),
+                _ = ctx.cancel.cancelled() => None,
+            };
+            drop(on_progress);
+            let _ = forward.await;
+            match result {
+                None => (Status::Cancelled, Some("interrupted".to_string()), false),
+                Some(Ok(built)) => {
+                    ctx.built
+                        .lock()
+                        .expect("built map lock")
+                        .insert(target.to_string(), built.image_id.clone());
+                    (Status::Passed, None, built.reused)
+                }
+                Some(Err(e @ EngineError::Build { .. })) => (Status::Failed, Some(e.to_string()), false),
+                Some(Err(e)) => (Status::Errored, Some(e.to_string()), false),
+            }
+        }
+    };
+    ctx.emit(Event::StepFinished {
+        tier: tier.name.clone(),
+        step,
+        status,
+        exit_code: None,
+        duration_ms: started.elapsed().as_millis() as u64,
+        log_tail: Vec::new(),
+        error,
+        tests: None,
+        failed_tests: Vec::new(),
+        junit: None,
+        reused,
+    })
+    .await;
+    if status.is_success() {
+        for service in &ctx.pipeline.services {
+            if service.image == ImageSource::Target(target.to_string()) {
+                start_service(ctx, &service.name);
+            }
+        }
+    }
+    status
+}
+
+fn build_request<R: Runtime>(ctx: &RunCtx<R>, target: &str) -> Result<BuildRequest, String> {
+    let build = ctx
+        .pipeline
+        .build
+        .as_ref()
+        .ok_or_else(|| "the pipeline has no build section".to_string())?;
+    let mut extra_files = Vec::new();
+    let mut transient_args = BTreeMap::new();
+    if build.trust {
+        if let Some(ca) = ctx.options.trust.ca_bytes().map_err(|e| e.to_string())? {
+            extra_files.push((TRUST_CONTEXT_PATH.to_string(), ca));
+        }
+        transient_args = ctx.options.trust.env.clone();
+    }
+    let mut labels = HashMap::from([
+        (crate::engine::labels::MANAGED.to_string(), "true".to_string()),
+        (crate::engine::labels::PIPELINE.to_string(), ctx.pipeline.name.clone()),
+        (crate::engine::labels::ROLE.to_string(), "build".to_string()),
+    ]);
+    labels.insert("drydock.target".to_string(), target.to_string());
+    Ok(BuildRequest {
+        context: BuildContext {
+            dir: build.context.clone(),
+            dockerfile: build.dockerfile.clone(),
+            extra_files,
+        },
+        target: Some(target.to_string()),
+        args: build.args.clone(),
+        transient_args,
+        labels,
+        tag: Some(format!("drydock-build/{}:{target}", ctx.pipeline.name)),
+    })
+}
+
+fn start_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) {
+    let Some(spec) = ctx.pipeline.services.iter().find(|s| s.name == name).cloned() else {
+        return;
+    };
+    let task = tokio::spawn(service::start_and_probe(ctx.clone(), spec));
+    ctx.service_tasks.lock().expect("service tasks lock").push(task.abort_handle());
+    let readiness: Readiness = async move {
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(format!("service task failed: {e}")),
+        }
+    }
+    .boxed()
+    .shared();
+    ctx.services.lock().expect("services lock").insert(name.to_string(), readiness);
+}
+
+async fn wait_for_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) -> Result<(), String> {
+    let readiness = ctx.services.lock().expect("services lock").get(name).cloned();
+    let readiness = readiness.ok_or_else(|| format!("service {name} was never started"))?;
+    tokio::select! {
+        result = readiness => result,
+        _ = ctx.cancel.cancelled() => Err("interrupted".to_string()),
+    }
+}
+
+/// Tags the release target of a green run.
+async fn release<R: Runtime>(ctx: &RunCtx<R>) -> Result<Option<Released>, EngineError> {
+    let Some(spec) = &ctx.pipeline.release else {
+        return Ok(None);
+    };
+    let Ok(image_id) = ctx.image_for(&ImageSource::Target(spec.target.clone())) else {
+        return Ok(None);
+    };
+    let mut tags = Vec::new();
+    if let Some(sha) = &ctx.options.git.sha {
+        tags.push(sha.clone());
+    }
+    tags.push(ctx.options.run_id.clone());
+    tags.push(spec.channel.clone());
+    for tag in &tags {
+        ctx.runtime.tag(&image_id, &spec.name, tag).await?;
+    }
+    let tags: Vec<String> = tags.iter().map(|t| format!("{}:{t}", spec.name)).collect();
+    ctx.emit(Event::Released {
+        image_id: image_id.clone(),
+        tags: tags.clone(),
+        channel: spec.channel.clone(),
+    })
+    .await;
+    Ok(Some(Released {
+        image_id,
+        name: spec.name.clone(),
+        tags,
+        channel: spec.channel.clone(),
+    }))
+}
+
+/// Removes everything the run created; returns how many objects went.
+async fn teardown<R: Runtime>(ctx: &RunCtx<R>) -> usize {
+    for task in ctx.service_tasks.lock().expect("service tasks lock").drain(..) {
+        task.abort();
+    }
+    let mut removed = 0;
+    // Twice: a container created while the first sweep ran is caught by the second.
+    for _ in 0..2 {
+        match ctx.runtime.remove_run(&ctx.options.run_id).await {
+            Ok(n) => removed += n,
+            Err(e) => tracing::warn!("teardown of run {}: {e}", ctx.options.run_id),
+        }
+    }
+    let _ = ctx.runtime.remove_network(&ctx.network).await;
+    removed
+}

@@ -1,0 +1,117 @@
+//! The executor's view of an engine: a small trait the real [`Engine`] implements
+//! and unit tests fake.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::engine::{
+    BuildProgress, BuildRequest, Built, ContainerSpec, ContainerState, Engine, EngineError,
+    ExecOutput, LogChunk,
+};
+
+/// What the executor needs from a container engine.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// A description for people (address and version).
+    fn describe(&self) -> String;
+    /// Creates a network for the run.
+    async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<(), EngineError>;
+    /// Removes a network.
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    /// Whether an image exists.
+    async fn image_exists(&self, reference: &str) -> Result<bool, EngineError>;
+    /// Builds (or reuses) an image.
+    async fn build(
+        &self,
+        request: &BuildRequest,
+        progress: &mut (dyn FnMut(BuildProgress) + Send),
+    ) -> Result<Built, EngineError>;
+    /// Creates a container and returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError>;
+    /// Starts a created container.
+    async fn start(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError>;
+    /// Follows a container's output until it exits.
+    fn logs(&self, id: &str) -> BoxStream<'static, Result<LogChunk, EngineError>>;
+    /// Waits for the exit code.
+    async fn wait(&self, id: &str) -> Result<i64, EngineError>;
+    /// Stops with a grace period, then kills.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError>;
+    /// Removes a container (forcefully).
+    async fn remove(&self, id: &str) -> Result<(), EngineError>;
+    /// Inspects a container.
+    async fn state(&self, id: &str) -> Result<ContainerState, EngineError>;
+    /// Runs a command in a running container.
+    async fn exec(&self, id: &str, argv: &[String], env: &BTreeMap<String, String>) -> Result<ExecOutput, EngineError>;
+    /// The last lines of a container's output.
+    async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError>;
+    /// Copies a path out of a container into a local folder; false when absent.
+    async fn copy_out(&self, id: &str, path: &str, dest: &Path) -> Result<bool, EngineError>;
+    /// Tags an image.
+    async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError>;
+    /// Removes every container, network and volume labelled with this run.
+    async fn remove_run(&self, run_id: &str) -> Result<usize, EngineError>;
+}
+
+#[async_trait]
+impl Runtime for Engine {
+    fn describe(&self) -> String {
+        format!("{} (Docker {} API {})", self.host(), self.engine_version(), self.api_version())
+    }
+    async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<(), EngineError> {
+        Engine::create_network(self, name, labels).await.map(|_| ())
+    }
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        Engine::remove_network(self, name).await
+    }
+    async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
+        Ok(self.image(reference).await?.is_some())
+    }
+    async fn build(
+        &self,
+        request: &BuildRequest,
+        progress: &mut (dyn FnMut(BuildProgress) + Send),
+    ) -> Result<Built, EngineError> {
+        Engine::build(self, request, progress).await
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        self.create_container(spec).await
+    }
+    async fn start(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
+        self.start_container(id, spec).await
+    }
+    fn logs(&self, id: &str) -> BoxStream<'static, Result<LogChunk, EngineError>> {
+        Engine::logs(self, id, true).boxed()
+    }
+    async fn wait(&self, id: &str) -> Result<i64, EngineError> {
+        self.wait_container(id).await
+    }
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        self.stop_container(id, grace).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.remove_container(id).await
+    }
+    async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        self.container_state(id).await
+    }
+    async fn exec(&self, id: &str, argv: &[String], env: &BTreeMap<String, String>) -> Result<ExecOutput, EngineError> {
+        Engine::exec(self, id, argv, env).await
+    }
+    async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError> {
+        Engine::tail_logs(self, id, lines).await
+    }
+    async fn copy_out(&self, id: &str, path: &str, dest: &Path) -> Result<bool, EngineError> {
+        Engine::copy_out(self, id, path, dest).await
+    }
+    async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        self.tag_image(image, repo, tag).await
+    }
+    async fn remove_run(&self, run_id: &str) -> Result<usize, EngineError> {
+        Engine::remove_run(self, run_id).await
+    }
+}

@@ -1,0 +1,180 @@
+//! Services: start a sidecar on the run network and wait until a probe that
+//! cannot be fooled says it is ready.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::{RunCtx, Runtime};
+use crate::engine::{ContainerSpec, LineBuffer};
+use crate::events::Event;
+use crate::pipeline::{Probe, ServiceSpec};
+
+/// Longest pause between two probes.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Tier name used for service log lines.
+pub(crate) const SERVICES_TIER: &str = "services";
+
+/// Starts the service and waits for readiness; `Err` says why it is not ready.
+pub(crate) async fn start_and_probe<R: Runtime>(ctx: Arc<RunCtx<R>>, service: ServiceSpec) -> Result<(), String> {
+    let result = start_and_probe_inner(&ctx, &service).await;
+    if let Err((error, log_tail)) = &result {
+        ctx.emit(Event::ServiceFailed {
+            service: service.name.clone(),
+            error: error.clone(),
+            log_tail: log_tail.clone(),
+        })
+        .await;
+    }
+    result.map_err(|(error, _)| error)
+}
+
+async fn start_and_probe_inner<R: Runtime>(
+    ctx: &Arc<RunCtx<R>>,
+    service: &ServiceSpec,
+) -> Result<(), (String, Vec<String>)> {
+    let no_tail = |e: String| (e, Vec::new());
+    let image = ctx.image_for(&service.image).map_err(no_tail)?;
+    let spec = ContainerSpec {
+        name: ctx.container_name(&["svc", &service.name]),
+        image: image.clone(),
+        command: service.command.clone(),
+        env: service.env.clone(),
+        labels: ctx.labels.with_role("service"),
+        network: Some((ctx.network.clone(), vec![service.name.clone()])),
+        health_interval: match service.ready.as_ref().map(|r| &r.probe) {
+            Some(Probe::Healthcheck) => Some(
+                service
+                    .ready
+                    .as_ref()
+                    .map(|r| r.interval.max(Duration::from_millis(250)))
+                    .unwrap_or(Duration::from_millis(500)),
+            ),
+            _ => None,
+        },
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let id = ctx.runtime.create(&spec).await.map_err(|e| no_tail(e.to_string()))?;
+    ctx.runtime.start(&id, &spec).await.map_err(|e| no_tail(e.to_string()))?;
+    ctx.emit(Event::ServiceStarted { service: service.name.clone(), image }).await;
+    follow_service_logs(ctx.clone(), service.name.clone(), id.clone());
+
+    let Some(ready) = &service.ready else {
+        return Ok(());
+    };
+    let deadline = started + ready.timeout;
+    let mut backoff = ready.interval;
+    let mut last_failure;
+    loop {
+        let state = ctx.runtime.state(&id).await.map_err(|e| no_tail(e.to_string()))?;
+        if !state.running {
+            let tail = tail_lines(ctx, &id).await;
+            return Err((
+                format!("service {} exited with code {} before it was ready", service.name, state.exit_code.unwrap_or(-1)),
+                tail,
+            ));
+        }
+        match probe_once(ctx, &id, service, &ready.probe, state.health.as_deref()).await {
+            Ok(()) => {
+                ctx.emit(Event::ServiceReady {
+                    service: service.name.clone(),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                })
+                .await;
+                return Ok(());
+            }
+            Err(why) => last_failure = why,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let tail = tail_lines(ctx, &id).await;
+            return Err((
+                format!(
+                    "service {} not ready after {}: {last_failure}",
+                    service.name,
+                    crate::pipeline::duration::format_duration(ready.timeout)
+                ),
+                tail,
+            ));
+        }
+        tokio::time::sleep(backoff.min(deadline - now)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One probe; `Err` says what it saw.
+async fn probe_once<R: Runtime>(
+    ctx: &RunCtx<R>,
+    id: &str,
+    service: &ServiceSpec,
+    probe: &Probe,
+    health: Option<&str>,
+) -> Result<(), String> {
+    match probe {
+        Probe::Healthcheck => match health {
+            Some("healthy") => Ok(()),
+            Some(other) => Err(format!("health status {other}")),
+            None => Err("the image has no HEALTHCHECK".to_string()),
+        },
+        Probe::Exec(argv) => {
+            let out = ctx
+                .runtime
+                .exec(id, argv, &BTreeMap::new())
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.exit_code == 0 {
+                Ok(())
+            } else {
+                Err(format!("{argv:?} exited with {}: {}", out.exit_code, out.output.trim()))
+            }
+        }
+        Probe::Postgres { user, password, database } => {
+            // Over the run network, by alias (TCP, not the socket), with a real login and query.
+            let argv: Vec<String> = [
+                "psql", "-h", &service.name, "-U", user, "-d", database, "-tAc", "SELECT 1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut env = BTreeMap::from([("PGCONNECT_TIMEOUT".to_string(), "3".to_string())]);
+            if let Some(password) = password {
+                env.insert("PGPASSWORD".to_string(), password.clone());
+            }
+            let out = ctx.runtime.exec(id, &argv, &env).await.map_err(|e| e.to_string())?;
+            if out.exit_code == 0 && out.output.trim() == "1" {
+                Ok(())
+            } else {
+                Err(format!("psql said: {}", out.output.trim()))
+            }
+        }
+    }
+}
+
+async fn tail_lines<R: Runtime>(ctx: &RunCtx<R>, id: &str) -> Vec<String> {
+    ctx.runtime
+        .tail_logs(id, super::step::TAIL_LINES)
+        .await
+        .map(|text| text.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn follow_service_logs<R: Runtime>(ctx: Arc<RunCtx<R>>, service: String, id: String) {
+    tokio::spawn(async move {
+        let mut stream = ctx.runtime.logs(&id);
+        let mut buffer = LineBuffer::default();
+        while let Some(Ok(chunk)) = stream.next().await {
+            for line in buffer.push(&String::from_utf8_lossy(&chunk.bytes)) {
+                ctx.emit(Event::Log {
+                    tier: SERVICES_TIER.to_string(),
+                    step: service.clone(),
+                    stream: chunk.stream,
+                    line,
+                })
+                .await;
+            }
+        }
+    });
+}
