@@ -1,0 +1,224 @@
+//! A fake engine for scheduling tests: commands are interpreted, not run.
+//!
+//! Step commands: `["sleep", MS]` waits MS milliseconds, `["exit", N]` exits
+//! with N, `["echo", WORDS…]` prints WORDS; anything else exits 0. A command
+//! whose first word is `missing` cannot be started. Builds of targets listed in
+//! `failing_builds` fail. Services named in `never_ready` fail every probe.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::Runtime;
+use crate::engine::{
+    BuildProgress, BuildRequest, Built, ContainerSpec, ContainerState, EngineError, ExecOutput,
+    LogChunk, LogStream,
+};
+
+#[derive(Default)]
+pub(crate) struct FakeRuntime {
+    pub images: Mutex<HashSet<String>>,
+    pub failing_builds: HashSet<String>,
+    pub never_ready: HashSet<String>,
+    /// Every call, in order: `build x`, `create name`, `start name`, `stop name`, `tag repo:tag`.
+    pub journal: Mutex<Vec<String>>,
+    /// Containers that exist.
+    pub live: Mutex<HashMap<String, ContainerSpec>>,
+    /// Exit signal per started container (None = running).
+    pub exits: Mutex<HashMap<String, Arc<watch::Sender<Option<i64>>>>>,
+    pub running_now: Arc<Mutex<usize>>,
+    pub max_running: Mutex<usize>,
+    pub build_delay: Duration,
+}
+
+impl FakeRuntime {
+    pub fn with_images(images: &[&str]) -> Self {
+        FakeRuntime {
+            images: Mutex::new(images.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn log(&self, entry: String) {
+        self.journal.lock().unwrap().push(entry);
+    }
+
+    pub fn journal(&self) -> Vec<String> {
+        self.journal.lock().unwrap().clone()
+    }
+
+    pub fn live_containers(&self) -> usize {
+        self.live.lock().unwrap().len()
+    }
+
+    fn finish(&self, id: &str, code: i64) {
+        if let Some(tx) = self.exits.lock().unwrap().get(id) {
+            exit(tx, &self.running_now, code);
+        }
+    }
+}
+
+fn exit(tx: &watch::Sender<Option<i64>>, running_now: &Mutex<usize>, code: i64) {
+    if tx.send_if_modified(|state| state.is_none() && { *state = Some(code); true }) {
+        let mut running = running_now.lock().unwrap();
+        *running = running.saturating_sub(1);
+    }
+}
+
+fn words(spec: &ContainerSpec) -> Vec<String> {
+    spec.command.clone().unwrap_or_default()
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn describe(&self) -> String {
+        "fake engine".to_string()
+    }
+    async fn create_network(&self, name: &str, _labels: HashMap<String, String>) -> Result<(), EngineError> {
+        self.log(format!("network {name}"));
+        Ok(())
+    }
+    async fn remove_network(&self, _name: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+    async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
+        Ok(self.images.lock().unwrap().contains(reference))
+    }
+    async fn build(
+        &self,
+        request: &BuildRequest,
+        progress: &mut (dyn FnMut(BuildProgress) + Send),
+    ) -> Result<Built, EngineError> {
+        let target = request.target.clone().unwrap_or_default();
+        self.log(format!("build {target}"));
+        progress(BuildProgress::Step("Step 1/1 : RUN true".to_string()));
+        tokio::time::sleep(self.build_delay).await;
+        self.log(format!("built {target}"));
+        if self.failing_builds.contains(&target) {
+            return Err(EngineError::Build {
+                what: target,
+                step: Some("RUN false".to_string()),
+                message: "The command '/bin/sh -c false' returned a non-zero code: 1".to_string(),
+            });
+        }
+        Ok(Built { image_id: format!("img-{target}"), digest: "d".to_string(), reused: false })
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let known = self.images.lock().unwrap().contains(&spec.image) || spec.image.starts_with("img-");
+        if !known {
+            return Err(EngineError::ImageMissing { image: spec.image.clone(), hint: String::new() });
+        }
+        self.log(format!("create {}", spec.name));
+        self.live.lock().unwrap().insert(spec.name.clone(), spec.clone());
+        Ok(spec.name.clone())
+    }
+    async fn start(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
+        let argv = words(spec);
+        if argv.first().map(String::as_str) == Some("missing") {
+            return Err(EngineError::CommandNotFound {
+                command: argv,
+                image: spec.image.clone(),
+                message: "executable file not found in $PATH".to_string(),
+            });
+        }
+        self.log(format!("start {id}"));
+        let tx = Arc::new(watch::channel(None).0);
+        self.exits.lock().unwrap().insert(id.to_string(), tx.clone());
+        {
+            let mut running = self.running_now.lock().unwrap();
+            *running += 1;
+            let mut max = self.max_running.lock().unwrap();
+            *max = (*max).max(*running);
+        }
+        let is_service = spec.labels.get("drydock.role").map(String::as_str) == Some("service");
+        if !is_service {
+            let (delay, code) = match argv.first().map(String::as_str) {
+                Some("sleep") => (argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(0), 0),
+                Some("exit") => (0, argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1)),
+                _ => (0, 0),
+            };
+            let running_now = self.running_now.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                exit(&tx, &running_now, code);
+            });
+        }
+        Ok(())
+    }
+    fn logs(&self, id: &str) -> BoxStream<'static, Result<LogChunk, EngineError>> {
+        let spec = self.live.lock().unwrap().get(id).cloned().unwrap_or_default();
+        let argv = words(&spec);
+        let text = if argv.first().map(String::as_str) == Some("echo") {
+            format!("{}\n", argv[1..].join(" "))
+        } else {
+            String::new()
+        };
+        futures::stream::iter((!text.is_empty()).then(|| {
+            Ok(LogChunk { stream: LogStream::Stdout, bytes: Bytes::from(text) })
+        }))
+        .boxed()
+    }
+    async fn wait(&self, id: &str) -> Result<i64, EngineError> {
+        let rx = self.exits.lock().unwrap().get(id).map(|tx| tx.subscribe());
+        let Some(mut rx) = rx else { return Ok(0) };
+        loop {
+            if let Some(code) = *rx.borrow() {
+                return Ok(code);
+            }
+            if rx.changed().await.is_err() {
+                return Ok(137);
+            }
+        }
+    }
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<(), EngineError> {
+        self.log(format!("stop {id}"));
+        self.finish(id, 143);
+        Ok(())
+    }
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.finish(id, 137);
+        self.live.lock().unwrap().remove(id);
+        Ok(())
+    }
+    async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        Ok(ContainerState {
+            running: self.live.lock().unwrap().contains_key(id),
+            exit_code: None,
+            health: None,
+            ip_addresses: BTreeMap::new(),
+        })
+    }
+    async fn exec(&self, id: &str, _argv: &[String], _env: &BTreeMap<String, String>) -> Result<ExecOutput, EngineError> {
+        let never = self.never_ready.iter().any(|name| id.ends_with(&format!("-svc-{name}")));
+        Ok(if never {
+            ExecOutput { exit_code: 2, output: "connection refused".to_string() }
+        } else {
+            ExecOutput { exit_code: 0, output: "1\n".to_string() }
+        })
+    }
+    async fn tail_logs(&self, _id: &str, _lines: usize) -> Result<String, EngineError> {
+        Ok("last words\n".to_string())
+    }
+    async fn copy_out(&self, _id: &str, _path: &str, _dest: &Path) -> Result<bool, EngineError> {
+        Ok(false)
+    }
+    async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        self.log(format!("tag {image} {repo}:{tag}"));
+        Ok(())
+    }
+    async fn remove_run(&self, _run_id: &str) -> Result<usize, EngineError> {
+        let ids: Vec<String> = self.live.lock().unwrap().keys().cloned().collect();
+        for id in &ids {
+            self.finish(id, 137);
+        }
+        self.live.lock().unwrap().clear();
+        Ok(ids.len())
+    }
+}

@@ -1,0 +1,318 @@
+//! Scheduling tests against the fake engine.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::fake::FakeRuntime;
+use super::*;
+use crate::pipeline::{
+    BuildSpec, ImageSource, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec, TierSpec,
+};
+
+const BASE: &str = "drydock/python:3.11";
+
+fn step(name: &str, command: &[&str]) -> StepSpec {
+    StepSpec {
+        name: name.to_string(),
+        image: ImageSource::Image(BASE.to_string()),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        env: BTreeMap::new(),
+        workdir: None,
+        mounts: Vec::new(),
+        timeout: Duration::from_secs(30),
+        junit: None,
+        collect: Vec::new(),
+        network: true,
+    }
+}
+
+fn tier(name: &str, steps: Vec<StepSpec>) -> TierSpec {
+    TierSpec { name: name.to_string(), build: Vec::new(), services: Vec::new(), steps }
+}
+
+fn pipeline(tiers: Vec<TierSpec>) -> Pipeline {
+    Pipeline {
+        name: "demo".to_string(),
+        build: Some(BuildSpec {
+            context: PathBuf::from("/nonexistent"),
+            dockerfile: "Dockerfile".to_string(),
+            args: BTreeMap::new(),
+            trust: false,
+        }),
+        services: Vec::new(),
+        tiers,
+        release: None,
+        source_path: PathBuf::from("pipelines/demo.yml"),
+        repo_root: PathBuf::from("/"),
+    }
+}
+
+fn db_service() -> ServiceSpec {
+    ServiceSpec {
+        name: "db".to_string(),
+        image: ImageSource::Image("drydock/postgres:15".to_string()),
+        env: BTreeMap::new(),
+        command: None,
+        ready: Some(ReadySpec {
+            probe: Probe::Postgres { user: "app".into(), password: Some("app".into()), database: "app".into() },
+            timeout: Duration::from_millis(300),
+            interval: Duration::from_millis(10),
+        }),
+    }
+}
+
+struct Ran {
+    report: RunReport,
+    events: Vec<Event>,
+    fake: Arc<FakeRuntime>,
+}
+
+async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Duration>) -> Ran {
+    let fake = Arc::new(fake);
+    let (tx, mut rx) = mpsc::channel(64);
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        events
+    });
+    let cancel = CancellationToken::new();
+    if let Some(after) = cancel_after {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            cancel.cancel();
+        });
+    }
+    let options = RunOptions {
+        run_id: "r1".to_string(),
+        results_dir: std::env::temp_dir().join("drydock-unit-results"),
+        trust: Trust::default(),
+        git: GitInfo { sha: Some("abc123".to_string()), branch: Some("main".to_string()) },
+        stop_grace: Duration::from_secs(1),
+    };
+    let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
+    let events = collector.await.unwrap();
+    Ran { report, events, fake }
+}
+
+fn finished_steps(events: &[Event]) -> Vec<(String, Status)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepFinished { step, status, .. } => Some((step.clone(), *status)),
+            Event::StepSkipped { step, .. } => Some((step.clone(), Status::Skipped)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tier_statuses(events: &[Event]) -> Vec<(String, Status)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TierFinished { tier, status, .. } => Some((tier.clone(), *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_first_failing_tier_stops_the_run_and_later_tiers_are_skipped() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier("lint", vec![step("flake8", &["true"])]),
+            tier("unit", vec![step("ok", &["true"]), step("broken", &["exit", "1"])]),
+            tier("e2e", vec![step("journey", &["true"])]),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Failed);
+    assert_eq!(ran.report.outcome.exit_code(), 1);
+    assert_eq!(
+        tier_statuses(&ran.events),
+        vec![
+            ("lint".to_string(), Status::Passed),
+            ("unit".to_string(), Status::Failed),
+            ("e2e".to_string(), Status::Skipped)
+        ]
+    );
+    assert!(finished_steps(&ran.events).contains(&("journey".to_string(), Status::Skipped)));
+    assert!(!ran.fake.journal().iter().any(|j| j.contains("journey")), "a skipped step never starts");
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn steps_of_a_tier_run_concurrently() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![tier(
+            "unit",
+            vec![step("a", &["sleep", "150"]), step("b", &["sleep", "150"]), step("c", &["sleep", "150"])],
+        )]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Passed);
+    assert_eq!(*ran.fake.max_running.lock().unwrap(), 3);
+}
+
+/// (command, timeout, expected status, expected outcome)
+#[tokio::test]
+async fn step_endings_map_to_statuses_and_outcomes() {
+    let cases: Vec<(&[&str], u64, Status, Outcome)> = vec![
+        (&["true"], 5_000, Status::Passed, Outcome::Passed),
+        (&["exit", "2"], 5_000, Status::Failed, Outcome::Failed),
+        (&["sleep", "10000"], 50, Status::TimedOut, Outcome::Failed),
+        (&["missing"], 5_000, Status::Failed, Outcome::Failed),
+    ];
+    for (command, timeout_ms, status, outcome) in cases {
+        let mut s = step("s", command);
+        s.timeout = Duration::from_millis(timeout_ms);
+        let ran = run_with(FakeRuntime::with_images(&[BASE]), pipeline(vec![tier("t", vec![s])]), None).await;
+        assert_eq!(finished_steps(&ran.events), vec![("s".to_string(), status)], "{command:?}");
+        assert_eq!(ran.report.outcome, outcome, "{command:?}");
+        assert_eq!(ran.fake.live_containers(), 0, "{command:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_image_is_an_infrastructure_error_before_anything_starts() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[]),
+        pipeline(vec![tier("t", vec![step("s", &["true"])])]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Errored);
+    assert_eq!(ran.report.outcome.exit_code(), 3);
+    let error = ran.report.error.unwrap();
+    assert!(error.contains("drydock/python:3.11") && error.contains("drydock images bootstrap"), "{error}");
+    assert!(ran.fake.journal().is_empty(), "{:?}", ran.fake.journal());
+}
+
+#[tokio::test]
+async fn services_start_while_the_image_builds() {
+    let mut p = pipeline(vec![
+        TierSpec { name: "build".into(), build: vec!["test".into()], services: vec![], steps: vec![] },
+        TierSpec {
+            name: "integration".into(),
+            build: vec![],
+            services: vec!["db".into()],
+            steps: vec![StepSpec { image: ImageSource::Target("test".into()), ..step("it", &["true"]) }],
+        },
+    ]);
+    p.services.push(db_service());
+    let fake = FakeRuntime {
+        build_delay: Duration::from_millis(100),
+        ..FakeRuntime::with_images(&[BASE, "drydock/postgres:15"])
+    };
+    let ran = run_with(fake, p, None).await;
+    assert_eq!(ran.report.outcome, Outcome::Passed, "{:?}", ran.report.error);
+    let journal = ran.fake.journal();
+    let position = |entry: &str| journal.iter().position(|j| j.starts_with(entry)).unwrap();
+    assert!(position("start drydock-r1-svc-db") < position("built test"), "{journal:?}");
+    assert!(ran.events.iter().any(|e| matches!(e, Event::ServiceReady { service, .. } if service == "db")));
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn a_service_that_never_gets_ready_errors_its_tier_within_the_deadline() {
+    let mut p = pipeline(vec![TierSpec {
+        name: "integration".into(),
+        build: vec![],
+        services: vec!["db".into()],
+        steps: vec![step("it", &["true"])],
+    }]);
+    p.services.push(db_service());
+    let fake = FakeRuntime {
+        never_ready: HashSet::from(["db".to_string()]),
+        ..FakeRuntime::with_images(&[BASE, "drydock/postgres:15"])
+    };
+    let ran = run_with(fake, p, None).await;
+    assert_eq!(ran.report.outcome, Outcome::Errored);
+    let error = ran.report.error.unwrap();
+    assert!(error.contains("not ready after 300ms") && error.contains("connection refused"), "{error}");
+    assert!(ran.events.iter().any(|e| matches!(e, Event::ServiceFailed { log_tail, .. } if log_tail == &["last words"])));
+    assert_eq!(finished_steps(&ran.events), vec![("it".to_string(), Status::Skipped)]);
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_build_fails_its_tier_and_names_the_instruction() {
+    let p = pipeline(vec![
+        TierSpec { name: "build".into(), build: vec!["production".into(), "test".into()], services: vec![], steps: vec![] },
+        tier("after", vec![step("s", &["true"])]),
+    ]);
+    let fake = FakeRuntime {
+        failing_builds: HashSet::from(["production".to_string()]),
+        ..FakeRuntime::with_images(&[BASE])
+    };
+    let ran = run_with(fake, p, None).await;
+    assert_eq!(ran.report.outcome, Outcome::Failed);
+    assert!(ran.events.iter().any(|e| matches!(e, Event::StepFinished { error: Some(error), .. } if error.contains("at `RUN false`"))));
+    assert_eq!(
+        finished_steps(&ran.events),
+        vec![
+            ("build production".to_string(), Status::Failed),
+            ("build test".to_string(), Status::Skipped),
+            ("s".to_string(), Status::Skipped)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cancelling_stops_running_steps_and_removes_everything() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![tier("slow", vec![step("s", &["sleep", "10000"])]), tier("next", vec![step("n", &["true"])])]),
+        Some(Duration::from_millis(100)),
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Interrupted);
+    assert_eq!(ran.report.outcome.exit_code(), 130);
+    assert!(ran.fake.journal().iter().any(|j| j == "stop drydock-r1-slow-s"));
+    assert_eq!(
+        finished_steps(&ran.events),
+        vec![("s".to_string(), Status::Cancelled), ("n".to_string(), Status::Skipped)]
+    );
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
+    let mut p = pipeline(vec![TierSpec {
+        name: "build".into(),
+        build: vec!["production".into()],
+        services: vec![],
+        steps: vec![],
+    }]);
+    p.release = Some(ReleaseSpec { target: "production".into(), name: "demo".into(), channel: "staging".into() });
+    let ran = run_with(FakeRuntime::with_images(&[BASE]), p, None).await;
+    assert_eq!(ran.report.outcome, Outcome::Passed);
+    let released = ran.report.released.unwrap();
+    assert_eq!(released.tags, vec!["demo:abc123", "demo:r1", "demo:staging"]);
+    assert_eq!(released.image_id, "img-production");
+    let tags: Vec<_> = ran.fake.journal().into_iter().filter(|j| j.starts_with("tag ")).collect();
+    assert_eq!(tags.len(), 3);
+}
+
+#[tokio::test]
+async fn step_output_arrives_as_log_events_and_the_run_is_bracketed() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![tier("t", vec![step("hello", &["echo", "hello", "world"])])]),
+        None,
+    )
+    .await;
+    assert!(matches!(ran.events.first(), Some(Event::RunStarted { .. })));
+    assert!(matches!(ran.events.last(), Some(Event::RunFinished { outcome: Outcome::Passed, .. })));
+    assert!(ran.events.iter().any(|e| matches!(e, Event::Log { line, .. } if line == "hello world")));
+}
