@@ -60,6 +60,9 @@ pub(crate) struct Checker<'v> {
     vars: &'v Vars,
     repo_root: PathBuf,
     errors: Vec<(Pos, String)>,
+    /// Every service name given under `services:`, valid or not (so that a
+    /// broken service is not reported again as unknown where it is used).
+    declared_services: HashSet<String>,
 }
 
 impl<'v> Checker<'v> {
@@ -68,6 +71,7 @@ impl<'v> Checker<'v> {
             vars,
             repo_root,
             errors: Vec::new(),
+            declared_services: HashSet::new(),
         }
     }
 
@@ -116,10 +120,14 @@ impl<'v> Checker<'v> {
                 continue;
             };
             if !allowed.contains(&key) {
+                let hint = match suggest(key, allowed) {
+                    Some(s) => format!("did you mean `{s}`? "),
+                    None => String::new(),
+                };
                 self.err(
                     k.pos,
                     format!(
-                        "unknown key `{key}` in {what} (expected one of: {})",
+                        "unknown key `{key}` in {what} ({hint}expected one of: {})",
                         allowed.join(", ")
                     ),
                 );
@@ -629,6 +637,7 @@ impl<'v> Checker<'v> {
                 continue;
             }
             seen.insert(name.to_string(), k.pos);
+            self.declared_services.insert(name.to_string());
             let name_ok = self.check_name(name, k.pos, "service name", false);
             if let Some((spec, target)) = self.service(name, v, k.pos) {
                 if name_ok {
@@ -812,7 +821,7 @@ impl<'v> Checker<'v> {
     }
 
     fn tier(&mut self, node: &Node) -> (Option<TierSpec>, Option<TierRefs>) {
-        let Some(f) = self.fields(node, node.pos, "tier", TIER_KEYS) else {
+        let Some(mut f) = self.fields(node, node.pos, "tier", TIER_KEYS) else {
             return (None, None);
         };
         let name = self
@@ -822,6 +831,7 @@ impl<'v> Checker<'v> {
             Some(n) => format!("tier `{n}`"),
             None => "tier".to_string(),
         };
+        f.what = tier_what.clone();
 
         let build = match f.get("build") {
             Some(b) => self.strings(b).map(|v| {
@@ -873,6 +883,7 @@ impl<'v> Checker<'v> {
                     steps = ok.then_some(list);
                 }
                 _ => {
+                    steps_given = true; // reported below as a type error instead
                     self.err(
                         s.pos,
                         format!("expected a list of steps, found {}", s.describe()),
@@ -884,7 +895,7 @@ impl<'v> Checker<'v> {
 
         let build_given = f
             .get("build")
-            .is_some_and(|b| matches!(&b.kind, Kind::Seq(v) if !v.is_empty()));
+            .is_some_and(|b| !matches!(&b.kind, Kind::Seq(v) if v.is_empty()));
         if !build_given && !steps_given {
             self.err(
                 f.owner,
@@ -919,14 +930,15 @@ impl<'v> Checker<'v> {
     }
 
     fn step(&mut self, node: &Node, tier_what: &str) -> Option<(StepSpec, Option<(String, Pos)>)> {
-        let f = self.fields(node, node.pos, &format!("a step of {tier_what}"), STEP_KEYS)?;
+        let mut f = self.fields(node, node.pos, &format!("a step of {tier_what}"), STEP_KEYS)?;
         let name = self
             .required(&f, "name")
             .and_then(|n| self.name(n, "step name", false));
         let what = match &name {
             Some(n) => format!("step `{n}`"),
-            None => "step".to_string(),
+            None => format!("a step of {tier_what}"),
         };
+        f.what = what.clone();
         let image = self.image_source(&f, &what);
         let command = self
             .required(&f, "command")
@@ -1183,7 +1195,7 @@ impl<'v> Checker<'v> {
         for (i, tier) in tiers.iter().enumerate() {
             for (name, pos) in &tier.services {
                 let Some((spec, r)) = by_name.get(name.as_str()) else {
-                    if !used.contains(name) {
+                    if !self.declared_services.contains(name) {
                         self.err(
                             *pos,
                             format!("unknown service `{name}` (not defined under `services:`)"),
@@ -1289,4 +1301,28 @@ fn is_repository(s: &str) -> bool {
             && !c.contains("___")
     };
     host_ok && !path.is_empty() && path.iter().all(|c| component_ok(c))
+}
+
+/// The allowed key closest to `key` (edit distance at most 2), if any.
+fn suggest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (edit_distance(key, a), *a))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
