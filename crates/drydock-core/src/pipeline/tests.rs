@@ -440,6 +440,36 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         16,
         "expected an image reference such as drydock/python:3.11, found \"my image\"",
     ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout:\n",
+        9,
+        9,
+        "expected a duration like 30s, 5m or 1h30m, found nothing (null)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout: \"${STEP_TIMEOUT:-5 min}\"\n",
+        9,
+        18,
+        "expected a duration like 30s, 5m or 1h30m, found \"5 min\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env: {\"${KEY}\": x}\n",
+        9,
+        15,
+        "invalid name `${KEY}` in env",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env: {A: x, A: y}\n",
+        9,
+        21,
+        "duplicate key `A` (first given at 9:15)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        name: s2\n        image: alpine\n        command: [x]\n",
+        7,
+        9,
+        "duplicate key `name` (first given at 6:9)",
+    ),
     // --- mounts
     (
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [nowhere:/src]\n",
@@ -892,4 +922,34 @@ fn error_display_is_file_line_col_message() {
     };
     assert_eq!(e.to_string(), "pipelines/ci.yml:3:7: boom");
     assert_eq!(e.location(), Some((3, 7)));
+}
+
+#[test]
+fn anchors_tags_and_literal_dollars() {
+    let repo = repo();
+    let p = parse(
+        &repo,
+        r#"
+version: 1
+name: app
+tiers:
+  - name: t
+    steps:
+      - name: a
+        image: alpine
+        command: &cmd [sleep, !!str 5, "costs 5$", "$$HOME"]
+        env: &env { A: "1" }
+      - name: b
+        image: alpine
+        command: *cmd
+        env: *env
+        timeout: 90s
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let steps = &p.tiers[0].steps;
+    assert_eq!(steps[0].command, ["sleep", "5", "costs 5$", "$HOME"]);
+    assert_eq!(steps[1].command, steps[0].command);
+    assert_eq!(steps[1].env, steps[0].env);
+    assert_eq!(steps[1].timeout, Duration::from_secs(90));
 }

@@ -260,7 +260,13 @@ impl MarkedEventReceiver for Builder {
                     Some(Open::Map(p, a, items)) => {
                         let mut entries = Vec::with_capacity(items.len() / 2);
                         let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        while let (Some(k), Some(mut v)) = (it.next(), it.next()) {
+                            // An omitted value (`key:` then nothing) is marked at
+                            // the next token; point at its key instead.
+                            if matches!(&v.kind, Kind::Scalar { text, plain: true, tag: None } if text.is_empty())
+                            {
+                                v.pos = k.pos;
+                            }
                             entries.push((k, v));
                         }
                         // Block mappings are marked after their first key: a

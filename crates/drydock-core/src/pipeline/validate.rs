@@ -314,7 +314,17 @@ impl<'v> Checker<'v> {
     fn duration(&mut self, node: &Node) -> Option<Duration> {
         let text = match (&node.kind, node.scalar_type()) {
             (Kind::Scalar { text, .. }, Some(ScalarType::Int | ScalarType::Float)) => text.clone(),
-            _ => self.string(node)?,
+            (_, Some(ScalarType::Str)) => self.string(node)?,
+            _ => {
+                self.err(
+                    node.pos,
+                    format!(
+                        "expected a duration like 30s, 5m or 1h30m, found {}",
+                        node.describe()
+                    ),
+                );
+                return None;
+            }
         };
         match parse_duration(&text) {
             Ok(d) => Some(d),
