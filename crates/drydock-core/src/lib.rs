@@ -4,6 +4,7 @@
 //! executed on an [`engine`] by the [`run`] executor, which emits typed
 //! [`events`] that reporters ([`report`]) consume.
 
+pub mod bootstrap;
 pub mod engine;
 pub mod events;
 pub mod pipeline;

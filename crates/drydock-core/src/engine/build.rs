@@ -24,6 +24,8 @@ pub struct BuildRequest {
     pub labels: HashMap<String, String>,
     /// A tag (`repo:tag`) pointed at the result.
     pub tag: Option<String>,
+    /// Build from scratch: no digest reuse, no layer cache.
+    pub no_cache: bool,
 }
 
 /// Progress of a build.
@@ -72,7 +74,12 @@ impl Engine {
                     source: std::io::Error::other(e),
                 })??
         };
-        if let Some(existing) = self.images_with_label(labels::DIGEST, &digest).await?.first() {
+        let existing = if request.no_cache {
+            Vec::new()
+        } else {
+            self.images_with_label(labels::DIGEST, &digest).await?
+        };
+        if let Some(existing) = existing.first() {
             if let Some(tag) = &request.tag {
                 let (repo, tag) = split_tag(tag);
                 self.tag_image(existing, repo, tag).await?;
@@ -98,6 +105,7 @@ impl Engine {
             rm: true,
             // Without forcerm a failed build leaves an unlabelled container behind.
             forcerm: true,
+            nocache: request.no_cache,
             buildargs: Some(build_args),
             labels: Some(image_labels),
             target: request.target.clone().unwrap_or_default(),

@@ -109,3 +109,64 @@ impl Engine {
         self.remove_leftovers(&leftovers).await
     }
 }
+
+/// Whether the drydock process that owns an object is still alive. Objects of
+/// another host are assumed alive (their owner cannot be checked from here).
+pub fn owner_alive(object_labels: &HashMap<String, String>) -> bool {
+    let this_host = labels::host_name();
+    if object_labels.get(labels::HOST).is_some_and(|h| *h != this_host) {
+        return true;
+    }
+    let Some(pid) = object_labels.get(labels::PID).and_then(|p| p.parse::<i32>().ok()) else {
+        return false;
+    };
+    if pid == std::process::id() as i32 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A recycled pid that is not a drydock process does not own anything.
+    exists
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|cmd| String::from_utf8_lossy(&cmd).contains("drydock"))
+            .unwrap_or(true)
+}
+
+impl Engine {
+    /// Leftovers of runs whose drydock process is gone (or all with `all`).
+    pub async fn stale(&self, all: bool) -> Result<Vec<Leftover>, EngineError> {
+        let found = self.labelled(labels::MANAGED).await?;
+        Ok(found
+            .into_iter()
+            .filter(|l| all || !owner_alive(&l.labels))
+            .collect())
+    }
+
+    /// Removes the leftovers of dead runs; returns how many objects went.
+    pub async fn reap_dead_runs(&self) -> Result<usize, EngineError> {
+        let stale = self.stale(false).await?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        self.remove_leftovers(&stale).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_follows_the_owner_process() {
+        let mine = labels::RunLabels::for_this_process("r", "p").with_role("step");
+        assert!(owner_alive(&mine));
+        let mut dead = mine.clone();
+        // Pids are below 2^22 on Linux: this one cannot exist.
+        dead.insert(labels::PID.to_string(), "9999999".to_string());
+        assert!(!owner_alive(&dead));
+        let mut elsewhere = dead.clone();
+        elsewhere.insert(labels::HOST.to_string(), "another-host".to_string());
+        assert!(owner_alive(&elsewhere), "objects of other hosts are left alone");
+    }
+}

@@ -85,14 +85,21 @@ mod tests {
             ("0m5s", 5_000),
         ];
         for (text, ms) in cases {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn bad_durations() {
         let cases = [
-            ("5 minutes", "expected a duration like 30s, 5m or 1h30m, found \"5 minutes\""),
+            (
+                "5 minutes",
+                "expected a duration like 30s, 5m or 1h30m, found \"5 minutes\"",
+            ),
             ("", "expected a duration"),
             ("5", "expected a duration"),
             ("m", "expected a duration"),
@@ -103,7 +110,10 @@ mod tests {
             (" 5s", "expected a duration"),
             ("5s ", "expected a duration"),
             ("-5s", "expected a duration"),
-            ("99999999999999999999999999999999999999999h", "expected a duration"),
+            (
+                "99999999999999999999999999999999999999999h",
+                "expected a duration",
+            ),
             ("0s", "greater than zero"),
             ("0h0m0s0ms", "greater than zero"),
         ];

@@ -1,4 +1,109 @@
-//! TEMPORARY: replaced by branch h-pipeline.
-pub mod duration;
+//! The pipeline file: YAML model, validation with file:line:col, interpolation.
+//!
+//! [`load`] reads a pipeline file (see `docs/pipeline-format.md`), checks every
+//! key and reference, interpolates `${VAR}` in string values and resolves
+//! repository paths, so that a [`Pipeline`] is valid before anything runs.
+//! Problems come back as [`PipelineError`], displayed `FILE:LINE:COL: MESSAGE`.
+
+mod duration;
+mod error;
+mod interpolate;
 mod model;
-pub use model::*;
+mod tree;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{Diagnostic, PipelineError};
+pub use interpolate::{interpolate, Vars, BUILTIN_VARS};
+pub use model::{
+    BuildSpec, ImageSource, Mount, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec,
+    TierSpec, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
+};
+
+/// Reads and validates the pipeline file at `path`.
+///
+/// Repository paths in the file are resolved against `repo_root` (see
+/// [`find_repo_root`]); `vars` feeds `${NAME}` interpolation. Errors name
+/// `path` as given.
+pub fn load(path: &Path, repo_root: &Path, vars: &Vars) -> Result<Pipeline, PipelineError> {
+    let source = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_str(&source, &path.to_string_lossy(), repo_root, vars)
+}
+
+/// Validates pipeline YAML held in memory; `file_label` names it in errors
+/// and becomes [`Pipeline::source_path`].
+pub fn parse_str(
+    source: &str,
+    file_label: &str,
+    repo_root: &Path,
+    vars: &Vars,
+) -> Result<Pipeline, PipelineError> {
+    let diag = |pos: tree::Pos, message: String| Diagnostic {
+        file: file_label.to_string(),
+        line: pos.line,
+        col: pos.col,
+        message,
+    };
+    let root = match tree::parse(source) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            let first = diag(
+                tree::Pos::START,
+                "the pipeline file is empty (expected a mapping with version, name and tiers)"
+                    .to_string(),
+            );
+            return Err(PipelineError::Invalid {
+                all: vec![first.clone()],
+                first,
+            });
+        }
+        Err(e) => return Err(PipelineError::Syntax(diag(e.pos, e.message))),
+    };
+    let repo_root = repo_root
+        .canonicalize()
+        .map_err(|source| PipelineError::Io {
+            path: repo_root.to_path_buf(),
+            source,
+        })?;
+    validate::Checker::new(vars, repo_root)
+        .check(&root, PathBuf::from(file_label))
+        .map_err(|errors| {
+            let all: Vec<Diagnostic> = errors.into_iter().map(|(p, m)| diag(p, m)).collect();
+            PipelineError::Invalid {
+                first: all[0].clone(),
+                all,
+            }
+        })
+}
+
+/// The repository root for a pipeline file: the nearest ancestor directory
+/// holding `.git` (a directory, or a file as in worktrees); else the parent
+/// of the nearest ancestor directory named `pipelines`; else the file's
+/// directory. Relative paths are made absolute first (without resolving
+/// symlinks).
+pub fn find_repo_root(pipeline_path: &Path) -> PathBuf {
+    let abs = std::path::absolute(pipeline_path).unwrap_or_else(|_| pipeline_path.to_path_buf());
+    let dir = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| abs.clone());
+    if let Some(git_root) = dir.ancestors().find(|d| d.join(".git").exists()) {
+        return git_root.to_path_buf();
+    }
+    if let Some(parent) = dir
+        .ancestors()
+        .find(|d| d.file_name().is_some_and(|n| n == "pipelines"))
+        .and_then(Path::parent)
+    {
+        return parent.to_path_buf();
+    }
+    dir
+}
+
+#[cfg(test)]
+mod tests;

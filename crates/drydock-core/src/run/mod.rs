@@ -474,6 +474,7 @@ fn build_request<R: Runtime>(ctx: &RunCtx<R>, target: &str) -> Result<BuildReque
         transient_args,
         labels,
         tag: Some(format!("drydock-build/{}:{target}", ctx.pipeline.name)),
+        no_cache: false,
     })
 }
 

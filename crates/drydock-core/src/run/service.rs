@@ -95,7 +95,7 @@ async fn start_and_probe_inner<R: Runtime>(
                 format!(
                     "service {} not ready after {}: {last_failure}",
                     service.name,
-                    crate::pipeline::duration::format_duration(ready.timeout)
+                    crate::pipeline::format_duration(ready.timeout)
                 ),
                 tail,
             ));

@@ -178,7 +178,7 @@ async fn run_container<R: Runtime>(
         _ = tokio::time::sleep(step.timeout) => {
             let _ = ctx.runtime.stop(&id, ctx.options.stop_grace).await;
             (Status::TimedOut, None, Some(format!(
-                "timed out after {}", crate::pipeline::duration::format_duration(step.timeout)
+                "timed out after {}", crate::pipeline::format_duration(step.timeout)
             )))
         }
         _ = ctx.cancel.cancelled() => {

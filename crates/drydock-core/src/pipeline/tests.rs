@@ -1,0 +1,955 @@
+//! Tests of the whole pipeline loader against a temporary repository.
+
+use super::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+/// A temporary repository:
+/// `.git/`, `images/app/Dockerfile`, `images/app/docker/Alt.Dockerfile`,
+/// `images/flask-api/Dockerfile`, `images/nodf/`, `notadir.txt`, `src/`,
+/// and `escape` -> a directory outside the repository (with a Dockerfile).
+struct Repo {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn repo() -> Repo {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    for d in [
+        ".git",
+        "images/app/docker",
+        "images/flask-api",
+        "images/nodf",
+        "src",
+        "pipelines",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("images/app/Dockerfile"), "FROM scratch AS dev\n").unwrap();
+    fs::write(
+        root.join("images/app/docker/Alt.Dockerfile"),
+        "FROM scratch\n",
+    )
+    .unwrap();
+    fs::write(root.join("images/flask-api/Dockerfile"), "FROM scratch\n").unwrap();
+    fs::write(root.join("notadir.txt"), "x").unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("Dockerfile"), "FROM scratch\n").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    Repo { _dir: dir, root }
+}
+
+fn vars() -> Vars {
+    let env = [("HOME", "/home/ci"), ("EMPTY", "")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Vars::new(env)
+        .with_builtin(
+            "DRYDOCK_GIT_SHA",
+            "0123456789abcdef0123456789abcdef01234567",
+        )
+        .with_builtin("DRYDOCK_GIT_SHORT_SHA", "0123456789ab")
+        .with_builtin("DRYDOCK_GIT_BRANCH", "main")
+        .with_builtin("DRYDOCK_RUN_ID", "run-1")
+}
+
+/// Drops the first newline so snippets can start on their own line.
+fn yaml(s: &str) -> &str {
+    s.strip_prefix('\n').unwrap_or(s)
+}
+
+fn parse(repo: &Repo, source: &str) -> Result<Pipeline, PipelineError> {
+    parse_str(yaml(source), "ci.yml", &repo.root, &vars())
+}
+
+/// The first ```yaml block of docs/pipeline-format.md: the contract's example.
+fn doc_example() -> String {
+    let doc = include_str!("../../../../docs/pipeline-format.md");
+    let start = doc.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
+    let end = start + doc[start..].find("```").expect("end of yaml block");
+    doc[start..end].to_string()
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let repo = repo();
+    let p = parse(&repo, &doc_example()).unwrap_or_else(|e| panic!("{e}"));
+    let root = repo.root.canonicalize().unwrap();
+    assert_eq!(p.name, "flask-api");
+    assert_eq!(p.repo_root, root);
+    assert_eq!(p.source_path, PathBuf::from("ci.yml"));
+    assert_eq!(
+        p.build,
+        Some(BuildSpec {
+            context: root.join("images/flask-api"),
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::from([(
+                "APP_VERSION".to_string(),
+                "0123456789abcdef0123456789abcdef01234567".to_string()
+            )]),
+            trust: true,
+        })
+    );
+    let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let argv = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        p.services,
+        vec![ServiceSpec {
+            name: "db".into(),
+            image: ImageSource::Image("drydock/postgres:15".into()),
+            env: env(&[
+                ("POSTGRES_USER", "app"),
+                ("POSTGRES_PASSWORD", "app"),
+                ("POSTGRES_DB", "app")
+            ]),
+            command: Some(argv(&["postgres", "-c", "fsync=off"])),
+            ready: Some(ReadySpec {
+                probe: Probe::Postgres {
+                    user: "app".into(),
+                    password: Some("app".into()),
+                    database: "app".into()
+                },
+                timeout: Duration::from_secs(60),
+                interval: Duration::from_millis(250),
+            }),
+        }]
+    );
+    assert_eq!(p.tiers.len(), 2);
+    let t = &p.tiers[0];
+    assert_eq!(t.name, "pre-build");
+    assert_eq!(t.build, vec!["dev"]);
+    assert_eq!(t.services, vec!["db"]);
+    assert_eq!(
+        t.steps,
+        vec![StepSpec {
+            name: "unit".into(),
+            image: ImageSource::Target("dev".into()),
+            command: argv(&["pytest", "tests/unit", "--junitxml=/results/junit.xml"]),
+            env: env(&[("PYTHONDONTWRITEBYTECODE", "1")]),
+            workdir: Some("/src".into()),
+            mounts: vec![Mount {
+                source: root.join("images/flask-api"),
+                target: "/src".into()
+            }],
+            timeout: Duration::from_secs(300),
+            junit: Some("/results/junit.xml".into()),
+            collect: vec!["/results/perf.json".into()],
+            network: true,
+        }]
+    );
+    assert_eq!(p.tiers[1].name, "package");
+    assert_eq!(p.tiers[1].build, vec!["production"]);
+    assert!(p.tiers[1].steps.is_empty());
+    assert_eq!(
+        p.release,
+        Some(ReleaseSpec {
+            target: "production".into(),
+            name: "flask-api".into(),
+            channel: "staging".into()
+        })
+    );
+    // Pieces serialize (events embed them); durations use the file's spelling.
+    let json = serde_json::to_value(&p.tiers[0].steps[0]).unwrap();
+    assert_eq!(json["timeout"], "5m");
+    assert_eq!(json["image"]["target"], "dev");
+}
+
+#[test]
+fn defaults_interpolation_and_ordering() {
+    let repo = repo();
+    let p = parse(
+        &repo,
+        r#"
+version: 1
+name: "app-${DRYDOCK_GIT_BRANCH}"
+build:
+  context: images/app
+  dockerfile: docker/Alt.Dockerfile
+  trust: false
+  args: { HOME_DIR: "${HOME}", TAG: "${NOPE:-latest}", EMPTY_DEFAULT: "${EMPTY:-x}", PRICE: "5$ and $$5" }
+services:
+  zeta:
+    image: redis:7
+  alpha:
+    build: dev
+    ready:
+      exec: [true-ish]
+  hc:
+    image: "${REGISTRY:-docker.io}/library/nginx"
+    ready: { healthcheck: true, timeout: 2m, interval: 1s }
+tiers:
+  - name: first
+    build: [dev]
+    services: [zeta, hc]
+    steps:
+      - name: a
+        image: alpine
+        command: [sh, -c, "echo $$HOME ${HOME}"]
+        network: false
+        mounts: [src:/src, ".:/repo"]
+  - name: second
+    services: [alpha]
+    steps:
+      - name: a
+        build: dev
+        command: ["${DRYDOCK_RUN_ID}"]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let root = repo.root.canonicalize().unwrap();
+    assert_eq!(p.name, "app-main");
+    let b = p.build.unwrap();
+    assert_eq!(b.dockerfile, "docker/Alt.Dockerfile");
+    assert!(!b.trust);
+    assert_eq!(b.args["HOME_DIR"], "/home/ci");
+    assert_eq!(b.args["TAG"], "latest");
+    assert_eq!(b.args["EMPTY_DEFAULT"], "x");
+    assert_eq!(b.args["PRICE"], "5$ and $5");
+    let names: Vec<_> = p.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha", "hc"], "file order is kept");
+    assert_eq!(p.services[0].ready, None);
+    assert_eq!(p.services[0].command, None);
+    assert_eq!(p.services[1].image, ImageSource::Target("dev".into()));
+    assert_eq!(
+        p.services[1].ready.as_ref().unwrap().probe,
+        Probe::Exec(vec!["true-ish".into()])
+    );
+    assert_eq!(
+        p.services[2].image,
+        ImageSource::Image("docker.io/library/nginx".into())
+    );
+    assert_eq!(
+        p.services[2].ready,
+        Some(ReadySpec {
+            probe: Probe::Healthcheck,
+            timeout: Duration::from_secs(120),
+            interval: Duration::from_secs(1)
+        })
+    );
+    let s = &p.tiers[0].steps[0];
+    assert_eq!(s.command[2], "echo $HOME /home/ci");
+    assert_eq!(s.timeout, DEFAULT_STEP_TIMEOUT);
+    assert!(!s.network);
+    assert_eq!(s.workdir, None);
+    assert_eq!(
+        s.mounts,
+        vec![
+            Mount {
+                source: root.join("src"),
+                target: "/src".into()
+            },
+            Mount {
+                source: root.clone(),
+                target: "/repo".into()
+            },
+        ]
+    );
+    assert_eq!(p.tiers[1].steps[0].command, vec!["run-1"]);
+    assert!(p.release.is_none());
+}
+
+/// A small valid pipeline the error cases below start from.
+const BASE: &str = r#"
+version: 1
+name: app
+build:
+  context: images/app
+tiers:
+  - name: t
+    build: [dev]
+    steps:
+      - name: s
+        build: dev
+        command: [echo, hi]
+"#;
+
+#[test]
+fn base_is_valid() {
+    parse(&repo(), BASE).unwrap();
+}
+
+/// (yaml, line, col, message substring)
+const INVALID: &[(&str, usize, usize, &str)] = &[
+    // --- shape of the document
+    ("", 1, 1, "the pipeline file is empty"),
+    ("- a\n- b\n", 1, 1, "expected a mapping for the pipeline file, found a list"),
+    (
+        "version: 1\nname: app\ncolour: blue\ntiers: []\n",
+        3,
+        1,
+        "unknown key `colour` in the pipeline file (expected one of: version, name",
+    ),
+    ("name: app\ntiers:\n  - name: t\n    build: [x]\n", 1, 1, "missing the required key `version`"),
+    ("version: 1\ntiers: []\n", 1, 1, "missing the required key `name`"),
+    ("version: 1\nname: app\n", 1, 1, "missing the required key `tiers`"),
+    ("version: 2\nname: app\ntiers: []\n", 1, 10, "unsupported version: expected 1, found the integer 2"),
+    ("version: \"1\"\nname: app\ntiers: []\n", 1, 10, "expected 1, found the string \"1\""),
+    ("version: 1\nname: Flask\ntiers: []\n", 2, 7, "invalid pipeline name \"Flask\": expected [a-z0-9][a-z0-9_.-]*"),
+    ("version: 1\nname: -app\ntiers: []\n", 2, 7, "invalid pipeline name \"-app\""),
+    ("version: 1\nname: 42\ntiers: []\n", 2, 7, "expected a string, found the integer 42 (quote it to use it as text: \"42\")"),
+    ("version: 1\nname: [a]\ntiers: []\n", 2, 7, "expected a string, found a list"),
+    ("version: 1\nname: app\ntiers: []\n", 3, 8, "a pipeline needs at least one tier"),
+    ("version: 1\nname: app\ntiers: {}\n", 3, 8, "expected a list of tiers, found a mapping"),
+    ("version: 1\nversion: 1\nname: app\ntiers: []\n", 2, 1, "duplicate key `version` (first given at 1:1)"),
+    // --- tiers and steps
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    services: []\n",
+        4,
+        5,
+        "tier `t` has neither `build` nor `steps` (it needs one or both)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps: []\n",
+        4,
+        5,
+        "tier `t` has neither `build` nor `steps`",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: bad name\n    steps: [{name: s, image: a, command: [x]}]\n",
+        4,
+        11,
+        "invalid tier name \"bad name\": expected [A-Za-z0-9][A-Za-z0-9_.-]*",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - steps: [{name: s, image: a, command: [x]}]\n",
+        4,
+        5,
+        "tier is missing the required key `name`",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - {name: t, steps: [{name: s, image: a, command: [x]}]}\n  - {name: t, steps: [{name: s, image: a, command: [x]}]}\n",
+        5,
+        12,
+        "duplicate tier name `t` (first defined at 4:12)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: s, image: a, command: [x]}\n      - {name: s, image: b, command: [x]}\n",
+        7,
+        16,
+        "duplicate step name `s` in tier `t` (first defined at 6:16)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        comand: [x]\n        command: [x]\n",
+        8,
+        9,
+        "unknown key `comand` in a step of tier `t` (did you mean `command`? expected one of: name, build, image",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n",
+        6,
+        9,
+        "step `s` is missing the required key `command`",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: []\n",
+        8,
+        18,
+        "command must not be empty",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: make test\n",
+        8,
+        18,
+        "expected command as a list (an argv such as [pytest, -q]), found the string \"make test\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [sleep, 5]\n",
+        8,
+        26,
+        "expected a string, found the integer 5 (quote it",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        command: [x]\n",
+        6,
+        9,
+        "step `s` needs exactly one of `image` (an image reference) or `build` (a build target)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        build: dev\n        command: [x]\n",
+        8,
+        9,
+        "step `s` has both `image` and `build`: give exactly one",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps: {name: s}\n",
+        5,
+        12,
+        "expected a list of steps, found a mapping",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout: 5 minutes\n",
+        9,
+        18,
+        "expected a duration like 30s, 5m or 1h30m, found \"5 minutes\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout: 0s\n",
+        9,
+        18,
+        "a duration must be greater than zero, found \"0s\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout: 30\n",
+        9,
+        18,
+        "expected a duration like 30s, 5m or 1h30m, found \"30\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        network: yes\n",
+        9,
+        18,
+        "expected true or false, found the string \"yes\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env: {PORT: 5432}\n",
+        9,
+        21,
+        "expected a string, found the integer 5432 (quote it to use it as text: \"5432\")",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env: {BAD-NAME: x}\n",
+        9,
+        15,
+        "invalid name `BAD-NAME` in env: expected [A-Za-z_][A-Za-z0-9_]*",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        workdir: src\n",
+        9,
+        18,
+        "workdir must be an absolute container path (starting with /), found \"src\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        collect: [/ok, results]\n",
+        9,
+        24,
+        "collect entry must be an absolute container path",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: \"my image\"\n        command: [x]\n",
+        7,
+        16,
+        "expected an image reference such as drydock/python:3.11, found \"my image\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout:\n",
+        9,
+        9,
+        "expected a duration like 30s, 5m or 1h30m, found nothing (null)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout: \"${STEP_TIMEOUT:-5 min}\"\n",
+        9,
+        18,
+        "expected a duration like 30s, 5m or 1h30m, found \"5 min\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env: {\"${KEY}\": x}\n",
+        9,
+        15,
+        "invalid name `${KEY}` in env",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env: {A: x, A: y}\n",
+        9,
+        21,
+        "duplicate key `A` (first given at 9:15)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        name: s2\n        image: alpine\n        command: [x]\n",
+        7,
+        9,
+        "duplicate key `name` (first given at 6:9)",
+    ),
+    // --- mounts
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [nowhere:/src]\n",
+        9,
+        18,
+        "mount source \"nowhere\" does not exist",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"../outside:/src\"]\n",
+        9,
+        18,
+        "mount source \"../outside\" is outside the repository root",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"escape:/src\"]\n",
+        9,
+        18,
+        "mount source \"escape\" is outside the repository root",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"/etc:/src\"]\n",
+        9,
+        18,
+        "mount source \"/etc\" must be relative to the repository root",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"src:rel\"]\n",
+        9,
+        18,
+        "mount target \"rel\" must be an absolute container path",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts:\n          - src\n",
+        10,
+        13,
+        "expected a mount like repo/path:/container/path, found \"src\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"src:/src:ro\"]\n",
+        9,
+        18,
+        "expected a mount like repo/path:/container/path, found \"src:/src:ro\"",
+    ),
+    // --- build section and targets
+    (
+        "version: 1\nname: app\nbuild:\n  context: images/none\ntiers:\n  - {name: t, build: [dev]}\n",
+        4,
+        12,
+        "build context \"images/none\" does not exist",
+    ),
+    (
+        "version: 1\nname: app\nbuild:\n  context: notadir.txt\ntiers:\n  - {name: t, build: [dev]}\n",
+        4,
+        12,
+        "build context \"notadir.txt\" is not a directory",
+    ),
+    (
+        "version: 1\nname: app\nbuild:\n  context: images/../../outside\ntiers:\n  - {name: t, build: [dev]}\n",
+        4,
+        12,
+        "is outside the repository root",
+    ),
+    (
+        "version: 1\nname: app\nbuild:\n  context: escape\ntiers:\n  - {name: t, build: [dev]}\n",
+        4,
+        12,
+        "build context \"escape\" is outside the repository root",
+    ),
+    (
+        "version: 1\nname: app\nbuild:\n  context: images/nodf\ntiers:\n  - {name: t, build: [dev]}\n",
+        4,
+        12,
+        "dockerfile \"Dockerfile\" not found in the build context",
+    ),
+    (
+        "version: 1\nname: app\nbuild:\n  context: images/app\n  dockerfile: ../flask-api/Dockerfile\ntiers:\n  - {name: t, build: [dev]}\n",
+        5,
+        15,
+        "is outside the build context",
+    ),
+    (
+        "version: 1\nname: app\nbuild:\n  dockerfile: Dockerfile\ntiers:\n  - {name: t, build: [dev]}\n",
+        3,
+        1,
+        "the build section is missing the required key `context`",
+    ),
+    (
+        "version: 1\nname: app\nbuild:\n  context: images/app\n  trust: 1\ntiers:\n  - {name: t, build: [dev]}\n",
+        5,
+        10,
+        "expected true or false, found the integer 1",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    build: [dev]\n",
+        5,
+        13,
+        "build target `dev` is listed but the pipeline has no top-level `build` section",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: s, build: dev, command: [x]}\n",
+        6,
+        26,
+        "step `s` uses build target `dev` but the pipeline has no top-level `build` section",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - name: t\n    steps:\n      - {name: s, build: test, command: [x]}\n  - name: u\n    build: [test]\n",
+        7,
+        26,
+        "step `s` uses build target `test` before it is built (it is built by a later tier, at 9:13)",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - name: t\n    build: [dev]\n    steps:\n      - {name: s, build: test, command: [x]}\n",
+        8,
+        26,
+        "step `s` uses build target `test`, which no tier builds",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\n  - {name: u, build: [dev]}\n",
+        6,
+        23,
+        "build target `dev` is already built at 5:23",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [\"no good\"]}\n",
+        5,
+        23,
+        "invalid build target \"no good\"",
+    ),
+    // --- services
+    (
+        "version: 1\nname: app\nservices:\n  db: {image: postgres}\n  db: {image: postgres}\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        5,
+        3,
+        "duplicate service `db` (first defined at 4:3)",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db: {image: postgres}\ntiers:\n  - {name: t, steps: [{name: s, image: a, command: [x]}]}\n",
+        4,
+        3,
+        "service `db` is not used by any tier",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    services: [db]\n    steps: [{name: s, image: a, command: [x]}]\n",
+        5,
+        16,
+        "unknown service `db` (not defined under `services:`)",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db: {image: postgres}\ntiers:\n  - name: t\n    services: [db, db]\n    steps: [{name: s, image: a, command: [x]}]\n",
+        7,
+        20,
+        "service `db` is listed twice in tier `t`",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  \"bad name\": {image: postgres}\ntiers:\n  - {name: t, steps: [{name: s, image: a, command: [x]}]}\n",
+        4,
+        3,
+        "invalid service name \"bad name\"",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db: {env: {A: b}}\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        4,
+        3,
+        "service `db` needs exactly one of `image` (an image reference) or `build` (a build target)",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    command: []\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        6,
+        14,
+        "command must not be empty",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\nservices:\n  api: {build: api}\ntiers:\n  - name: t\n    services: [api]\n    steps: [{name: s, image: a, command: [x]}]\n  - {name: u, build: [api]}\n",
+        8,
+        16,
+        "service `api` runs build target `api`, which is only built by a later tier (at 10:23)",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\nservices:\n  api: {build: api}\ntiers:\n  - name: t\n    services: [api]\n    build: [dev]\n",
+        5,
+        16,
+        "service `api` uses build target `api`, which no tier builds",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  api: {build: api}\ntiers:\n  - name: t\n    services: [api]\n    steps: [{name: s, image: a, command: [x]}]\n",
+        4,
+        16,
+        "service `api` uses build target `api` but the pipeline has no top-level `build` section",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready:\n      timeout: 5s\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        6,
+        5,
+        "ready needs exactly one probe: `postgres`, `exec` or `healthcheck`",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready:\n      exec: [pg_isready]\n      healthcheck: true\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        8,
+        7,
+        "ready takes exactly one probe, found `exec` and `healthcheck`",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready: {healthcheck: false}\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        6,
+        26,
+        "`healthcheck: false` is not a probe",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready:\n      postgres: {user: app}\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        7,
+        7,
+        "the postgres probe is missing the required key `database`",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready:\n      exec: []\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        7,
+        13,
+        "exec must not be empty",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready: {exec: [x], timeout: 1s, interval: 2s}\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        6,
+        47,
+        "ready interval (2s) must not exceed the ready timeout (1s)",
+    ),
+    (
+        "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready: {exec: [x], interval: 0ms}\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
+        6,
+        34,
+        "a duration must be greater than zero",
+    ),
+    (
+        "version: 1\nname: app\nservices: [db]\ntiers:\n  - {name: t, steps: [{name: s, image: a, command: [x]}]}\n",
+        3,
+        11,
+        "expected a mapping of service names to services, found a list",
+    ),
+    // --- release
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: production, name: app, channel: staging}\n",
+        6,
+        19,
+        "release target `production` is not built by any tier",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - {name: t, steps: [{name: s, image: a, command: [x]}]}\nrelease: {target: production, name: app, channel: staging}\n",
+        5,
+        19,
+        "release target `production` needs a top-level `build` section",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease:\n  target: dev\n  name: app\n",
+        6,
+        1,
+        "the release section is missing the required key `channel`",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: dev, name: App, channel: staging}\n",
+        6,
+        30,
+        "invalid image repository name \"App\"",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: dev, name: app, channel: \"not ok\"}\n",
+        6,
+        44,
+        "invalid channel \"not ok\"",
+    ),
+    // --- interpolation
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: \"repo/${NOPE}\"\n        command: [x]\n",
+        7,
+        16,
+        "variable NOPE is not set (use ${NOPE:-default} to give a default)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [echo, \"${HOME\"]\n",
+        8,
+        25,
+        "unterminated variable reference",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [echo, \"${9x}\"]\n",
+        8,
+        25,
+        "bad variable reference `${9x}`",
+    ),
+    (
+        "version: 1\nname: \"${NOPE}\"\ntiers: []\n",
+        2,
+        7,
+        "variable NOPE is not set",
+    ),
+];
+
+#[test]
+fn invalid_pipelines_are_reported_with_file_line_col() {
+    let repo = repo();
+    let mut failures = Vec::new();
+    for (i, (source, line, col, want)) in INVALID.iter().enumerate() {
+        match parse_str(source, "ci.yml", &repo.root, &vars()) {
+            Ok(_) => failures.push(format!("case {i}: accepted:\n{source}")),
+            Err(e) => {
+                let shown = e.to_string();
+                let expected_prefix = format!("ci.yml:{line}:{col}: ");
+                if !matches!(e, PipelineError::Invalid { .. })
+                    || !shown.starts_with(&expected_prefix)
+                    || !shown.contains(want)
+                    || e.location() != Some((*line, *col))
+                {
+                    failures.push(format!(
+                        "case {i}: want {expected_prefix}...{want}\n  got {shown}\n  all: {:?}\n{source}",
+                        e.diagnostics().iter().map(|d| d.to_string()).collect::<Vec<_>>()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn yaml_syntax_errors_have_positions() {
+    let repo = repo();
+    let cases: &[(&str, usize, usize)] = &[
+        ("version: 1\nname: [app\n", 3, 1),
+        ("version: 1\n  name: app\n", 2, 7),
+        ("version: 1\nname: \"app\n", 2, 7),
+        ("a: 1\n---\nb: 2\n", 2, 1),
+        ("version: 1\nname: *nope\n", 2, 7),
+    ];
+    for (source, line, col) in cases {
+        let e = parse_str(source, "ci.yml", &repo.root, &vars()).unwrap_err();
+        assert!(matches!(e, PipelineError::Syntax(_)), "{source:?}: {e}");
+        assert_eq!(e.location(), Some((*line, *col)), "{source:?}: {e}");
+        assert!(
+            e.to_string().starts_with(&format!("ci.yml:{line}:{col}: ")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_collected_in_file_order() {
+    let repo = repo();
+    let e = parse(
+        &repo,
+        r#"
+version: 1
+name: app
+tiers:
+  - name: t
+    steps:
+      - name: s
+        image: alpine
+        command: [x]
+        timeout: forever
+        oops: 1
+  - name: u
+"#,
+    )
+    .unwrap_err();
+    let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(
+        all[0].starts_with("ci.yml:9:18: expected a duration"),
+        "{all:#?}"
+    );
+    assert!(
+        all[1].starts_with("ci.yml:10:9: unknown key `oops`"),
+        "{all:#?}"
+    );
+    assert!(
+        all[2].starts_with("ci.yml:11:5: tier `u` has neither"),
+        "{all:#?}"
+    );
+    assert_eq!(e.to_string(), all[0]);
+    assert_eq!(e.message(), all[0].trim_start_matches("ci.yml:9:18: "));
+}
+
+#[test]
+fn load_reads_the_file_and_names_it() {
+    let repo = repo();
+    let path = repo.root.join("pipelines/ci.yml");
+    fs::write(&path, yaml(BASE)).unwrap();
+    let p = load(&path, &repo.root, &vars()).unwrap();
+    assert_eq!(p.source_path, path);
+    assert_eq!(p.tiers[0].steps[0].image, ImageSource::Target("dev".into()));
+
+    fs::write(&path, yaml(BASE).replace("version: 1", "version: 3")).unwrap();
+    let e = load(&path, &repo.root, &vars()).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:1:10: unsupported version", path.display())),
+        "{e}"
+    );
+
+    let missing = repo.root.join("pipelines/nope.yml");
+    let e = load(&missing, &repo.root, &vars()).unwrap_err();
+    assert!(matches!(e, PipelineError::Io { .. }), "{e}");
+    assert!(e.to_string().contains("nope.yml"), "{e}");
+    assert_eq!(e.location(), None);
+
+    let e = load(&path, &repo.root.join("no-such-root"), &vars()).unwrap_err();
+    assert!(matches!(e, PipelineError::Io { .. }), "{e}");
+}
+
+#[test]
+fn repo_root_is_found_from_git_then_pipelines_then_the_file_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    // .git directory, pipeline nested below.
+    fs::create_dir_all(base.join("a/.git")).unwrap();
+    fs::create_dir_all(base.join("a/pipelines/sub")).unwrap();
+    // .git file (a worktree), no pipelines folder.
+    fs::create_dir_all(base.join("b/ci")).unwrap();
+    fs::write(base.join("b/.git"), "gitdir: elsewhere\n").unwrap();
+    // No git: the parent of the `pipelines` folder.
+    fs::create_dir_all(base.join("c/pipelines/nested")).unwrap();
+    // Neither: the file's own folder.
+    fs::create_dir_all(base.join("d/e")).unwrap();
+    let cases = [
+        ("a/pipelines/ci.yml", "a"),
+        ("a/pipelines/sub/ci.yml", "a"),
+        ("b/ci/pipeline.yml", "b"),
+        ("c/pipelines/ci.yml", "c"),
+        ("c/pipelines/nested/ci.yml", "c"),
+        ("d/e/ci.yml", "d/e"),
+    ];
+    for (file, want) in cases {
+        assert_eq!(find_repo_root(&base.join(file)), base.join(want), "{file}");
+    }
+    // A relative path is made absolute against the current directory.
+    let rel = find_repo_root(Path::new("pipelines/ci.yml"));
+    assert!(rel.is_absolute(), "{}", rel.display());
+}
+
+#[test]
+fn error_display_is_file_line_col_message() {
+    let d = Diagnostic {
+        file: "pipelines/ci.yml".into(),
+        line: 3,
+        col: 7,
+        message: "boom".into(),
+    };
+    assert_eq!(d.to_string(), "pipelines/ci.yml:3:7: boom");
+    let e = PipelineError::Invalid {
+        first: d.clone(),
+        all: vec![d],
+    };
+    assert_eq!(e.to_string(), "pipelines/ci.yml:3:7: boom");
+    assert_eq!(e.location(), Some((3, 7)));
+}
+
+#[test]
+fn anchors_tags_and_literal_dollars() {
+    let repo = repo();
+    let p = parse(
+        &repo,
+        r#"
+version: 1
+name: app
+tiers:
+  - name: t
+    steps:
+      - name: a
+        image: alpine
+        command: &cmd [sleep, !!str 5, "costs 5$", "$$HOME"]
+        env: &env { A: "1" }
+      - name: b
+        image: alpine
+        command: *cmd
+        env: *env
+        timeout: 90s
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let steps = &p.tiers[0].steps;
+    assert_eq!(steps[0].command, ["sleep", "5", "costs 5$", "$HOME"]);
+    assert_eq!(steps[1].command, steps[0].command);
+    assert_eq!(steps[1].env, steps[0].env);
+    assert_eq!(steps[1].timeout, Duration::from_secs(90));
+}
