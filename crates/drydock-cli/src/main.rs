@@ -1,1 +1,84 @@
-fn main() {}
+//! `drydock`: run a product's CI pipeline inside containers, tag releases and
+//! roll them back.
+
+mod commands;
+mod error;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// Container-native build orchestrator: runs a pipeline's lint, test and
+/// release tiers inside containers on a Docker Engine.
+///
+/// Exit codes: 0 passed, 1 a step failed, 2 invalid configuration or usage,
+/// 3 infrastructure error (engine unreachable, image missing…), 130 interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "drydock", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline file.
+    Run(commands::run::RunArgs),
+    /// Check a pipeline file without running anything.
+    Validate {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Base images made without a registry.
+    Images {
+        #[command(subcommand)]
+        command: commands::images::ImagesCommand,
+    },
+    /// Remove containers, networks and volumes left by dead runs.
+    Gc(commands::gc::GcArgs),
+    /// List what a channel pointed to, oldest first.
+    Releases(commands::releases::ReleasesArgs),
+    /// Point a channel back to its previous image.
+    Rollback(commands::releases::RollbackArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return CliError::infra(format!("cannot start the async runtime: {e}")).report(),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Validate { pipeline } => commands::run::validate(&pipeline),
+            Command::Images { command } => commands::images::run(command).await,
+            Command::Gc(args) => commands::gc::run(args).await,
+            Command::Releases(args) => commands::releases::releases(args),
+            Command::Rollback(args) => commands::releases::rollback(args).await,
+        }
+    });
+    // Give background tasks no chance to outlive their purpose.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => e.report(),
+    }
+}

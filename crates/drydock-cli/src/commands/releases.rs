@@ -1,0 +1,120 @@
+//! `drydock releases` and `drydock rollback`, over the channel ledger.
+
+use drydock_core::engine::Engine;
+use drydock_core::release::{Ledger, LedgerError, NewEntry};
+use drydock_core::run::{GitInfo, Released};
+
+use crate::error::CliError;
+
+/// Arguments of `drydock releases`.
+#[derive(Debug, clap::Args)]
+pub struct ReleasesArgs {
+    /// The channel (e.g. staging).
+    pub channel: String,
+    /// Print the history as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `drydock rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The channel (e.g. staging).
+    pub channel: String,
+    /// Roll back to this release (a git sha prefix or a run id) instead of the previous one.
+    #[arg(long, value_name = "SHA|RUN")]
+    pub to: Option<String>,
+    /// Why, recorded in the ledger.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+fn open_ledger() -> Result<Ledger, CliError> {
+    Ledger::open(&Ledger::default_path()).map_err(|e| CliError::infra(e.to_string()))
+}
+
+fn ledger_error(e: LedgerError) -> CliError {
+    match e {
+        LedgerError::UnknownChannel(_)
+        | LedgerError::NothingToRollBackTo { .. }
+        | LedgerError::NoSuchRelease { .. } => CliError::failed(e.to_string()),
+        other => CliError::infra(other.to_string()),
+    }
+}
+
+/// Records a green run's release in the ledger.
+pub fn record_release(released: &Released, git: &GitInfo, run_id: &str) -> Result<(), CliError> {
+    let mut ledger = open_ledger()?;
+    ledger
+        .record(NewEntry::release(
+            released.channel.clone(),
+            released.name.clone(),
+            released.image_id.clone(),
+            git.sha.clone(),
+            Some(run_id.to_string()),
+        ))
+        .map_err(ledger_error)?;
+    Ok(())
+}
+
+/// `drydock releases <channel>`.
+pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
+    let ledger = open_ledger()?;
+    let history = ledger.history(&args.channel).map_err(ledger_error)?;
+    if history.is_empty() {
+        return Err(CliError::failed(format!("unknown channel {}: nothing was ever released to it", args.channel)));
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&history).map_err(|e| CliError::infra(e.to_string()))?;
+        println!("{text}");
+        return Ok(0);
+    }
+    println!("{:<5} {:<26} {:<9} {:<14} {:<12} {:<22} reason", "id", "at", "action", "image", "sha", "run");
+    let current = history.last().map(|e| e.id);
+    for e in &history {
+        let image = e.image_id.trim_start_matches("sha256:");
+        println!(
+            "{:<5} {:<26} {:<9} {:<14} {:<12} {:<22} {}{}",
+            e.id,
+            e.at,
+            e.action.as_str(),
+            &image[..image.len().min(12)],
+            e.git_sha.as_deref().map(|s| &s[..s.len().min(10)]).unwrap_or("-"),
+            e.run_id.as_deref().unwrap_or("-"),
+            e.reason.as_deref().unwrap_or(""),
+            if Some(e.id) == current { "  ← current" } else { "" }
+        );
+    }
+    Ok(0)
+}
+
+/// `drydock rollback <channel>`: re-points `<name>:<channel>` and records it.
+pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
+    let mut ledger = open_ledger()?;
+    let target = ledger
+        .rollback_target(&args.channel, args.to.as_deref())
+        .map_err(ledger_error)?;
+    let engine = Engine::connect().await?;
+    if engine.image(&target.image_id).await?.is_none() {
+        return Err(CliError::infra(format!(
+            "image {} of release {} (run {}) is no longer in the engine; nothing changed",
+            target.image_id,
+            target.id,
+            target.run_id.as_deref().unwrap_or("?")
+        )));
+    }
+    engine.tag_image(&target.image_id, &target.name, &args.channel).await?;
+    let entry = ledger
+        .record(NewEntry::rollback(&target, args.reason.clone()))
+        .map_err(ledger_error)?;
+    println!(
+        "{}:{} → {} (release {}, run {}, sha {})",
+        entry.name,
+        entry.channel,
+        entry.image_id,
+        target.id,
+        target.run_id.as_deref().unwrap_or("-"),
+        target.git_sha.as_deref().unwrap_or("-")
+    );
+    Ok(0)
+}

@@ -1,0 +1,204 @@
+//! `drydock run` and `drydock validate`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drydock_core::engine::Engine;
+use drydock_core::events::Event;
+use drydock_core::pipeline::{self, Pipeline, PipelineError, Vars};
+use drydock_core::report::ResultsWriter;
+use drydock_core::run::{self, CancellationToken, GitInfo, RunOptions};
+use drydock_core::trust::Trust;
+
+use crate::error::CliError;
+use crate::report::{json::JsonReporter, terminal::TerminalReporter, Reporter};
+
+/// Arguments of `drydock run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline file (e.g. pipelines/flask-api.yml).
+    pub pipeline: PathBuf,
+    /// Write newline-delimited JSON events to stdout instead of the terminal view.
+    #[arg(long)]
+    pub json: bool,
+    /// Build missing base images (`drydock images bootstrap`) before running.
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// Folder for results (a sub-folder per run); default `results/` in the repository.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Print every log line of every step as it arrives.
+    #[arg(long)]
+    pub logs: bool,
+    /// CA bundle handed to builds and networked steps (default: $DRYDOCK_CA_BUNDLE, else $PIP_CERT).
+    #[arg(long, value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Seconds a stopped container gets before it is killed.
+    #[arg(long, default_value_t = 10)]
+    pub stop_grace: u64,
+}
+
+/// Loads and validates a pipeline, with built-ins from git and the run id.
+pub fn load_pipeline(path: &Path, run_id: &str, git: &GitInfo) -> Result<Pipeline, CliError> {
+    let repo_root = pipeline::find_repo_root(path);
+    let mut vars = Vars::from_process_env().with_builtin("DRYDOCK_RUN_ID", run_id);
+    if let Some(sha) = &git.sha {
+        vars = vars
+            .with_builtin("DRYDOCK_GIT_SHA", sha.as_str())
+            .with_builtin("DRYDOCK_GIT_SHORT_SHA", &sha[..sha.len().min(12)]);
+    }
+    if let Some(branch) = &git.branch {
+        vars = vars.with_builtin("DRYDOCK_GIT_BRANCH", branch.as_str());
+    }
+    pipeline::load(path, &repo_root, &vars).map_err(|e| pipeline_error(path, &e))
+}
+
+/// Renders a pipeline error with the offending line and a caret.
+fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
+    let mut message = error.to_string();
+    if let Some((line, col)) = error.location() {
+        if let Some(text) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.lines().nth(line.saturating_sub(1)).map(str::to_string))
+        {
+            message.push_str(&format!(
+                "\n  {line:>4} | {text}\n       | {}^",
+                " ".repeat(col.saturating_sub(1))
+            ));
+        }
+    }
+    if let PipelineError::Invalid { all, .. } = error {
+        if all.len() > 1 {
+            message.push_str(&format!("\n  ({} more problems; fix this one first)", all.len() - 1));
+        }
+    }
+    CliError::invalid(message)
+}
+
+/// The commit being run: sha and branch from git, when the folder is a repository.
+pub async fn git_info(dir: &Path) -> GitInfo {
+    async fn git(dir: &Path, args: &[&str]) -> Option<String> {
+        let out = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .await
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+    GitInfo {
+        sha: git(dir, &["rev-parse", "HEAD"]).await,
+        branch: git(dir, &["rev-parse", "--abbrev-ref", "HEAD"]).await.filter(|b| b != "HEAD"),
+    }
+}
+
+/// `drydock validate`.
+pub fn validate(path: &Path) -> Result<u8, CliError> {
+    let pipeline = load_pipeline(path, "validate", &GitInfo::default())?;
+    println!(
+        "{}: valid ({} tiers, {} services)",
+        path.display(),
+        pipeline.tiers.len(),
+        pipeline.services.len()
+    );
+    Ok(0)
+}
+
+/// `drydock run`.
+pub async fn run(args: RunArgs) -> Result<u8, CliError> {
+    let run_id = run::new_run_id();
+    let repo_root = pipeline::find_repo_root(&args.pipeline);
+    let git = git_info(&repo_root).await;
+    let pipeline = load_pipeline(&args.pipeline, &run_id, &git)?;
+    let engine = Engine::connect().await?;
+
+    let reaped = engine.reap_dead_runs().await?;
+    if reaped > 0 && !args.json {
+        eprintln!("drydock: removed {reaped} leftovers of runs that died");
+    }
+    let mut trust = Trust::from_env();
+    if let Some(ca) = &args.ca_bundle {
+        trust.ca_bundle = Some(ca.clone());
+    }
+    if let Some(ca) = &trust.ca_bundle {
+        if !ca.is_file() {
+            return Err(CliError::invalid(format!("CA bundle {} does not exist", ca.display())));
+        }
+    }
+    if args.bootstrap {
+        super::images::bootstrap_missing(&engine, &repo_root, &trust, args.json).await?;
+    }
+
+    let results_dir = args
+        .results
+        .clone()
+        .unwrap_or_else(|| pipeline.repo_root.join("results"))
+        .join(&run_id);
+    let mut results = ResultsWriter::create(&results_dir).map_err(|e| {
+        CliError::infra(format!("cannot create results folder {}: {e}", results_dir.display()))
+    })?;
+    let mut reporter: Box<dyn Reporter> = if args.json {
+        Box::new(JsonReporter::new())
+    } else {
+        Box::new(TerminalReporter::new(args.logs))
+    };
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
+    // Reporters write files and terminals: keep them off the async runtime.
+    let consumer = std::thread::spawn(move || {
+        while let Some(event) = rx.blocking_recv() {
+            if let Err(e) = results.handle(&event) {
+                tracing::warn!("results folder: {e}");
+            }
+            reporter.handle(&event);
+        }
+        reporter.finish();
+    });
+
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(watch_signals(cancel.clone(), engine.clone(), run_id.clone()));
+    let options = RunOptions {
+        run_id: run_id.clone(),
+        results_dir,
+        trust,
+        git: git.clone(),
+        stop_grace: Duration::from_secs(args.stop_grace),
+    };
+    let runtime = Arc::new(engine.clone());
+    let task = tokio::spawn(async move { run::run_pipeline(&pipeline, runtime, options, tx, cancel).await });
+    let report = task.await;
+    signals.abort();
+    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+
+    let report = match report {
+        Ok(report) => report,
+        Err(panic) => {
+            // The executor died: its teardown did not run, so sweep by label.
+            let _ = engine.remove_run(&run_id).await;
+            return Err(CliError::infra(format!("internal error in run {run_id}: {panic}")));
+        }
+    };
+    if let Some(released) = &report.released {
+        super::releases::record_release(released, &git, &run_id)?;
+    }
+    Ok(report.outcome.exit_code() as u8)
+}
+
+/// First SIGINT/SIGTERM: cancel gracefully. Second: remove the run's objects now and exit 130.
+async fn watch_signals(cancel: CancellationToken, engine: Engine, run_id: String) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("\ndrydock: interrupted; stopping containers (again to force)…");
+    cancel.cancel();
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    let _ = engine.remove_run(&run_id).await;
+    std::process::exit(130);
+}
