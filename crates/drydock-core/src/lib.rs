@@ -3,4 +3,5 @@
 //! Data flows one way: a pipeline file is parsed and validated ([`pipeline`]),
 //! planned, executed on an [`engine`] and reported as typed events.
 
+pub mod engine;
 pub mod pipeline;
