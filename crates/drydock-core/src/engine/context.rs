@@ -599,3 +599,422 @@ impl Write for ChannelWriter {
         self.send_buf()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const IGNORE: &str = "\
+# comment: build outputs and secrets
+*.log
+build
+secret
+!secret/keep.txt
+.dockerignore
+";
+
+    fn write(root: &Path, rel: &str, content: &[u8], mode: u32) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A context exercising every rule; the Dockerfile is in an excluded
+    /// directory and `.dockerignore` excludes itself.
+    fn fixture() -> (tempfile::TempDir, BuildContext) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, ".dockerignore", IGNORE.as_bytes(), 0o644);
+        write(root, "build/Dockerfile", b"FROM scratch\n", 0o644);
+        write(root, "build/out.bin", b"excluded", 0o644);
+        write(root, "app.log", b"excluded: rooted *.log", 0o644);
+        write(root, "src/app.log", b"sent: *.log is rooted", 0o644);
+        write(root, "src/main.rs", b"fn main() {}\n", 0o644);
+        write(root, "src/run.sh", b"#!/bin/sh\n", 0o755);
+        write(root, "src/deep/nested.txt", b"nested", 0o600);
+        write(root, "secret/key.pem", b"excluded", 0o600);
+        write(root, "secret/keep.txt", b"re-included", 0o644);
+        fs::set_permissions(root.join("src"), fs::Permissions::from_mode(0o750)).unwrap();
+        symlink("src", root.join("link")).unwrap();
+        symlink("main.rs", root.join("src/file-link")).unwrap();
+        let mut ctx = BuildContext::new(root, "build/Dockerfile");
+        ctx.extra_files
+            .push((".drydock-trust/ca.crt".into(), b"CA".to_vec()));
+        (tmp, ctx)
+    }
+
+    /// (path, type, mode, link target, content) of each tar entry, in order.
+    type TarRow = (String, tar::EntryType, u32, Option<String>, Vec<u8>);
+
+    fn read_tar(bytes: &[u8]) -> Vec<TarRow> {
+        let mut archive = tar::Archive::new(bytes);
+        let mut rows = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let h = entry.header().clone();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+            assert_eq!(h.username().unwrap(), Some(""));
+            assert_eq!(h.groupname().unwrap(), Some(""));
+            let path = entry.path().unwrap().to_str().unwrap().to_string();
+            let link = entry
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_str().unwrap().to_string());
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            rows.push((path, h.entry_type(), h.mode().unwrap(), link, content));
+        }
+        rows
+    }
+
+    fn tar_bytes(ctx: &BuildContext) -> Vec<u8> {
+        let mut out = Vec::new();
+        ctx.write_tar(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn tar_has_exactly_the_sent_entries() {
+        use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+        let (_tmp, ctx) = fixture();
+        let rows = read_tar(&tar_bytes(&ctx));
+        let file = |p: &str, mode, c: &[u8]| (p.to_string(), F, mode, None, c.to_vec());
+        let dir = |p: &str, mode| (p.to_string(), D, mode, None, Vec::new());
+        let link = |p: &str, t: &str| (p.to_string(), L, 0o777, Some(t.to_string()), Vec::new());
+        let want: Vec<TarRow> = vec![
+            // `.dockerignore` and the Dockerfile are sent although excluded;
+            // the excluded `build` directory itself is not.
+            file(".dockerignore", 0o644, IGNORE.as_bytes()),
+            file("build/Dockerfile", 0o644, b"FROM scratch\n"),
+            // A symlink to a directory stays a symlink (no `link/...`).
+            link("link", "src"),
+            // Re-included below an excluded directory.
+            file("secret/keep.txt", 0o644, b"re-included"),
+            dir("src", 0o750),
+            file("src/app.log", 0o644, b"sent: *.log is rooted"),
+            dir("src/deep", 0o755),
+            file("src/deep/nested.txt", 0o600, b"nested"),
+            link("src/file-link", "main.rs"),
+            file("src/main.rs", 0o644, b"fn main() {}\n"),
+            file("src/run.sh", 0o755, b"#!/bin/sh\n"),
+            // Extra files come last, with their implied parent directory.
+            dir(".drydock-trust", 0o755),
+            file(".drydock-trust/ca.crt", 0o644, b"CA"),
+        ];
+        let src_deep_mode = fs::metadata(ctx.dir.join("src/deep"))
+            .unwrap()
+            .permissions()
+            .mode();
+        let want: Vec<TarRow> = want
+            .into_iter()
+            .map(|mut row| {
+                if row.0 == "src/deep" {
+                    row.2 = src_deep_mode & 0o7777; // depends on the umask
+                }
+                row
+            })
+            .collect();
+        assert_eq!(rows, want);
+    }
+
+    #[test]
+    fn files_lists_walked_entries_and_mtime_is_kept() {
+        let (_tmp, ctx) = fixture();
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        File::options()
+            .write(true)
+            .open(ctx.dir.join("src/main.rs"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let files = ctx.files().unwrap();
+        let main = files.iter().find(|e| e.rel_path == "src/main.rs").unwrap();
+        assert_eq!(
+            (main.kind, main.len, main.mtime),
+            (EntryKind::File, 13, 1_600_000_000)
+        );
+        assert!(files
+            .iter()
+            .all(|e| !e.rel_path.starts_with(".drydock-trust")));
+        let bytes = tar_bytes(&ctx);
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let entry = archive
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap() == Path::new("src/main.rs"))
+            .unwrap();
+        assert_eq!(entry.header().mtime().unwrap(), 1_600_000_000);
+    }
+
+    #[test]
+    fn extra_files_replace_walked_files() {
+        let (_tmp, mut ctx) = fixture();
+        ctx.extra_files
+            .push(("./src/main.rs".into(), b"injected".to_vec()));
+        assert!(ctx
+            .files()
+            .unwrap()
+            .iter()
+            .all(|e| e.rel_path != "src/main.rs"));
+        let rows = read_tar(&tar_bytes(&ctx));
+        let mains: Vec<_> = rows.iter().filter(|r| r.0 == "src/main.rs").collect();
+        assert_eq!(mains.len(), 1);
+        assert_eq!(mains[0].4, b"injected");
+        assert_eq!(rows.last().unwrap().0, "src/main.rs");
+        // `src` was walked, so no implied directory is added for it.
+        assert_eq!(rows.iter().filter(|r| r.0 == "src").count(), 1);
+    }
+
+    #[test]
+    fn errors() {
+        let (_tmp, ctx) = fixture();
+        type Check = fn(&ContextError) -> bool;
+        let cases: Vec<(&str, BuildContext, Check)> = vec![
+            (
+                "missing Dockerfile",
+                BuildContext::new(&ctx.dir, "nope/Dockerfile"),
+                |e| matches!(e, ContextError::DockerfileMissing { .. }),
+            ),
+            (
+                "Dockerfile outside",
+                BuildContext::new(&ctx.dir, "../Dockerfile"),
+                |e| matches!(e, ContextError::DockerfileOutsideContext { .. }),
+            ),
+            (
+                "bad extra path",
+                BuildContext {
+                    extra_files: vec![("../x".into(), vec![])],
+                    ..ctx.clone()
+                },
+                |e| matches!(e, ContextError::InvalidExtraPath { .. }),
+            ),
+        ];
+        for (name, ctx, check) in cases {
+            let err = ctx.files().unwrap_err();
+            assert!(check(&err), "{name}: {err:?}");
+            let err = ctx.write_tar(io::sink()).unwrap_err();
+            assert!(check(&err), "{name}: {err:?}");
+        }
+        fs::write(ctx.dir.join(".dockerignore"), "ok\n[oops\n").unwrap();
+        let err = ctx.files().unwrap_err();
+        assert!(matches!(err, ContextError::Pattern(_)), "{err:?}");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn digest_tracks_sent_content_only() {
+        let args = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let digest = |ctx: &BuildContext| ctx.digest(&args, Some("final")).unwrap();
+        let (_tmp, base_ctx) = fixture();
+        let base = digest(&base_ctx);
+        assert_eq!(base.len(), 64);
+        assert_eq!(digest(&base_ctx), base, "stable on the same tree");
+
+        type Mutation = fn(&mut BuildContext);
+        let cases: &[(&str, Mutation, bool)] = &[
+            ("a fresh copy elsewhere", |_| {}, false),
+            (
+                "mtime of a sent file",
+                |c| {
+                    let f = File::options()
+                        .write(true)
+                        .open(c.dir.join("src/main.rs"))
+                        .unwrap();
+                    f.set_modified(std::time::UNIX_EPOCH).unwrap();
+                },
+                false,
+            ),
+            (
+                "excluded file",
+                |c| fs::write(c.dir.join("app.log"), "x").unwrap(),
+                false,
+            ),
+            (
+                "excluded dir",
+                |c| fs::write(c.dir.join("build/new"), "x").unwrap(),
+                false,
+            ),
+            (
+                "sent file",
+                |c| fs::write(c.dir.join("src/main.rs"), "fn x(){}").unwrap(),
+                true,
+            ),
+            (
+                "re-included file",
+                |c| fs::write(c.dir.join("secret/keep.txt"), "y").unwrap(),
+                true,
+            ),
+            (
+                "Dockerfile",
+                |c| fs::write(c.dir.join("build/Dockerfile"), "FROM x").unwrap(),
+                true,
+            ),
+            (
+                "new sent file",
+                |c| fs::write(c.dir.join("src/new"), "").unwrap(),
+                true,
+            ),
+            (
+                "mode",
+                |c| {
+                    let p = c.dir.join("src/run.sh");
+                    fs::set_permissions(p, fs::Permissions::from_mode(0o700)).unwrap()
+                },
+                true,
+            ),
+            (
+                "symlink target",
+                |c| {
+                    fs::remove_file(c.dir.join("link")).unwrap();
+                    symlink("secret", c.dir.join("link")).unwrap();
+                },
+                true,
+            ),
+            (
+                "extra file",
+                |c| c.extra_files[0].1 = b"other CA".to_vec(),
+                true,
+            ),
+        ];
+        for (name, mutate, changes) in cases {
+            let (_tmp, mut ctx) = fixture();
+            mutate(&mut ctx);
+            assert_eq!(digest(&ctx) != base, *changes, "{name}");
+        }
+
+        let other_args = BTreeMap::from([("A".to_string(), "2".to_string())]);
+        assert_ne!(base_ctx.digest(&other_args, Some("final")).unwrap(), base);
+        assert_ne!(
+            base_ctx.digest(&BTreeMap::new(), Some("final")).unwrap(),
+            base
+        );
+        assert_ne!(base_ctx.digest(&args, Some("test")).unwrap(), base);
+        assert_ne!(base_ctx.digest(&args, None).unwrap(), base);
+    }
+
+    /// A writer that counts and hashes what it is given.
+    #[derive(Default)]
+    struct Sink {
+        len: u64,
+        hash: Sha256,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.len += buf.len() as u64;
+            self.hash.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn large_context(size: u64) -> (tempfile::TempDir, BuildContext) {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "Dockerfile",
+            b"FROM scratch\nCOPY big /\n",
+            0o644,
+        );
+        // Sparse: no disk space or write time, but read back in full.
+        File::create(tmp.path().join("big"))
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        let ctx = BuildContext::new(tmp.path(), "Dockerfile");
+        (tmp, ctx)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_delivers_the_tar_in_many_chunks() {
+        const SIZE: u64 = 64 << 20;
+        let (_tmp, ctx) = large_context(SIZE);
+        let mut expected = Sink::default();
+        ctx.write_tar(&mut expected).unwrap();
+        // Two 512-byte headers, the Dockerfile's data block, the end marker.
+        assert_eq!(expected.len, SIZE + 512 + 512 + 512 + 1024);
+
+        let mut stream = Box::pin(ctx.stream());
+        let mut got = Sink::default();
+        let mut chunks = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            assert!(!chunk.is_empty() && chunk.len() <= STREAM_CHUNK_SIZE);
+            got.write_all(&chunk).unwrap();
+            chunks += 1;
+        }
+        assert_eq!(got.len, expected.len);
+        assert_eq!(got.hash.finalize(), expected.hash.finalize());
+        assert!(
+            chunks >= (SIZE as usize) / STREAM_CHUNK_SIZE,
+            "{chunks} chunks"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_stream_stops_the_writer() {
+        let (_tmp, ctx) = large_context(256 << 20);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut stream = Box::pin(ctx.stream_inner(Some(done_tx)));
+        stream.next().await.unwrap().unwrap();
+        drop(stream);
+        let outcome = tokio::task::spawn_blocking(move || {
+            done_rx.recv_timeout(std::time::Duration::from_secs(60))
+        })
+        .await
+        .unwrap()
+        .expect("the writer should end once the stream is dropped");
+        let err = outcome.unwrap_err();
+        assert!(err.contains("dropped"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stream_errors_arrive_as_items() {
+        let (_tmp, ctx) = fixture();
+        fs::write(ctx.dir.join(".dockerignore"), "[oops\n").unwrap();
+        let items: Vec<_> = ctx.stream().collect().await;
+        assert_eq!(items.len(), 1);
+        let err = items.into_iter().next().unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("line 1"), "{err}");
+
+        let missing = BuildContext::new(&ctx.dir, "Nope");
+        let items: Vec<_> = missing.stream().collect().await;
+        assert_eq!(
+            items.last().unwrap().as_ref().unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    /// Peak RSS while streaming a 1 GiB context: run alone with
+    /// `cargo test -p drydock-core --lib -- --ignored --nocapture peak_rss`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "reads 1 GiB; run by hand"]
+    async fn peak_rss_streaming_one_gib() {
+        fn vm_hwm_kib() -> u64 {
+            let status = fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        }
+        let (_tmp, ctx) = large_context(1 << 30);
+        let before = vm_hwm_kib();
+        let mut stream = Box::pin(ctx.stream());
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            total += chunk.unwrap().len() as u64;
+        }
+        let after = vm_hwm_kib();
+        println!("streamed {total} bytes; peak RSS {before} KiB before, {after} KiB after");
+        assert!(total > 1 << 30);
+        assert!(
+            after < before + 64 * 1024,
+            "peak RSS grew by {} KiB",
+            after - before
+        );
+    }
+}
