@@ -750,6 +750,63 @@ secret
     }
 
     #[test]
+    fn walker_agrees_with_is_excluded() {
+        let (_tmp, ctx) = fixture();
+        let sent: BTreeSet<String> = ctx
+            .files()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.rel_path)
+            .collect();
+        let mut ignore = DockerIgnore::load(&ctx.dir).unwrap();
+        ignore.keep(DOCKERIGNORE_FILE);
+        ignore.keep(&ctx.dockerfile);
+        let all = [
+            ".dockerignore",
+            "app.log",
+            "build",
+            "build/Dockerfile",
+            "build/out.bin",
+            "link",
+            "secret",
+            "secret/keep.txt",
+            "secret/key.pem",
+            "src",
+            "src/app.log",
+            "src/deep",
+            "src/deep/nested.txt",
+            "src/file-link",
+            "src/main.rs",
+            "src/run.sh",
+        ];
+        for path in all {
+            assert_eq!(sent.contains(path), !ignore.is_excluded(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn exact_reader_stops_at_length_and_fails_short() {
+        // (content, declared length, expected)
+        let cases: [(&[u8], u64, Result<&[u8], io::ErrorKind>); 3] = [
+            (b"abc", 3, Ok(b"abc")),
+            (b"abcdef", 3, Ok(b"abc")),
+            (b"ab", 3, Err(io::ErrorKind::UnexpectedEof)),
+        ];
+        for (content, remaining, want) in cases {
+            let mut reader = ExactReader {
+                inner: content,
+                remaining,
+            };
+            let mut out = Vec::new();
+            let got = reader
+                .read_to_end(&mut out)
+                .map(|_| out.as_slice())
+                .map_err(|e| e.kind());
+            assert_eq!(got, want, "{content:?}");
+        }
+    }
+
+    #[test]
     fn extra_files_replace_walked_files() {
         let (_tmp, mut ctx) = fixture();
         ctx.extra_files
