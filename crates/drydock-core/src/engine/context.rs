@@ -787,7 +787,8 @@ secret
     #[test]
     fn exact_reader_stops_at_length_and_fails_short() {
         // (content, declared length, expected)
-        let cases: [(&[u8], u64, Result<&[u8], io::ErrorKind>); 3] = [
+        type Want = Result<&'static [u8], io::ErrorKind>;
+        let cases: [(&[u8], u64, Want); 3] = [
             (b"abc", 3, Ok(b"abc")),
             (b"abcdef", 3, Ok(b"abc")),
             (b"ab", 3, Err(io::ErrorKind::UnexpectedEof)),
