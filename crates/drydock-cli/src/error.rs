@@ -19,17 +19,26 @@ pub struct CliError {
 impl CliError {
     /// Invalid configuration or usage (exit 2).
     pub fn invalid(message: impl Into<String>) -> Self {
-        CliError { code: EXIT_INVALID, message: message.into() }
+        CliError {
+            code: EXIT_INVALID,
+            message: message.into(),
+        }
     }
 
     /// Infrastructure failure (exit 3).
     pub fn infra(message: impl Into<String>) -> Self {
-        CliError { code: EXIT_INFRA, message: message.into() }
+        CliError {
+            code: EXIT_INFRA,
+            message: message.into(),
+        }
     }
 
     /// A failure of the thing asked for (exit 1).
     pub fn failed(message: impl Into<String>) -> Self {
-        CliError { code: EXIT_FAILED, message: message.into() }
+        CliError {
+            code: EXIT_FAILED,
+            message: message.into(),
+        }
     }
 
     /// Prints the error on stderr and returns its exit code.

@@ -61,14 +61,17 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return CliError::infra(format!("cannot start the async runtime: {e}")).report(),
     };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
-            Command::Validate { pipeline } => commands::run::validate(&pipeline),
+            Command::Validate { pipeline } => commands::run::validate(&pipeline).await,
             Command::Images { command } => commands::images::run(command).await,
             Command::Gc(args) => commands::gc::run(args).await,
             Command::Releases(args) => commands::releases::releases(args),

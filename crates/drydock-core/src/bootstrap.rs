@@ -143,18 +143,29 @@ pub fn load_manifest(path: &Path) -> Result<Manifest, BootstrapError> {
         source,
     })?;
     serde_yaml::from_str(&text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
         BootstrapError::Manifest {
             path: path.to_path_buf(),
             line,
             column,
-            message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         }
     })
 }
 
 /// Tags of the manifest that are not in the engine.
-pub async fn missing_images(engine: &Engine, manifest: &Manifest) -> Result<Vec<String>, EngineError> {
+pub async fn missing_images(
+    engine: &Engine,
+    manifest: &Manifest,
+) -> Result<Vec<String>, EngineError> {
     let mut missing = Vec::new();
     for tag in manifest.tags() {
         if engine.image(&tag).await?.is_none() {
@@ -178,10 +189,14 @@ pub async fn bootstrap(
 
     let rootfs = &manifest.rootfs;
     if !force && engine.image(&rootfs.tag).await?.is_some() {
-        on_event(BootstrapEvent::Skipped { tag: rootfs.tag.clone() });
+        on_event(BootstrapEvent::Skipped {
+            tag: rootfs.tag.clone(),
+        });
     } else {
         let started = Instant::now();
-        on_event(BootstrapEvent::Started { tag: rootfs.tag.clone() });
+        on_event(BootstrapEvent::Started {
+            tag: rootfs.tag.clone(),
+        });
         let image_id = import_rootfs(engine, rootfs, &mut on_event).await?;
         on_event(BootstrapEvent::Done {
             tag: rootfs.tag.clone(),
@@ -192,11 +207,15 @@ pub async fn bootstrap(
 
     for image in &manifest.images {
         if !force && engine.image(&image.tag).await?.is_some() {
-            on_event(BootstrapEvent::Skipped { tag: image.tag.clone() });
+            on_event(BootstrapEvent::Skipped {
+                tag: image.tag.clone(),
+            });
             continue;
         }
         let started = Instant::now();
-        on_event(BootstrapEvent::Started { tag: image.tag.clone() });
+        on_event(BootstrapEvent::Started {
+            tag: image.tag.clone(),
+        });
         let request = BuildRequest {
             context: BuildContext {
                 dir: base_dir.join(&image.context),
@@ -216,7 +235,10 @@ pub async fn bootstrap(
                 let line = match p {
                     BuildProgress::Step(l) | BuildProgress::Output(l) => l,
                 };
-                on_event(BootstrapEvent::Output { tag: tag.clone(), line });
+                on_event(BootstrapEvent::Output {
+                    tag: tag.clone(),
+                    line,
+                });
             })
             .await?;
         on_event(BootstrapEvent::Done {
@@ -244,7 +266,10 @@ async fn import_rootfs(
     spec: &RootfsSpec,
     on_event: &mut (impl FnMut(BootstrapEvent) + Send),
 ) -> Result<String, BootstrapError> {
-    let rootfs_error = |message: String| BootstrapError::Rootfs { tag: spec.tag.clone(), message };
+    let rootfs_error = |message: String| BootstrapError::Rootfs {
+        tag: spec.tag.clone(),
+        message,
+    };
     let mut child = tokio::process::Command::new("mmdebstrap")
         .args(mmdebstrap_args(spec))
         .stdin(Stdio::null())
@@ -266,11 +291,14 @@ async fn import_rootfs(
             let _ = line_tx.send(line);
         }
     });
+    // Import under a temporary tag: a failed or truncated rootfs must never
+    // replace a good image under the real tag.
     let (repo, tag) = crate::engine::split_tag(&spec.tag);
+    let staging_tag = format!("{tag}-bootstrap-{}", std::process::id());
     let import = engine.import_rootfs(
         tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024),
         repo,
-        tag,
+        &staging_tag,
         &spec.changes,
     );
     tokio::pin!(import);
@@ -285,7 +313,10 @@ async fn import_rootfs(
             }
         }
     };
-    let status = child.wait().await.map_err(|e| rootfs_error(e.to_string()))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| rootfs_error(e.to_string()))?;
     let _ = stderr_task.await;
     while let Ok(line) = line_rx.try_recv() {
         tail.push(line);
@@ -293,7 +324,10 @@ async fn import_rootfs(
     if !status.success() {
         // A truncated tar may still have been imported: never keep it.
         let _ = engine.remove_image(&spec.tag, true).await;
-        return Err(rootfs_error(format!("mmdebstrap exited with {status}:\n{}", tail.join("\n"))));
+        return Err(rootfs_error(format!(
+            "mmdebstrap exited with {status}:\n{}",
+            tail.join("\n")
+        )));
     }
     Ok(imported?)
 }
@@ -304,14 +338,19 @@ mod tests {
 
     #[test]
     fn the_repository_manifest_parses_and_orders_the_rootfs_first() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(MANIFEST_PATH);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(MANIFEST_PATH);
         let manifest = load_manifest(&path).unwrap();
         let tags = manifest.tags();
         assert_eq!(tags[0], manifest.rootfs.tag);
         assert!(tags.iter().any(|t| t.starts_with("drydock/python:")));
         assert!(tags.iter().any(|t| t.starts_with("drydock/postgres:")));
         let args = mmdebstrap_args(&manifest.rootfs);
-        assert_eq!(&args[args.len() - 2..], &["-".to_string(), manifest.rootfs.mirror.clone()]);
+        assert_eq!(
+            &args[args.len() - 2..],
+            &["-".to_string(), manifest.rootfs.mirror.clone()]
+        );
     }
 
     #[test]
@@ -320,6 +359,9 @@ mod tests {
         let path = dir.path().join("manifest.yml");
         std::fs::write(&path, "rootfs:\n  tag: x\n  sute: bookworm\nimages: []\n").unwrap();
         let err = load_manifest(&path).unwrap_err().to_string();
-        assert!(err.contains("manifest.yml:3:3: rootfs: unknown field `sute`"), "{err}");
+        assert!(
+            err.contains("manifest.yml:3:3: rootfs: unknown field `sute`"),
+            "{err}"
+        );
     }
 }

@@ -22,10 +22,17 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
     for item in &stale {
         println!(
             "{} {} {} (run {})",
-            if args.dry_run { "would remove" } else { "removing" },
+            if args.dry_run {
+                "would remove"
+            } else {
+                "removing"
+            },
             item.kind,
             &item.id[..item.id.len().min(12)],
-            item.labels.get(labels::RUN).map(String::as_str).unwrap_or("?")
+            item.labels
+                .get(labels::RUN)
+                .map(String::as_str)
+                .unwrap_or("?")
         );
     }
     if !args.dry_run {

@@ -42,16 +42,31 @@ fn find_manifest() -> Result<PathBuf, CliError> {
     cwd.ancestors()
         .map(|dir| dir.join(MANIFEST_PATH))
         .find(|p| p.is_file())
-        .ok_or_else(|| CliError::invalid(format!("no {MANIFEST_PATH} in this folder or its parents; pass --manifest")))
+        .ok_or_else(|| {
+            CliError::invalid(format!(
+                "no {MANIFEST_PATH} in this folder or its parents; pass --manifest"
+            ))
+        })
 }
 
 /// Builds the base images that are missing (used by `drydock run --bootstrap`).
-pub async fn bootstrap_missing(engine: &Engine, repo_root: &Path, trust: &Trust, quiet: bool) -> Result<(), CliError> {
+pub async fn bootstrap_missing(
+    engine: &Engine,
+    repo_root: &Path,
+    trust: &Trust,
+    quiet: bool,
+) -> Result<(), CliError> {
     let manifest = repo_root.join(MANIFEST_PATH);
     run_bootstrap(engine, &manifest, false, trust, quiet).await
 }
 
-async fn run_bootstrap(engine: &Engine, manifest: &Path, force: bool, trust: &Trust, quiet: bool) -> Result<(), CliError> {
+async fn run_bootstrap(
+    engine: &Engine,
+    manifest: &Path,
+    force: bool,
+    trust: &Trust,
+    quiet: bool,
+) -> Result<(), CliError> {
     let term = console::Term::stderr();
     let spinner = (!quiet && term.is_term()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -62,10 +77,15 @@ async fn run_bootstrap(engine: &Engine, manifest: &Path, force: bool, trust: &Tr
         let text = match event {
             BootstrapEvent::Skipped { tag } => Some(format!("  - {tag} exists (--force rebuilds)")),
             BootstrapEvent::Started { tag } => Some(format!("  … {tag}")),
-            BootstrapEvent::Done { tag, seconds, .. } => Some(format!("  ✔ {tag} in {seconds:.1}s")),
+            BootstrapEvent::Done { tag, seconds, .. } => {
+                Some(format!("  ✔ {tag} in {seconds:.1}s"))
+            }
             BootstrapEvent::Output { tag, line } => {
                 if let Some(bar) = &spinner {
-                    bar.set_message(format!("{tag}: {}", line.chars().take(100).collect::<String>()));
+                    bar.set_message(format!(
+                        "{tag}: {}",
+                        line.chars().take(100).collect::<String>()
+                    ));
                 }
                 None
             }

@@ -62,14 +62,21 @@ pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
     let ledger = open_ledger()?;
     let history = ledger.history(&args.channel).map_err(ledger_error)?;
     if history.is_empty() {
-        return Err(CliError::failed(format!("unknown channel {}: nothing was ever released to it", args.channel)));
+        return Err(CliError::failed(format!(
+            "unknown channel {}: nothing was ever released to it",
+            args.channel
+        )));
     }
     if args.json {
-        let text = serde_json::to_string_pretty(&history).map_err(|e| CliError::infra(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&history).map_err(|e| CliError::infra(e.to_string()))?;
         println!("{text}");
         return Ok(0);
     }
-    println!("{:<5} {:<26} {:<9} {:<14} {:<12} {:<22} reason", "id", "at", "action", "image", "sha", "run");
+    println!(
+        "{:<5} {:<26} {:<9} {:<14} {:<12} {:<22} reason",
+        "id", "at", "action", "image", "sha", "run"
+    );
     let current = history.last().map(|e| e.id);
     for e in &history {
         let image = e.image_id.trim_start_matches("sha256:");
@@ -79,10 +86,17 @@ pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
             e.at,
             e.action.as_str(),
             &image[..image.len().min(12)],
-            e.git_sha.as_deref().map(|s| &s[..s.len().min(10)]).unwrap_or("-"),
+            e.git_sha
+                .as_deref()
+                .map(|s| &s[..s.len().min(10)])
+                .unwrap_or("-"),
             e.run_id.as_deref().unwrap_or("-"),
             e.reason.as_deref().unwrap_or(""),
-            if Some(e.id) == current { "  ← current" } else { "" }
+            if Some(e.id) == current {
+                "  ← current"
+            } else {
+                ""
+            }
         );
     }
     Ok(0)
@@ -103,7 +117,9 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
             target.run_id.as_deref().unwrap_or("?")
         )));
     }
-    engine.tag_image(&target.image_id, &target.name, &args.channel).await?;
+    engine
+        .tag_image(&target.image_id, &target.name, &args.channel)
+        .await?;
     let entry = ledger
         .record(NewEntry::rollback(&target, args.reason.clone()))
         .map_err(ledger_error)?;

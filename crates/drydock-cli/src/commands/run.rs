@@ -70,7 +70,10 @@ fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
     }
     if let PipelineError::Invalid { all, .. } = error {
         if all.len() > 1 {
-            message.push_str(&format!("\n  ({} more problems; fix this one first)", all.len() - 1));
+            message.push_str(&format!(
+                "\n  ({} more problems; fix this one first)",
+                all.len() - 1
+            ));
         }
     }
     CliError::invalid(message)
@@ -93,13 +96,16 @@ pub async fn git_info(dir: &Path) -> GitInfo {
     }
     GitInfo {
         sha: git(dir, &["rev-parse", "HEAD"]).await,
-        branch: git(dir, &["rev-parse", "--abbrev-ref", "HEAD"]).await.filter(|b| b != "HEAD"),
+        branch: git(dir, &["rev-parse", "--abbrev-ref", "HEAD"])
+            .await
+            .filter(|b| b != "HEAD"),
     }
 }
 
 /// `drydock validate`.
-pub fn validate(path: &Path) -> Result<u8, CliError> {
-    let pipeline = load_pipeline(path, "validate", &GitInfo::default())?;
+pub async fn validate(path: &Path) -> Result<u8, CliError> {
+    let git = git_info(&pipeline::find_repo_root(path)).await;
+    let pipeline = load_pipeline(path, "validate", &git)?;
     println!(
         "{}: valid ({} tiers, {} services)",
         path.display(),
@@ -127,7 +133,10 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     }
     if let Some(ca) = &trust.ca_bundle {
         if !ca.is_file() {
-            return Err(CliError::invalid(format!("CA bundle {} does not exist", ca.display())));
+            return Err(CliError::invalid(format!(
+                "CA bundle {} does not exist",
+                ca.display()
+            )));
         }
     }
     if args.bootstrap {
@@ -140,7 +149,10 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         .unwrap_or_else(|| pipeline.repo_root.join("results"))
         .join(&run_id);
     let mut results = ResultsWriter::create(&results_dir).map_err(|e| {
-        CliError::infra(format!("cannot create results folder {}: {e}", results_dir.display()))
+        CliError::infra(format!(
+            "cannot create results folder {}: {e}",
+            results_dir.display()
+        ))
     })?;
     let mut reporter: Box<dyn Reporter> = if args.json {
         Box::new(JsonReporter::new())
@@ -161,7 +173,11 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     });
 
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(cancel.clone(), engine.clone(), run_id.clone()));
+    let signals = tokio::spawn(watch_signals(
+        cancel.clone(),
+        engine.clone(),
+        run_id.clone(),
+    ));
     let options = RunOptions {
         run_id: run_id.clone(),
         results_dir,
@@ -170,7 +186,10 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         stop_grace: Duration::from_secs(args.stop_grace),
     };
     let runtime = Arc::new(engine.clone());
-    let task = tokio::spawn(async move { run::run_pipeline(&pipeline, runtime, options, tx, cancel).await });
+    let task =
+        tokio::spawn(
+            async move { run::run_pipeline(&pipeline, runtime, options, tx, cancel).await },
+        );
     let report = task.await;
     signals.abort();
     let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
@@ -180,7 +199,9 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         Err(panic) => {
             // The executor died: its teardown did not run, so sweep by label.
             let _ = engine.remove_run(&run_id).await;
-            return Err(CliError::infra(format!("internal error in run {run_id}: {panic}")));
+            return Err(CliError::infra(format!(
+                "internal error in run {run_id}: {panic}"
+            )));
         }
     };
     if let Some(released) = &report.released {
@@ -192,7 +213,10 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
 /// First SIGINT/SIGTERM: cancel gracefully. Second: remove the run's objects now and exit 130.
 async fn watch_signals(cancel: CancellationToken, engine: Engine, run_id: String) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }

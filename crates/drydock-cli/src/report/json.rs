@@ -14,7 +14,9 @@ pub struct JsonReporter {
 impl JsonReporter {
     /// A reporter on stdout.
     pub fn new() -> Self {
-        JsonReporter { out: std::io::BufWriter::new(std::io::stdout()) }
+        JsonReporter {
+            out: std::io::BufWriter::new(std::io::stdout()),
+        }
     }
 }
 

@@ -26,7 +26,12 @@ pub fn human_duration(ms: u64) -> String {
 mod tests {
     #[test]
     fn durations_read_naturally() {
-        for (ms, text) in [(0, "0.0s"), (1234, "1.2s"), (59_999, "60.0s"), (123_000, "2m03s")] {
+        for (ms, text) in [
+            (0, "0.0s"),
+            (1234, "1.2s"),
+            (59_999, "60.0s"),
+            (123_000, "2m03s"),
+        ] {
             assert_eq!(super::human_duration(ms), text);
         }
     }

@@ -69,7 +69,13 @@ fn counts_text(tests: &TestCounts) -> String {
 impl Reporter for TerminalReporter {
     fn handle(&mut self, event: &Event) {
         match event {
-            Event::RunStarted { run_id, pipeline, results_dir, engine, .. } => {
+            Event::RunStarted {
+                run_id,
+                pipeline,
+                results_dir,
+                engine,
+                ..
+            } => {
                 self.results_dir = results_dir.clone();
                 self.line(format!(
                     "{} run {} of {} on {}",
@@ -80,17 +86,30 @@ impl Reporter for TerminalReporter {
                 ));
             }
             Event::ServiceStarted { service, image } => {
-                self.line(format!("  {} service {service} started ({image})", style("·").dim()));
+                self.line(format!(
+                    "  {} service {service} started ({image})",
+                    style("·").dim()
+                ));
             }
-            Event::ServiceReady { service, duration_ms } => {
+            Event::ServiceReady {
+                service,
+                duration_ms,
+            } => {
                 self.line(format!(
                     "  {} service {service} ready after {}",
                     style("·").dim(),
                     human_duration(*duration_ms)
                 ));
             }
-            Event::ServiceFailed { service, error, log_tail } => {
-                let mut text = format!("  {} service {service}: {error}", status_mark(Status::Errored));
+            Event::ServiceFailed {
+                service,
+                error,
+                log_tail,
+            } => {
+                let mut text = format!(
+                    "  {} service {service}: {error}",
+                    status_mark(Status::Errored)
+                );
                 for line in log_tail {
                     text.push_str(&format!("\n      {} {line}", style("│").dim()));
                 }
@@ -111,13 +130,26 @@ impl Reporter for TerminalReporter {
                     self.bars.insert((tier.clone(), step.clone()), bar);
                 }
             }
-            Event::Log { tier, step, line, .. } => {
-                if self.show_logs {
-                    self.line(format!("    {} {line}", style(format!("{tier}/{step} │")).dim()));
-                }
+            Event::Log {
+                tier, step, line, ..
+            } if self.show_logs => {
+                self.line(format!(
+                    "    {} {line}",
+                    style(format!("{tier}/{step} │")).dim()
+                ));
             }
             Event::StepFinished {
-                tier, step, status, exit_code, duration_ms, error, log_tail, tests, failed_tests, reused, ..
+                tier,
+                step,
+                status,
+                exit_code,
+                duration_ms,
+                error,
+                log_tail,
+                tests,
+                failed_tests,
+                reused,
+                ..
             } => {
                 if let Some(bar) = self.bars.remove(&(tier.clone(), step.clone())) {
                     bar.finish_and_clear();
@@ -155,20 +187,51 @@ impl Reporter for TerminalReporter {
                 self.line(text);
             }
             Event::StepSkipped { step, .. } => {
-                self.line(format!("  {} {step:<24} {:>7}  {}", status_mark(Status::Skipped), "", style("skipped").dim()));
+                self.line(format!(
+                    "  {} {step:<24} {:>7}  {}",
+                    status_mark(Status::Skipped),
+                    "",
+                    style("skipped").dim()
+                ));
             }
-            Event::TierFinished { tier, status, duration_ms, tests } => {
-                self.tiers.push((tier.clone(), *status, *duration_ms, *tests));
+            Event::TierFinished {
+                tier,
+                status,
+                duration_ms,
+                tests,
+            } => {
+                self.tiers
+                    .push((tier.clone(), *status, *duration_ms, *tests));
             }
             Event::Released { tags, .. } => {
                 self.line(format!("{} tagged {}", style("──").dim(), tags.join(", ")));
             }
-            Event::RunFinished { run_id, outcome, duration_ms, error, removed } => {
-                let mut table = format!("\n{:<16} {:<10} {:>8}  {}\n", "tier", "status", "time", "tests");
+            Event::RunFinished {
+                run_id,
+                outcome,
+                duration_ms,
+                error,
+                removed,
+            } => {
+                let mut table = format!(
+                    "\n{:<16} {:<10} {:>8}  {}\n",
+                    "tier", "status", "time", "tests"
+                );
                 for (tier, status, ms, tests) in &self.tiers {
-                    let tests = if tests.tests > 0 { counts_text(tests) } else { String::new() };
-                    let time = if *status == Status::Skipped { String::new() } else { human_duration(*ms) };
-                    table.push_str(&format!("{tier:<16} {:<10} {time:>8}  {tests}\n", status.word()));
+                    let tests = if tests.tests > 0 {
+                        counts_text(tests)
+                    } else {
+                        String::new()
+                    };
+                    let time = if *status == Status::Skipped {
+                        String::new()
+                    } else {
+                        human_duration(*ms)
+                    };
+                    table.push_str(&format!(
+                        "{tier:<16} {:<10} {time:>8}  {tests}\n",
+                        status.word()
+                    ));
                 }
                 self.line(table);
                 let verdict = match outcome {
@@ -177,7 +240,8 @@ impl Reporter for TerminalReporter {
                     Outcome::Errored => style("ERROR").red().bold(),
                     Outcome::Interrupted => style("INTERRUPTED").yellow().bold(),
                 };
-                let mut text = format!("{verdict} run {run_id} in {}", human_duration(*duration_ms));
+                let mut text =
+                    format!("{verdict} run {run_id} in {}", human_duration(*duration_ms));
                 if let Some(error) = error {
                     text.push_str(&format!(": {error}"));
                 }

@@ -277,21 +277,30 @@ mod tests {
     fn lines_are_reassembled_across_chunks() {
         let mut buffer = LineBuffer::default();
         assert!(buffer.push("Step 1/2 : FR").is_empty());
-        assert_eq!(buffer.push("OM x\n\u{1b}[91mred\u{1b}[0m\r\nta"), vec!["Step 1/2 : FROM x", "red"]);
+        assert_eq!(
+            buffer.push("OM x\n\u{1b}[91mred\u{1b}[0m\r\nta"),
+            vec!["Step 1/2 : FROM x", "red"]
+        );
         assert_eq!(buffer.finish(), vec!["ta"]);
         assert!(buffer.finish().is_empty());
     }
 
     #[test]
     fn step_lines_name_the_instruction() {
-        assert_eq!(step_instruction("Step 3/9 : RUN pip install -r r.txt"), Some("RUN pip install -r r.txt"));
+        assert_eq!(
+            step_instruction("Step 3/9 : RUN pip install -r r.txt"),
+            Some("RUN pip install -r r.txt")
+        );
         assert_eq!(step_instruction("Sending build context"), None);
     }
 
     #[test]
     fn tags_split_at_the_last_colon_unless_it_is_a_port() {
         assert_eq!(split_tag("a/b:c"), ("a/b", "c"));
-        assert_eq!(split_tag("localhost:5000/a"), ("localhost:5000/a", "latest"));
+        assert_eq!(
+            split_tag("localhost:5000/a"),
+            ("localhost:5000/a", "latest")
+        );
         assert_eq!(split_tag("localhost:5000/a:v1"), ("localhost:5000/a", "v1"));
         assert_eq!(split_tag("plain"), ("plain", "latest"));
     }

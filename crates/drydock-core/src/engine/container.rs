@@ -99,15 +99,18 @@ pub struct ExecOutput {
 impl Engine {
     /// Creates a container; a missing image is [`EngineError::ImageMissing`].
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
-        let networking_config = spec.network.as_ref().map(|(network, aliases)| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                network.clone(),
-                EndpointSettings {
-                    aliases: Some(aliases.clone()),
-                    ..Default::default()
-                },
-            )])),
-        });
+        let networking_config = spec
+            .network
+            .as_ref()
+            .map(|(network, aliases)| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        aliases: Some(aliases.clone()),
+                        ..Default::default()
+                    },
+                )])),
+            });
         let binds: Vec<String> = spec
             .binds
             .iter()
@@ -124,7 +127,11 @@ impl Engine {
                     format!("{container}/tcp"),
                     Some(vec![PortBinding {
                         host_ip: Some("127.0.0.1".to_string()),
-                        host_port: Some(if *host == 0 { String::new() } else { host.to_string() }),
+                        host_port: Some(if *host == 0 {
+                            String::new()
+                        } else {
+                            host.to_string()
+                        }),
                     }]),
                 )
             })
@@ -135,8 +142,12 @@ impl Engine {
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: spec.workdir.clone(),
             labels: Some(spec.labels.clone()),
-            exposed_ports: (!spec.publish.is_empty())
-                .then(|| spec.publish.iter().map(|(c, _)| format!("{c}/tcp")).collect()),
+            exposed_ports: (!spec.publish.is_empty()).then(|| {
+                spec.publish
+                    .iter()
+                    .map(|(c, _)| format!("{c}/tcp"))
+                    .collect()
+            }),
             healthcheck: spec.health_interval.map(|interval| HealthConfig {
                 interval: Some(interval.as_nanos() as i64),
                 timeout: Some(Duration::from_secs(5).as_nanos() as i64),
@@ -162,7 +173,10 @@ impl Engine {
                 image: spec.image.clone(),
                 hint: String::new(),
             }),
-            Err(source) => Err(EngineError::api(format!("create container {}", spec.name), source)),
+            Err(source) => Err(EngineError::api(
+                format!("create container {}", spec.name),
+                source,
+            )),
         }
     }
 
@@ -188,15 +202,16 @@ impl Engine {
                     message: tidy_start_error(&message),
                 })
             }
-            Err(source) => Err(EngineError::api(format!("start container {}", spec.name), source)),
+            Err(source) => Err(EngineError::api(
+                format!("start container {}", spec.name),
+                source,
+            )),
         }
     }
 
     /// Waits for a container to stop and returns its exit code.
     pub async fn wait_container(&self, id: &str) -> Result<i64, EngineError> {
-        let mut stream = self
-            .docker
-            .wait_container(id, None::<WaitContainerOptions>);
+        let mut stream = self.docker.wait_container(id, None::<WaitContainerOptions>);
         match stream.next().await {
             Some(Ok(response)) => Ok(response.status_code),
             // The engine reports a non-zero exit as an error carrying the code.
@@ -225,28 +240,26 @@ impl Engine {
             ..Default::default()
         };
         let op = format!("logs of {id}");
-        self.docker
-            .logs(id, Some(options))
-            .filter_map(move |item| {
-                let op = op.clone();
-                async move {
-                    use bollard::container::LogOutput;
-                    match item {
-                        Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                            stream: LogStream::Stderr,
+        self.docker.logs(id, Some(options)).filter_map(move |item| {
+            let op = op.clone();
+            async move {
+                use bollard::container::LogOutput;
+                match item {
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+                        stream: LogStream::Stderr,
+                        bytes: message,
+                    })),
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                        Some(Ok(LogChunk {
+                            stream: LogStream::Stdout,
                             bytes: message,
-                        })),
-                        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                            Some(Ok(LogChunk {
-                                stream: LogStream::Stdout,
-                                bytes: message,
-                            }))
-                        }
-                        Ok(LogOutput::StdIn { .. }) => None,
-                        Err(source) => Some(Err(EngineError::api(op, source))),
+                        }))
                     }
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(source) => Some(Err(EngineError::api(op, source))),
                 }
-            })
+            }
+        })
     }
 
     /// The last `lines` lines of a container's output, as text.
@@ -299,7 +312,11 @@ impl Engine {
     }
 
     /// The host port a published container port was bound to.
-    pub async fn published_port(&self, id: &str, container_port: u16) -> Result<Option<u16>, EngineError> {
+    pub async fn published_port(
+        &self,
+        id: &str,
+        container_port: u16,
+    ) -> Result<Option<u16>, EngineError> {
         let info = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -308,7 +325,12 @@ impl Engine {
         let port = info
             .network_settings
             .and_then(|n| n.ports)
-            .and_then(|ports| ports.get(&format!("{container_port}/tcp")).cloned().flatten())
+            .and_then(|ports| {
+                ports
+                    .get(&format!("{container_port}/tcp"))
+                    .cloned()
+                    .flatten()
+            })
             .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
             .and_then(|p| p.parse().ok());
         Ok(port)
@@ -386,7 +408,9 @@ impl Engine {
             .await
             .map_err(|e| EngineError::api(op(), e))?
         {
-            StartExecResults::Attached { output: mut stream, .. } => {
+            StartExecResults::Attached {
+                output: mut stream, ..
+            } => {
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| EngineError::api(op(), e))?;
                     output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
@@ -407,10 +431,19 @@ impl Engine {
 
     /// Copies `container_path` (file or folder) out of a container, running or
     /// stopped, into the folder `dest`. Returns false when the path does not exist.
-    pub async fn copy_out(&self, id: &str, container_path: &str, dest: &Path) -> Result<bool, EngineError> {
+    pub async fn copy_out(
+        &self,
+        id: &str,
+        container_path: &str,
+        dest: &Path,
+    ) -> Result<bool, EngineError> {
         let io = |action, path: &Path| {
             let path = path.to_path_buf();
-            move |source| EngineError::Io { action, path, source }
+            move |source| EngineError::Io {
+                action,
+                path,
+                source,
+            }
         };
         tokio::fs::create_dir_all(dest)
             .await
@@ -427,7 +460,10 @@ impl Engine {
         );
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(bytes) => file.write_all(&bytes).await.map_err(io("write", &tar_path))?,
+                Ok(bytes) => file
+                    .write_all(&bytes)
+                    .await
+                    .map_err(io("write", &tar_path))?,
                 Err(e) if status_of(&e) == Some(404) => {
                     drop(file);
                     let _ = tokio::fs::remove_file(&tar_path).await;
@@ -436,7 +472,10 @@ impl Engine {
                 Err(e) => {
                     drop(file);
                     let _ = tokio::fs::remove_file(&tar_path).await;
-                    return Err(EngineError::api(format!("copy {container_path} out of {id}"), e));
+                    return Err(EngineError::api(
+                        format!("copy {container_path} out of {id}"),
+                        e,
+                    ));
                 }
             }
         }

@@ -46,7 +46,11 @@ impl Engine {
     }
 
     /// Image ids carrying the label `key=value`, newest first.
-    pub async fn images_with_label(&self, key: &str, value: &str) -> Result<Vec<String>, EngineError> {
+    pub async fn images_with_label(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<String>, EngineError> {
         let options = ListImagesOptions {
             filters: Some(HashMap::from([(
                 "label".to_string(),
@@ -59,7 +63,7 @@ impl Engine {
             .list_images(Some(options))
             .await
             .map_err(|e| EngineError::api(format!("list images labelled {key}={value}"), e))?;
-        images.sort_by(|a, b| b.created.cmp(&a.created));
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
         Ok(images.into_iter().map(|i| i.id).collect())
     }
 
@@ -81,7 +85,11 @@ impl Engine {
             force,
             ..Default::default()
         };
-        match self.docker.remove_image(reference, Some(options), None).await {
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => Ok(()),
             Err(e) => Err(EngineError::api(format!("remove image {reference}"), e)),
@@ -105,11 +113,9 @@ impl Engine {
             changes: changes.to_vec(),
             ..Default::default()
         };
-        let mut stream = self.docker.create_image(
-            Some(options),
-            Some(bollard::body_try_stream(rootfs)),
-            None,
-        );
+        let mut stream =
+            self.docker
+                .create_image(Some(options), Some(bollard::body_try_stream(rootfs)), None);
         while let Some(item) = stream.next().await {
             item.map_err(|e| EngineError::api(format!("import {repo}:{tag}"), e))?;
         }

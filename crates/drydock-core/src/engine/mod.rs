@@ -14,9 +14,7 @@ mod sweep;
 
 pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
 pub use client::{Engine, DEFAULT_HOST};
-pub use container::{
-    BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream,
-};
+pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
 pub use error::EngineError;
 pub use image::ImageInfo;
 pub use sweep::Leftover;

@@ -64,11 +64,17 @@ impl Engine {
             }))
             .await
             .map_err(|e| EngineError::api("list volumes", e))?;
-        found.extend(volumes.volumes.unwrap_or_default().into_iter().map(|v| Leftover {
-            kind: "volume",
-            id: v.name,
-            labels: v.labels,
-        }));
+        found.extend(
+            volumes
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| Leftover {
+                    kind: "volume",
+                    id: v.name,
+                    labels: v.labels,
+                }),
+        );
         Ok(found)
     }
 
@@ -83,7 +89,14 @@ impl Engine {
                 let result = match kind {
                     "container" => self.remove_container(&item.id).await,
                     "network" => self.remove_network(&item.id).await,
-                    _ => match self.docker.remove_volume(&item.id, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+                    _ => match self
+                        .docker
+                        .remove_volume(
+                            &item.id,
+                            None::<bollard::query_parameters::RemoveVolumeOptions>,
+                        )
+                        .await
+                    {
                         Ok(()) => Ok(()),
                         Err(e) if status_of(&e) == Some(404) => Ok(()),
                         Err(e) => Err(EngineError::api(format!("remove volume {}", item.id), e)),
@@ -114,10 +127,16 @@ impl Engine {
 /// another host are assumed alive (their owner cannot be checked from here).
 pub fn owner_alive(object_labels: &HashMap<String, String>) -> bool {
     let this_host = labels::host_name();
-    if object_labels.get(labels::HOST).is_some_and(|h| *h != this_host) {
+    if object_labels
+        .get(labels::HOST)
+        .is_some_and(|h| *h != this_host)
+    {
         return true;
     }
-    let Some(pid) = object_labels.get(labels::PID).and_then(|p| p.parse::<i32>().ok()) else {
+    let Some(pid) = object_labels
+        .get(labels::PID)
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
         return false;
     };
     if pid == std::process::id() as i32 {
@@ -167,6 +186,9 @@ mod tests {
         assert!(!owner_alive(&dead));
         let mut elsewhere = dead.clone();
         elsewhere.insert(labels::HOST.to_string(), "another-host".to_string());
-        assert!(owner_alive(&elsewhere), "objects of other hosts are left alone");
+        assert!(
+            owner_alive(&elsewhere),
+            "objects of other hosts are left alone"
+        );
     }
 }

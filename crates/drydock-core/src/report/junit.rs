@@ -48,7 +48,9 @@ fn attr(element: &BytesStart, name: &[u8]) -> Option<String> {
 }
 
 fn number(element: &BytesStart, name: &[u8]) -> u64 {
-    attr(element, name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    attr(element, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Reads a JUnit XML text and sums its `<testsuite>` counts.
@@ -69,7 +71,11 @@ pub fn summarize(xml: &str, label: &str) -> Result<JunitSummary, JunitError> {
             Ok(Xml::Start(e)) if e.name().as_ref() == b"testcase" => {
                 let class = attr(&e, b"classname").unwrap_or_default();
                 let name = attr(&e, b"name").unwrap_or_default();
-                current_case = Some(if class.is_empty() { name } else { format!("{class}::{name}") });
+                current_case = Some(if class.is_empty() {
+                    name
+                } else {
+                    format!("{class}::{name}")
+                });
             }
             Ok(Xml::End(e)) if e.name().as_ref() == b"testcase" => current_case = None,
             Ok(Xml::Start(e)) | Ok(Xml::Empty(e))
@@ -105,7 +111,9 @@ pub fn summarize_file(path: &Path) -> Result<JunitSummary, JunitError> {
 /// `(suite prefix, xml)`; every `<testsuite>` keeps its content and gets the
 /// name `prefix` (or `prefix/original` when the original had a name other
 /// than pytest's default).
-pub fn merge<'a>(reports: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<String, JunitError> {
+pub fn merge<'a>(
+    reports: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<String, JunitError> {
     let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
     let mut total = TestCounts::default();
     let mut body = Writer::new(Vec::new());
@@ -121,12 +129,14 @@ pub fn merge<'a>(reports: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
                 Xml::Eof => break,
                 Xml::Start(e) if e.name().as_ref() == b"testsuite" => {
                     total.add(&counts_of(&e));
-                    body.write_event(Xml::Start(renamed(&e, prefix))).map_err(io_error)?;
+                    body.write_event(Xml::Start(renamed(&e, prefix)))
+                        .map_err(io_error)?;
                     depth_in_suite = 1;
                 }
                 Xml::Empty(e) if e.name().as_ref() == b"testsuite" => {
                     total.add(&counts_of(&e));
-                    body.write_event(Xml::Empty(renamed(&e, prefix))).map_err(io_error)?;
+                    body.write_event(Xml::Empty(renamed(&e, prefix)))
+                        .map_err(io_error)?;
                 }
                 other if depth_in_suite > 0 => {
                     match &other {
@@ -141,7 +151,11 @@ pub fn merge<'a>(reports: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
         }
     }
     writer
-        .write_event(Xml::Decl(quick_xml::events::BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .write_event(Xml::Decl(quick_xml::events::BytesDecl::new(
+            "1.0",
+            Some("UTF-8"),
+            None,
+        )))
         .map_err(io_error)?;
     let mut root = BytesStart::new("testsuites");
     root.push_attribute(("name", "drydock"));
@@ -151,7 +165,8 @@ pub fn merge<'a>(reports: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     root.push_attribute(("skipped", total.skipped.to_string().as_str()));
     writer.write_event(Xml::Start(root)).map_err(io_error)?;
     let mut out = writer.into_inner();
-    out.write_all(b"\n").map_err(|e| io_error(quick_xml::Error::Io(e.into())))?;
+    out.write_all(b"\n")
+        .map_err(|e| io_error(quick_xml::Error::Io(e.into())))?;
     out.extend_from_slice(&body.into_inner());
     out.extend_from_slice(b"\n</testsuites>\n");
     String::from_utf8(out).map_err(|e| JunitError::Malformed {
@@ -204,7 +219,12 @@ mod tests {
         let summary = summarize(PYTEST, "r.xml").unwrap();
         assert_eq!(
             summary.counts,
-            TestCounts { tests: 3, failures: 1, errors: 0, skipped: 1 }
+            TestCounts {
+                tests: 3,
+                failures: 1,
+                errors: 0,
+                skipped: 1
+            }
         );
         assert_eq!(summary.counts.passed(), 1);
         assert_eq!(summary.failed, vec!["tests.unit.test_a::test_bad"]);
@@ -213,7 +233,11 @@ mod tests {
     #[test]
     fn malformed_reports_are_errors_naming_the_file() {
         let err = summarize("<testsuite><testcase></testsuite>", "bad.xml").unwrap_err();
-        assert!(err.to_string().starts_with("bad.xml: not a JUnit XML report"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("bad.xml: not a JUnit XML report"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -222,7 +246,13 @@ mod tests {
         let summary = summarize(&merged, "merged").unwrap();
         assert_eq!(summary.counts.tests, 6);
         assert_eq!(summary.failed.len(), 2);
-        assert!(merged.contains(r#"<testsuite name="unit/unit""#), "{merged}");
-        assert!(merged.contains(r#"<testsuites name="drydock" tests="6" failures="2""#), "{merged}");
+        assert!(
+            merged.contains(r#"<testsuite name="unit/unit""#),
+            "{merged}"
+        );
+        assert!(
+            merged.contains(r#"<testsuites name="drydock" tests="6" failures="2""#),
+            "{merged}"
+        );
     }
 }

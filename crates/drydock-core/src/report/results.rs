@@ -63,7 +63,13 @@ pub struct ResultsWriter {
 
 fn safe(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -103,7 +109,8 @@ impl ResultsWriter {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            self.logs.insert(key.clone(), BufWriter::new(File::create(path)?));
+            self.logs
+                .insert(key.clone(), BufWriter::new(File::create(path)?));
         }
         Ok(self.logs.get_mut(&key).expect("inserted above"))
     }
@@ -113,16 +120,29 @@ impl ResultsWriter {
         serde_json::to_writer(&mut self.events, event)?;
         self.events.write_all(b"\n")?;
         match event {
-            Event::RunStarted { run_id, pipeline, .. } => {
+            Event::RunStarted {
+                run_id, pipeline, ..
+            } => {
                 self.summary.run_id = run_id.clone();
                 self.summary.pipeline = pipeline.clone();
             }
-            Event::Log { tier, step, line, .. } => {
+            Event::Log {
+                tier, step, line, ..
+            } => {
                 let file = self.log_file(tier, step)?;
                 file.write_all(line.as_bytes())?;
                 file.write_all(b"\n")?;
             }
-            Event::StepFinished { tier, step, status, duration_ms, tests, junit, error, .. } => {
+            Event::StepFinished {
+                tier,
+                step,
+                status,
+                duration_ms,
+                tests,
+                junit,
+                error,
+                ..
+            } => {
                 let log = log_path(tier, step);
                 if let Some(error) = error {
                     let file = self.log_file(tier, step)?;
@@ -132,7 +152,8 @@ impl ResultsWriter {
                     file.flush()?;
                 }
                 if let Some(junit) = junit {
-                    self.junit_files.push((format!("{tier}/{step}"), self.dir.join(junit)));
+                    self.junit_files
+                        .push((format!("{tier}/{step}"), self.dir.join(junit)));
                 }
                 self.summary.steps.push(StepRecord {
                     tier: tier.clone(),
@@ -143,11 +164,22 @@ impl ResultsWriter {
                     log,
                 });
             }
-            Event::TierFinished { tier, status, duration_ms, tests } => {
-                self.summary.tiers.push((tier.clone(), *status, *duration_ms, *tests));
+            Event::TierFinished {
+                tier,
+                status,
+                duration_ms,
+                tests,
+            } => {
+                self.summary
+                    .tiers
+                    .push((tier.clone(), *status, *duration_ms, *tests));
             }
             Event::Released { tags, .. } => self.summary.released = tags.clone(),
-            Event::RunFinished { outcome, duration_ms, .. } => {
+            Event::RunFinished {
+                outcome,
+                duration_ms,
+                ..
+            } => {
                 self.summary.outcome = Some(*outcome);
                 self.summary.duration_ms = *duration_ms;
                 self.finish()?;

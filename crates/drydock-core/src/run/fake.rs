@@ -66,7 +66,12 @@ impl FakeRuntime {
 }
 
 fn exit(tx: &watch::Sender<Option<i64>>, running_now: &Mutex<usize>, code: i64) {
-    if tx.send_if_modified(|state| state.is_none() && { *state = Some(code); true }) {
+    if tx.send_if_modified(|state| {
+        state.is_none() && {
+            *state = Some(code);
+            true
+        }
+    }) {
         let mut running = running_now.lock().unwrap();
         *running = running.saturating_sub(1);
     }
@@ -81,7 +86,11 @@ impl Runtime for FakeRuntime {
     fn describe(&self) -> String {
         "fake engine".to_string()
     }
-    async fn create_network(&self, name: &str, _labels: HashMap<String, String>) -> Result<(), EngineError> {
+    async fn create_network(
+        &self,
+        name: &str,
+        _labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
         self.log(format!("network {name}"));
         Ok(())
     }
@@ -108,15 +117,26 @@ impl Runtime for FakeRuntime {
                 message: "The command '/bin/sh -c false' returned a non-zero code: 1".to_string(),
             });
         }
-        Ok(Built { image_id: format!("img-{target}"), digest: "d".to_string(), reused: false })
+        Ok(Built {
+            image_id: format!("img-{target}"),
+            digest: "d".to_string(),
+            reused: false,
+        })
     }
     async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
-        let known = self.images.lock().unwrap().contains(&spec.image) || spec.image.starts_with("img-");
+        let known =
+            self.images.lock().unwrap().contains(&spec.image) || spec.image.starts_with("img-");
         if !known {
-            return Err(EngineError::ImageMissing { image: spec.image.clone(), hint: String::new() });
+            return Err(EngineError::ImageMissing {
+                image: spec.image.clone(),
+                hint: String::new(),
+            });
         }
         self.log(format!("create {}", spec.name));
-        self.live.lock().unwrap().insert(spec.name.clone(), spec.clone());
+        self.live
+            .lock()
+            .unwrap()
+            .insert(spec.name.clone(), spec.clone());
         Ok(spec.name.clone())
     }
     async fn start(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
@@ -130,7 +150,10 @@ impl Runtime for FakeRuntime {
         }
         self.log(format!("start {id}"));
         let tx = Arc::new(watch::channel(None).0);
-        self.exits.lock().unwrap().insert(id.to_string(), tx.clone());
+        self.exits
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), tx.clone());
         {
             let mut running = self.running_now.lock().unwrap();
             *running += 1;
@@ -153,7 +176,13 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
     fn logs(&self, id: &str) -> BoxStream<'static, Result<LogChunk, EngineError>> {
-        let spec = self.live.lock().unwrap().get(id).cloned().unwrap_or_default();
+        let spec = self
+            .live
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
         let argv = words(&spec);
         let text = if argv.first().map(String::as_str) == Some("echo") {
             format!("{}\n", argv[1..].join(" "))
@@ -161,7 +190,10 @@ impl Runtime for FakeRuntime {
             String::new()
         };
         futures::stream::iter((!text.is_empty()).then(|| {
-            Ok(LogChunk { stream: LogStream::Stdout, bytes: Bytes::from(text) })
+            Ok(LogChunk {
+                stream: LogStream::Stdout,
+                bytes: Bytes::from(text),
+            })
         }))
         .boxed()
     }
@@ -195,12 +227,26 @@ impl Runtime for FakeRuntime {
             ip_addresses: BTreeMap::new(),
         })
     }
-    async fn exec(&self, id: &str, _argv: &[String], _env: &BTreeMap<String, String>) -> Result<ExecOutput, EngineError> {
-        let never = self.never_ready.iter().any(|name| id.ends_with(&format!("-svc-{name}")));
+    async fn exec(
+        &self,
+        id: &str,
+        _argv: &[String],
+        _env: &BTreeMap<String, String>,
+    ) -> Result<ExecOutput, EngineError> {
+        let never = self
+            .never_ready
+            .iter()
+            .any(|name| id.ends_with(&format!("-svc-{name}")));
         Ok(if never {
-            ExecOutput { exit_code: 2, output: "connection refused".to_string() }
+            ExecOutput {
+                exit_code: 2,
+                output: "connection refused".to_string(),
+            }
         } else {
-            ExecOutput { exit_code: 0, output: "1\n".to_string() }
+            ExecOutput {
+                exit_code: 0,
+                output: "1\n".to_string(),
+            }
         })
     }
     async fn tail_logs(&self, _id: &str, _lines: usize) -> Result<String, EngineError> {

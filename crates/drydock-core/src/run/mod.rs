@@ -92,7 +92,11 @@ pub struct RunReport {
 /// A fresh run id: `YYYYMMDD-HHMMSS-xxxx` (UTC, 4 random hex digits).
 pub fn new_run_id() -> String {
     let now = chrono::Utc::now();
-    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), rand::random::<u16>())
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%d-%H%M%S"),
+        rand::random::<u16>()
+    )
 }
 
 type Readiness = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -122,7 +126,13 @@ impl<R: Runtime> RunCtx<R> {
         let mut name = format!("drydock-{}", self.options.run_id);
         for part in parts {
             name.push('-');
-            name.extend(part.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }));
+            name.extend(part.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            }));
         }
         name
     }
@@ -181,7 +191,11 @@ pub async fn run_pipeline<R: Runtime>(
         },
         Ok((outcome, error)) => (outcome, error, None),
         Err(e) => (
-            if ctx.cancel.is_cancelled() { Outcome::Interrupted } else { Outcome::Errored },
+            if ctx.cancel.is_cancelled() {
+                Outcome::Interrupted
+            } else {
+                Outcome::Errored
+            },
             Some(e),
             None,
         ),
@@ -244,7 +258,11 @@ async fn execute<R: Runtime>(ctx: &Arc<RunCtx<R>>) -> Result<(Outcome, Option<St
     for tier in &ctx.pipeline.tiers {
         if failure.is_some() || ctx.cancel.is_cancelled() {
             for step in step_names(tier) {
-                ctx.emit(Event::StepSkipped { tier: tier.name.clone(), step }).await;
+                ctx.emit(Event::StepSkipped {
+                    tier: tier.name.clone(),
+                    step,
+                })
+                .await;
             }
             ctx.emit(Event::TierFinished {
                 tier: tier.name.clone(),
@@ -262,11 +280,16 @@ async fn execute<R: Runtime>(ctx: &Arc<RunCtx<R>>) -> Result<(Outcome, Option<St
                 Status::Cancelled => Outcome::Interrupted,
                 _ => Outcome::Failed,
             };
-            failure = Some((outcome, format!("tier {} {}: {error}", tier.name, status.word())));
+            failure = Some((
+                outcome,
+                format!("tier {} {}: {error}", tier.name, status.word()),
+            ));
         }
     }
     if ctx.cancel.is_cancelled() {
-        let message = failure.map(|(_, m)| m).unwrap_or_else(|| "interrupted".to_string());
+        let message = failure
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| "interrupted".to_string());
         return Ok((Outcome::Interrupted, Some(message)));
     }
     Ok(match failure {
@@ -282,7 +305,12 @@ async fn check_images<R: Runtime>(ctx: &RunCtx<R>) -> Result<(), String> {
         .services
         .iter()
         .map(|s| &s.image)
-        .chain(ctx.pipeline.tiers.iter().flat_map(|t| t.steps.iter().map(|s| &s.image)))
+        .chain(
+            ctx.pipeline
+                .tiers
+                .iter()
+                .flat_map(|t| t.steps.iter().map(|s| &s.image)),
+        )
         .filter_map(|source| match source {
             ImageSource::Image(reference) => Some(reference.as_str()),
             ImageSource::Target(_) => None,
@@ -291,7 +319,12 @@ async fn check_images<R: Runtime>(ctx: &RunCtx<R>) -> Result<(), String> {
     references.sort_unstable();
     references.dedup();
     for reference in references {
-        if !ctx.runtime.image_exists(reference).await.map_err(|e| e.to_string())? {
+        if !ctx
+            .runtime
+            .image_exists(reference)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             let hint = if reference.starts_with("drydock/") {
                 "\n  hint: build the base images with `drydock images bootstrap`"
             } else {
@@ -306,17 +339,26 @@ async fn check_images<R: Runtime>(ctx: &RunCtx<R>) -> Result<(), String> {
 /// Runs one tier; returns its status and, when it did not pass, why.
 async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status, String) {
     let started = Instant::now();
-    ctx.emit(Event::TierStarted { tier: tier.name.clone() }).await;
+    ctx.emit(Event::TierStarted {
+        tier: tier.name.clone(),
+    })
+    .await;
     let mut tests = TestCounts::default();
     let mut result: (Status, String) = (Status::Passed, String::new());
 
     for (index, target) in tier.build.iter().enumerate() {
         let status = build_target(ctx, tier, target).await;
         if !status.is_success() {
-            result = (status, format!("build of target {target} {}", status.word()));
+            result = (
+                status,
+                format!("build of target {target} {}", status.word()),
+            );
             for later in &tier.build[index + 1..] {
-                ctx.emit(Event::StepSkipped { tier: tier.name.clone(), step: build_step_name(later) })
-                    .await;
+                ctx.emit(Event::StepSkipped {
+                    tier: tier.name.clone(),
+                    step: build_step_name(later),
+                })
+                .await;
             }
             break;
         }
@@ -326,7 +368,11 @@ async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status,
         for service in &tier.services {
             if let Err(e) = wait_for_service(ctx, service).await {
                 result = (
-                    if ctx.cancel.is_cancelled() { Status::Cancelled } else { Status::Errored },
+                    if ctx.cancel.is_cancelled() {
+                        Status::Cancelled
+                    } else {
+                        Status::Errored
+                    },
                     format!("service {service} is not ready: {e}"),
                 );
                 break;
@@ -336,7 +382,9 @@ async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status,
 
     if result.0.is_success() {
         let outcomes = futures::future::join_all(
-            tier.steps.iter().map(|s| step::run_step(ctx.clone(), tier.name.clone(), s.clone())),
+            tier.steps
+                .iter()
+                .map(|s| step::run_step(ctx.clone(), tier.name.clone(), s.clone())),
         )
         .await;
         for (spec, outcome) in tier.steps.iter().zip(outcomes) {
@@ -344,12 +392,19 @@ async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status,
                 tests.add(&counts);
             }
             if !outcome.status.is_success() && result.0.is_success() {
-                result = (outcome.status, format!("step {} {}", spec.name, outcome.status.word()));
+                result = (
+                    outcome.status,
+                    format!("step {} {}", spec.name, outcome.status.word()),
+                );
             }
         }
     } else {
         for step in &tier.steps {
-            ctx.emit(Event::StepSkipped { tier: tier.name.clone(), step: step.name.clone() }).await;
+            ctx.emit(Event::StepSkipped {
+                tier: tier.name.clone(),
+                step: step.name.clone(),
+            })
+            .await;
         }
     }
 
@@ -414,7 +469,9 @@ async fn build_target<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec, target:
                         .insert(target.to_string(), built.image_id.clone());
                     (Status::Passed, None, built.reused)
                 }
-                Some(Err(e @ EngineError::Build { .. })) => (Status::Failed, Some(e.to_string()), false),
+                Some(Err(e @ EngineError::Build { .. })) => {
+                    (Status::Failed, Some(e.to_string()), false)
+                }
                 Some(Err(e)) => (Status::Errored, Some(e.to_string()), false),
             }
         }
@@ -458,8 +515,14 @@ fn build_request<R: Runtime>(ctx: &RunCtx<R>, target: &str) -> Result<BuildReque
         transient_args = ctx.options.trust.env.clone();
     }
     let mut labels = HashMap::from([
-        (crate::engine::labels::MANAGED.to_string(), "true".to_string()),
-        (crate::engine::labels::PIPELINE.to_string(), ctx.pipeline.name.clone()),
+        (
+            crate::engine::labels::MANAGED.to_string(),
+            "true".to_string(),
+        ),
+        (
+            crate::engine::labels::PIPELINE.to_string(),
+            ctx.pipeline.name.clone(),
+        ),
         (crate::engine::labels::ROLE.to_string(), "build".to_string()),
     ]);
     labels.insert("drydock.target".to_string(), target.to_string());
@@ -479,11 +542,20 @@ fn build_request<R: Runtime>(ctx: &RunCtx<R>, target: &str) -> Result<BuildReque
 }
 
 fn start_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) {
-    let Some(spec) = ctx.pipeline.services.iter().find(|s| s.name == name).cloned() else {
+    let Some(spec) = ctx
+        .pipeline
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+    else {
         return;
     };
     let task = tokio::spawn(service::start_and_probe(ctx.clone(), spec));
-    ctx.service_tasks.lock().expect("service tasks lock").push(task.abort_handle());
+    ctx.service_tasks
+        .lock()
+        .expect("service tasks lock")
+        .push(task.abort_handle());
     let readiness: Readiness = async move {
         match task.await {
             Ok(result) => result,
@@ -492,11 +564,19 @@ fn start_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) {
     }
     .boxed()
     .shared();
-    ctx.services.lock().expect("services lock").insert(name.to_string(), readiness);
+    ctx.services
+        .lock()
+        .expect("services lock")
+        .insert(name.to_string(), readiness);
 }
 
 async fn wait_for_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) -> Result<(), String> {
-    let readiness = ctx.services.lock().expect("services lock").get(name).cloned();
+    let readiness = ctx
+        .services
+        .lock()
+        .expect("services lock")
+        .get(name)
+        .cloned();
     let readiness = readiness.ok_or_else(|| format!("service {name} was never started"))?;
     tokio::select! {
         result = readiness => result,
@@ -538,7 +618,12 @@ async fn release<R: Runtime>(ctx: &RunCtx<R>) -> Result<Option<Released>, Engine
 
 /// Removes everything the run created; returns how many objects went.
 async fn teardown<R: Runtime>(ctx: &RunCtx<R>) -> usize {
-    for task in ctx.service_tasks.lock().expect("service tasks lock").drain(..) {
+    for task in ctx
+        .service_tasks
+        .lock()
+        .expect("service tasks lock")
+        .drain(..)
+    {
         task.abort();
     }
     let mut removed = 0;

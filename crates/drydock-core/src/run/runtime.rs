@@ -20,7 +20,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// A description for people (address and version).
     fn describe(&self) -> String;
     /// Creates a network for the run.
-    async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<(), EngineError>;
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError>;
     /// Removes a network.
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     /// Whether an image exists.
@@ -46,7 +50,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Inspects a container.
     async fn state(&self, id: &str) -> Result<ContainerState, EngineError>;
     /// Runs a command in a running container.
-    async fn exec(&self, id: &str, argv: &[String], env: &BTreeMap<String, String>) -> Result<ExecOutput, EngineError>;
+    async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<ExecOutput, EngineError>;
     /// The last lines of a container's output.
     async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError>;
     /// Copies a path out of a container into a local folder; false when absent.
@@ -60,9 +69,18 @@ pub trait Runtime: Send + Sync + 'static {
 #[async_trait]
 impl Runtime for Engine {
     fn describe(&self) -> String {
-        format!("{} (Docker {} API {})", self.host(), self.engine_version(), self.api_version())
+        format!(
+            "{} (Docker {} API {})",
+            self.host(),
+            self.engine_version(),
+            self.api_version()
+        )
     }
-    async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<(), EngineError> {
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
         Engine::create_network(self, name, labels).await.map(|_| ())
     }
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
@@ -99,7 +117,12 @@ impl Runtime for Engine {
     async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
         self.container_state(id).await
     }
-    async fn exec(&self, id: &str, argv: &[String], env: &BTreeMap<String, String>) -> Result<ExecOutput, EngineError> {
+    async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<ExecOutput, EngineError> {
         Engine::exec(self, id, argv, env).await
     }
     async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError> {

@@ -18,7 +18,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(crate) const SERVICES_TIER: &str = "services";
 
 /// Starts the service and waits for readiness; `Err` says why it is not ready.
-pub(crate) async fn start_and_probe<R: Runtime>(ctx: Arc<RunCtx<R>>, service: ServiceSpec) -> Result<(), String> {
+pub(crate) async fn start_and_probe<R: Runtime>(
+    ctx: Arc<RunCtx<R>>,
+    service: ServiceSpec,
+) -> Result<(), String> {
     let result = start_and_probe_inner(&ctx, &service).await;
     if let Err((error, log_tail)) = &result {
         ctx.emit(Event::ServiceFailed {
@@ -57,9 +60,20 @@ async fn start_and_probe_inner<R: Runtime>(
         ..Default::default()
     };
     let started = Instant::now();
-    let id = ctx.runtime.create(&spec).await.map_err(|e| no_tail(e.to_string()))?;
-    ctx.runtime.start(&id, &spec).await.map_err(|e| no_tail(e.to_string()))?;
-    ctx.emit(Event::ServiceStarted { service: service.name.clone(), image }).await;
+    let id = ctx
+        .runtime
+        .create(&spec)
+        .await
+        .map_err(|e| no_tail(e.to_string()))?;
+    ctx.runtime
+        .start(&id, &spec)
+        .await
+        .map_err(|e| no_tail(e.to_string()))?;
+    ctx.emit(Event::ServiceStarted {
+        service: service.name.clone(),
+        image,
+    })
+    .await;
     follow_service_logs(ctx.clone(), service.name.clone(), id.clone());
 
     let Some(ready) = &service.ready else {
@@ -69,11 +83,19 @@ async fn start_and_probe_inner<R: Runtime>(
     let mut backoff = ready.interval;
     let mut last_failure;
     loop {
-        let state = ctx.runtime.state(&id).await.map_err(|e| no_tail(e.to_string()))?;
+        let state = ctx
+            .runtime
+            .state(&id)
+            .await
+            .map_err(|e| no_tail(e.to_string()))?;
         if !state.running {
             let tail = tail_lines(ctx, &id).await;
             return Err((
-                format!("service {} exited with code {} before it was ready", service.name, state.exit_code.unwrap_or(-1)),
+                format!(
+                    "service {} exited with code {} before it was ready",
+                    service.name,
+                    state.exit_code.unwrap_or(-1)
+                ),
                 tail,
             ));
         }
@@ -128,13 +150,29 @@ async fn probe_once<R: Runtime>(
             if out.exit_code == 0 {
                 Ok(())
             } else {
-                Err(format!("{argv:?} exited with {}: {}", out.exit_code, out.output.trim()))
+                Err(format!(
+                    "{argv:?} exited with {}: {}",
+                    out.exit_code,
+                    out.output.trim()
+                ))
             }
         }
-        Probe::Postgres { user, password, database } => {
+        Probe::Postgres {
+            user,
+            password,
+            database,
+        } => {
             // Over the run network, by alias (TCP, not the socket), with a real login and query.
             let argv: Vec<String> = [
-                "psql", "-h", &service.name, "-U", user, "-d", database, "-tAc", "SELECT 1",
+                "psql",
+                "-h",
+                &service.name,
+                "-U",
+                user,
+                "-d",
+                database,
+                "-tAc",
+                "SELECT 1",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -143,7 +181,11 @@ async fn probe_once<R: Runtime>(
             if let Some(password) = password {
                 env.insert("PGPASSWORD".to_string(), password.clone());
             }
-            let out = ctx.runtime.exec(id, &argv, &env).await.map_err(|e| e.to_string())?;
+            let out = ctx
+                .runtime
+                .exec(id, &argv, &env)
+                .await
+                .map_err(|e| e.to_string())?;
             if out.exit_code == 0 && out.output.trim() == "1" {
                 Ok(())
             } else {

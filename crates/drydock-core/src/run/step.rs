@@ -30,7 +30,12 @@ struct Ended {
 }
 
 /// The container spec of a step.
-fn container_spec<R: Runtime>(ctx: &RunCtx<R>, tier: &str, step: &StepSpec, image: String) -> ContainerSpec {
+fn container_spec<R: Runtime>(
+    ctx: &RunCtx<R>,
+    tier: &str,
+    step: &StepSpec,
+    image: String,
+) -> ContainerSpec {
     let mut env = std::collections::BTreeMap::new();
     let mut binds: Vec<BindMount> = step
         .mounts
@@ -69,7 +74,11 @@ fn container_spec<R: Runtime>(ctx: &RunCtx<R>, tier: &str, step: &StepSpec, imag
 }
 
 /// Runs a step to the end and reports it; never panics on engine errors.
-pub(crate) async fn run_step<R: Runtime>(ctx: Arc<RunCtx<R>>, tier: String, step: StepSpec) -> StepOutcome {
+pub(crate) async fn run_step<R: Runtime>(
+    ctx: Arc<RunCtx<R>>,
+    tier: String,
+    step: StepSpec,
+) -> StepOutcome {
     let started = Instant::now();
     let image = ctx.image_for(&step.image);
     ctx.emit(Event::StepStarted {
@@ -85,7 +94,11 @@ pub(crate) async fn run_step<R: Runtime>(ctx: Arc<RunCtx<R>>, tier: String, step
     let mut tail = VecDeque::new();
     let mut container_id = None;
     let ended = match image {
-        Err(e) => Ended { status: Status::Errored, exit_code: None, error: Some(e) },
+        Err(e) => Ended {
+            status: Status::Errored,
+            exit_code: None,
+            error: Some(e),
+        },
         Ok(image) => {
             let spec = container_spec(&ctx, &tier, &step, image);
             run_container(&ctx, &tier, &step, &spec, &mut tail, &mut container_id).await
@@ -133,7 +146,11 @@ pub(crate) async fn run_step<R: Runtime>(ctx: Arc<RunCtx<R>>, tier: String, step
         exit_code: ended.exit_code,
         duration_ms: started.elapsed().as_millis() as u64,
         error,
-        log_tail: if status.is_success() { Vec::new() } else { tail.into_iter().collect() },
+        log_tail: if status.is_success() {
+            Vec::new()
+        } else {
+            tail.into_iter().collect()
+        },
         tests,
         failed_tests,
         junit: junit_path,
@@ -151,19 +168,31 @@ async fn run_container<R: Runtime>(
     tail: &mut VecDeque<String>,
     container_id: &mut Option<String>,
 ) -> Ended {
-    let errored = |e: EngineError| Ended { status: Status::Errored, exit_code: None, error: Some(e.to_string()) };
+    let errored = |e: EngineError| Ended {
+        status: Status::Errored,
+        exit_code: None,
+        error: Some(e.to_string()),
+    };
     let id = match ctx.runtime.create(spec).await {
         Ok(id) => id,
         Err(e) => return errored(e),
     };
     *container_id = Some(id.clone());
     if ctx.cancel.is_cancelled() {
-        return Ended { status: Status::Cancelled, exit_code: None, error: Some("interrupted".to_string()) };
+        return Ended {
+            status: Status::Cancelled,
+            exit_code: None,
+            error: Some("interrupted".to_string()),
+        };
     }
     match ctx.runtime.start(&id, spec).await {
         Ok(()) => {}
         Err(e @ EngineError::CommandNotFound { .. }) => {
-            return Ended { status: Status::Failed, exit_code: Some(127), error: Some(e.to_string()) }
+            return Ended {
+                status: Status::Failed,
+                exit_code: Some(127),
+                error: Some(e.to_string()),
+            }
         }
         Err(e) => return errored(e),
     }
@@ -190,7 +219,11 @@ async fn run_container<R: Runtime>(
     if let Ok(Ok(lines)) = tokio::time::timeout(std::time::Duration::from_secs(10), logs).await {
         *tail = lines;
     }
-    Ended { status, exit_code, error }
+    Ended {
+        status,
+        exit_code,
+        error,
+    }
 }
 
 /// Streams a container's output as [`Event::Log`] lines; returns the last lines.
@@ -212,7 +245,12 @@ fn follow_logs<R: Runtime>(
                     tail.pop_front();
                 }
                 tail.push_back(line.clone());
-                events.push(Event::Log { tier: tier.clone(), step: step.clone(), stream: which, line });
+                events.push(Event::Log {
+                    tier: tier.clone(),
+                    step: step.clone(),
+                    stream: which,
+                    line,
+                });
             }
             events
         };
@@ -227,7 +265,10 @@ fn follow_logs<R: Runtime>(
                 ctx.emit(event).await;
             }
         }
-        for (buffer, which) in [(&mut stdout, LogStream::Stdout), (&mut stderr, LogStream::Stderr)] {
+        for (buffer, which) in [
+            (&mut stdout, LogStream::Stdout),
+            (&mut stderr, LogStream::Stderr),
+        ] {
             for event in emit_lines(buffer.finish(), which, &mut tail) {
                 ctx.emit(event).await;
             }

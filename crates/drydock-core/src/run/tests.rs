@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use super::fake::FakeRuntime;
 use super::*;
 use crate::pipeline::{
-    BuildSpec, ImageSource, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec, TierSpec,
+    BuildSpec, ImageSource, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec,
+    TierSpec,
 };
 
 const BASE: &str = "drydock/python:3.11";
@@ -31,7 +32,12 @@ fn step(name: &str, command: &[&str]) -> StepSpec {
 }
 
 fn tier(name: &str, steps: Vec<StepSpec>) -> TierSpec {
-    TierSpec { name: name.to_string(), build: Vec::new(), services: Vec::new(), steps }
+    TierSpec {
+        name: name.to_string(),
+        build: Vec::new(),
+        services: Vec::new(),
+        steps,
+    }
 }
 
 fn pipeline(tiers: Vec<TierSpec>) -> Pipeline {
@@ -58,7 +64,11 @@ fn db_service() -> ServiceSpec {
         env: BTreeMap::new(),
         command: None,
         ready: Some(ReadySpec {
-            probe: Probe::Postgres { user: "app".into(), password: Some("app".into()), database: "app".into() },
+            probe: Probe::Postgres {
+                user: "app".into(),
+                password: Some("app".into()),
+                database: "app".into(),
+            },
             timeout: Duration::from_millis(300),
             interval: Duration::from_millis(10),
         }),
@@ -93,12 +103,19 @@ async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Du
         run_id: "r1".to_string(),
         results_dir: std::env::temp_dir().join("drydock-unit-results"),
         trust: Trust::default(),
-        git: GitInfo { sha: Some("abc123".to_string()), branch: Some("main".to_string()) },
+        git: GitInfo {
+            sha: Some("abc123".to_string()),
+            branch: Some("main".to_string()),
+        },
         stop_grace: Duration::from_secs(1),
     };
     let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
     let events = collector.await.unwrap();
-    Ran { report, events, fake }
+    Ran {
+        report,
+        events,
+        fake,
+    }
 }
 
 fn finished_steps(events: &[Event]) -> Vec<(String, Status)> {
@@ -128,7 +145,10 @@ async fn the_first_failing_tier_stops_the_run_and_later_tiers_are_skipped() {
         FakeRuntime::with_images(&[BASE]),
         pipeline(vec![
             tier("lint", vec![step("flake8", &["true"])]),
-            tier("unit", vec![step("ok", &["true"]), step("broken", &["exit", "1"])]),
+            tier(
+                "unit",
+                vec![step("ok", &["true"]), step("broken", &["exit", "1"])],
+            ),
             tier("e2e", vec![step("journey", &["true"])]),
         ]),
         None,
@@ -145,7 +165,10 @@ async fn the_first_failing_tier_stops_the_run_and_later_tiers_are_skipped() {
         ]
     );
     assert!(finished_steps(&ran.events).contains(&("journey".to_string(), Status::Skipped)));
-    assert!(!ran.fake.journal().iter().any(|j| j.contains("journey")), "a skipped step never starts");
+    assert!(
+        !ran.fake.journal().iter().any(|j| j.contains("journey")),
+        "a skipped step never starts"
+    );
     assert_eq!(ran.fake.live_containers(), 0);
 }
 
@@ -155,7 +178,11 @@ async fn steps_of_a_tier_run_concurrently() {
         FakeRuntime::with_images(&[BASE]),
         pipeline(vec![tier(
             "unit",
-            vec![step("a", &["sleep", "150"]), step("b", &["sleep", "150"]), step("c", &["sleep", "150"])],
+            vec![
+                step("a", &["sleep", "150"]),
+                step("b", &["sleep", "150"]),
+                step("c", &["sleep", "150"]),
+            ],
         )]),
         None,
     )
@@ -176,8 +203,17 @@ async fn step_endings_map_to_statuses_and_outcomes() {
     for (command, timeout_ms, status, outcome) in cases {
         let mut s = step("s", command);
         s.timeout = Duration::from_millis(timeout_ms);
-        let ran = run_with(FakeRuntime::with_images(&[BASE]), pipeline(vec![tier("t", vec![s])]), None).await;
-        assert_eq!(finished_steps(&ran.events), vec![("s".to_string(), status)], "{command:?}");
+        let ran = run_with(
+            FakeRuntime::with_images(&[BASE]),
+            pipeline(vec![tier("t", vec![s])]),
+            None,
+        )
+        .await;
+        assert_eq!(
+            finished_steps(&ran.events),
+            vec![("s".to_string(), status)],
+            "{command:?}"
+        );
         assert_eq!(ran.report.outcome, outcome, "{command:?}");
         assert_eq!(ran.fake.live_containers(), 0, "{command:?}");
     }
@@ -194,19 +230,30 @@ async fn a_missing_image_is_an_infrastructure_error_before_anything_starts() {
     assert_eq!(ran.report.outcome, Outcome::Errored);
     assert_eq!(ran.report.outcome.exit_code(), 3);
     let error = ran.report.error.unwrap();
-    assert!(error.contains("drydock/python:3.11") && error.contains("drydock images bootstrap"), "{error}");
+    assert!(
+        error.contains("drydock/python:3.11") && error.contains("drydock images bootstrap"),
+        "{error}"
+    );
     assert!(ran.fake.journal().is_empty(), "{:?}", ran.fake.journal());
 }
 
 #[tokio::test]
 async fn services_start_while_the_image_builds() {
     let mut p = pipeline(vec![
-        TierSpec { name: "build".into(), build: vec!["test".into()], services: vec![], steps: vec![] },
+        TierSpec {
+            name: "build".into(),
+            build: vec!["test".into()],
+            services: vec![],
+            steps: vec![],
+        },
         TierSpec {
             name: "integration".into(),
             build: vec![],
             services: vec!["db".into()],
-            steps: vec![StepSpec { image: ImageSource::Target("test".into()), ..step("it", &["true"]) }],
+            steps: vec![StepSpec {
+                image: ImageSource::Target("test".into()),
+                ..step("it", &["true"])
+            }],
         },
     ]);
     p.services.push(db_service());
@@ -215,11 +262,22 @@ async fn services_start_while_the_image_builds() {
         ..FakeRuntime::with_images(&[BASE, "drydock/postgres:15"])
     };
     let ran = run_with(fake, p, None).await;
-    assert_eq!(ran.report.outcome, Outcome::Passed, "{:?}", ran.report.error);
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
     let journal = ran.fake.journal();
     let position = |entry: &str| journal.iter().position(|j| j.starts_with(entry)).unwrap();
-    assert!(position("start drydock-r1-svc-db") < position("built test"), "{journal:?}");
-    assert!(ran.events.iter().any(|e| matches!(e, Event::ServiceReady { service, .. } if service == "db")));
+    assert!(
+        position("start drydock-r1-svc-db") < position("built test"),
+        "{journal:?}"
+    );
+    assert!(ran
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ServiceReady { service, .. } if service == "db")));
     assert_eq!(ran.fake.live_containers(), 0);
 }
 
@@ -239,16 +297,29 @@ async fn a_service_that_never_gets_ready_errors_its_tier_within_the_deadline() {
     let ran = run_with(fake, p, None).await;
     assert_eq!(ran.report.outcome, Outcome::Errored);
     let error = ran.report.error.unwrap();
-    assert!(error.contains("not ready after 300ms") && error.contains("connection refused"), "{error}");
-    assert!(ran.events.iter().any(|e| matches!(e, Event::ServiceFailed { log_tail, .. } if log_tail == &["last words"])));
-    assert_eq!(finished_steps(&ran.events), vec![("it".to_string(), Status::Skipped)]);
+    assert!(
+        error.contains("not ready after 300ms") && error.contains("connection refused"),
+        "{error}"
+    );
+    assert!(ran.events.iter().any(
+        |e| matches!(e, Event::ServiceFailed { log_tail, .. } if log_tail == &["last words"])
+    ));
+    assert_eq!(
+        finished_steps(&ran.events),
+        vec![("it".to_string(), Status::Skipped)]
+    );
     assert_eq!(ran.fake.live_containers(), 0);
 }
 
 #[tokio::test]
 async fn a_failed_build_fails_its_tier_and_names_the_instruction() {
     let p = pipeline(vec![
-        TierSpec { name: "build".into(), build: vec!["production".into(), "test".into()], services: vec![], steps: vec![] },
+        TierSpec {
+            name: "build".into(),
+            build: vec!["production".into(), "test".into()],
+            services: vec![],
+            steps: vec![],
+        },
         tier("after", vec![step("s", &["true"])]),
     ]);
     let fake = FakeRuntime {
@@ -272,16 +343,26 @@ async fn a_failed_build_fails_its_tier_and_names_the_instruction() {
 async fn cancelling_stops_running_steps_and_removes_everything() {
     let ran = run_with(
         FakeRuntime::with_images(&[BASE]),
-        pipeline(vec![tier("slow", vec![step("s", &["sleep", "10000"])]), tier("next", vec![step("n", &["true"])])]),
+        pipeline(vec![
+            tier("slow", vec![step("s", &["sleep", "10000"])]),
+            tier("next", vec![step("n", &["true"])]),
+        ]),
         Some(Duration::from_millis(100)),
     )
     .await;
     assert_eq!(ran.report.outcome, Outcome::Interrupted);
     assert_eq!(ran.report.outcome.exit_code(), 130);
-    assert!(ran.fake.journal().iter().any(|j| j == "stop drydock-r1-slow-s"));
+    assert!(ran
+        .fake
+        .journal()
+        .iter()
+        .any(|j| j == "stop drydock-r1-slow-s"));
     assert_eq!(
         finished_steps(&ran.events),
-        vec![("s".to_string(), Status::Cancelled), ("n".to_string(), Status::Skipped)]
+        vec![
+            ("s".to_string(), Status::Cancelled),
+            ("n".to_string(), Status::Skipped)
+        ]
     );
     assert_eq!(ran.fake.live_containers(), 0);
 }
@@ -294,13 +375,25 @@ async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
         services: vec![],
         steps: vec![],
     }]);
-    p.release = Some(ReleaseSpec { target: "production".into(), name: "demo".into(), channel: "staging".into() });
+    p.release = Some(ReleaseSpec {
+        target: "production".into(),
+        name: "demo".into(),
+        channel: "staging".into(),
+    });
     let ran = run_with(FakeRuntime::with_images(&[BASE]), p, None).await;
     assert_eq!(ran.report.outcome, Outcome::Passed);
     let released = ran.report.released.unwrap();
-    assert_eq!(released.tags, vec!["demo:abc123", "demo:r1", "demo:staging"]);
+    assert_eq!(
+        released.tags,
+        vec!["demo:abc123", "demo:r1", "demo:staging"]
+    );
     assert_eq!(released.image_id, "img-production");
-    let tags: Vec<_> = ran.fake.journal().into_iter().filter(|j| j.starts_with("tag ")).collect();
+    let tags: Vec<_> = ran
+        .fake
+        .journal()
+        .into_iter()
+        .filter(|j| j.starts_with("tag "))
+        .collect();
     assert_eq!(tags.len(), 3);
 }
 
@@ -308,11 +401,23 @@ async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
 async fn step_output_arrives_as_log_events_and_the_run_is_bracketed() {
     let ran = run_with(
         FakeRuntime::with_images(&[BASE]),
-        pipeline(vec![tier("t", vec![step("hello", &["echo", "hello", "world"])])]),
+        pipeline(vec![tier(
+            "t",
+            vec![step("hello", &["echo", "hello", "world"])],
+        )]),
         None,
     )
     .await;
     assert!(matches!(ran.events.first(), Some(Event::RunStarted { .. })));
-    assert!(matches!(ran.events.last(), Some(Event::RunFinished { outcome: Outcome::Passed, .. })));
-    assert!(ran.events.iter().any(|e| matches!(e, Event::Log { line, .. } if line == "hello world")));
+    assert!(matches!(
+        ran.events.last(),
+        Some(Event::RunFinished {
+            outcome: Outcome::Passed,
+            ..
+        })
+    ));
+    assert!(ran
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Log { line, .. } if line == "hello world")));
 }
