@@ -17,6 +17,7 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 reload = os.environ.get("GUNICORN_RELOAD", "0") == "1"
+control_socket_disable = True  # no admin socket in the container
 
 
 def on_starting(server):
