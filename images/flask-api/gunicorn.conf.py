@@ -30,6 +30,6 @@ def on_starting(server):
     if config.migrate_on_start:
         # run once in the master; workers then find nothing pending
         from tasksapi import migrate
-        done = migrate.apply_url(config.database_url)
+        done = migrate.apply_url(config.database_url, wait_seconds=config.db_wait_seconds)
         server.log.info("migrations applied at start-up: %s", done or "none pending")
         os.environ["MIGRATE_ON_START"] = "0"  # workers need not check again

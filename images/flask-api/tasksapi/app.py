@@ -36,7 +36,8 @@ def create_app(config=None, pool=None):
     app.json.sort_keys = False
     app.config["TASKSAPI"] = config
     if config.migrate_on_start:
-        done = migrate.apply_url(config.database_url)
+        done = migrate.apply_url(config.database_url,
+                                 wait_seconds=config.db_wait_seconds)
         log.warning("migrations applied at start-up: %s", done or "none pending")
     app.extensions["tasksapi.pool"] = pool if pool is not None else make_pool(config)
     app.register_blueprint(api)

@@ -31,13 +31,13 @@ def _parse_int(name, raw, minimum):
     return value
 
 
-def _parse_float(name, raw, minimum):
+def _parse_float(name, raw, minimum, inclusive=False):
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= minimum:
-        raise ConfigError(f"{name} must be > {minimum}, got {value}")
+    if value < minimum or (value == minimum and not inclusive):
+        raise ConfigError(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
     return value
 
 
@@ -49,6 +49,7 @@ class Config:
     pool_timeout: float = 5.0
     migrate_on_start: bool = False
     max_page_size: int = 100
+    db_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ=None):
@@ -79,4 +80,6 @@ class Config:
                 "MIGRATE_ON_START", env.get("MIGRATE_ON_START", "0")
             ),
             max_page_size=_parse_int("MAX_PAGE_SIZE", env.get("MAX_PAGE_SIZE", "100"), 1),
+            db_wait_seconds=_parse_float("DB_WAIT_SECONDS",
+                                         env.get("DB_WAIT_SECONDS", "30"), 0, inclusive=True),
         )

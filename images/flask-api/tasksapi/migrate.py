@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +102,23 @@ def apply(conn, migrations=None):
     return done
 
 
-def apply_url(database_url, migrations=None):
-    with psycopg.connect(database_url, connect_timeout=10) as conn:
+def connect(database_url, wait_seconds=0.0, sleep=time.sleep):
+    """Connect, retrying for up to `wait_seconds` while the server is not up
+    yet (a container starting next to its database)."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.25
+    while True:
+        try:
+            return psycopg.connect(database_url, connect_timeout=10)
+        except psycopg.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def apply_url(database_url, migrations=None, wait_seconds=0.0):
+    with connect(database_url, wait_seconds) as conn:
         return apply(conn, migrations)
 
 

@@ -14,8 +14,9 @@ def test_all_settings():
     config = Config.from_env({
         "DATABASE_URL": f" {URL} ", "DB_POOL_MIN_SIZE": "2", "DB_POOL_MAX_SIZE": "4",
         "DB_POOL_TIMEOUT": "1.5", "MIGRATE_ON_START": "true", "MAX_PAGE_SIZE": "50",
+        "DB_WAIT_SECONDS": "0",
     })
-    assert config == Config(URL, 2, 4, 1.5, True, 50)
+    assert config == Config(URL, 2, 4, 1.5, True, 50, 0.0)
 
 
 @pytest.mark.parametrize("url", [URL, "postgres://u@h/d", "host=db dbname=app user=app"])
@@ -38,6 +39,7 @@ def with_url(**extra):
     (with_url(DB_POOL_TIMEOUT="soon"), "DB_POOL_TIMEOUT must be a number"),
     (with_url(MIGRATE_ON_START="maybe"), "MIGRATE_ON_START must be a boolean"),
     (with_url(MAX_PAGE_SIZE="0"), "MAX_PAGE_SIZE must be >= 1"),
+    (with_url(DB_WAIT_SECONDS="-1"), "DB_WAIT_SECONDS must be >= 0"),
 ])
 def test_rejected(env, message):
     with pytest.raises(ConfigError, match=message):

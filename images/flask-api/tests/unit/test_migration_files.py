@@ -39,3 +39,33 @@ def test_cli_reports_missing_database_url(monkeypatch, capsys):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert migrate.main([]) == 2
     assert "DATABASE_URL is not set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failures, wait, connected, sleeps", [
+    (0, 0, True, []),
+    (2, 10, True, [0.25, 0.5]),
+    (1, 0, False, []),
+    (9, 2, False, [0.25, 0.5, 1.0]),
+])
+def test_connect_waits_for_the_database(monkeypatch, failures, wait, connected, sleeps):
+    clock = {"now": 0.0}
+    slept = []
+    attempts = iter(range(100))
+
+    def fake_connect(url, connect_timeout):
+        if next(attempts) < failures:
+            raise migrate.psycopg.OperationalError("not up yet")
+        return "conn"
+
+    def fake_sleep(seconds):
+        slept.append(seconds)
+        clock["now"] += seconds
+
+    monkeypatch.setattr(migrate.psycopg, "connect", fake_connect)
+    monkeypatch.setattr(migrate.time, "monotonic", lambda: clock["now"])
+    if connected:
+        assert migrate.connect("postgresql://x", wait, fake_sleep) == "conn"
+    else:
+        with pytest.raises(migrate.psycopg.OperationalError):
+            migrate.connect("postgresql://x", wait, fake_sleep)
+    assert slept == sleeps
