@@ -32,4 +32,3 @@ def on_starting(server):
         from tasksapi import migrate
         done = migrate.apply_url(config.database_url, wait_seconds=config.db_wait_seconds)
         server.log.info("migrations applied at start-up: %s", done or "none pending")
-        os.environ["MIGRATE_ON_START"] = "0"  # workers need not check again
