@@ -7,12 +7,16 @@ so the stub fails the test if one is asked for unexpectedly.
 import contextlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from psycopg_pool import PoolTimeout
 
 from tasksapi import create_app
 from tasksapi.config import Config
+
+
+APP_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StubPool:
@@ -127,11 +131,6 @@ def test_wsgi_refuses_to_start_without_database_url():
     env = {"PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", "import tasksapi.wsgi"],
                             env=env, capture_output=True, text=True, timeout=60,
-                            cwd=_app_root())
+                            cwd=APP_ROOT)
     assert result.returncode == 4
     assert "configuration error: DATABASE_URL is not set" in result.stderr
-
-
-def _app_root():
-    import pathlib
-    return pathlib.Path(__file__).resolve().parents[2]
