@@ -34,6 +34,9 @@ pub struct RunArgs {
     /// CA bundle handed to builds and networked steps (default: $DRYDOCK_CA_BUNDLE, else $PIP_CERT).
     #[arg(long, value_name = "PEM")]
     pub ca_bundle: Option<PathBuf>,
+    /// Use this run id instead of a fresh one (letters, digits, `_`, `.`, `-`).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
     /// Seconds a stopped container gets before it is killed.
     #[arg(long, default_value_t = 10)]
     pub stop_grace: u64,
@@ -117,7 +120,23 @@ pub async fn validate(path: &Path) -> Result<u8, CliError> {
 
 /// `drydock run`.
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
-    let run_id = run::new_run_id();
+    let run_id = match &args.run_id {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
+        {
+            id.clone()
+        }
+        Some(id) => {
+            return Err(CliError::invalid(format!(
+                "invalid run id {id:?}: use up to 64 letters, digits, `_`, `.` or `-`"
+            )))
+        }
+        None => run::new_run_id(),
+    };
     let repo_root = pipeline::find_repo_root(&args.pipeline);
     let git = git_info(&repo_root).await;
     let pipeline = load_pipeline(&args.pipeline, &run_id, &git)?;
