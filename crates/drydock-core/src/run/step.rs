@@ -219,6 +219,19 @@ async fn run_container<R: Runtime>(
     if let Ok(Ok(lines)) = tokio::time::timeout(std::time::Duration::from_secs(10), logs).await {
         *tail = lines;
     }
+    // With an init process the engine starts the container fine and the init
+    // reports the missing command itself (exit 126/127): say so plainly.
+    let error = match (exit_code, tail.back()) {
+        (Some(126 | 127), Some(last)) if last.contains("exec") && last.contains("failed") => {
+            Some(format!(
+                "command {:?} cannot be started in image {}: {}",
+                step.command,
+                spec.image,
+                last.rsplit("failed: ").next().unwrap_or(last)
+            ))
+        }
+        _ => error,
+    };
     Ended {
         status,
         exit_code,

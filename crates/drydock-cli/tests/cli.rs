@@ -1,0 +1,354 @@
+//! The `drydock` binary against the real engine, in throw-away repositories.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_nothing_left, engine, run_id, text, Repo};
+
+/// Each kind of bad input: one clear message naming what and where, the right
+/// exit code, and nothing left in the engine.
+#[tokio::test]
+async fn bad_input_gets_one_clear_error_the_right_exit_code_and_leaves_nothing() {
+    let repo = Repo::fixture("tiny");
+    // (pipeline, extra env, exit code, what stderr/stdout must say)
+    let cases: &[(&str, &[(&str, &str)], i32, &[&str])] = &[
+        (
+            "pipelines/bad-syntax.yml",
+            &[],
+            2,
+            &[
+                "pipelines/bad-syntax.yml:9:18:",
+                "expected a duration",
+                "5 minutes",
+            ],
+        ),
+        (
+            "pipelines/bad-dockerfile.yml",
+            &[],
+            2,
+            &["pipelines/bad-dockerfile.yml:5:15:", "Dockerfile.missing"],
+        ),
+        (
+            "pipelines/bad-context.yml",
+            &[],
+            2,
+            &["bad-context.yml:4:12:", "outside the repository"],
+        ),
+        (
+            "pipelines/does-not-exist.yml",
+            &[],
+            2,
+            &["does-not-exist.yml", "cannot read"],
+        ),
+        (
+            "pipelines/bad-image.yml",
+            &[],
+            3,
+            &["drydock-test/no-such-image:1 is not in the engine"],
+        ),
+        (
+            "pipelines/bad-image.yml",
+            &[("DOCKER_HOST", "unix:///tmp/drydock-no-engine-here.sock")],
+            3,
+            &["cannot reach the Docker Engine at unix:///tmp/drydock-no-engine-here.sock"],
+        ),
+        (
+            "pipelines/bad-command.yml",
+            &[],
+            1,
+            &["no-such-command", "cannot be started", "skipped"],
+        ),
+        (
+            "pipelines/bad-sidecar.yml",
+            &[],
+            3,
+            &[
+                "service db",
+                "not ready after 8s",
+                "password authentication failed",
+            ],
+        ),
+    ];
+    for (pipeline, env, code, says) in cases {
+        let id = run_id("bad");
+        let output = repo.run(&["run", pipeline, "--run-id", &id], env).await;
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(*code), "{pipeline}: {all}");
+        for phrase in *says {
+            assert!(
+                all.contains(phrase),
+                "{pipeline}: expected {phrase:?} in:\n{all}"
+            );
+        }
+        assert!(!all.contains("panicked"), "{pipeline}: {all}");
+        assert_nothing_left(&id).await;
+    }
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_help_lists_every_command() {
+    let repo = Repo::fixture("tiny");
+    let output = repo.run(&["run"], &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let output = repo
+        .run(&["run", "pipelines/tiny.yml", "--run-id", "bad id!"], &[])
+        .await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let help = repo.run(&["--help"], &[]).await;
+    let help_text = String::from_utf8_lossy(&help.stdout);
+    for command in ["run", "images", "gc", "releases", "rollback"] {
+        assert!(
+            help_text.contains(command),
+            "{command} missing from:\n{help_text}"
+        );
+    }
+}
+
+/// A green run builds, runs steps with a sidecar, collects JUnit, tags the
+/// release; a second commit releases again; rollback points the channel back
+/// and the ledger shows exactly that history.
+#[tokio::test]
+async fn green_runs_release_and_rollback_moves_the_channel_back() {
+    let repo = Repo::fixture("tiny");
+    let engine = engine().await;
+    let first = run_id("green1");
+    let results = repo.path().join("results");
+    let output = repo
+        .run(&["run", "pipelines/tiny.yml", "--run-id", &first], &[])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_nothing_left(&first).await;
+
+    // Results: logs of every step, a merged JUnit report, a summary with test counts.
+    let run_dir = results.join(&first);
+    let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains(r#"<testsuite name="test/check/check""#) && junit.contains(r#"tests="2""#),
+        "{junit}"
+    );
+    let log = std::fs::read_to_string(run_dir.join("logs/test/check.log")).unwrap();
+    assert!(log.contains("PASS world"), "{log}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["outcome"], "passed");
+    let staging_a = engine
+        .image("drydock-test/tiny:staging")
+        .await
+        .unwrap()
+        .expect("staging tag");
+    assert!(engine
+        .image(&format!("drydock-test/tiny:{first}"))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        staging_a.user, "app",
+        "the production target runs as its own user"
+    );
+
+    // A source change makes a new image and a second release.
+    std::fs::write(
+        repo.path().join("app/greet.py"),
+        std::fs::read_to_string(repo.path().join("app/greet.py")).unwrap() + "\n# changed\n",
+    )
+    .unwrap();
+    repo.commit("change");
+    let second = run_id("green2");
+    let output = repo
+        .run(
+            &["run", "pipelines/tiny.yml", "--run-id", &second, "--json"],
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is a JSON event"))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "run_started");
+    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    assert!(events.iter().any(|e| e["event"] == "step_finished"
+        && e["step"] == "check"
+        && e["tests"]["tests"] == 2));
+    let staging_b = engine
+        .image("drydock-test/tiny:staging")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(staging_a.id, staging_b.id);
+
+    let rollback = repo.run(&["rollback", "staging"], &[]).await;
+    assert_eq!(rollback.status.code(), Some(0), "{}", text(&rollback));
+    let staging_now = engine
+        .image("drydock-test/tiny:staging")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        staging_now.id, staging_a.id,
+        "rollback points the channel at the previous image"
+    );
+
+    let releases = repo.run(&["releases", "staging", "--json"], &[]).await;
+    assert_eq!(releases.status.code(), Some(0), "{}", text(&releases));
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&releases.stdout).unwrap();
+    let actions: Vec<(&str, &str)> = history
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["image_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("release", staging_a.id.as_str()),
+            ("release", staging_b.id.as_str()),
+            ("rollback", staging_a.id.as_str())
+        ]
+    );
+    let unknown = repo.run(&["rollback", "nowhere"], &[]).await;
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
+
+    for tag in ["staging", first.as_str(), second.as_str()] {
+        let _ = engine
+            .remove_image(&format!("drydock-test/tiny:{tag}"), true)
+            .await;
+    }
+}
+
+/// A failing test stops the run at its tier: exit 1, later tiers skipped,
+/// the failed test named, and a re-run of unchanged source reuses the build.
+#[tokio::test]
+async fn a_failing_test_stops_the_run_and_unchanged_source_is_not_rebuilt() {
+    let repo = Repo::fixture("tiny");
+    for attempt in ["red1", "red2"] {
+        let id = run_id(attempt);
+        let output = repo
+            .run(
+                &["run", "pipelines/tiny.yml", "--run-id", &id],
+                &[("BREAK", "1")],
+            )
+            .await;
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{all}");
+        assert!(
+            all.contains("check::greet_x"),
+            "the failed test is named: {all}"
+        );
+        assert!(
+            all.contains("run-production") && all.contains("skipped"),
+            "{all}"
+        );
+        if attempt == "red2" {
+            assert!(
+                all.contains("unchanged, reused"),
+                "an unchanged build is reused: {all}"
+            );
+        }
+        assert_nothing_left(&id).await;
+    }
+}
+
+async fn wait_for_step_container(id: &str) {
+    let engine = engine().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = engine
+            .labelled(&format!("drydock.run={id}"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| {
+                l.kind == "container"
+                    && l.labels.get("drydock.role").map(String::as_str) == Some("step")
+            })
+            .count();
+        if found > 0 {
+            // Give the step a moment to be started, not only created.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step container never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGINT and SIGTERM mid-step: exit 130 and nothing left behind.
+#[tokio::test]
+async fn an_interrupted_run_exits_130_and_removes_everything() {
+    let repo = Repo::fixture("tiny");
+    for (signal, name) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
+        let id = run_id(name);
+        let mut child = repo
+            .drydock(&[
+                "run",
+                "pipelines/slow.yml",
+                "--run-id",
+                &id,
+                "--stop-grace",
+                "2",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_step_container(&id).await;
+        let pid = child.id().unwrap() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, signal) };
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("drydock stops promptly after a signal")
+            .unwrap();
+        assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+        assert_nothing_left(&id).await;
+    }
+}
+
+/// SIGKILL leaves labelled leftovers; `drydock gc` removes them.
+#[tokio::test]
+async fn a_killed_run_leaves_labelled_leftovers_that_gc_removes() {
+    let repo = Repo::fixture("tiny");
+    let id = run_id("kill");
+    let mut child = repo
+        .drydock(&["run", "pipelines/slow.yml", "--run-id", &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_step_container(&id).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let engine = engine().await;
+    let left = engine.labelled(&format!("drydock.run={id}")).await.unwrap();
+    assert!(left.iter().any(|l| l.kind == "container"), "{left:?}");
+    assert!(left.iter().any(|l| l.kind == "network"), "{left:?}");
+
+    let dry = repo.run(&["gc", "--dry-run"], &[]).await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains(&id),
+        "{}",
+        text(&dry)
+    );
+    assert_eq!(
+        engine
+            .labelled(&format!("drydock.run={id}"))
+            .await
+            .unwrap()
+            .len(),
+        left.len()
+    );
+
+    let gc = repo.run(&["gc"], &[]).await;
+    assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
+    assert_nothing_left(&id).await;
+}
