@@ -1,0 +1,60 @@
+//! Embedding drydock: load a pipeline, run it on the local engine, receive
+//! typed events, and cancel on Ctrl-C.
+//!
+//! ```text
+//! cargo run -p drydock-core --example run_pipeline -- pipelines/flask-api.yml
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drydock_core::engine::Engine;
+use drydock_core::events::Event;
+use drydock_core::pipeline::{self, Vars};
+use drydock_core::run::{self, CancellationToken, GitInfo, RunOptions};
+use drydock_core::trust::Trust;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = PathBuf::from(std::env::args().nth(1).ok_or("usage: run_pipeline <pipeline.yml>")?);
+    let run_id = run::new_run_id();
+
+    // 1. Load and validate: errors name file:line:col.
+    let repo_root = pipeline::find_repo_root(&path);
+    let vars = Vars::from_process_env().with_builtin("DRYDOCK_RUN_ID", run_id.as_str());
+    let pipeline = pipeline::load(&path, &repo_root, &vars)?;
+
+    // 2. Connect to the engine (DOCKER_HOST or the local socket).
+    let engine = Arc::new(Engine::connect().await?);
+
+    // 3. Run, receiving events on a channel; cancel on Ctrl-C.
+    let (events, mut received) = tokio::sync::mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_ctrl_c.cancel();
+    });
+    let options = RunOptions {
+        run_id: run_id.clone(),
+        results_dir: std::env::temp_dir().join("drydock-example").join(&run_id),
+        trust: Trust::from_env(),
+        git: GitInfo::default(),
+        stop_grace: Duration::from_secs(10),
+    };
+    let run = tokio::spawn(async move { run::run_pipeline(&pipeline, engine, options, events, cancel).await });
+
+    while let Some(event) = received.recv().await {
+        match event {
+            Event::StepFinished { tier, step, status, duration_ms, .. } => {
+                println!("{tier}/{step}: {} in {duration_ms} ms", status.word())
+            }
+            Event::TierFinished { tier, status, .. } => println!("tier {tier}: {}", status.word()),
+            _ => {}
+        }
+    }
+    let report = run.await?;
+    println!("run {}: {:?}", report.run_id, report.outcome);
+    std::process::exit(report.outcome.exit_code());
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Makes sure a Docker Engine answers: installs Debian's docker.io and starts
+# dockerd in the background when none does. Also installs mmdebstrap, which
+# `drydock images bootstrap` uses to make the base root filesystem.
+set -euo pipefail
+
+need_apt=()
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "ensure-engine: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if docker info >/dev/null 2>&1; then
+  echo "ensure-engine: engine answers ($(docker version --format '{{.Server.Version}}'))"
+  exit 0
+fi
+echo "ensure-engine: starting dockerd"
+nohup dockerd >/tmp/drydock-dockerd.log 2>&1 &
+for _ in $(seq 1 60); do
+  if docker info >/dev/null 2>&1; then
+    echo "ensure-engine: engine up ($(docker version --format '{{.Server.Version}}'))"
+    exit 0
+  fi
+  sleep 1
+done
+echo "ensure-engine: dockerd did not answer within 60s; its log:" >&2
+tail -30 /tmp/drydock-dockerd.log >&2
+exit 3
