@@ -16,7 +16,8 @@ async fn image_has(engine: &Engine, image: &str, path: &str, owner: &str) -> boo
         name: format!("drydock-{owner}-inspect"),
         image: image.to_string(),
         command: Some(vec!["true".to_string()]),
-        labels: drydock_core::engine::labels::RunLabels::for_this_process(owner, "flask-tests").with_role("test"),
+        labels: drydock_core::engine::labels::RunLabels::for_this_process(owner, "flask-tests")
+            .with_role("test"),
         ..Default::default()
     };
     let id = engine.create_container(&spec).await.unwrap();
@@ -36,19 +37,27 @@ fn tier_statuses(summary: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t[0].as_str().unwrap().to_string(), t[1].as_str().unwrap().to_string()))
+        .map(|t| {
+            (
+                t[0].as_str().unwrap().to_string(),
+                t[1].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 #[tokio::test]
-async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it_at_the_unit_tier() {
+async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it_at_the_unit_tier()
+{
     let repo = Repo::from_workspace(PRODUCT);
     let engine = engine().await;
     let id = run_id("flask");
     let channel = format!("test-{id}");
     let env = [("DRYDOCK_CHANNEL", channel.as_str())];
 
-    let output = repo.run(&["run", "pipelines/flask-api.yml", "--run-id", &id], &env).await;
+    let output = repo
+        .run(&["run", "pipelines/flask-api.yml", "--run-id", &id], &env)
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_nothing_left(&id).await;
     let green = summary(&repo, &id);
@@ -60,17 +69,33 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
     assert!(statuses.iter().all(|(_, s)| s == "passed"), "{statuses:?}");
     for tier in green["tiers"].as_array().unwrap() {
         if tier[0] != "build" {
-            assert!(tier[3]["tests"].as_u64().unwrap() > 0, "tier {} ran no test", tier[0]);
+            assert!(
+                tier[3]["tests"].as_u64().unwrap() > 0,
+                "tier {} ran no test",
+                tier[0]
+            );
             assert_eq!(tier[3]["failures"], 0);
         }
     }
-    let perf = repo.path().join("results").join(&id).join("artifacts/e2e/perf/perf.json");
+    let perf = repo
+        .path()
+        .join("results")
+        .join(&id)
+        .join("artifacts/e2e/perf/perf.json");
     assert!(perf.is_file(), "the load test's figures are collected");
 
     // The production image: non-root, no test tools, no build-time CA.
     let production = format!("flask-api:{id}");
-    let info = engine.image(&production).await.unwrap().expect("the release is tagged by run id");
-    assert!(!info.user.is_empty() && info.user != "root" && info.user != "0", "user {:?}", info.user);
+    let info = engine
+        .image(&production)
+        .await
+        .unwrap()
+        .expect("the release is tagged by run id");
+    assert!(
+        !info.user.is_empty() && info.user != "root" && info.user != "0",
+        "user {:?}",
+        info.user
+    );
     let site = "/opt/venv/lib/python3.11/site-packages";
     for (path, expected) in [
         (format!("{site}/flask"), true),
@@ -79,20 +104,34 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
         ("/tmp/build".to_string(), false),
         ("/.drydock-trust".to_string(), false),
     ] {
-        assert_eq!(image_has(&engine, &production, &path, &id).await, expected, "{path} in {production}");
+        assert_eq!(
+            image_has(&engine, &production, &path, &id).await,
+            expected,
+            "{path} in {production}"
+        );
     }
 
     // A broken unit test: exit 1 at the first unit tier, later tiers skipped.
     std::fs::write(
-        repo.path().join("images/flask-api/tests/unit/test_deliberately_broken.py"),
+        repo.path()
+            .join("images/flask-api/tests/unit/test_deliberately_broken.py"),
         "def test_deliberately_broken():\n    assert 1 + 1 == 3\n",
     )
     .unwrap();
     repo.commit("break a unit test");
     let broken = run_id("flask-broken");
-    let output = repo.run(&["run", "pipelines/flask-api.yml", "--run-id", &broken], &env).await;
+    let output = repo
+        .run(
+            &["run", "pipelines/flask-api.yml", "--run-id", &broken],
+            &env,
+        )
+        .await;
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    assert!(text(&output).contains("test_deliberately_broken"), "{}", text(&output));
+    assert!(
+        text(&output).contains("test_deliberately_broken"),
+        "{}",
+        text(&output)
+    );
     assert_nothing_left(&broken).await;
     let red = summary(&repo, &broken);
     assert_eq!(
@@ -108,7 +147,9 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
 
     let sha = green_sha(&repo);
     for tag in [id.as_str(), channel.as_str(), sha.as_str()] {
-        let _ = engine.remove_image(&format!("flask-api:{tag}"), false).await;
+        let _ = engine
+            .remove_image(&format!("flask-api:{tag}"), false)
+            .await;
     }
 }
 

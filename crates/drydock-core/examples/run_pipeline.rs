@@ -17,7 +17,11 @@ use drydock_core::trust::Trust;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = PathBuf::from(std::env::args().nth(1).ok_or("usage: run_pipeline <pipeline.yml>")?);
+    let path = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: run_pipeline <pipeline.yml>")?,
+    );
     let run_id = run::new_run_id();
 
     // 1. Load and validate: errors name file:line:col.
@@ -43,11 +47,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         git: GitInfo::default(),
         stop_grace: Duration::from_secs(10),
     };
-    let run = tokio::spawn(async move { run::run_pipeline(&pipeline, engine, options, events, cancel).await });
+    let run =
+        tokio::spawn(
+            async move { run::run_pipeline(&pipeline, engine, options, events, cancel).await },
+        );
 
     while let Some(event) = received.recv().await {
         match event {
-            Event::StepFinished { tier, step, status, duration_ms, .. } => {
+            Event::StepFinished {
+                tier,
+                step,
+                status,
+                duration_ms,
+                ..
+            } => {
                 println!("{tier}/{step}: {} in {duration_ms} ms", status.word())
             }
             Event::TierFinished { tier, status, .. } => println!("tier {tier}: {}", status.word()),

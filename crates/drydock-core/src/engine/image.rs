@@ -67,6 +67,21 @@ impl Engine {
         Ok(images.into_iter().map(|i| i.id).collect())
     }
 
+    /// Pulls `reference` from its registry (anonymous). Errors carry the registry's message.
+    pub async fn pull_image(&self, reference: &str) -> Result<(), EngineError> {
+        let (repo, tag) = super::split_tag(reference);
+        let options = CreateImageOptions {
+            from_image: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| EngineError::api(format!("pull {reference}"), e))?;
+        }
+        Ok(())
+    }
+
     /// Points `repo:tag` at `image` (an id or reference).
     pub async fn tag_image(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
         let options = TagImageOptions {

@@ -100,6 +100,13 @@ impl Runtime for FakeRuntime {
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
         Ok(self.images.lock().unwrap().contains(reference))
     }
+    async fn pull(&self, reference: &str) -> Result<(), EngineError> {
+        self.log(format!("pull {reference}"));
+        Err(EngineError::ImageMissing {
+            image: reference.to_string(),
+            hint: ": no registry in the fake".to_string(),
+        })
+    }
     async fn build(
         &self,
         request: &BuildRequest,

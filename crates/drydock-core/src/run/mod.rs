@@ -319,18 +319,24 @@ async fn check_images<R: Runtime>(ctx: &RunCtx<R>) -> Result<(), String> {
     references.sort_unstable();
     references.dedup();
     for reference in references {
-        if !ctx
+        if ctx
             .runtime
             .image_exists(reference)
             .await
             .map_err(|e| e.to_string())?
         {
-            let hint = if reference.starts_with("drydock/") {
-                "\n  hint: build the base images with `drydock images bootstrap`"
-            } else {
-                "\n  hint: build or pull it first (drydock does not pull during a run)"
-            };
-            return Err(format!("image {reference} is not in the engine{hint}"));
+            continue;
+        }
+        if reference.starts_with("drydock/") {
+            return Err(format!(
+                "image {reference} is not in the engine\n  hint: build the base images with `drydock images bootstrap`"
+            ));
+        }
+        // Where a registry is reachable, a pipeline may name registry images.
+        if let Err(e) = ctx.runtime.pull(reference).await {
+            return Err(format!(
+                "image {reference} is not in the engine and pulling it failed: {e}\n  hint: build it, or make its registry reachable"
+            ));
         }
     }
     Ok(())

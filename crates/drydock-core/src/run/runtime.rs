@@ -29,6 +29,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     /// Whether an image exists.
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError>;
+    /// Pulls an image from its registry.
+    async fn pull(&self, reference: &str) -> Result<(), EngineError>;
     /// Builds (or reuses) an image.
     async fn build(
         &self,
@@ -88,6 +90,9 @@ impl Runtime for Engine {
     }
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
         Ok(self.image(reference).await?.is_some())
+    }
+    async fn pull(&self, reference: &str) -> Result<(), EngineError> {
+        self.pull_image(reference).await
     }
     async fn build(
         &self,
