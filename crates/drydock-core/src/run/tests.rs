@@ -239,10 +239,18 @@ async fn a_missing_image_is_an_infrastructure_error_before_anything_starts() {
     // A registry image that is absent is pulled; a failed pull is the same error class.
     let mut registry_step = step("s", &["true"]);
     registry_step.image = ImageSource::Image("registry.example/team/tool:1".to_string());
-    let ran = run_with(FakeRuntime::with_images(&[]), pipeline(vec![tier("t", vec![registry_step])]), None).await;
+    let ran = run_with(
+        FakeRuntime::with_images(&[]),
+        pipeline(vec![tier("t", vec![registry_step])]),
+        None,
+    )
+    .await;
     assert_eq!(ran.report.outcome, Outcome::Errored);
     assert!(ran.report.error.unwrap().contains("pulling it failed"));
-    assert_eq!(ran.fake.journal(), vec!["pull registry.example/team/tool:1"]);
+    assert_eq!(
+        ran.fake.journal(),
+        vec!["pull registry.example/team/tool:1"]
+    );
 }
 
 #[tokio::test]
