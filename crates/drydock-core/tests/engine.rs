@@ -42,7 +42,10 @@ async fn build_honours_dockerignore_and_reuses_by_digest() {
         let request = s.build_request(dir.path(), "ignore", None);
         let (first, progress) = s.build(&request).await;
         let first = first.unwrap_or_else(|e| panic!("build failed: {e}"));
-        assert!(!first.reused, "first build of a fresh context reused an image");
+        assert!(
+            !first.reused,
+            "first build of a fresh context reused an image"
+        );
         assert!(
             progress
                 .iter()
@@ -55,7 +58,11 @@ async fn build_honours_dockerignore_and_reuses_by_digest() {
             .run(&s.spec(
                 "ls",
                 &first.image_id,
-                &["sh", "-c", "cd /ctx && find . -type f | sort && cat build/keep.txt"],
+                &[
+                    "sh",
+                    "-c",
+                    "cd /ctx && find . -type f | sort && cat build/keep.txt",
+                ],
             ))
             .await;
         assert_eq!(ran.code, 0, "{ran:?}");
@@ -91,10 +98,20 @@ async fn build_honours_dockerignore_and_reuses_by_digest() {
 
         // (change to make, reused?)
         let changed = format!("changed by {}\n", s.run_id);
-        let cases: [(&str, Option<(&str, &str)>, bool); 4] = [
+        // (case, file to change and its new content, reused?)
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, bool);
+        let cases: [Case; 4] = [
             ("identical context", None, true),
-            ("excluded file changed", Some(("secret.txt", &changed)), true),
-            ("excluded folder changed", Some(("build/junk.bin", &changed)), true),
+            (
+                "excluded file changed",
+                Some(("secret.txt", &changed)),
+                true,
+            ),
+            (
+                "excluded folder changed",
+                Some(("build/junk.bin", &changed)),
+                true,
+            ),
             ("sent file changed", Some(("app.txt", &changed)), false),
         ];
         let mut previous = first.clone();
@@ -115,7 +132,10 @@ async fn build_honours_dockerignore_and_reuses_by_digest() {
             previous = again;
         }
         let tagged = s.engine.image(&tag).await.unwrap().unwrap();
-        assert_eq!(tagged.id, previous.image_id, "the tag follows the last build");
+        assert_eq!(
+            tagged.id, previous.image_id,
+            "the tag follows the last build"
+        );
     })
     .await;
 }
@@ -182,7 +202,8 @@ async fn build_target_holds_only_that_stage() {
 async fn build_failures_are_build_errors_and_leave_no_containers() {
     engine_test("buildfail", &[DEBIAN], |s: Scope| async move {
         // (case, Dockerfile, target, expected step, message must contain)
-        let cases: [(&str, &str, Option<&str>, Option<&str>, &str); 4] = [
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+        let cases: [Case; 4] = [
             (
                 "failing RUN",
                 "FROM drydock/debian:bookworm\nRUN echo before {id}\nRUN false\nRUN echo after\n",
@@ -250,7 +271,13 @@ async fn containers_exit_codes_and_streams() {
         // (case, shell script, exit code, stdout has, stderr has)
         let cases: [(&str, &str, i64, &str, &str); 4] = [
             ("ok", "echo fine", 0, "fine\n", ""),
-            ("exit 3", "echo out; echo err >&2; exit 3", 3, "out\n", "err\n"),
+            (
+                "exit 3",
+                "echo out; echo err >&2; exit 3",
+                3,
+                "out\n",
+                "err\n",
+            ),
             ("only stderr", "echo oops >&2; exit 1", 1, "", "oops\n"),
             ("sigkill", "echo bye; kill -KILL $$", 137, "bye\n", ""),
         ];
@@ -371,11 +398,14 @@ async fn copy_out_files_and_folders_from_a_stopped_container() {
     engine_test("copyout", &[DEBIAN], |s: Scope| async move {
         let script = "mkdir -p /out/dir/nested && echo file > /out/file.txt \
                       && echo a > /out/dir/a.txt && echo c > /out/dir/nested/c.txt";
-        let ran = s.run(&s.spec("writer", DEBIAN, &["sh", "-c", script])).await;
+        let ran = s
+            .run(&s.spec("writer", DEBIAN, &["sh", "-c", script]))
+            .await;
         assert_eq!(ran.code, 0, "{ran:?}");
         let dest = tempfile::tempdir().unwrap();
         // (path in container, found, files expected under dest with content)
-        let cases: [(&str, bool, &[(&str, &str)]); 3] = [
+        type Case<'a> = (&'a str, bool, &'a [(&'a str, &'a str)]);
+        let cases: [Case; 3] = [
             ("/out/file.txt", true, &[("file.txt", "file\n")]),
             (
                 "/out/dir",
@@ -402,7 +432,11 @@ async fn copy_out_files_and_folders_from_a_stopped_container() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["dir", "file.txt"], "no temporary files left in dest");
+        assert_eq!(
+            names,
+            ["dir", "file.txt"],
+            "no temporary files left in dest"
+        );
     })
     .await;
 }
@@ -410,9 +444,17 @@ async fn copy_out_files_and_folders_from_a_stopped_container() {
 #[tokio::test]
 async fn stop_with_grace_period_is_prompt() {
     engine_test("stop", &[DEBIAN], |s: Scope| async move {
-        let spec = s.spec("sleep", DEBIAN, &["sleep", "600"]);
+        let spec = s.spec("sleep", DEBIAN, &["sh", "-c", "echo ready; exec sleep 600"]);
         let id = s.engine.create_container(&spec).await.unwrap();
         s.engine.start_container(&id, &spec).await.unwrap();
+        // A SIGTERM sent before docker-init has set up its signal handling
+        // is lost (pid 1 ignores it): stop once the command runs.
+        let mut waited = 0;
+        while !s.output(&id).await.0.contains("ready") {
+            waited += 1;
+            assert!(waited < 200, "the container never printed ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let state = s.engine.container_state(&id).await.unwrap();
         assert!(state.running, "{state:?}");
         assert!(
@@ -431,9 +473,16 @@ async fn stop_with_grace_period_is_prompt() {
         );
         let state = s.engine.container_state(&id).await.unwrap();
         assert!(!state.running, "{state:?}");
-        assert_eq!(state.exit_code, Some(143), "terminated by SIGTERM: {state:?}");
+        assert_eq!(
+            state.exit_code,
+            Some(143),
+            "terminated by SIGTERM: {state:?}"
+        );
         // Stopping again, killing a stopped one and removing twice are fine.
-        s.engine.stop_container(&id, Duration::from_secs(1)).await.unwrap();
+        s.engine
+            .stop_container(&id, Duration::from_secs(1))
+            .await
+            .unwrap();
         s.engine.kill_container(&id).await.unwrap();
         s.engine.remove_container(&id).await.unwrap();
         s.engine.remove_container(&id).await.unwrap();
@@ -576,10 +625,7 @@ async fn labelled_objects_are_found_and_removed_by_run() {
 
         let filter = format!("{}={}", labels::RUN, s.run_id);
         let found = s.engine.labelled(&filter).await.unwrap();
-        let mut kinds: Vec<(&str, &str)> = found
-            .iter()
-            .map(|l| (l.kind, l.id.as_str()))
-            .collect();
+        let mut kinds: Vec<(&str, &str)> = found.iter().map(|l| (l.kind, l.id.as_str())).collect();
         kinds.sort();
         assert_eq!(
             kinds,
@@ -664,7 +710,11 @@ async fn stale_and_reap_concern_only_dead_owners() {
             .labelled(&format!("{}={}", labels::RUN, s.run_id))
             .await
             .unwrap();
-        assert_eq!(mine.len(), 2, "the live run keeps its container and network");
+        assert_eq!(
+            mine.len(),
+            2,
+            "the live run keeps its container and network"
+        );
     })
     .await;
 }
@@ -703,7 +753,10 @@ async fn import_rootfs_applies_changes() {
         let info = s.engine.image(&tag).await.unwrap().expect("imported image");
         assert_eq!(info.id, id);
         assert!(info.tags.contains(&tag), "{info:?}");
-        assert_eq!(info.labels.get("drydock.test").map(String::as_str), Some("1"));
+        assert_eq!(
+            info.labels.get("drydock.test").map(String::as_str),
+            Some("1")
+        );
         s.engine.remove_image(&tag, false).await.unwrap();
         assert!(s.engine.image(&tag).await.unwrap().is_none());
         assert!(s.engine.image(&id).await.unwrap().is_none());

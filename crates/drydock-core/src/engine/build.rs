@@ -214,10 +214,7 @@ fn build_error(what: &str, step: Option<String>, message: String) -> EngineError
         .as_deref()
         .and_then(|s| s.get(..5))
         .is_some_and(|s| s.eq_ignore_ascii_case("FROM "));
-    if from_step
-        || message.contains("pull access denied")
-        || message.contains("manifest unknown")
-    {
+    if from_step || message.contains("pull access denied") || message.contains("manifest unknown") {
         message.push_str(
             "\n  hint: the base image is not in the engine and no registry is reachable; \
              run `drydock images bootstrap`",

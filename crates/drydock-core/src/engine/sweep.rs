@@ -161,8 +161,8 @@ pub fn owner_alive(object_labels: &HashMap<String, String>) -> bool {
     }
     // A recycled pid that is not a drydock process does not own anything.
     std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|cmd| String::from_utf8_lossy(&cmd).contains("drydock"))
-            .unwrap_or(true)
+        .map(|cmd| String::from_utf8_lossy(&cmd).contains("drydock"))
+        .unwrap_or(true)
 }
 
 impl Engine {
@@ -216,6 +216,9 @@ mod tests {
         object.insert(labels::STARTED.to_string(), started);
         assert!(owner_alive(&object), "same pid, same start time");
         object.insert(labels::STARTED.to_string(), "1".to_string());
-        assert!(!owner_alive(&object), "same pid, another start time: reused");
+        assert!(
+            !owner_alive(&object),
+            "same pid, another start time: reused"
+        );
     }
 }

@@ -212,6 +212,13 @@ impl Scope {
             .skip(1)
             .map(|id| format!("sha256:{id}"))
             .collect();
+        // A failed build keeps the layers it committed (unlabelled, dangling):
+        // remove them with the test.
+        if result.is_err() {
+            for layer in &layers {
+                self.track_image(layer.trim_start_matches("sha256:"));
+            }
+        }
         let new = after
             .into_iter()
             .filter(|(id, image)| {
@@ -227,10 +234,7 @@ impl Scope {
         request: &BuildRequest,
     ) -> (Result<Built, EngineError>, Vec<BuildProgress>) {
         let mut progress = Vec::new();
-        let result = self
-            .engine
-            .build(request, |p| progress.push(p))
-            .await;
+        let result = self.engine.build(request, |p| progress.push(p)).await;
         if let Ok(built) = &result {
             self.track_image(&built.image_id);
         }
@@ -301,7 +305,11 @@ impl Scope {
             }
         }
         for run in &runs {
-            match self.engine.labelled(&format!("{}={run}", labels::RUN)).await {
+            match self
+                .engine
+                .labelled(&format!("{}={run}", labels::RUN))
+                .await
+            {
                 Ok(left) if left.is_empty() => {}
                 Ok(left) => problems.push(format!("left behind: {left:?}")),
                 Err(e) => problems.push(format!("list leftovers: {e}")),
