@@ -75,11 +75,12 @@ impl Engine {
                 })??
         };
         let existing = if request.no_cache {
-            Vec::new()
+            None
         } else {
-            self.images_with_label(labels::DIGEST, &digest).await?
+            self.finished_image_with_digest(&digest, &request.labels)
+                .await?
         };
-        if let Some(existing) = existing.first() {
+        if let Some(existing) = &existing {
             if let Some(tag) = &request.tag {
                 let (repo, tag) = split_tag(tag);
                 self.tag_image(existing, repo, tag).await?;
@@ -177,9 +178,43 @@ impl Engine {
     }
 }
 
+/// Turns an engine message into [`EngineError::Build`]. A failing `FROM` step
+/// means the base image is not in the engine (the classic builder then tries
+/// to pull it, and with no registry reachable the message is a DNS or dial
+/// error rather than "pull access denied"): those get the bootstrap hint too.
+impl Engine {
+    /// The newest image that is the result of a build with `digest`.
+    ///
+    /// The classic builder commits each build label as its own layer, in key
+    /// order, and `drydock.digest` sorts first: the intermediate images of
+    /// that label chain carry the digest too, and one can be left dangling
+    /// (for example when two builds shared part of the chain). Such an image
+    /// lacks the labels that follow, so a candidate is only taken when it
+    /// carries every label key the request asks for.
+    async fn finished_image_with_digest(
+        &self,
+        digest: &str,
+        wanted: &HashMap<String, String>,
+    ) -> Result<Option<String>, EngineError> {
+        for id in self.images_with_label(labels::DIGEST, digest).await? {
+            let Some(info) = self.image(&id).await? else {
+                continue;
+            };
+            if wanted.keys().all(|k| info.labels.contains_key(k)) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+}
+
 fn build_error(what: &str, step: Option<String>, message: String) -> EngineError {
     let mut message = strip_ansi(message.trim());
-    if message.contains("pull access denied") || message.contains("manifest unknown") {
+    let from_step = step
+        .as_deref()
+        .and_then(|s| s.get(..5))
+        .is_some_and(|s| s.eq_ignore_ascii_case("FROM "));
+    if from_step || message.contains("pull access denied") || message.contains("manifest unknown") {
         message.push_str(
             "\n  hint: the base image is not in the engine and no registry is reachable; \
              run `drydock images bootstrap`",
@@ -283,6 +318,28 @@ mod tests {
         );
         assert_eq!(buffer.finish(), vec!["ta"]);
         assert!(buffer.finish().is_empty());
+    }
+
+    #[test]
+    fn a_failing_from_step_hints_at_bootstrap() {
+        let dns = "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host";
+        for (step, hinted) in [
+            (Some("FROM drydock/python:3.11 AS base"), true),
+            (Some("from drydock/python:3.11"), true),
+            (Some("RUN curl https://registry-1.docker.io/v2/"), false),
+            (None, false),
+        ] {
+            let EngineError::Build { message, .. } =
+                build_error("x", step.map(str::to_string), dns.to_string())
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                message.contains("drydock images bootstrap"),
+                hinted,
+                "{step:?}"
+            );
+        }
     }
 
     #[test]

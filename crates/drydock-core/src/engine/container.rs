@@ -8,9 +8,9 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions,
-    KillContainerOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
-    StopContainerOptions, WaitContainerOptions,
+    ContainerArchiveInfoOptions, CreateContainerOptions, DownloadFromContainerOptions,
+    InspectContainerOptions, KillContainerOptions, LogsOptions, RemoveContainerOptions,
+    StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -18,6 +18,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::status_of;
 use super::{Engine, EngineError};
+
+/// The `PATH` the engine gives containers whose image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A host path bound into a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +185,22 @@ impl Engine {
 
     /// Starts a created container; a command that cannot be executed is
     /// [`EngineError::CommandNotFound`].
+    ///
+    /// Containers run with `init: true`: the engine starts docker-init
+    /// (tini), which execs the command itself, so a missing program does not
+    /// fail the start (the container would exit 127 instead). The program is
+    /// therefore looked up in the created container's filesystem first (an
+    /// absolute path as is, a bare name along the image's `PATH`, a relative
+    /// path from its working directory); when it is certainly absent the
+    /// container is not started and `CommandNotFound` is returned.
     pub async fn start_container(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
+        if let Some((argv, message)) = self.missing_program(id).await {
+            return Err(EngineError::CommandNotFound {
+                command: spec.command.clone().unwrap_or(argv),
+                image: spec.image.clone(),
+                message,
+            });
+        }
         match self
             .docker
             .start_container(id, None::<StartContainerOptions>)
@@ -207,6 +225,65 @@ impl Engine {
                 source,
             )),
         }
+    }
+
+    /// The container's argv and a message when its program certainly does not
+    /// exist in the container; `None` when it exists or cannot be checked.
+    async fn missing_program(&self, id: &str) -> Option<(Vec<String>, String)> {
+        let config = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .ok()?
+            .config?;
+        let argv: Vec<String> = match config.entrypoint.filter(|e| !e.is_empty()) {
+            Some(entrypoint) => entrypoint
+                .into_iter()
+                .chain(config.cmd.unwrap_or_default())
+                .collect(),
+            None => config.cmd.unwrap_or_default(),
+        };
+        let program = argv.first()?.clone();
+        let candidates: Vec<String> = if program.starts_with('/') {
+            vec![program.clone()]
+        } else if program.contains('/') {
+            let workdir = config.working_dir.filter(|w| !w.is_empty());
+            let workdir = workdir.as_deref().unwrap_or("/").trim_end_matches('/');
+            vec![format!("{workdir}/{program}")]
+        } else {
+            let path = config
+                .env
+                .unwrap_or_default()
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH=").map(str::to_string))
+                .unwrap_or_else(|| DEFAULT_PATH.to_string());
+            path.split(':')
+                .filter(|dir| dir.starts_with('/'))
+                .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+                .collect()
+        };
+        let stats = futures::future::join_all(candidates.into_iter().map(|path| {
+            self.docker
+                .get_container_archive_info(id, Some(ContainerArchiveInfoOptions { path }))
+        }))
+        .await;
+        let mut missing = true;
+        for stat in stats {
+            match stat {
+                // Go's os.ModeDir: a directory is not a program.
+                Ok(stat) if stat.file_mode & (1 << 31) == 0 => return None,
+                Ok(_) => {}
+                Err(e) if status_of(&e) == Some(404) => {}
+                // Cannot tell: let the engine decide.
+                Err(_) => missing = false,
+            }
+        }
+        let message = if program.contains('/') {
+            format!("\"{program}\": no such file or directory")
+        } else {
+            format!("\"{program}\": executable file not found in $PATH")
+        };
+        missing.then_some((argv, message))
     }
 
     /// Waits for a container to stop and returns its exit code.

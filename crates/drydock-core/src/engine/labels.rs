@@ -16,6 +16,9 @@ pub const ROLE: &str = "drydock.role";
 pub const PID: &str = "drydock.pid";
 /// Host name of the machine that owns the run.
 pub const HOST: &str = "drydock.host";
+/// Start time of the owner process (clock ticks since boot, `/proc/<pid>/stat`
+/// field 22): tells the owner from another process that reuses its pid.
+pub const STARTED: &str = "drydock.started";
 /// Content digest of a build (context + Dockerfile + args + target), on images.
 pub const DIGEST: &str = "drydock.digest";
 
@@ -30,6 +33,8 @@ pub struct RunLabels {
     pub pid: u32,
     /// Owner host name.
     pub host: String,
+    /// Owner process start time ([`STARTED`]), when it could be read.
+    pub started: Option<String>,
 }
 
 impl RunLabels {
@@ -40,20 +45,37 @@ impl RunLabels {
             pipeline: pipeline.to_string(),
             pid: std::process::id(),
             host: host_name(),
+            started: process_start_time(std::process::id()),
         }
     }
 
     /// The labels for an object with the given role.
     pub fn with_role(&self, role: &str) -> HashMap<String, String> {
-        HashMap::from([
+        let mut labels = HashMap::from([
             (MANAGED.to_string(), "true".to_string()),
             (RUN.to_string(), self.run_id.clone()),
             (PIPELINE.to_string(), self.pipeline.clone()),
             (ROLE.to_string(), role.to_string()),
             (PID.to_string(), self.pid.to_string()),
             (HOST.to_string(), self.host.clone()),
-        ])
+        ]);
+        if let Some(started) = &self.started {
+            labels.insert(STARTED.to_string(), started.clone());
+        }
+        labels
     }
+}
+
+/// Start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`); `None` when it cannot be read.
+pub fn process_start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    after_name
+        .split_whitespace()
+        .nth(22 - 3)
+        .map(str::to_string)
 }
 
 /// This machine's host name (from /proc or `HOSTNAME`), `unknown` when neither answers.
@@ -77,5 +99,10 @@ mod tests {
         assert_eq!(labels[RUN], "r1");
         assert_eq!(labels[ROLE], "step");
         assert_eq!(labels[PID], std::process::id().to_string());
+        assert_eq!(
+            labels.get(STARTED),
+            process_start_time(std::process::id()).as_ref()
+        );
+        assert!(labels[STARTED].parse::<u64>().is_ok(), "{labels:?}");
     }
 }

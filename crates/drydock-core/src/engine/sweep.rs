@@ -125,6 +125,13 @@ impl Engine {
 
 /// Whether the drydock process that owns an object is still alive. Objects of
 /// another host are assumed alive (their owner cannot be checked from here).
+///
+/// A live pid owns the object when its start time matches the object's
+/// [`labels::STARTED`] label (a different start time means the pid was
+/// reused). Objects without that label (made by older drydock versions) fall
+/// back to checking that the process's command line mentions `drydock`; that
+/// heuristic misjudges programs embedding the library under another name (test
+/// binaries, for one), which is why the start time is recorded.
 pub fn owner_alive(object_labels: &HashMap<String, String>) -> bool {
     let this_host = labels::host_name();
     if object_labels
@@ -145,11 +152,17 @@ pub fn owner_alive(object_labels: &HashMap<String, String>) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid, 0) } == 0
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    if let Some(started) = object_labels.get(labels::STARTED) {
+        // Unreadable /proc entry: cannot tell, keep the object.
+        return labels::process_start_time(pid as u32).is_none_or(|now| now == *started);
+    }
     // A recycled pid that is not a drydock process does not own anything.
-    exists
-        && std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|cmd| String::from_utf8_lossy(&cmd).contains("drydock"))
-            .unwrap_or(true)
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmd| String::from_utf8_lossy(&cmd).contains("drydock"))
+        .unwrap_or(true)
 }
 
 impl Engine {
@@ -189,6 +202,23 @@ mod tests {
         assert!(
             owner_alive(&elsewhere),
             "objects of other hosts are left alone"
+        );
+    }
+
+    #[test]
+    fn a_live_pid_owns_only_objects_with_its_start_time() {
+        // The parent process is alive and is not this one; its command line
+        // need not mention drydock (cargo, a shell, a test runner).
+        let parent = std::os::unix::process::parent_id();
+        let started = labels::process_start_time(parent).expect("parent start time");
+        let mut object = labels::RunLabels::for_this_process("r", "p").with_role("step");
+        object.insert(labels::PID.to_string(), parent.to_string());
+        object.insert(labels::STARTED.to_string(), started);
+        assert!(owner_alive(&object), "same pid, same start time");
+        object.insert(labels::STARTED.to_string(), "1".to_string());
+        assert!(
+            !owner_alive(&object),
+            "same pid, another start time: reused"
         );
     }
 }
