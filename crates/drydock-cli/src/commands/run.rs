@@ -142,9 +142,14 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let pipeline = load_pipeline(&args.pipeline, &run_id, &git)?;
     let engine = Engine::connect().await?;
 
-    let reaped = engine.reap_dead_runs().await?;
-    if reaped > 0 && !args.json {
-        eprintln!("drydock: removed {reaped} leftovers of runs that died");
+    // Best effort: leftovers of dead runs must never stop this run.
+    match engine.reap_dead_runs().await {
+        Ok(0) => {}
+        Ok(reaped) if !args.json => {
+            eprintln!("drydock: removed {reaped} leftovers of runs that died")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not remove leftovers of dead runs: {e}"),
     }
     let mut trust = Trust::from_env();
     if let Some(ca) = &args.ca_bundle {
