@@ -6,13 +6,16 @@ use std::time::{Duration, Instant};
 
 use common::{assert_nothing_left, engine, run_id, text, Repo};
 
+/// (pipeline, extra environment, exit code, phrases the output must hold)
+type BadInput<'a> = (&'a str, &'a [(&'a str, &'a str)], i32, &'a [&'a str]);
+
 /// Each kind of bad input: one clear message naming what and where, the right
 /// exit code, and nothing left in the engine.
 #[tokio::test]
 async fn bad_input_gets_one_clear_error_the_right_exit_code_and_leaves_nothing() {
     let repo = Repo::fixture("tiny");
     // (pipeline, extra env, exit code, what stderr/stdout must say)
-    let cases: &[(&str, &[(&str, &str)], i32, &[&str])] = &[
+    let cases: &[BadInput] = &[
         (
             "pipelines/bad-syntax.yml",
             &[],
@@ -286,7 +289,7 @@ async fn an_interrupted_run_exits_130_and_removes_everything() {
     let repo = Repo::fixture("tiny");
     for (signal, name) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
         let id = run_id(name);
-        let mut child = repo
+        let child = repo
             .drydock(&[
                 "run",
                 "pipelines/slow.yml",
