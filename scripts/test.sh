@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --lib --bins
-cargo test --workspace --tests --examples
+cargo test --workspace --test '*' --examples
