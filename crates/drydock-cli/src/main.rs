@@ -44,6 +44,8 @@ enum Command {
     Releases(commands::releases::ReleasesArgs),
     /// Point a channel back to its previous image.
     Rollback(commands::releases::RollbackArgs),
+    /// Move a channel's tested image to another channel (by image id, no rebuild).
+    Promote(commands::releases::PromoteArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
             Command::Gc(args) => commands::gc::run(args).await,
             Command::Releases(args) => commands::releases::releases(args),
             Command::Rollback(args) => commands::releases::rollback(args).await,
+            Command::Promote(args) => commands::releases::promote(args).await,
         }
     });
     // Give background tasks no chance to outlive their purpose.

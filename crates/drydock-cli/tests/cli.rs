@@ -100,7 +100,7 @@ async fn usage_errors_exit_2_and_help_lists_every_command() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let help = repo.run(&["--help"], &[]).await;
     let help_text = String::from_utf8_lossy(&help.stdout);
-    for command in ["run", "images", "gc", "releases", "rollback"] {
+    for command in ["run", "images", "gc", "releases", "rollback", "promote"] {
         assert!(
             help_text.contains(command),
             "{command} missing from:\n{help_text}"
@@ -213,6 +213,43 @@ async fn green_runs_release_and_rollback_moves_the_channel_back() {
             ("rollback", staging_a.id.as_str())
         ]
     );
+    // Image collection never offers an image the ledger's recent history references.
+    let gc = repo
+        .run(&["gc", "--images", "--keep", "3", "--dry-run"], &[])
+        .await;
+    assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
+    let listed = String::from_utf8_lossy(&gc.stdout);
+    for kept in [&staging_a.id, &staging_b.id] {
+        let short = &kept.trim_start_matches("sha256:")[..12];
+        assert!(!listed.contains(short), "gc offered {short}:\n{listed}");
+    }
+
+    // Promote moves the tested image by id, and the ledger says where it came from.
+    let promote = repo
+        .run(
+            &["promote", "staging", "prod-test", "--reason", "tested"],
+            &[],
+        )
+        .await;
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    let promoted = engine
+        .image("drydock-test/tiny:prod-test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(promoted.id, staging_a.id);
+    let releases = repo.run(&["releases", "prod-test", "--json"], &[]).await;
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&releases.stdout).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0]["action"].as_str(), history[0]["reason"].as_str()),
+        (Some("promote"), Some("tested"))
+    );
+    assert_eq!(history[0]["run_id"].as_str(), Some(first.as_str()));
+    let _ = engine
+        .remove_image("drydock-test/tiny:prod-test", false)
+        .await;
+
     let unknown = repo.run(&["rollback", "nowhere"], &[]).await;
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
 

@@ -1,32 +1,40 @@
-//! `drydock gc`: remove what dead runs left behind.
+//! `drydock gc`: remove what dead runs left, and release images nobody needs.
 
 use drydock_core::engine::{labels, Engine};
+use drydock_core::release::Ledger;
 
 use crate::error::CliError;
 
 /// Arguments of `drydock gc`.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// Also remove objects of runs that still look alive.
+    /// Also remove containers and networks of runs that still look alive.
     #[arg(long)]
     pub all: bool,
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --images: keep the images of each channel's last N ledger entries.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub keep: usize,
+    /// Also remove images built by pipelines that no channel's last N ledger
+    /// entries reference (and that are not a target's current build).
+    #[arg(long)]
+    pub images: bool,
 }
 
 /// Runs `drydock gc`.
 pub async fn run(args: GcArgs) -> Result<u8, CliError> {
     let engine = Engine::connect().await?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removing"
+    };
     let stale = engine.stale(args.all).await?;
     for item in &stale {
         println!(
-            "{} {} {} (run {})",
-            if args.dry_run {
-                "would remove"
-            } else {
-                "removing"
-            },
+            "{verb} {} {} (run {})",
             item.kind,
             &item.id[..item.id.len().min(12)],
             item.labels
@@ -35,9 +43,58 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
                 .unwrap_or("?")
         );
     }
+    let mut removed = 0;
     if !args.dry_run {
-        let removed = engine.remove_leftovers(&stale).await?;
-        println!("removed {removed} objects");
+        removed += engine.remove_leftovers(&stale).await?;
     }
+    if args.images {
+        removed += gc_images(&engine, &args, verb).await?;
+    }
+    println!(
+        "{} {removed} objects",
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        }
+    );
     Ok(0)
+}
+
+/// Release images built by pipelines that no channel's recent history
+/// references and that are not the current build of a target.
+async fn gc_images(engine: &Engine, args: &GcArgs, verb: &str) -> Result<usize, CliError> {
+    let ledger =
+        Ledger::open(&Ledger::default_path()).map_err(|e| CliError::infra(e.to_string()))?;
+    let keep = ledger
+        .referenced_images(args.keep)
+        .map_err(|e| CliError::infra(e.to_string()))?;
+    let mut count = 0;
+    for (id, tags) in engine
+        .images_labelled(&format!("{}=build", labels::ROLE))
+        .await?
+    {
+        let current_build = tags.iter().any(|t| t.starts_with("drydock-build/"));
+        if keep.contains(&id) || current_build {
+            continue;
+        }
+        println!(
+            "{verb} image {} {}",
+            &id.trim_start_matches("sha256:")[..12],
+            tags.join(" ")
+        );
+        count += 1;
+        if args.dry_run {
+            continue;
+        }
+        // Tags first, then the image; an image a container still uses stays.
+        for tag in &tags {
+            let _ = engine.remove_image(tag, false).await;
+        }
+        if let Err(e) = engine.remove_image(&id, false).await {
+            eprintln!("drydock: kept image {id}: {e}");
+            count -= 1;
+        }
+    }
+    Ok(count)
 }

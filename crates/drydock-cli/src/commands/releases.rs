@@ -134,3 +134,63 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
     );
     Ok(0)
 }
+
+/// Arguments of `drydock promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// The channel whose current image is promoted (e.g. staging).
+    pub from: String,
+    /// The channel that receives it (e.g. production).
+    pub to: String,
+    /// Why, recorded in the ledger.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `drydock promote <from> <to>`: moves the tested image by id, never rebuilding.
+pub async fn promote(args: PromoteArgs) -> Result<u8, CliError> {
+    if args.from == args.to {
+        return Err(CliError::invalid(format!(
+            "cannot promote {} to itself",
+            args.from
+        )));
+    }
+    let mut ledger = open_ledger()?;
+    let source = ledger
+        .current(&args.from)
+        .map_err(ledger_error)?
+        .ok_or_else(|| {
+            CliError::failed(format!(
+                "unknown channel {}: nothing was ever released to it",
+                args.from
+            ))
+        })?;
+    let engine = Engine::connect().await?;
+    if engine.image(&source.image_id).await?.is_none() {
+        return Err(CliError::infra(format!(
+            "image {} that {} points to is no longer in the engine; nothing changed",
+            source.image_id, args.from
+        )));
+    }
+    engine
+        .tag_image(&source.image_id, &source.name, &args.to)
+        .await?;
+    let entry = ledger
+        .record(NewEntry::promote(
+            &source,
+            args.to.clone(),
+            args.reason.clone(),
+        ))
+        .map_err(ledger_error)?;
+    println!(
+        "{}:{} → {} (from {} entry {}, run {}, sha {})",
+        entry.name,
+        entry.channel,
+        entry.image_id,
+        args.from,
+        source.id,
+        source.run_id.as_deref().unwrap_or("-"),
+        source.git_sha.as_deref().unwrap_or("-")
+    );
+    Ok(0)
+}

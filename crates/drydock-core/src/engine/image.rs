@@ -67,6 +67,37 @@ impl Engine {
         Ok(images.into_iter().map(|i| i.id).collect())
     }
 
+    /// Images carrying `label` (`key` or `key=value`): (id, tags), newest first.
+    pub async fn images_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<(String, Vec<String>)>, EngineError> {
+        let options = ListImagesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let mut images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| EngineError::api(format!("list images labelled {label}"), e))?;
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
+        Ok(images
+            .into_iter()
+            .map(|i| {
+                let tags = i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect();
+                (i.id, tags)
+            })
+            .collect())
+    }
+
     /// Pulls `reference` from its registry (anonymous). Errors carry the registry's message.
     pub async fn pull_image(&self, reference: &str) -> Result<(), EngineError> {
         let (repo, tag) = super::split_tag(reference);
