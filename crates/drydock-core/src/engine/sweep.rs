@@ -84,24 +84,17 @@ impl Engine {
     pub async fn remove_leftovers(&self, leftovers: &[Leftover]) -> Result<usize, EngineError> {
         let mut removed = 0;
         let mut first_error = None;
+        // Containers first (concurrently: a forced removal takes ~100 ms each),
+        // then the networks and volumes they used.
         for kind in ["container", "network", "volume"] {
-            for item in leftovers.iter().filter(|l| l.kind == kind) {
-                let result = match kind {
-                    "container" => self.remove_container(&item.id).await,
-                    "network" => self.remove_network(&item.id).await,
-                    _ => match self
-                        .docker
-                        .remove_volume(
-                            &item.id,
-                            None::<bollard::query_parameters::RemoveVolumeOptions>,
-                        )
-                        .await
-                    {
-                        Ok(()) => Ok(()),
-                        Err(e) if status_of(&e) == Some(404) => Ok(()),
-                        Err(e) => Err(EngineError::api(format!("remove volume {}", item.id), e)),
-                    },
-                };
+            let results = futures::future::join_all(
+                leftovers
+                    .iter()
+                    .filter(|l| l.kind == kind)
+                    .map(|item| self.remove_one(item)),
+            )
+            .await;
+            for result in results {
                 match result {
                     Ok(()) => removed += 1,
                     Err(e) => {
@@ -113,6 +106,25 @@ impl Engine {
         match first_error {
             Some(e) => Err(e),
             None => Ok(removed),
+        }
+    }
+
+    async fn remove_one(&self, item: &Leftover) -> Result<(), EngineError> {
+        match item.kind {
+            "container" => self.remove_container(&item.id).await,
+            "network" => self.remove_network(&item.id).await,
+            _ => match self
+                .docker
+                .remove_volume(
+                    &item.id,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) if status_of(&e) == Some(404) => Ok(()),
+                Err(e) => Err(EngineError::api(format!("remove volume {}", item.id), e)),
+            },
         }
     }
 

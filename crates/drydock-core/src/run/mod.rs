@@ -113,6 +113,8 @@ pub(crate) struct RunCtx<R: Runtime> {
     pub built: Mutex<HashMap<String, String>>,
     services: Mutex<HashMap<String, Readiness>>,
     service_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Step containers being removed in the background.
+    pub removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl<R: Runtime> RunCtx<R> {
@@ -174,6 +176,7 @@ pub async fn run_pipeline<R: Runtime>(
         built: Mutex::new(HashMap::new()),
         services: Mutex::new(HashMap::new()),
         service_tasks: Mutex::new(Vec::new()),
+        removals: Mutex::new(Vec::new()),
     });
     ctx.emit(Event::RunStarted {
         run_id: ctx.options.run_id.clone(),
@@ -632,6 +635,13 @@ async fn teardown<R: Runtime>(ctx: &RunCtx<R>) -> usize {
     {
         task.abort();
     }
+    let removals: Vec<_> = ctx
+        .removals
+        .lock()
+        .expect("removals lock")
+        .drain(..)
+        .collect();
+    futures::future::join_all(removals).await;
     let mut removed = 0;
     // Twice: a container created while the first sweep ran is caught by the second.
     for _ in 0..2 {

@@ -134,9 +134,15 @@ pub(crate) async fn run_step<R: Runtime>(
                 error.get_or_insert(format!("collecting {path}: {e}"));
             }
         }
-        if let Err(e) = ctx.runtime.remove(id).await {
-            tracing::warn!("removing step container {id}: {e}");
-        }
+        // Off the step's critical path: the teardown waits for these removals.
+        let runtime = ctx.runtime.clone();
+        let id = id.clone();
+        let removal = tokio::spawn(async move {
+            if let Err(e) = runtime.remove(&id).await {
+                tracing::warn!("removing step container {id}: {e}");
+            }
+        });
+        ctx.removals.lock().expect("removals lock").push(removal);
     }
     let status = ended.status;
     ctx.emit(Event::StepFinished {
