@@ -105,6 +105,8 @@ impl Engine {
         let networking_config = spec
             .network
             .as_ref()
+            // Aliases only exist on user-defined networks.
+            .filter(|(_, aliases)| !aliases.is_empty())
             .map(|(network, aliases)| NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     network.clone(),
