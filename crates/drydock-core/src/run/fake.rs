@@ -28,7 +28,7 @@ pub(crate) struct FakeRuntime {
     pub failing_builds: HashSet<String>,
     pub never_ready: HashSet<String>,
     /// Every call, in order: `build x`, `create name`, `start name`, `stop name`, `tag repo:tag`.
-    pub journal: Mutex<Vec<String>>,
+    pub journal: Arc<Mutex<Vec<String>>>,
     /// Containers that exist.
     pub live: Mutex<HashMap<String, ContainerSpec>>,
     /// Exit signal per started container (None = running).
@@ -175,8 +175,11 @@ impl Runtime for FakeRuntime {
                 _ => (0, 0),
             };
             let running_now = self.running_now.clone();
+            let journal = self.journal.clone();
+            let id = id.to_string();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
+                journal.lock().unwrap().push(format!("exited {id}"));
                 exit(&tx, &running_now, code);
             });
         }

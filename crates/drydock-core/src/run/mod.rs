@@ -9,6 +9,7 @@
 //! explicit (a [`CancellationToken`]); whatever happens, the teardown removes
 //! every container and network labelled with the run.
 
+mod builder;
 mod runtime;
 mod service;
 mod step;
@@ -28,6 +29,8 @@ use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
 pub use runtime::Runtime;
+
+use builder::Builder;
 
 use crate::engine::context::BuildContext;
 use crate::engine::labels::RunLabels;
@@ -257,6 +260,7 @@ async fn execute<R: Runtime>(ctx: &Arc<RunCtx<R>>) -> Result<(Outcome, Option<St
             start_service(ctx, &service.name);
         }
     }
+    let builder = Builder::start(ctx);
     let mut failure: Option<(Outcome, String)> = None;
     for tier in &ctx.pipeline.tiers {
         if failure.is_some() || ctx.cancel.is_cancelled() {
@@ -276,8 +280,9 @@ async fn execute<R: Runtime>(ctx: &Arc<RunCtx<R>>) -> Result<(Outcome, Option<St
             .await;
             continue;
         }
-        let (status, error) = run_tier(ctx, tier).await;
+        let (status, error) = run_tier(ctx, &builder, tier).await;
         if !status.is_success() {
+            builder.stop();
             let outcome = match status {
                 Status::Errored => Outcome::Errored,
                 Status::Cancelled => Outcome::Interrupted,
@@ -346,7 +351,11 @@ async fn check_images<R: Runtime>(ctx: &RunCtx<R>) -> Result<(), String> {
 }
 
 /// Runs one tier; returns its status and, when it did not pass, why.
-async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status, String) {
+async fn run_tier<R: Runtime>(
+    ctx: &Arc<RunCtx<R>>,
+    builder: &Builder,
+    tier: &TierSpec,
+) -> (Status, String) {
     let started = Instant::now();
     ctx.emit(Event::TierStarted {
         tier: tier.name.clone(),
@@ -356,7 +365,7 @@ async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status,
     let mut result: (Status, String) = (Status::Passed, String::new());
 
     for (index, target) in tier.build.iter().enumerate() {
-        let status = build_target(ctx, tier, target).await;
+        let status = build_target(ctx, builder, tier, target).await;
         if !status.is_success() {
             result = (
                 status,
@@ -427,10 +436,15 @@ async fn run_tier<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec) -> (Status,
     result
 }
 
-/// Builds one target as a step of `tier`, then starts the services built from it.
-async fn build_target<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec, target: &str) -> Status {
+/// Reports the build of one target as a step of `tier`: its output (live if
+/// it is still building) and its outcome.
+async fn build_target<R: Runtime>(
+    ctx: &Arc<RunCtx<R>>,
+    builder: &Builder,
+    tier: &TierSpec,
+    target: &str,
+) -> Status {
     let step = build_step_name(target);
-    let started = Instant::now();
     ctx.emit(Event::StepStarted {
         tier: tier.name.clone(),
         step: step.clone(),
@@ -438,78 +452,68 @@ async fn build_target<R: Runtime>(ctx: &Arc<RunCtx<R>>, tier: &TierSpec, target:
         image: target.to_string(),
     })
     .await;
-    let (status, error, reused) = match build_request(ctx, target) {
-        Err(e) => (Status::Errored, Some(e), false),
-        Ok(request) => {
-            let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<BuildProgress>();
-            let forward = {
-                let ctx = ctx.clone();
-                let (tier, step) = (tier.name.clone(), step.clone());
-                tokio::spawn(async move {
-                    while let Some(progress) = progress_rx.recv().await {
-                        let line = match progress {
-                            BuildProgress::Step(line) | BuildProgress::Output(line) => line,
-                        };
-                        ctx.emit(Event::Log {
-                            tier: tier.clone(),
-                            step: step.clone(),
-                            stream: LogStream::Stdout,
-                            line,
-                        })
-                        .await;
-                    }
-                })
-            };
-            let mut on_progress = move |p: BuildProgress| {
-                let _ = progress_tx.send(p);
-            };
-            let result = tokio::select! {
-                result = ctx.runtime.build(&request, &mut on_progress) => Some(result),
-                _ = ctx.cancel.cancelled() => None,
-            };
-            drop(on_progress);
-            let _ = forward.await;
-            match result {
-                None => (Status::Cancelled, Some("interrupted".to_string()), false),
-                Some(Ok(built)) => {
-                    ctx.built
-                        .lock()
-                        .expect("built map lock")
-                        .insert(target.to_string(), built.image_id.clone());
-                    (Status::Passed, None, built.reused)
-                }
-                Some(Err(e @ EngineError::Build { .. })) => {
-                    (Status::Failed, Some(e.to_string()), false)
-                }
-                Some(Err(e)) => (Status::Errored, Some(e.to_string()), false),
+    let Some(slot) = builder.slot(target) else {
+        return Status::Errored;
+    };
+    let mut progress = slot.take_progress();
+    let done = slot.done();
+    tokio::pin!(done);
+    let emit_line = |progress: BuildProgress| Event::Log {
+        tier: tier.name.clone(),
+        step: step.clone(),
+        stream: LogStream::Stdout,
+        line: match progress {
+            BuildProgress::Step(line) | BuildProgress::Output(line) => line,
+        },
+    };
+    let outcome = loop {
+        let next = async {
+            match progress.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            biased;
+            Some(line) = next => ctx.emit(emit_line(line)).await,
+            outcome = &mut done => break outcome,
         }
     };
+    if let Some(rx) = progress.as_mut() {
+        while let Ok(line) = rx.try_recv() {
+            ctx.emit(emit_line(line)).await;
+        }
+    }
     ctx.emit(Event::StepFinished {
         tier: tier.name.clone(),
         step,
-        status,
+        status: outcome.status,
         exit_code: None,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms: outcome.duration_ms,
         log_tail: Vec::new(),
-        error,
+        error: outcome.error,
         tests: None,
         failed_tests: Vec::new(),
         junit: None,
-        reused,
+        reused: outcome.reused,
     })
     .await;
-    if status.is_success() {
-        for service in &ctx.pipeline.services {
-            if service.image == ImageSource::Target(target.to_string()) {
-                start_service(ctx, &service.name);
-            }
-        }
-    }
-    status
+    outcome.status
 }
 
-fn build_request<R: Runtime>(ctx: &RunCtx<R>, target: &str) -> Result<BuildRequest, String> {
+/// Starts the services whose image is `target` (just built).
+pub(crate) fn start_services_of<R: Runtime>(ctx: &Arc<RunCtx<R>>, target: &str) {
+    for service in &ctx.pipeline.services {
+        if service.image == ImageSource::Target(target.to_string()) {
+            start_service(ctx, &service.name);
+        }
+    }
+}
+
+pub(crate) fn build_request<R: Runtime>(
+    ctx: &RunCtx<R>,
+    target: &str,
+) -> Result<BuildRequest, String> {
     let build = ctx
         .pipeline
         .build

@@ -437,3 +437,84 @@ async fn step_output_arrives_as_log_events_and_the_run_is_bracketed() {
         .iter()
         .any(|e| matches!(e, Event::Log { line, .. } if line == "hello world")));
 }
+
+#[tokio::test]
+async fn later_tiers_images_build_while_earlier_tiers_steps_run() {
+    let p = pipeline(vec![
+        TierSpec {
+            name: "lint".into(),
+            build: vec!["dev".into()],
+            services: vec![],
+            steps: vec![StepSpec {
+                image: ImageSource::Target("dev".into()),
+                ..step("s", &["sleep", "300"])
+            }],
+        },
+        TierSpec {
+            name: "build".into(),
+            build: vec!["production".into()],
+            services: vec![],
+            steps: vec![],
+        },
+    ]);
+    let ran = run_with(FakeRuntime::with_images(&[BASE]), p, None).await;
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
+    let journal = ran.fake.journal();
+    let position = |entry: &str| journal.iter().position(|j| j == entry).unwrap();
+    assert!(
+        position("built production") < position("exited drydock-r1-lint-s"),
+        "{journal:?}"
+    );
+    // Each build is still reported by its own tier, in order.
+    let builds: Vec<(String, String)> = ran
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepFinished { tier, step, .. } => Some((tier.clone(), step.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        builds,
+        vec![
+            ("lint".to_string(), "build dev".to_string()),
+            ("lint".to_string(), "s".to_string()),
+            ("build".to_string(), "build production".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_tier_stops_the_builds_ahead_of_it() {
+    let p = pipeline(vec![
+        tier("unit", vec![step("broken", &["exit", "1"])]),
+        TierSpec {
+            name: "build".into(),
+            build: vec!["production".into(), "test".into()],
+            services: vec![],
+            steps: vec![],
+        },
+    ]);
+    let fake = FakeRuntime {
+        build_delay: Duration::from_millis(500),
+        ..FakeRuntime::with_images(&[BASE])
+    };
+    let ran = run_with(fake, p, None).await;
+    assert_eq!(ran.report.outcome, Outcome::Failed);
+    let journal = ran.fake.journal();
+    assert!(
+        journal.contains(&"build production".to_string()),
+        "{journal:?}"
+    );
+    assert!(
+        !journal
+            .iter()
+            .any(|j| j.starts_with("built") || j == "build test"),
+        "{journal:?}"
+    );
+}
