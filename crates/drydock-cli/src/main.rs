@@ -44,6 +44,8 @@ enum Command {
     Releases(commands::releases::ReleasesArgs),
     /// Point a channel back to its previous image.
     Rollback(commands::releases::RollbackArgs),
+    /// Push the image a channel points to to a registry.
+    Push(commands::releases::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
             Command::Gc(args) => commands::gc::run(args).await,
             Command::Releases(args) => commands::releases::releases(args),
             Command::Rollback(args) => commands::releases::rollback(args).await,
+            Command::Push(args) => commands::releases::push(args).await,
         }
     });
     // Give background tasks no chance to outlive their purpose.
