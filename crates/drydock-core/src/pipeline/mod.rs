@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, PipelineError};
 pub use interpolate::{interpolate, Vars, BUILTIN_VARS};
-pub use validate::is_registry;
 pub use model::{
     BuildSpec, ImageSource, Mount, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec,
     TierSpec, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
 };
+pub use validate::is_registry;
 
 /// Reads and validates the pipeline file at `path`.
 ///

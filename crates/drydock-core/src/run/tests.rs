@@ -438,7 +438,12 @@ async fn a_green_run_pushes_to_the_registry_before_moving_the_channel() {
         None,
     )
     .await;
-    assert_eq!(ran.report.outcome, Outcome::Passed, "{:?}", ran.report.error);
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
     let released = ran.report.released.unwrap();
     let pushed = vec![
         "127.0.0.1:5000/team/demo:abc123",
@@ -498,10 +503,10 @@ async fn a_green_run_pushes_to_the_registry_before_moving_the_channel() {
 async fn a_refused_push_errors_the_run_and_moves_no_channel() {
     let mut fake = FakeRuntime::with_images(&[BASE]);
     // An earlier release left the registry's channel tag on another image.
-    fake.tags.get_mut().unwrap().insert(
-        "127.0.0.1:5000/demo:staging".into(),
-        "img-previous".into(),
-    );
+    fake.tags
+        .get_mut()
+        .unwrap()
+        .insert("127.0.0.1:5000/demo:staging".into(), "img-previous".into());
     fake.tags
         .get_mut()
         .unwrap()
