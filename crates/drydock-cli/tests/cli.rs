@@ -100,7 +100,7 @@ async fn usage_errors_exit_2_and_help_lists_every_command() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let help = repo.run(&["--help"], &[]).await;
     let help_text = String::from_utf8_lossy(&help.stdout);
-    for command in ["run", "images", "gc", "releases", "rollback"] {
+    for command in ["run", "images", "gc", "releases", "rollback", "push"] {
         assert!(
             help_text.contains(command),
             "{command} missing from:\n{help_text}"
