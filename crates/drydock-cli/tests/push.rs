@@ -11,7 +11,7 @@ use common::{assert_nothing_left, engine, run_id, text, Repo};
 use registry::{free_port, start_registry, tools_installed, SPECIAL_PASSWORD, USER};
 
 const PIPELINE: &str = "version: 1
-name: pushdemo
+name: ${PIPELINE_NAME}
 build: {context: app}
 tiers:
   - name: package
@@ -23,10 +23,11 @@ release:
   registry: ${REGISTRY}
 ";
 
-/// Removes every local tag of `name` (in any registry) when dropped, even
-/// after a failed assertion.
+/// Removes every local tag of `name` (in any registry) and the build tag of
+/// `pipeline` when dropped, even after a failed assertion.
 struct Images {
     name: String,
+    pipeline: String,
 }
 
 impl Drop for Images {
@@ -38,9 +39,12 @@ impl Drop for Images {
             return;
         };
         let suffix = format!("{}:", self.name);
+        let build = format!("drydock-build/{}:", self.pipeline);
         let mine: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|r| r.starts_with(&suffix) || r.contains(&format!("/{suffix}")))
+            .filter(|r| {
+                r.starts_with(&suffix) || r.contains(&format!("/{suffix}")) || r.starts_with(&build)
+            })
             .map(str::to_string)
             .collect();
         if !mine.is_empty() {
@@ -93,8 +97,12 @@ async fn runs_push_their_tags_and_a_refused_push_changes_nothing() {
         return;
     }
     let engine = engine().await;
-    let name = format!("drydock-test/push-{}", std::process::id());
-    let _images = Images { name: name.clone() };
+    let pipeline = format!("pushdemo-{}", std::process::id());
+    let name = format!("drydock-test/{pipeline}");
+    let _images = Images {
+        name: name.clone(),
+        pipeline: pipeline.clone(),
+    };
     let open = start_registry(None);
     let auth = start_registry(Some((USER, SPECIAL_PASSWORD)));
     let repo = repo(&name);
@@ -105,7 +113,11 @@ async fn runs_push_their_tags_and_a_refused_push_changes_nothing() {
     let output = repo
         .run(
             &["run", "pipelines/push.yml", "--run-id", &first],
-            &[("PUSH_NAME", &name), ("REGISTRY", &open.host())],
+            &[
+                ("PUSH_NAME", &name),
+                ("PIPELINE_NAME", &pipeline),
+                ("REGISTRY", &open.host()),
+            ],
         )
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
@@ -141,6 +153,7 @@ async fn runs_push_their_tags_and_a_refused_push_changes_nothing() {
             &["run", "pipelines/push.yml", "--run-id", &second],
             &[
                 ("PUSH_NAME", &name),
+                ("PIPELINE_NAME", &pipeline),
                 ("REGISTRY", &auth.host()),
                 ("DRYDOCK_REGISTRY_USER", USER),
                 ("DRYDOCK_REGISTRY_PASSWORD", wrong),
@@ -186,6 +199,7 @@ async fn runs_push_their_tags_and_a_refused_push_changes_nothing() {
             &["run", "pipelines/push.yml", "--run-id", &third, "--json"],
             &[
                 ("PUSH_NAME", &name),
+                ("PIPELINE_NAME", &pipeline),
                 ("REGISTRY", &auth.host()),
                 ("DRYDOCK_REGISTRY_USER", USER),
                 (
