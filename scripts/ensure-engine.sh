@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine answers: installs Debian's docker.io and starts
 # dockerd in the background when none does. Also installs mmdebstrap, which
-# `drydock images bootstrap` uses to make the base root filesystem.
+# `drydock images bootstrap` uses to make the base root filesystem, and
+# docker-registry + apache2-utils (htpasswd), which the registry push tests
+# start on loopback.
 set -euo pipefail
 
 need_apt=()
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-engine: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -46,6 +46,8 @@ enum Command {
     Rollback(commands::releases::RollbackArgs),
     /// Move a channel's tested image to another channel (by image id, no rebuild).
     Promote(commands::releases::PromoteArgs),
+    /// Push the image a channel points to to a registry.
+    Push(commands::releases::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
             Command::Releases(args) => commands::releases::releases(args),
             Command::Rollback(args) => commands::releases::rollback(args).await,
             Command::Promote(args) => commands::releases::promote(args).await,
+            Command::Push(args) => commands::releases::push(args).await,
         }
     });
     // Give background tasks no chance to outlive their purpose.

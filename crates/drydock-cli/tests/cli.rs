@@ -100,7 +100,9 @@ async fn usage_errors_exit_2_and_help_lists_every_command() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let help = repo.run(&["--help"], &[]).await;
     let help_text = String::from_utf8_lossy(&help.stdout);
-    for command in ["run", "images", "gc", "releases", "rollback", "promote"] {
+    for command in [
+        "run", "images", "gc", "releases", "rollback", "promote", "push",
+    ] {
         assert!(
             help_text.contains(command),
             "{command} missing from:\n{help_text}"
@@ -253,7 +255,14 @@ async fn green_runs_release_and_rollback_moves_the_channel_back() {
     let unknown = repo.run(&["rollback", "nowhere"], &[]).await;
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
 
-    for tag in ["staging", first.as_str(), second.as_str()] {
+    let shas: Vec<String> = history
+        .iter()
+        .filter_map(|e| e["git_sha"].as_str().map(str::to_string))
+        .collect();
+    let tags = ["staging", first.as_str(), second.as_str()]
+        .into_iter()
+        .chain(shas.iter().map(String::as_str));
+    for tag in tags {
         let _ = engine
             .remove_image(&format!("drydock-test/tiny:{tag}"), true)
             .await;

@@ -228,6 +228,14 @@ pub enum Event {
         /// Test counts summed over its steps.
         tests: TestCounts,
     },
+    /// A release tag was pushed to the pipeline's registry (before the
+    /// channel moves; see [`Event::Released`]).
+    Pushed {
+        /// The reference pushed (`host:port/name:tag`).
+        reference: String,
+        /// The registry host.
+        registry: String,
+    },
     /// Tags were applied to the released image.
     Released {
         /// Image id.

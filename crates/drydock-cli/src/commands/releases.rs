@@ -1,8 +1,9 @@
-//! `drydock releases` and `drydock rollback`, over the channel ledger.
+//! `drydock releases`, `drydock rollback` and `drydock push`, over the channel ledger.
 
 use drydock_core::engine::Engine;
+use drydock_core::pipeline::is_registry;
 use drydock_core::release::{Ledger, LedgerError, NewEntry};
-use drydock_core::run::{GitInfo, Released};
+use drydock_core::run::{self, CancellationToken, GitInfo, Released};
 
 use crate::error::CliError;
 
@@ -27,6 +28,16 @@ pub struct RollbackArgs {
     /// Why, recorded in the ledger.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+/// Arguments of `drydock push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The channel whose current image is pushed (e.g. staging).
+    pub channel: String,
+    /// The registry: host[:port][/namespace], e.g. 127.0.0.1:5000.
+    #[arg(long, value_name = "HOST[:PORT][/NS]")]
+    pub registry: String,
 }
 
 fn open_ledger() -> Result<Ledger, CliError> {
@@ -132,6 +143,67 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
         target.run_id.as_deref().unwrap_or("-"),
         target.git_sha.as_deref().unwrap_or("-")
     );
+    Ok(0)
+}
+
+/// `drydock push <channel> --registry HOST`: pushes the image the channel
+/// points to (per the ledger) as `<registry>/<name>:<sha>`, `:<run id>` (when
+/// known) and `:<channel>` (last). The ledger is not changed.
+pub async fn push(args: PushArgs) -> Result<u8, CliError> {
+    let registry = args.registry.trim_end_matches('/');
+    if !is_registry(registry) {
+        return Err(CliError::invalid(format!(
+            "invalid registry {:?}: expected host[:port][/namespace] such as 127.0.0.1:5000 (no scheme; the host needs a `.` or a `:port`, or is `localhost`)",
+            args.registry
+        )));
+    }
+    let ledger = open_ledger()?;
+    let current = ledger
+        .current(&args.channel)
+        .map_err(ledger_error)?
+        .ok_or_else(|| {
+            CliError::failed(format!(
+                "unknown channel {}: nothing was ever released to it",
+                args.channel
+            ))
+        })?;
+    if current.name.split('/').count() > 1
+        && is_registry(current.name.split('/').next().unwrap_or_default())
+    {
+        return Err(CliError::invalid(format!(
+            "channel {} holds {}, which already names a registry host",
+            args.channel, current.name
+        )));
+    }
+    let engine = Engine::connect().await?;
+    if engine.image(&current.image_id).await?.is_none() {
+        return Err(CliError::infra(format!(
+            "image {} of channel {} is no longer in the engine; nothing pushed",
+            current.image_id, args.channel
+        )));
+    }
+    let mut tags: Vec<String> = current
+        .git_sha
+        .iter()
+        .chain(current.run_id.iter())
+        .cloned()
+        .collect();
+    tags.push(args.channel.clone());
+    tags.dedup();
+    let repository = format!("{registry}/{}", current.name);
+    let cancel = CancellationToken::new();
+    let pushed = run::push_release(
+        &engine,
+        &current.image_id,
+        &repository,
+        &tags,
+        &cancel,
+        None,
+    )
+    .await?;
+    for reference in pushed {
+        println!("pushed {reference}");
+    }
     Ok(0)
 }
 

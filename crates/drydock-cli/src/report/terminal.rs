@@ -203,6 +203,9 @@ impl Reporter for TerminalReporter {
                 self.tiers
                     .push((tier.clone(), *status, *duration_ms, *tests));
             }
+            Event::Pushed { reference, .. } => {
+                self.line(format!("{} pushed {reference}", style("──").dim()));
+            }
             Event::Released { tags, .. } => {
                 self.line(format!("{} tagged {}", style("──").dim(), tags.join(", ")));
             }

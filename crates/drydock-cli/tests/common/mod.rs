@@ -45,6 +45,11 @@ impl Repo {
         repo
     }
 
+    /// An empty repository (git initialised, nothing committed).
+    pub fn empty_for_tests() -> Repo {
+        Repo::empty()
+    }
+
     fn empty() -> Repo {
         let repo = Repo {
             dir: tempfile::tempdir().unwrap(),

@@ -65,6 +65,22 @@ pub enum EngineError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A push to a registry failed. `message` says what kind of failure it
+    /// was (authentication, unreachable registry, …) and never contains a password.
+    #[error("push of {reference} to registry {registry} failed: {message}")]
+    Push {
+        /// The reference pushed (`host:port/name:tag`).
+        reference: String,
+        /// The registry host.
+        registry: String,
+        /// What kind of failure.
+        kind: super::registry::PushFailure,
+        /// The registry's message, with a hint.
+        message: String,
+    },
+    /// Registry credentials could not be worked out.
+    #[error(transparent)]
+    Credentials(#[from] super::registry::CredentialsError),
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,

@@ -10,6 +10,7 @@ mod error;
 mod image;
 pub mod labels;
 mod network;
+mod registry;
 mod sweep;
 
 pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
@@ -17,4 +18,8 @@ pub use client::{Engine, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
 pub use error::EngineError;
 pub use image::ImageInfo;
+pub use registry::{
+    registry_host, CredentialsError, PushFailure, RegistryAuth, ENV_PASSWORD, ENV_PASSWORD_FILE,
+    ENV_USER,
+};
 pub use sweep::Leftover;

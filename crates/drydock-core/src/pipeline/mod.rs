@@ -21,6 +21,7 @@ pub use model::{
     BuildSpec, ImageSource, Mount, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec,
     TierSpec, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
 };
+pub use validate::is_registry;
 
 /// Reads and validates the pipeline file at `path`.
 ///

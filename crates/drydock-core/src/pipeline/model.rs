@@ -157,6 +157,17 @@ pub struct ReleaseSpec {
     pub name: String,
     /// The channel tag moved to the new image.
     pub channel: String,
+    /// Registry the tags are pushed to (`host[:port][/namespace]`, no trailing `/`), if any.
+    pub registry: Option<String>,
+}
+
+impl ReleaseSpec {
+    /// The repository in the registry: `<registry>/<name>`, when a registry is set.
+    pub fn registry_repository(&self) -> Option<String> {
+        self.registry
+            .as_ref()
+            .map(|registry| format!("{registry}/{}", self.name))
+    }
 }
 
 /// Default step timeout.

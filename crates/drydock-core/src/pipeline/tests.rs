@@ -155,7 +155,8 @@ fn the_documented_example_is_valid() {
         Some(ReleaseSpec {
             target: "production".into(),
             name: "flask-api".into(),
-            channel: "staging".into()
+            channel: "staging".into(),
+            registry: None,
         })
     );
     // Pieces serialize (events embed them); durations use the file's spelling.
@@ -738,6 +739,30 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         44,
         "invalid channel \"not ok\"",
     ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: dev, name: app, channel: s, registry: myregistry}\n",
+        6,
+        57,
+        "invalid registry \"myregistry\"",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: dev, name: app, channel: s, registry: \"127.0.0.1:5000/Team\"}\n",
+        6,
+        57,
+        "invalid registry \"127.0.0.1:5000/Team\"",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: dev, name: app, channel: s, registry: \"http://127.0.0.1:5000\"}\n",
+        6,
+        57,
+        "invalid registry",
+    ),
+    (
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: dev, name: reg.example.com/app, channel: s, registry: \"127.0.0.1:5000\"}\n",
+        6,
+        73,
+        "already names a registry host",
+    ),
     // --- interpolation
     (
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: \"repo/${NOPE}\"\n        command: [x]\n",
@@ -764,6 +789,29 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "variable NOPE is not set",
     ),
 ];
+
+#[test]
+fn release_registry_is_parsed() {
+    let repo = repo();
+    for (given, expected) in [
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        ("localhost:5000/team/", "localhost:5000/team"),
+        ("registry.example.com/ci", "registry.example.com/ci"),
+        ("localhost", "localhost"),
+    ] {
+        let p = parse(
+            &repo,
+            &format!("version: 1\nname: app\nbuild: {{context: images/app}}\ntiers:\n  - {{name: t, build: [dev]}}\nrelease: {{target: dev, name: drydock/app, channel: s, registry: \"{given}\"}}\n"),
+        )
+        .unwrap_or_else(|e| panic!("{given}: {e}"));
+        let release = p.release.unwrap();
+        assert_eq!(release.registry.as_deref(), Some(expected));
+        assert_eq!(
+            release.registry_repository().unwrap(),
+            format!("{expected}/drydock/app")
+        );
+    }
+}
 
 #[test]
 fn invalid_pipelines_are_reported_with_file_line_col() {

@@ -20,7 +20,7 @@ const STEP_KEYS: &[&str] = &[
     "name", "build", "image", "command", "env", "workdir", "mounts", "timeout", "junit", "collect",
     "network",
 ];
-const RELEASE_KEYS: &[&str] = &["target", "name", "channel"];
+const RELEASE_KEYS: &[&str] = &["target", "name", "channel", "registry"];
 
 /// A mapping whose keys have been checked against the allowed set.
 struct Fields<'a> {
@@ -1097,10 +1097,34 @@ impl<'v> Checker<'v> {
                 None
             }
         });
+        let registry = match f.get("registry") {
+            None => Some(None),
+            Some(r) => self.string(r).and_then(|s| {
+                let s = s.trim_end_matches('/').to_string();
+                if !is_registry(&s) {
+                    self.err(
+                        r.pos,
+                        format!("invalid registry {s:?}: expected host[:port][/namespace] such as 127.0.0.1:5000 or registry.example.com/team (the host needs a `.` or a `:port`, or is `localhost`)"),
+                    );
+                    return None;
+                }
+                if let Some(n) = &name {
+                    if n.contains('/') && is_registry(n.split('/').next().unwrap_or_default()) {
+                        self.err(
+                            r.pos,
+                            format!("release.name {n:?} already names a registry host; with `registry:` give the name without it"),
+                        );
+                        return None;
+                    }
+                }
+                Some(Some(s))
+            }),
+        };
         Some(ReleaseSpec {
             target: target?,
             name: name?,
             channel: channel?,
+            registry: registry?,
         })
     }
 
@@ -1278,6 +1302,15 @@ fn is_tag(s: &str) -> bool {
 
 /// An image repository name without tag or digest: `[host[:port]/]path`,
 /// path components lowercase `[a-z0-9]+` joined by `.`, `_`, `__` or dashes.
+/// Whether `s` is a valid `release.registry`: `host[:port][/namespace…]`
+/// (no scheme, no trailing `/`) whose host is unmistakably a registry host
+/// (contains `.` or `:`, or is `localhost`), as Docker decides it.
+pub fn is_registry(s: &str) -> bool {
+    let host = s.split('/').next().unwrap_or_default();
+    (host.contains('.') || host.contains(':') || host == "localhost")
+        && is_repository(&format!("{s}/x"))
+}
+
 fn is_repository(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     let (host, path) = match parts.as_slice() {

@@ -49,6 +49,8 @@ pub struct Summary {
     pub steps: Vec<StepRecord>,
     /// Tags applied on release.
     pub released: Vec<String>,
+    /// References pushed to the release registry.
+    pub pushed: Vec<String>,
 }
 
 /// Writes the results folder from a run's events (a blocking consumer: run it
@@ -174,6 +176,7 @@ impl ResultsWriter {
                     .tiers
                     .push((tier.clone(), *status, *duration_ms, *tests));
             }
+            Event::Pushed { reference, .. } => self.summary.pushed.push(reference.clone()),
             Event::Released { tags, .. } => self.summary.released = tags.clone(),
             Event::RunFinished {
                 outcome,

@@ -36,6 +36,10 @@ pub(crate) struct FakeRuntime {
     pub running_now: Arc<Mutex<usize>>,
     pub max_running: Mutex<usize>,
     pub build_delay: Duration,
+    /// Tags: reference → image.
+    pub tags: Mutex<HashMap<String, String>>,
+    /// When set, pushes of references containing `.0` fail with message `.1`.
+    pub refuse_push: Option<(String, String)>,
 }
 
 impl FakeRuntime {
@@ -267,7 +271,34 @@ impl Runtime for FakeRuntime {
     }
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
         self.log(format!("tag {image} {repo}:{tag}"));
+        self.tags
+            .lock()
+            .unwrap()
+            .insert(format!("{repo}:{tag}"), image.to_string());
         Ok(())
+    }
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.tags.lock().unwrap().get(reference).cloned())
+    }
+    async fn untag(&self, reference: &str) -> Result<(), EngineError> {
+        self.log(format!("untag {reference}"));
+        self.tags.lock().unwrap().remove(reference);
+        Ok(())
+    }
+    async fn push(&self, reference: &str) -> Result<(), EngineError> {
+        self.log(format!("push {reference}"));
+        match &self.refuse_push {
+            Some((pattern, message)) if reference.contains(pattern.as_str()) => {
+                let kind = crate::engine::PushFailure::classify(message);
+                Err(EngineError::Push {
+                    reference: reference.to_string(),
+                    registry: crate::engine::registry_host(reference),
+                    kind,
+                    message: format!("{}: {message}", kind.describe()),
+                })
+            }
+            _ => Ok(()),
+        }
     }
     async fn remove_run(&self, _run_id: &str) -> Result<usize, EngineError> {
         let ids: Vec<String> = self.live.lock().unwrap().keys().cloned().collect();

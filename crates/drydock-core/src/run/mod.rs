@@ -77,6 +77,8 @@ pub struct Released {
     pub tags: Vec<String>,
     /// Channel moved.
     pub channel: String,
+    /// References pushed to the release registry (empty without one).
+    pub pushed: Vec<String>,
 }
 
 /// The result of a run.
@@ -193,7 +195,15 @@ pub async fn run_pipeline<R: Runtime>(
     let (outcome, error, released) = match execute(&ctx).await {
         Ok((Outcome::Passed, _)) => match release(&ctx).await {
             Ok(released) => (Outcome::Passed, None, released),
-            Err(e) => (Outcome::Errored, Some(format!("release failed: {e}")), None),
+            Err(e) => (
+                if ctx.cancel.is_cancelled() {
+                    Outcome::Interrupted
+                } else {
+                    Outcome::Errored
+                },
+                Some(format!("release failed: {e}")),
+                None,
+            ),
         },
         Ok((outcome, error)) => (outcome, error, None),
         Err(e) => (
@@ -597,7 +607,11 @@ async fn wait_for_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) -> Resul
     }
 }
 
-/// Tags the release target of a green run.
+/// Tags the release target of a green run: `<name>:<sha>` and
+/// `<name>:<run id>` first; with a registry, pushes
+/// `<registry>/<name>:{sha,run id,channel}` (the channel last); only then
+/// moves the local channel tag `<name>:<channel>`. A failed push moves no
+/// channel and puts the local registry tags back as they were.
 async fn release<R: Runtime>(ctx: &RunCtx<R>) -> Result<Option<Released>, EngineError> {
     let Some(spec) = &ctx.pipeline.release else {
         return Ok(None);
@@ -610,10 +624,27 @@ async fn release<R: Runtime>(ctx: &RunCtx<R>) -> Result<Option<Released>, Engine
         tags.push(sha.clone());
     }
     tags.push(ctx.options.run_id.clone());
-    tags.push(spec.channel.clone());
     for tag in &tags {
         ctx.runtime.tag(&image_id, &spec.name, tag).await?;
     }
+    tags.push(spec.channel.clone());
+    let pushed = match spec.registry_repository() {
+        Some(repository) => {
+            push_release(
+                ctx.runtime.as_ref(),
+                &image_id,
+                &repository,
+                &tags,
+                &ctx.cancel,
+                Some(&ctx.events),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    ctx.runtime
+        .tag(&image_id, &spec.name, &spec.channel)
+        .await?;
     let tags: Vec<String> = tags.iter().map(|t| format!("{}:{t}", spec.name)).collect();
     ctx.emit(Event::Released {
         image_id: image_id.clone(),
@@ -626,7 +657,69 @@ async fn release<R: Runtime>(ctx: &RunCtx<R>) -> Result<Option<Released>, Engine
         name: spec.name.clone(),
         tags,
         channel: spec.channel.clone(),
+        pushed,
     }))
+}
+
+/// Tags `image_id` as `<repository>:<tag>` and pushes each, in order (put
+/// the channel last), sending an [`Event::Pushed`] to `events` after each.
+/// Returns the references pushed. On failure or cancellation, the local
+/// `<repository>:<tag>` tags are put back to what they pointed to before (or
+/// removed) and the error is returned; references already pushed stay in the
+/// registry.
+pub async fn push_release<R: Runtime + ?Sized>(
+    runtime: &R,
+    image_id: &str,
+    repository: &str,
+    tags: &[String],
+    cancel: &CancellationToken,
+    events: Option<&EventSender>,
+) -> Result<Vec<String>, EngineError> {
+    let registry = crate::engine::registry_host(repository);
+    let mut previous: Vec<(String, Option<String>)> = Vec::new();
+    let mut pushed = Vec::new();
+    let mut result = Ok(());
+    for tag in tags {
+        let reference = format!("{repository}:{tag}");
+        let step = async {
+            previous.push((reference.clone(), runtime.image_id(&reference).await?));
+            runtime.tag(image_id, repository, tag).await?;
+            tokio::select! {
+                pushed = runtime.push(&reference) => pushed,
+                _ = cancel.cancelled() => Err(EngineError::Cancelled),
+            }
+        };
+        if let Err(e) = step.await {
+            result = Err(e);
+            break;
+        }
+        if let Some(events) = events {
+            let _ = events
+                .send(Event::Pushed {
+                    reference: reference.clone(),
+                    registry: registry.clone(),
+                })
+                .await;
+        }
+        pushed.push(reference);
+    }
+    if let Err(e) = result {
+        for (reference, before) in previous.into_iter().rev() {
+            let restored = match &before {
+                Some(id) if id != image_id => {
+                    let (repo, tag) = crate::engine::split_tag(&reference);
+                    runtime.tag(id, repo, tag).await
+                }
+                Some(_) => Ok(()),
+                None => runtime.untag(&reference).await,
+            };
+            if let Err(err) = restored {
+                tracing::warn!("could not restore local tag {reference}: {err}");
+            }
+        }
+        return Err(e);
+    }
+    Ok(pushed)
 }
 
 /// Removes everything the run created; returns how many objects went.

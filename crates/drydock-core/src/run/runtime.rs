@@ -10,8 +10,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::engine::{
-    BuildProgress, BuildRequest, Built, ContainerSpec, ContainerState, Engine, EngineError,
-    ExecOutput, LogChunk,
+    registry_host, BuildProgress, BuildRequest, Built, ContainerSpec, ContainerState, Engine,
+    EngineError, ExecOutput, LogChunk, RegistryAuth,
 };
 
 /// What the executor needs from a container engine.
@@ -64,6 +64,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn copy_out(&self, id: &str, path: &str, dest: &Path) -> Result<bool, EngineError>;
     /// Tags an image.
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError>;
+    /// The image id a reference points to; `None` when it does not exist.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError>;
+    /// Removes a tag (the image stays while other tags point to it).
+    async fn untag(&self, reference: &str) -> Result<(), EngineError>;
+    /// Pushes `host[:port]/path:tag` to its registry, with the credentials
+    /// [`RegistryAuth::resolve`] finds for that host.
+    async fn push(&self, reference: &str) -> Result<(), EngineError>;
     /// Removes every container, network and volume labelled with this run.
     async fn remove_run(&self, run_id: &str) -> Result<usize, EngineError>;
 }
@@ -138,6 +145,16 @@ impl Runtime for Engine {
     }
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
         self.tag_image(image, repo, tag).await
+    }
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.image(reference).await?.map(|info| info.id))
+    }
+    async fn untag(&self, reference: &str) -> Result<(), EngineError> {
+        self.remove_image(reference, false).await
+    }
+    async fn push(&self, reference: &str) -> Result<(), EngineError> {
+        let auth = RegistryAuth::resolve(&registry_host(reference))?;
+        self.push_image(reference, &auth).await
     }
     async fn remove_run(&self, run_id: &str) -> Result<usize, EngineError> {
         Engine::remove_run(self, run_id).await

@@ -395,6 +395,7 @@ async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
         target: "production".into(),
         name: "demo".into(),
         channel: "staging".into(),
+        registry: None,
     });
     let ran = run_with(FakeRuntime::with_images(&[BASE]), p, None).await;
     assert_eq!(ran.report.outcome, Outcome::Passed);
@@ -411,6 +412,135 @@ async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
         .filter(|j| j.starts_with("tag "))
         .collect();
     assert_eq!(tags.len(), 3);
+}
+
+fn release_pipeline(registry: &str) -> Pipeline {
+    let mut p = pipeline(vec![TierSpec {
+        name: "build".into(),
+        build: vec!["production".into()],
+        services: vec![],
+        steps: vec![],
+    }]);
+    p.release = Some(ReleaseSpec {
+        target: "production".into(),
+        name: "demo".into(),
+        channel: "staging".into(),
+        registry: Some(registry.into()),
+    });
+    p
+}
+
+#[tokio::test]
+async fn a_green_run_pushes_to_the_registry_before_moving_the_channel() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        release_pipeline("127.0.0.1:5000/team"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
+    let released = ran.report.released.unwrap();
+    let pushed = vec![
+        "127.0.0.1:5000/team/demo:abc123",
+        "127.0.0.1:5000/team/demo:r1",
+        "127.0.0.1:5000/team/demo:staging",
+    ];
+    assert_eq!(released.pushed, pushed);
+    let journal: Vec<String> = ran
+        .fake
+        .journal()
+        .into_iter()
+        .filter(|j| j.starts_with("tag ") || j.starts_with("push "))
+        .collect();
+    assert_eq!(
+        journal,
+        vec![
+            "tag img-production demo:abc123",
+            "tag img-production demo:r1",
+            "tag img-production 127.0.0.1:5000/team/demo:abc123",
+            "push 127.0.0.1:5000/team/demo:abc123",
+            "tag img-production 127.0.0.1:5000/team/demo:r1",
+            "push 127.0.0.1:5000/team/demo:r1",
+            "tag img-production 127.0.0.1:5000/team/demo:staging",
+            "push 127.0.0.1:5000/team/demo:staging",
+            "tag img-production demo:staging",
+        ]
+    );
+    let events: Vec<&str> = ran
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Pushed {
+                reference,
+                registry,
+            } => {
+                assert_eq!(registry, "127.0.0.1:5000");
+                Some(reference.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events, pushed);
+    let pushed_at = ran
+        .events
+        .iter()
+        .rposition(|e| matches!(e, Event::Pushed { .. }))
+        .unwrap();
+    let released_at = ran
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Released { .. }))
+        .unwrap();
+    assert!(pushed_at < released_at);
+}
+
+#[tokio::test]
+async fn a_refused_push_errors_the_run_and_moves_no_channel() {
+    let mut fake = FakeRuntime::with_images(&[BASE]);
+    // An earlier release left the registry's channel tag on another image.
+    fake.tags
+        .get_mut()
+        .unwrap()
+        .insert("127.0.0.1:5000/demo:staging".into(), "img-previous".into());
+    fake.tags
+        .get_mut()
+        .unwrap()
+        .insert("demo:staging".into(), "img-previous".into());
+    fake.refuse_push = Some((
+        ":staging".into(),
+        "unauthorized: authentication required".into(),
+    ));
+    let ran = run_with(fake, release_pipeline("127.0.0.1:5000"), None).await;
+    assert_eq!(ran.report.outcome, Outcome::Errored);
+    assert_eq!(ran.report.outcome.exit_code(), 3);
+    assert!(ran.report.released.is_none());
+    let error = ran.report.error.unwrap();
+    assert!(error.contains("authentication failed"), "{error}");
+    assert!(error.contains("127.0.0.1:5000/demo:staging"), "{error}");
+    assert!(!ran
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Released { .. })));
+    let tags = ran.fake.tags.lock().unwrap().clone();
+    // Nothing moved: both channel tags point where they did; the registry
+    // tags this run made locally are gone.
+    assert_eq!(tags["demo:staging"], "img-previous");
+    assert_eq!(tags["127.0.0.1:5000/demo:staging"], "img-previous");
+    assert!(!tags.contains_key("127.0.0.1:5000/demo:abc123"));
+    assert!(!tags.contains_key("127.0.0.1:5000/demo:r1"));
+    assert!(matches!(
+        ran.events.last(),
+        Some(Event::RunFinished {
+            outcome: Outcome::Errored,
+            error: Some(_),
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
