@@ -321,15 +321,20 @@ async fn import_rootfs(
     while let Ok(line) = line_rx.try_recv() {
         tail.push(line);
     }
+    let staging = format!("{repo}:{staging_tag}");
     if !status.success() {
-        // A truncated tar may still have been imported: never keep it.
-        let _ = engine.remove_image(&spec.tag, true).await;
+        // A truncated tar may have been imported under the staging tag: drop it;
+        // the real tag still points at the previous, good image.
+        let _ = engine.remove_image(&staging, true).await;
         return Err(rootfs_error(format!(
             "mmdebstrap exited with {status}:\n{}",
             tail.join("\n")
         )));
     }
-    Ok(imported?)
+    let image_id = imported?;
+    engine.tag_image(&image_id, repo, tag).await?;
+    engine.remove_image(&staging, false).await?;
+    Ok(image_id)
 }
 
 #[cfg(test)]
