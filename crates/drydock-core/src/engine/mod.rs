@@ -2,6 +2,7 @@
 //! bollard). Everything else speaks drydock's own types.
 
 mod build;
+mod buildkit;
 mod client;
 mod container;
 pub mod context;
@@ -13,6 +14,7 @@ mod network;
 mod sweep;
 
 pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
+pub use buildkit::{Builder, BuilderPreference};
 pub use client::{Engine, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
 pub use error::EngineError;
