@@ -297,8 +297,6 @@ struct Progress {
     logs: HashMap<String, LineBuffer>,
     /// The first failing vertex: (name, error).
     failed: Option<(String, String)>,
-    /// Whether any vertex was seen (the build got past the daemon's checks).
-    seen_vertex: bool,
 }
 
 impl Progress {
@@ -308,7 +306,6 @@ impl Progress {
         on_progress: &mut (dyn FnMut(BuildProgress) + Send),
     ) {
         for vertex in status.vertexes {
-            self.seen_vertex = true;
             if !vertex.name.is_empty() {
                 self.names
                     .insert(vertex.digest.clone(), vertex.name.clone());
@@ -358,15 +355,28 @@ impl Progress {
         }
     }
 
-    /// The outcome of a build that ended with the engine's `message`.
+    /// The outcome of a build that ended with the engine's `message`. Only
+    /// a refusal of BuildKit itself (see [`buildkit_unavailable`]) is
+    /// `Unavailable`, never a failed `RUN`, whatever its command line says.
     fn failure(&mut self, what: &str, message: String) -> Attempt {
-        if let Some((vertex, error)) = self.failed.take() {
-            return Attempt::Failed(build_error(what, instruction(&vertex), error));
+        let failed = self.failed.take();
+        let ran_a_command = failed
+            .as_ref()
+            .and_then(|(vertex, _)| instruction(vertex))
+            .is_some_and(|i| i.starts_with("RUN "));
+        let refused = match &failed {
+            Some((_, error)) => buildkit_unavailable(error),
+            None => buildkit_unavailable(&message),
+        };
+        if refused && !ran_a_command {
+            return Attempt::Unavailable(buildkit_message(&message));
         }
-        if !self.seen_vertex && buildkit_unavailable(&message) {
-            return Attempt::Unavailable(message);
+        match failed {
+            Some((vertex, error)) => {
+                Attempt::Failed(build_error(what, instruction(&vertex), error))
+            }
+            None => Attempt::Failed(build_error(what, None, buildkit_message(&message))),
         }
-        Attempt::Failed(build_error(what, None, buildkit_message(&message)))
     }
 }
 
@@ -385,8 +395,9 @@ fn is_cancellation(error: &str) -> bool {
 }
 
 /// Whether the engine's answer means "no BuildKit here" rather than "this
-/// build failed": the daemon rejects builder version 2, or the session that
-/// BuildKit needs never reached it.
+/// build failed": the daemon rejects builder version 2 (a 20.10 daemon answers
+/// an unknown version with 400 `invalid version "3"`), or the session BuildKit
+/// asked for never reached it (`no active session for …`).
 fn buildkit_unavailable(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     (m.contains("buildkit")
@@ -402,6 +413,7 @@ fn buildkit_unavailable(message: &str) -> bool {
         || m.contains("no active session")
         || m.contains("session not found")
         || m.contains("builder version")
+        || m.contains("invalid version")
 }
 
 /// Trims BuildKit's wrapping from a whole-build error (the frontend's
@@ -551,6 +563,56 @@ mod tests {
             ),
         ] {
             assert_eq!(buildkit_unavailable(message), unavailable, "{message}");
+        }
+        let vertex = |name: &str, error: &str| {
+            let mut progress = Progress::default();
+            progress.failed = Some((name.to_string(), error.to_string()));
+            progress
+        };
+        // (case, progress, final message, falls back?)
+        let cases: [(&str, Progress, &str, bool); 5] = [
+            ("refused before any vertex", Progress::default(), "invalid version \"2\"", true),
+            (
+                "session missing at FROM",
+                vertex(
+                    "[internal] load metadata for docker.io/a/b:1",
+                    "no active session for drydock-1: context deadline exceeded",
+                ),
+                "failed to solve: no active session for drydock-1",
+                true,
+            ),
+            (
+                "failing RUN that mentions BuildKit",
+                vertex(
+                    "[2/3] RUN echo buildkit not supported; false",
+                    "executor failed running [/bin/sh -c echo buildkit not supported; false]: exit code: 1",
+                ),
+                "executor failed running [/bin/sh -c echo buildkit not supported; false]: exit code: 1",
+                false,
+            ),
+            (
+                "missing base image",
+                vertex(
+                    "[internal] load metadata for docker.io/a/b:1",
+                    "failed to do request: dial tcp: lookup registry-1.docker.io: no such host",
+                ),
+                "failed to solve with frontend dockerfile.v0: failed to create LLB definition: x",
+                false,
+            ),
+            (
+                "syntax error",
+                Progress::default(),
+                "dockerfile parse error line 2: unknown instruction: X",
+                false,
+            ),
+        ];
+        for (case, mut progress, message, falls_back) in cases {
+            let attempt = progress.failure("x", message.to_string());
+            assert_eq!(
+                matches!(attempt, Attempt::Unavailable(_)),
+                falls_back,
+                "{case}"
+            );
         }
         assert_eq!(
             buildkit_message(

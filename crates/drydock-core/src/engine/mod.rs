@@ -14,7 +14,7 @@ mod network;
 mod sweep;
 
 pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
-pub use buildkit::{Builder, BuilderPreference};
+pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
 pub use client::{Engine, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
 pub use error::EngineError;
