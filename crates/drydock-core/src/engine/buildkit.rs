@@ -564,10 +564,9 @@ mod tests {
         ] {
             assert_eq!(buildkit_unavailable(message), unavailable, "{message}");
         }
-        let vertex = |name: &str, error: &str| {
-            let mut progress = Progress::default();
-            progress.failed = Some((name.to_string(), error.to_string()));
-            progress
+        let vertex = |name: &str, error: &str| Progress {
+            failed: Some((name.to_string(), error.to_string())),
+            ..Default::default()
         };
         // (case, progress, final message, falls back?)
         let cases: [(&str, Progress, &str, bool); 5] = [
