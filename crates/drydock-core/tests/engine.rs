@@ -7,11 +7,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drydock_core::engine::labels::{self, RunLabels};
-use drydock_core::engine::{BindMount, BuildProgress, Engine, EngineError};
+use drydock_core::engine::{BindMount, BuildProgress, Builder, Engine, EngineError};
 
 use common::{engine_test, write_files, Scope, DEBIAN, PYTHON};
 
@@ -198,18 +200,129 @@ async fn build_target_holds_only_that_stage() {
     .await;
 }
 
+const UNUSED_STAGE_DOCKERFILE: &str = "\
+FROM drydock/debian:bookworm AS broken
+RUN false
+FROM drydock/debian:bookworm AS app
+RUN echo app > /app.txt
+FROM app AS unused-too
+RUN false
+";
+
+#[tokio::test]
+async fn buildkit_skips_stages_the_target_does_not_need() {
+    engine_test("skipstage", &[DEBIAN], |s: Scope| async move {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &[
+                ("Dockerfile", UNUSED_STAGE_DOCKERFILE),
+                ("marker", &s.run_id.clone()),
+            ],
+        );
+        let request = s.build_request(dir.path(), "skipstage", Some("app"));
+        let (built, progress, new) = s.build_counting_containers(&request).await;
+        assert!(new.is_empty(), "the build left containers {new:?}");
+        // The builder after the build: a fallback would have switched it.
+        match s.engine.builder() {
+            Builder::BuildKit => {
+                let built = built.unwrap_or_else(|e| {
+                    panic!("BuildKit ran a stage `app` does not need: {e} ({progress:?})")
+                });
+                assert!(
+                    !progress
+                        .iter()
+                        .any(|p| matches!(p, BuildProgress::Step(l) if l.contains("RUN false"))),
+                    "an unused stage ran: {progress:?}"
+                );
+                let ran = s
+                    .run(&s.spec("skip", &built.image_id, &["cat", "/app.txt"]))
+                    .await;
+                assert_eq!((ran.code, ran.stdout.as_str()), (0, "app\n"), "{ran:?}");
+            }
+            // The classic builder runs every stage before the target.
+            Builder::Classic => match built {
+                Err(EngineError::Build { step, .. }) => {
+                    assert_eq!(step.as_deref(), Some("RUN false"))
+                }
+                other => panic!("the classic builder skipped a stage: {other:?}"),
+            },
+        }
+    })
+    .await;
+}
+
+/// The trust-store convention of docs/trust.md: the CA bundle injected at
+/// `.drydock-trust/ca.crt` is copied by a builder stage with a glob that
+/// tolerates its absence; only the builder's result reaches the image.
+const TRUST_DOCKERFILE: &str = "\
+FROM drydock/debian:bookworm AS deps
+COPY marker .drydock-trust* /tmp/build/
+RUN mkdir -p /opt/out \\
+    && if [ -f /tmp/build/ca.crt ]; then cp /tmp/build/ca.crt /opt/out/seen-ca; else echo none > /opt/out/no-ca; fi
+FROM drydock/debian:bookworm AS production
+COPY --from=deps /opt/out /opt/out
+";
+
+#[tokio::test]
+async fn build_trust_bundle_reaches_only_the_builder_stage() {
+    engine_test("trust", &[DEBIAN], |s: Scope| async move {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &[
+                ("Dockerfile", TRUST_DOCKERFILE),
+                ("marker", &s.run_id.clone()),
+            ],
+        );
+        let ca = format!("-----BEGIN CERTIFICATE-----\n{}\n", s.run_id);
+        // (case, injected CA, listing of /opt/out)
+        let cases: [(&str, Option<&str>, &str); 2] =
+            [("no CA", None, "no-ca\n"), ("CA", Some(&ca), "seen-ca\n")];
+        for (case, bundle, listing) in cases {
+            let mut request = s.build_request(dir.path(), "trust", Some("production"));
+            if let Some(bundle) = bundle {
+                request.context.extra_files.push((
+                    ".drydock-trust/ca.crt".to_string(),
+                    bundle.as_bytes().to_vec(),
+                ));
+            }
+            let (built, progress) = s.build(&request).await;
+            let built = built.unwrap_or_else(|e| panic!("{case}: {e} ({progress:?})"));
+            let script = "ls /opt/out; cat /opt/out/seen-ca 2>/dev/null; \
+                          ls -d /tmp/build /.drydock-trust 2>/dev/null; true";
+            let ran = s
+                .run(&s.spec("trust", &built.image_id, &["sh", "-c", script]))
+                .await;
+            let expected = format!("{listing}{}", bundle.unwrap_or_default());
+            assert_eq!(ran.stdout, expected, "{case}: {ran:?}");
+            s.engine
+                .remove_container(&ran.id)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: remove: {e}"));
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn build_failures_are_build_errors_and_leave_no_containers() {
     engine_test("buildfail", &[DEBIAN], |s: Scope| async move {
         // (case, Dockerfile, target, expected step, message must contain)
         type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+        let builder = s.engine.builder();
         let cases: [Case; 4] = [
             (
                 "failing RUN",
                 "FROM drydock/debian:bookworm\nRUN echo before {id}\nRUN false\nRUN echo after\n",
                 None,
                 Some("RUN false"),
-                "non-zero code",
+                match builder {
+                    // "The command '/bin/sh -c false' returned a non-zero code: 1"
+                    Builder::Classic => "non-zero code: 1",
+                    // "executor failed running [/bin/sh -c false]: exit code: 1"
+                    Builder::BuildKit => "exit code: 1",
+                },
             ),
             (
                 "missing base image",
@@ -259,6 +372,116 @@ async fn build_failures_are_build_errors_and_leave_no_containers() {
             }
             assert!(new.is_empty(), "{case}: the build left containers {new:?}");
         }
+        assert_eq!(
+            s.engine.builder(),
+            builder,
+            "a failing build made the engine change builders"
+        );
+    })
+    .await;
+}
+
+/// Serves `listener` as a proxy to the local engine that refuses BuildKit:
+/// a connection whose first request is a `version=2` build gets the answer
+/// of an engine without BuildKit (after its body is read); anything else is
+/// passed through. Counts the refusals.
+async fn refuse_buildkit(listener: tokio::net::UnixListener, refused: Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut client, _)) = listener.accept().await {
+        let refused = refused.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !head.windows(2).any(|w| w == b"\r\n") {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if line.contains("/build?") && line.contains("version=2") {
+                refused.fetch_add(1, AtomicOrdering::SeqCst);
+                // Drain the (chunked) context first, as a daemon would.
+                while !head.ends_with(b"0\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = r#"{"message":"buildkit not supported by daemon"}"#;
+                let answer = format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = client.write_all(answer.as_bytes()).await;
+                return;
+            }
+            let Ok(mut upstream) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+            else {
+                return;
+            };
+            if upstream.write_all(&head).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_engine_refusing_buildkit_falls_back_to_classic_for_good() {
+    engine_test("fallback", &[DEBIAN], |s: Scope| async move {
+        if s.engine.builder() != Builder::BuildKit {
+            eprintln!("skipped: the engine does not use BuildKit here");
+            return;
+        }
+        let sockets = tempfile::tempdir().unwrap();
+        let socket = sockets.path().join("docker.sock");
+        let refused = Arc::new(AtomicUsize::new(0));
+        let proxy = tokio::spawn(refuse_buildkit(
+            tokio::net::UnixListener::bind(&socket).unwrap(),
+            refused.clone(),
+        ));
+        let engine = Engine::connect_to(&format!("unix://{}", socket.display()))
+            .await
+            .unwrap();
+        assert_eq!(engine.builder(), Builder::BuildKit);
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &[
+                (
+                    "Dockerfile",
+                    "FROM drydock/debian:bookworm\nCOPY marker /marker\n",
+                ),
+                ("marker", &s.run_id.clone()),
+            ],
+        );
+        for (i, refusals) in [(0, 1), (1, 1)] {
+            let mut request = s.build_request(dir.path(), &format!("fallback{i}"), None);
+            request.no_cache = true;
+            let mut progress = Vec::new();
+            let built = engine
+                .build(&request, |p| progress.push(p))
+                .await
+                .unwrap_or_else(|e| panic!("build {i}: {e}"));
+            s.track_image(&built.image_id);
+            assert_eq!(engine.builder(), Builder::Classic, "build {i}");
+            assert_eq!(refused.load(AtomicOrdering::SeqCst), refusals, "build {i}");
+            assert!(
+                progress
+                    .iter()
+                    .any(|p| matches!(p, BuildProgress::Step(l) if l.starts_with("Step "))),
+                "build {i} was not classic: {progress:?}"
+            );
+        }
+        // The engine the test started with is a different connection: unaffected.
+        assert_eq!(s.engine.builder(), Builder::BuildKit);
+        proxy.abort();
     })
     .await;
 }

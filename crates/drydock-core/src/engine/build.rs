@@ -1,10 +1,13 @@
-//! Image builds with the classic builder, from a streamed, filtered context.
+//! Image builds from a streamed, filtered context: digest reuse, then
+//! BuildKit (see [`super::buildkit`]) or the classic builder.
 
 use std::collections::{BTreeMap, HashMap};
 
+use bollard::models::{BuildInfoAux, ImageId};
 use bollard::query_parameters::BuildImageOptions;
 use futures::StreamExt;
 
+use super::buildkit::{Attempt, Builder};
 use super::context::BuildContext;
 use super::{labels, Engine, EngineError};
 
@@ -100,6 +103,79 @@ impl Engine {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         build_args.extend(request.transient_args.clone());
+        let image_id = match self.builder() {
+            Builder::BuildKit => {
+                match self
+                    .build_with_buildkit(
+                        request,
+                        &what,
+                        &image_labels,
+                        &build_args,
+                        &mut on_progress,
+                    )
+                    .await
+                {
+                    Attempt::Built(id) => id,
+                    Attempt::Failed(e) => return Err(e),
+                    Attempt::Unavailable(reason) => {
+                        self.fall_back_to_classic(&reason);
+                        self.build_classic(
+                            request,
+                            &what,
+                            image_labels,
+                            build_args,
+                            &mut on_progress,
+                        )
+                        .await?
+                    }
+                }
+            }
+            Builder::Classic => {
+                self.build_classic(request, &what, image_labels, build_args, &mut on_progress)
+                    .await?
+            }
+        };
+        let image_id = match image_id {
+            Some(id) => id,
+            None => {
+                // Older engines send the id only as "Successfully built <id>",
+                // BuildKit on some engines not at all: ask the tag.
+                let tag = request.tag.as_deref().ok_or_else(|| EngineError::Build {
+                    what: what.clone(),
+                    step: None,
+                    message: "the engine reported no image id".to_string(),
+                })?;
+                self.image(tag)
+                    .await?
+                    .map(|i| i.id)
+                    .ok_or_else(|| EngineError::ImageMissing {
+                        image: tag.to_string(),
+                        hint: " after build".to_string(),
+                    })?
+            }
+        };
+        Ok(Built {
+            image_id,
+            digest,
+            reused: false,
+        })
+    }
+}
+
+/// Turns an engine message into [`EngineError::Build`]. A failing `FROM` step
+/// means the base image is not in the engine (the classic builder then tries
+/// to pull it, and with no registry reachable the message is a DNS or dial
+/// error rather than "pull access denied"): those get the bootstrap hint too.
+impl Engine {
+    /// Runs the classic builder; returns the image id when the engine sent it.
+    async fn build_classic(
+        &self,
+        request: &BuildRequest,
+        what: &str,
+        image_labels: HashMap<String, String>,
+        build_args: HashMap<String, String>,
+        on_progress: &mut (dyn FnMut(BuildProgress) + Send),
+    ) -> Result<Option<String>, EngineError> {
         let options = BuildImageOptions {
             dockerfile: request.context.dockerfile.clone(),
             t: request.tag.clone(),
@@ -131,9 +207,9 @@ impl Engine {
                         }
                     }
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(build_error(&what, current_step, detail));
+                        return Err(build_error(what, current_step, detail));
                     }
-                    if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                    if let Some(BuildInfoAux::Default(ImageId { id: Some(id) })) = info.aux {
                         image_id = Some(id);
                     }
                 }
@@ -141,10 +217,10 @@ impl Engine {
                     for line in lines.finish() {
                         on_progress(BuildProgress::Output(line));
                     }
-                    return Err(build_error(&what, current_step, error));
+                    return Err(build_error(what, current_step, error));
                 }
                 Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                    return Err(build_error(&what, current_step, message));
+                    return Err(build_error(what, current_step, message));
                 }
                 Err(source) => return Err(EngineError::api(format!("build {what}"), source)),
             }
@@ -152,37 +228,9 @@ impl Engine {
         for line in lines.finish() {
             on_progress(BuildProgress::Output(line));
         }
-        let image_id = match image_id {
-            Some(id) => id,
-            None => {
-                // Older engines send the id only as "Successfully built <id>".
-                let tag = request.tag.as_deref().ok_or_else(|| EngineError::Build {
-                    what: what.clone(),
-                    step: None,
-                    message: "the engine reported no image id".to_string(),
-                })?;
-                self.image(tag)
-                    .await?
-                    .map(|i| i.id)
-                    .ok_or_else(|| EngineError::ImageMissing {
-                        image: tag.to_string(),
-                        hint: " after build".to_string(),
-                    })?
-            }
-        };
-        Ok(Built {
-            image_id,
-            digest,
-            reused: false,
-        })
+        Ok(image_id)
     }
-}
 
-/// Turns an engine message into [`EngineError::Build`]. A failing `FROM` step
-/// means the base image is not in the engine (the classic builder then tries
-/// to pull it, and with no registry reachable the message is a DNS or dial
-/// error rather than "pull access denied"): those get the bootstrap hint too.
-impl Engine {
     /// The newest image that is the result of a build with `digest`.
     ///
     /// The classic builder commits each build label as its own layer, in key
@@ -208,7 +256,7 @@ impl Engine {
     }
 }
 
-fn build_error(what: &str, step: Option<String>, message: String) -> EngineError {
+pub(super) fn build_error(what: &str, step: Option<String>, message: String) -> EngineError {
     let mut message = strip_ansi(message.trim());
     let from_step = step
         .as_deref()

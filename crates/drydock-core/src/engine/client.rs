@@ -1,9 +1,12 @@
 //! Connecting to the engine.
 
+use std::sync::atomic::AtomicU8;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 
+use super::buildkit::{self, BuilderPreference};
 use super::EngineError;
 
 /// Default socket when `DOCKER_HOST` is unset.
@@ -16,6 +19,9 @@ pub struct Engine {
     host: String,
     api_version: String,
     engine_version: String,
+    /// The builder in use ([`buildkit::Builder`] as a number), shared by the
+    /// clones so that a fallback to the classic builder sticks.
+    pub(crate) builder: Arc<AtomicU8>,
 }
 
 impl Engine {
@@ -46,11 +52,18 @@ impl Engine {
                 })
             })?
             .map_err(unreachable)?;
+        let api_version = version.api_version.unwrap_or_default();
+        let builder = buildkit::choose_builder(
+            BuilderPreference::from_env(),
+            &api_version,
+            version.os.as_deref().unwrap_or_default(),
+        );
         Ok(Engine {
             docker,
             host: host.to_string(),
-            api_version: version.api_version.unwrap_or_default(),
+            api_version,
             engine_version: version.version.unwrap_or_default(),
+            builder: Arc::new(AtomicU8::new(builder as u8)),
         })
     }
 

@@ -37,7 +37,10 @@ impl Engine {
                     tags: image.repo_tags.unwrap_or_default(),
                     labels: config.labels.unwrap_or_default(),
                     user: config.user.unwrap_or_default(),
-                    created: image.created.unwrap_or_default(),
+                    created: image
+                        .created
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                        .unwrap_or_default(),
                 }))
             }
             Err(e) if status_of(&e) == Some(404) => Ok(None),

@@ -2,6 +2,7 @@
 //! bollard). Everything else speaks drydock's own types.
 
 mod build;
+mod buildkit;
 mod client;
 mod container;
 pub mod context;
@@ -14,6 +15,7 @@ mod registry;
 mod sweep;
 
 pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
+pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
 pub use client::{Engine, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
 pub use error::EngineError;

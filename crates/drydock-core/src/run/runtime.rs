@@ -79,10 +79,11 @@ pub trait Runtime: Send + Sync + 'static {
 impl Runtime for Engine {
     fn describe(&self) -> String {
         format!(
-            "{} (Docker {} API {})",
+            "{} (Docker {} API {}, {} builder)",
             self.host(),
             self.engine_version(),
-            self.api_version()
+            self.api_version(),
+            self.builder()
         )
     }
     async fn create_network(
