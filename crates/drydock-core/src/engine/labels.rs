@@ -21,6 +21,30 @@ pub const HOST: &str = "drydock.host";
 pub const STARTED: &str = "drydock.started";
 /// Content digest of a build (context + Dockerfile + args + target), on images.
 pub const DIGEST: &str = "drydock.digest";
+/// On the long-lived objects of a deploy: the channel they serve.
+pub const DEPLOY: &str = "drydock.deploy";
+/// On the long-lived objects of a deploy: `app`, `proxy`, `service` or `network`.
+pub const DEPLOY_KIND: &str = "drydock.deploy.kind";
+/// The [`ROLE`] of a deploy's long-lived objects. They have no owner process
+/// (no [`PID`], [`RUN`]): the sweep never treats them as stale; only
+/// `drydock undeploy` removes them.
+pub const ROLE_DEPLOY: &str = "deploy";
+
+/// The labels of a long-lived deploy object of `channel`: managed, role
+/// [`ROLE_DEPLOY`], [`DEPLOY`] and [`DEPLOY_KIND`], and no owner labels.
+pub fn deploy_labels(channel: &str, kind: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (MANAGED.to_string(), "true".to_string()),
+        (ROLE.to_string(), ROLE_DEPLOY.to_string()),
+        (DEPLOY.to_string(), channel.to_string()),
+        (DEPLOY_KIND.to_string(), kind.to_string()),
+    ])
+}
+
+/// Whether an object with these labels belongs to a deploy (never stale).
+pub fn is_deploy(object_labels: &HashMap<String, String>) -> bool {
+    object_labels.get(ROLE).map(String::as_str) == Some(ROLE_DEPLOY)
+}
 
 /// The label set of one run; objects add their role.
 #[derive(Debug, Clone, PartialEq, Eq)]
