@@ -396,6 +396,22 @@ impl Engine {
         })
     }
 
+    /// Makes a container long-lived after the fact: restart policy
+    /// `unless-stopped` (see [`ContainerSpec::restart`]).
+    pub async fn keep_running(&self, id: &str) -> Result<(), EngineError> {
+        let body = bollard::models::ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map_err(|e| EngineError::api(format!("update restart policy of {id}"), e))
+    }
+
     /// A container's name (without the leading `/`) and the image id it runs.
     pub async fn container_name_and_image(
         &self,
