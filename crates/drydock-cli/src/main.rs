@@ -42,8 +42,13 @@ enum Command {
     Gc(commands::gc::GcArgs),
     /// List what a channel pointed to, oldest first.
     Releases(commands::releases::ReleasesArgs),
-    /// Point a channel back to its previous image.
+    /// Point a channel back to its previous image (and redeploy it when deployed).
     Rollback(commands::releases::RollbackArgs),
+    /// Run the image a channel points to behind a stable address, replacing
+    /// the running version without dropping requests.
+    Deploy(commands::deploy::DeployArgs),
+    /// Remove a channel's deploy: app, proxy, services and network.
+    Undeploy(commands::deploy::UndeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,8 @@ fn main() -> ExitCode {
             Command::Gc(args) => commands::gc::run(args).await,
             Command::Releases(args) => commands::releases::releases(args),
             Command::Rollback(args) => commands::releases::rollback(args).await,
+            Command::Deploy(args) => commands::deploy::deploy(args).await,
+            Command::Undeploy(args) => commands::deploy::undeploy(args).await,
         }
     });
     // Give background tasks no chance to outlive their purpose.

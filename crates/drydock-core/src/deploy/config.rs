@@ -114,7 +114,12 @@ mod tests {
     use super::*;
 
     fn parse(src: &str) -> Result<DeployConfig, PipelineError> {
-        parse_str(src, "deploy/staging.yml", "staging", &Vars::new(BTreeMap::new()))
+        parse_str(
+            src,
+            "deploy/staging.yml",
+            "staging",
+            &Vars::new(BTreeMap::new()),
+        )
     }
 
     const GOOD: &str = "version: 1
@@ -172,7 +177,10 @@ services:
 
         let e = error_of(&GOOD.replace("channel: staging", "channel: production"));
         assert!(e.starts_with("deploy/staging.yml:3:10:"), "{e}");
-        assert!(e.contains("deploys channel `production`, not `staging`"), "{e}");
+        assert!(
+            e.contains("deploys channel `production`, not `staging`"),
+            "{e}"
+        );
 
         let e = error_of(&GOOD.replace("  port: 8000\n", ""));
         assert!(e.contains("missing the required key `port`"), "{e}");

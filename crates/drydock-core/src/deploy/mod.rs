@@ -104,7 +104,10 @@ pub enum DeployError {
         hint: String,
     },
     /// A service never became ready.
-    #[error("service {service} of channel {channel} is not ready: {why}{}", tail_text(log_tail))]
+    #[error(
+        "service {service} of channel {channel} is not ready: {why}{}",
+        tail_text(log_tail)
+    )]
     ServiceNotReady {
         /// The channel.
         channel: String,
@@ -249,8 +252,14 @@ struct ProxyStatus {
     active: HashMap<String, i64>,
 }
 
+/// The environment variable holding [`PROXY_SCRIPT`] in the proxy container
+/// (`docker exec` inherits it, so control commands stay short).
+const PROXY_ENV: &str = "DRYDOCK_PROXY_SCRIPT";
+/// Runs the script from [`PROXY_ENV`].
+const PROXY_BOOT: &str = "import os; exec(os.environ['DRYDOCK_PROXY_SCRIPT'])";
+
 fn proxy_argv(args: &[&str]) -> Vec<String> {
-    ["python3", "-c", PROXY_SCRIPT]
+    ["python3", "-u", "-c", PROXY_BOOT]
         .iter()
         .chain(args)
         .map(|s| s.to_string())
@@ -334,8 +343,8 @@ pub async fn status(engine: &Engine, channel: &str) -> Result<Status, EngineErro
         match kind_of(o) {
             "proxy" => {
                 status.proxy_running = state.running;
-                status.address = label(o, "drydock.deploy.publish")
-                    .map(|p| format!("http://127.0.0.1:{p}"));
+                status.address =
+                    label(o, "drydock.deploy.publish").map(|p| format!("http://127.0.0.1:{p}"));
                 if state.running {
                     status.upstream = proxy_status(engine, channel)
                         .await
@@ -360,7 +369,9 @@ pub async fn status(engine: &Engine, channel: &str) -> Result<Status, EngineErro
         }
     }
     if let Some(upstream) = &status.upstream {
-        let host = upstream.rsplit_once(':').map_or(upstream.as_str(), |(h, _)| h);
+        let host = upstream
+            .rsplit_once(':')
+            .map_or(upstream.as_str(), |(h, _)| h);
         for app in &mut status.apps {
             app.live = app.container == host;
         }
@@ -671,6 +682,7 @@ async fn start_proxy(engine: &Engine, config: &DeployConfig) -> Result<(), Deplo
         name: name.clone(),
         image: PROXY_IMAGE.to_string(),
         command: Some(proxy_argv(&["serve", &port])),
+        env: BTreeMap::from([(PROXY_ENV.to_string(), PROXY_SCRIPT.to_string())]),
         labels: proxy_labels,
         network: Some((network_name(channel), vec![APP_ALIAS.to_string()])),
         publish: vec![(config.app.port, config.app.publish)],
@@ -798,7 +810,11 @@ async fn wait_service_ready(
                 },
                 Probe::Exec(argv) => match engine.exec(id, argv, &BTreeMap::new()).await {
                     Ok(o) if o.exit_code == 0 => Ok(()),
-                    Ok(o) => Err(format!("{argv:?} exited with {}: {}", o.exit_code, o.output.trim())),
+                    Ok(o) => Err(format!(
+                        "{argv:?} exited with {}: {}",
+                        o.exit_code,
+                        o.output.trim()
+                    )),
                     Err(e) => Err(e.to_string()),
                 },
                 Probe::Postgres {
@@ -807,7 +823,15 @@ async fn wait_service_ready(
                     database,
                 } => {
                     let argv: Vec<String> = [
-                        "psql", "-h", &service.name, "-U", user, "-d", database, "-tAc", "SELECT 1",
+                        "psql",
+                        "-h",
+                        &service.name,
+                        "-U",
+                        user,
+                        "-d",
+                        database,
+                        "-tAc",
+                        "SELECT 1",
                     ]
                     .iter()
                     .map(|s| s.to_string())
@@ -843,4 +867,41 @@ async fn wait_service_ready(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Holds the per-channel deploy lock until dropped.
+#[derive(Debug)]
+pub struct ChannelLock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock of `channel` (a `flock` on
+/// `<state_dir>/deploy-<channel>.lock`), so that two deploys of one channel
+/// never interleave. Calls `waiting` once when another process holds it,
+/// then blocks until it is free.
+pub fn lock_channel(
+    state_dir: &std::path::Path,
+    channel: &str,
+    waiting: impl FnOnce(),
+) -> std::io::Result<ChannelLock> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(state_dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join(format!("deploy-{channel}.lock")))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err);
+        }
+        waiting();
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(ChannelLock { _file: file })
 }

@@ -30,11 +30,16 @@ pub const DEPLOY_KIND: &str = "drydock.deploy.kind";
 /// `drydock undeploy` removes them.
 pub const ROLE_DEPLOY: &str = "deploy";
 
-/// The labels of a long-lived deploy object of `channel`: managed, role
-/// [`ROLE_DEPLOY`], [`DEPLOY`] and [`DEPLOY_KIND`], and no owner labels.
+/// The labels of a long-lived deploy object of `channel`: role
+/// [`ROLE_DEPLOY`], [`DEPLOY`] and [`DEPLOY_KIND`]; no owner labels.
+///
+/// Deliberately *without* [`MANAGED`]: every drydock before deploys existed
+/// sweeps all `drydock.managed` objects whose owner pid is dead (`drydock gc`,
+/// the start of every `drydock run`), and would remove a running deploy.
+/// Deploy objects are found by [`DEPLOY`] instead. The sweep of this version
+/// also skips [`ROLE_DEPLOY`] objects, should one carry [`MANAGED`].
 pub fn deploy_labels(channel: &str, kind: &str) -> HashMap<String, String> {
     HashMap::from([
-        (MANAGED.to_string(), "true".to_string()),
         (ROLE.to_string(), ROLE_DEPLOY.to_string()),
         (DEPLOY.to_string(), channel.to_string()),
         (DEPLOY_KIND.to_string(), kind.to_string()),

@@ -217,10 +217,15 @@ mod tests {
     fn deploy_objects_are_never_stale() {
         let deploy = labels::deploy_labels("staging", "app");
         assert!(labels::is_deploy(&deploy));
+        assert!(
+            !deploy.contains_key(labels::MANAGED),
+            "older drydocks reap every managed object without a live owner"
+        );
         assert!(!deploy.contains_key(labels::PID) && !deploy.contains_key(labels::RUN));
         assert!(owner_alive(&deploy), "no owner process, yet alive");
         // Even labels that would otherwise look dead keep a deploy object alive.
         let mut odd = deploy.clone();
+        odd.insert(labels::MANAGED.to_string(), "true".to_string());
         odd.insert(labels::PID.to_string(), "9999999".to_string());
         assert!(owner_alive(&odd));
         let run = labels::RunLabels::for_this_process("r", "p").with_role("step");

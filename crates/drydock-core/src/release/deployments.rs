@@ -157,10 +157,7 @@ mod tests {
             ["live", "failed"]
         );
         assert!(ledger.deployments("other").unwrap().is_empty());
-        assert!(ledger
-            .conn
-            .execute("DELETE FROM deployments", [])
-            .is_err());
+        assert!(ledger.conn.execute("DELETE FROM deployments", []).is_err());
         // Reopening keeps them (the schema is idempotent).
         drop(ledger);
         let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();

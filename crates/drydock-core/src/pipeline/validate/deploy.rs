@@ -211,18 +211,16 @@ impl Checker<'_> {
         if parsed.is_none() {
             self.err(
                 node.pos,
-                format!("expected {what} as a port number 1-65535, found {}", node.describe()),
+                format!(
+                    "expected {what} as a port number 1-65535, found {}",
+                    node.describe()
+                ),
             );
         }
         parsed
     }
 
-    fn app(
-        &mut self,
-        node: &Node,
-        owner: Pos,
-        services: &HashMap<String, Pos>,
-    ) -> Option<AppSpec> {
+    fn app(&mut self, node: &Node, owner: Pos, services: &HashMap<String, Pos>) -> Option<AppSpec> {
         let f = self.fields(node, owner, "the app section", APP_KEYS)?;
         let port = self.required(&f, "port").and_then(|p| self.port(p, "port"));
         let publish = self
@@ -282,7 +280,12 @@ impl Checker<'_> {
         };
         let (ready_timeout, ready_path) = match f.get("ready") {
             Some(r) => {
-                let rf = self.fields(r, f.key_pos("ready").unwrap_or(r.pos), "app ready", APP_READY_KEYS);
+                let rf = self.fields(
+                    r,
+                    f.key_pos("ready").unwrap_or(r.pos),
+                    "app ready",
+                    APP_READY_KEYS,
+                );
                 match rf {
                     Some(rf) => {
                         let timeout = match rf.get("timeout") {
@@ -294,7 +297,12 @@ impl Checker<'_> {
                                 if s.starts_with('/') {
                                     Some(Some(s))
                                 } else {
-                                    self.err(p.pos, format!("expected an HTTP path starting with /, found {s:?}"));
+                                    self.err(
+                                        p.pos,
+                                        format!(
+                                            "expected an HTTP path starting with /, found {s:?}"
+                                        ),
+                                    );
                                     None
                                 }
                             }),
@@ -360,7 +368,10 @@ mod tests {
     fn hosts_of_urls() {
         assert_eq!(url_host("postgresql://app:app@db:5432/app"), Some("db"));
         assert_eq!(url_host("redis://cache"), Some("cache"));
-        assert_eq!(url_host("http://api.example.com/x"), Some("api.example.com"));
+        assert_eq!(
+            url_host("http://api.example.com/x"),
+            Some("api.example.com")
+        );
         assert_eq!(url_host("plain"), None);
         assert!(is_bare_host("db"));
         assert!(!is_bare_host("db.example"));
