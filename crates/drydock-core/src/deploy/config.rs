@@ -156,6 +156,14 @@ services:
         assert!(c.services[0].ready.is_some());
     }
 
+    #[test]
+    fn the_sample_products_staging_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/staging.yml");
+        let c = load(&path, "staging", &Vars::new(BTreeMap::new())).unwrap();
+        assert_eq!(c.name, "flask-api");
+        assert_eq!(c.services[0].name, "db");
+    }
+
     fn error_of(src: &str) -> String {
         parse(src).unwrap_err().to_string()
     }

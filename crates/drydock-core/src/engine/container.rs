@@ -165,7 +165,7 @@ impl Engine {
                 network_mode: spec.network.as_ref().map(|(n, _)| n.clone()),
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 init: Some(true),
-                restart_policy: spec.restart.then(|| RestartPolicy {
+                restart_policy: spec.restart.then_some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
