@@ -257,6 +257,11 @@ async fn deploys_switch_without_failed_requests_and_roll_back() {
     let out = repo.run(&["deploy", &channel], &[]).await;
     assert_eq!(out.status.code(), Some(0), "deploy A: {}", text(&out));
     assert_eq!(get(addr).as_deref(), Ok("A"));
+    // The sweep of dead runs leaves deploys alone, even though the app
+    // container inherits the run labels of the (dead) run that built its image.
+    let out = repo.run(&["gc", "--all"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "gc: {}", text(&out));
+    assert_eq!(get(addr).as_deref(), Ok("A"), "gc took the deploy down");
 
     // ----- B under load: nothing fails ------------------------------------------
     release(&repo, &channel, "B").await;

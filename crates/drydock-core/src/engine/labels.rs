@@ -30,19 +30,31 @@ pub const DEPLOY_KIND: &str = "drydock.deploy.kind";
 /// `drydock undeploy` removes them.
 pub const ROLE_DEPLOY: &str = "deploy";
 
+/// The host value of deploy objects: never a machine's host name.
+pub const DEPLOY_HOST: &str = "(deploy)";
+
 /// The labels of a long-lived deploy object of `channel`: role
-/// [`ROLE_DEPLOY`], [`DEPLOY`] and [`DEPLOY_KIND`]; no owner labels.
+/// [`ROLE_DEPLOY`], [`DEPLOY`] and [`DEPLOY_KIND`].
 ///
-/// Deliberately *without* [`MANAGED`]: every drydock before deploys existed
-/// sweeps all `drydock.managed` objects whose owner pid is dead (`drydock gc`,
-/// the start of every `drydock run`), and would remove a running deploy.
-/// Deploy objects are found by [`DEPLOY`] instead. The sweep of this version
-/// also skips [`ROLE_DEPLOY`] objects, should one carry [`MANAGED`].
+/// A container inherits its image's labels, and images built by a run carry
+/// that run's labels ([`RUN`], [`PID`], [`MANAGED`]…): a deployed container
+/// would look like the leftover of a dead run and be swept by `drydock gc`
+/// or the next `drydock run` (of any drydock version). So the owner labels
+/// are overridden: [`RUN`], [`PIPELINE`], [`PID`] and [`STARTED`] empty, and
+/// [`HOST`] set to [`DEPLOY_HOST`], which every drydock treats as "owned by
+/// another machine, leave alone". [`MANAGED`] is not set here (an inherited
+/// one may remain); this version's sweep also skips [`ROLE_DEPLOY`] objects
+/// outright. Only `drydock undeploy` removes them.
 pub fn deploy_labels(channel: &str, kind: &str) -> HashMap<String, String> {
     HashMap::from([
         (ROLE.to_string(), ROLE_DEPLOY.to_string()),
         (DEPLOY.to_string(), channel.to_string()),
         (DEPLOY_KIND.to_string(), kind.to_string()),
+        (RUN.to_string(), String::new()),
+        (PIPELINE.to_string(), String::new()),
+        (PID.to_string(), String::new()),
+        (STARTED.to_string(), String::new()),
+        (HOST.to_string(), DEPLOY_HOST.to_string()),
     ])
 }
 

@@ -217,12 +217,16 @@ mod tests {
     fn deploy_objects_are_never_stale() {
         let deploy = labels::deploy_labels("staging", "app");
         assert!(labels::is_deploy(&deploy));
-        assert!(
-            !deploy.contains_key(labels::MANAGED),
-            "older drydocks reap every managed object without a live owner"
-        );
-        assert!(!deploy.contains_key(labels::PID) && !deploy.contains_key(labels::RUN));
+        assert!(!deploy.contains_key(labels::MANAGED));
+        // Inherited image labels of a dead run are masked.
+        assert_eq!(deploy[labels::PID], "");
+        assert_eq!(deploy[labels::RUN], "");
         assert!(owner_alive(&deploy), "no owner process, yet alive");
+        // What a drydock without deploy support sees: another host's object.
+        let mut old_view = deploy.clone();
+        old_view.remove(labels::ROLE);
+        old_view.insert(labels::MANAGED.to_string(), "true".to_string());
+        assert!(owner_alive(&old_view), "{old_view:?}");
         // Even labels that would otherwise look dead keep a deploy object alive.
         let mut odd = deploy.clone();
         odd.insert(labels::MANAGED.to_string(), "true".to_string());
