@@ -42,12 +42,17 @@ enum Command {
     Gc(commands::gc::GcArgs),
     /// List what a channel pointed to, oldest first.
     Releases(commands::releases::ReleasesArgs),
-    /// Point a channel back to its previous image.
+    /// Point a channel back to its previous image (and redeploy it when deployed).
     Rollback(commands::releases::RollbackArgs),
     /// Move a channel's tested image to another channel (by image id, no rebuild).
     Promote(commands::releases::PromoteArgs),
     /// Push the image a channel points to to a registry.
     Push(commands::releases::PushArgs),
+    /// Run the image a channel points to behind a stable address, replacing
+    /// the running version without dropping requests.
+    Deploy(commands::deploy::DeployArgs),
+    /// Remove a channel's deploy: app, proxy, services and network.
+    Undeploy(commands::deploy::UndeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +87,8 @@ fn main() -> ExitCode {
             Command::Rollback(args) => commands::releases::rollback(args).await,
             Command::Promote(args) => commands::releases::promote(args).await,
             Command::Push(args) => commands::releases::push(args).await,
+            Command::Deploy(args) => commands::deploy::deploy(args).await,
+            Command::Undeploy(args) => commands::deploy::undeploy(args).await,
         }
     });
     // Give background tasks no chance to outlive their purpose.

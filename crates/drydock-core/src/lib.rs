@@ -6,6 +6,7 @@
 //! pointed to, and rollbacks of it, are kept in the [`release`] ledger.
 
 pub mod bootstrap;
+pub mod deploy;
 pub mod engine;
 pub mod events;
 pub mod pipeline;

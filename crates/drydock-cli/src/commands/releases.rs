@@ -28,6 +28,10 @@ pub struct RollbackArgs {
     /// Why, recorded in the ledger.
     #[arg(long)]
     pub reason: Option<String>,
+    /// The deploy config to redeploy with when the channel is deployed
+    /// (default deploy/<channel>.yml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `drydock push`.
@@ -78,9 +82,24 @@ pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
             args.channel
         )));
     }
+    let deployments = ledger.deployments(&args.channel).map_err(ledger_error)?;
     if args.json {
+        // Each entry, plus the deploy attempts of its image (additive field).
+        let mut values =
+            serde_json::to_value(&history).map_err(|e| CliError::infra(e.to_string()))?;
+        if let Some(items) = values.as_array_mut() {
+            for item in items {
+                let id = item["id"].as_i64();
+                let mine: Vec<_> = deployments
+                    .iter()
+                    .filter(|d| Some(d.entry_id) == id)
+                    .collect();
+                item["deployments"] =
+                    serde_json::to_value(mine).map_err(|e| CliError::infra(e.to_string()))?;
+            }
+        }
         let text =
-            serde_json::to_string_pretty(&history).map_err(|e| CliError::infra(e.to_string()))?;
+            serde_json::to_string_pretty(&values).map_err(|e| CliError::infra(e.to_string()))?;
         println!("{text}");
         return Ok(0);
     }
@@ -110,6 +129,24 @@ pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
             }
         );
     }
+    if !deployments.is_empty() {
+        println!("\ndeploys (oldest first):");
+        for d in &deployments {
+            let image = d.image_id.trim_start_matches("sha256:");
+            println!(
+                "  {:<26} entry {:<5} image {:<12} {:<9} {}{}",
+                d.at,
+                d.entry_id,
+                &image[..image.len().min(12)],
+                d.outcome,
+                d.container.as_deref().unwrap_or(""),
+                d.detail
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     Ok(0)
 }
 
@@ -127,6 +164,24 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
             target.id,
             target.run_id.as_deref().unwrap_or("?")
         )));
+    }
+    // A deployed channel is redeployed first: if the restored version does
+    // not become healthy, the running one keeps serving and the ledger is
+    // left as it was.
+    if drydock_core::deploy::status(&engine, &args.channel)
+        .await?
+        .deployed()
+    {
+        let config = super::deploy::load_config(&args.channel, args.config.as_deref())?;
+        if !super::deploy::deploy_entry(&engine, &mut ledger, &config, &target, Some("rollback"))
+            .await?
+        {
+            eprintln!(
+                "drydock: rollback of {} not recorded: the restored version failed its health check",
+                args.channel
+            );
+            return Ok(crate::error::EXIT_FAILED);
+        }
     }
     engine
         .tag_image(&target.image_id, &target.name, &args.channel)

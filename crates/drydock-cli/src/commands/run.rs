@@ -58,7 +58,7 @@ pub fn load_pipeline(path: &Path, run_id: &str, git: &GitInfo) -> Result<Pipelin
 }
 
 /// Renders a pipeline error with the offending line and a caret.
-fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
+pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
     let mut message = error.to_string();
     if let Some((line, col)) = error.location() {
         if let Some(text) = std::fs::read_to_string(path)

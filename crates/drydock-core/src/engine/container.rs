@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     ContainerArchiveInfoOptions, CreateContainerOptions, DownloadFromContainerOptions,
@@ -56,6 +57,9 @@ pub struct ContainerSpec {
     pub health_interval: Option<Duration>,
     /// Container ports published on 127.0.0.1: (container port, host port; 0 = any free port).
     pub publish: Vec<(u16, u16)>,
+    /// Long-lived: the engine restarts the container when it dies or the
+    /// daemon restarts, unless it was stopped (`unless-stopped`).
+    pub restart: bool,
 }
 
 /// Which stream a log chunk came from.
@@ -163,6 +167,10 @@ impl Engine {
                 network_mode: spec.network.as_ref().map(|(n, _)| n.clone()),
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 init: Some(true),
+                restart_policy: spec.restart.then_some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
                 ..Default::default()
             }),
             networking_config,
@@ -388,6 +396,41 @@ impl Engine {
                 .filter(|s| !s.is_empty() && s != "none"),
             ip_addresses,
         })
+    }
+
+    /// Makes a container long-lived after the fact: restart policy
+    /// `unless-stopped` (see [`ContainerSpec::restart`]).
+    pub async fn keep_running(&self, id: &str) -> Result<(), EngineError> {
+        let body = bollard::models::ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map_err(|e| EngineError::api(format!("update restart policy of {id}"), e))
+    }
+
+    /// A container's name (without the leading `/`) and the image id it runs.
+    pub async fn container_name_and_image(
+        &self,
+        id: &str,
+    ) -> Result<(String, String), EngineError> {
+        let info = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| EngineError::api(format!("inspect container {id}"), e))?;
+        Ok((
+            info.name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            info.image.unwrap_or_default(),
+        ))
     }
 
     /// The host port a published container port was bound to.

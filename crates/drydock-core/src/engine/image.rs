@@ -48,6 +48,27 @@ impl Engine {
         }
     }
 
+    /// The image's `HEALTHCHECK` test (e.g. `["CMD", "python", "/app/healthcheck.py"]`);
+    /// `None` when it has none (or `HEALTHCHECK NONE`). A missing image is
+    /// [`EngineError::ImageMissing`].
+    pub async fn image_healthcheck(
+        &self,
+        reference: &str,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image
+                .config
+                .and_then(|c| c.healthcheck)
+                .and_then(|h| h.test)
+                .filter(|t| !t.is_empty() && t[0] != "NONE")),
+            Err(e) if status_of(&e) == Some(404) => Err(EngineError::ImageMissing {
+                image: reference.to_string(),
+                hint: String::new(),
+            }),
+            Err(e) => Err(EngineError::api(format!("inspect image {reference}"), e)),
+        }
+    }
+
     /// Image ids carrying the label `key=value`, newest first.
     pub async fn images_with_label(
         &self,

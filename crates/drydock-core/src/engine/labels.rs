@@ -21,6 +21,47 @@ pub const HOST: &str = "drydock.host";
 pub const STARTED: &str = "drydock.started";
 /// Content digest of a build (context + Dockerfile + args + target), on images.
 pub const DIGEST: &str = "drydock.digest";
+/// On the long-lived objects of a deploy: the channel they serve.
+pub const DEPLOY: &str = "drydock.deploy";
+/// On the long-lived objects of a deploy: `app`, `proxy`, `service` or `network`.
+pub const DEPLOY_KIND: &str = "drydock.deploy.kind";
+/// The [`ROLE`] of a deploy's long-lived objects. They have no owner process
+/// (no [`PID`], [`RUN`]): the sweep never treats them as stale; only
+/// `drydock undeploy` removes them.
+pub const ROLE_DEPLOY: &str = "deploy";
+
+/// The host value of deploy objects: never a machine's host name.
+pub const DEPLOY_HOST: &str = "(deploy)";
+
+/// The labels of a long-lived deploy object of `channel`: role
+/// [`ROLE_DEPLOY`], [`DEPLOY`] and [`DEPLOY_KIND`].
+///
+/// A container inherits its image's labels, and images built by a run carry
+/// that run's labels ([`RUN`], [`PID`], [`MANAGED`]…): a deployed container
+/// would look like the leftover of a dead run and be swept by `drydock gc`
+/// or the next `drydock run` (of any drydock version). So the owner labels
+/// are overridden: [`RUN`], [`PIPELINE`], [`PID`] and [`STARTED`] empty, and
+/// [`HOST`] set to [`DEPLOY_HOST`], which every drydock treats as "owned by
+/// another machine, leave alone". [`MANAGED`] is not set here (an inherited
+/// one may remain); this version's sweep also skips [`ROLE_DEPLOY`] objects
+/// outright. Only `drydock undeploy` removes them.
+pub fn deploy_labels(channel: &str, kind: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (ROLE.to_string(), ROLE_DEPLOY.to_string()),
+        (DEPLOY.to_string(), channel.to_string()),
+        (DEPLOY_KIND.to_string(), kind.to_string()),
+        (RUN.to_string(), String::new()),
+        (PIPELINE.to_string(), String::new()),
+        (PID.to_string(), String::new()),
+        (STARTED.to_string(), String::new()),
+        (HOST.to_string(), DEPLOY_HOST.to_string()),
+    ])
+}
+
+/// Whether an object with these labels belongs to a deploy (never stale).
+pub fn is_deploy(object_labels: &HashMap<String, String>) -> bool {
+    object_labels.get(ROLE).map(String::as_str) == Some(ROLE_DEPLOY)
+}
 
 /// The label set of one run; objects add their role.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -144,7 +144,13 @@ impl Engine {
 /// back to checking that the process's command line mentions `drydock`; that
 /// heuristic misjudges programs embedding the library under another name (test
 /// binaries, for one), which is why the start time is recorded.
+///
+/// Deploy objects ([`labels::is_deploy`]) have no owner process and always
+/// count as alive.
 pub fn owner_alive(object_labels: &HashMap<String, String>) -> bool {
+    if labels::is_deploy(object_labels) {
+        return true;
+    }
     let this_host = labels::host_name();
     if object_labels
         .get(labels::HOST)
@@ -179,11 +185,13 @@ pub fn owner_alive(object_labels: &HashMap<String, String>) -> bool {
 
 impl Engine {
     /// Leftovers of runs whose drydock process is gone (or all with `all`).
+    /// The long-lived objects of deploys ([`labels::is_deploy`]) are never
+    /// stale, not even with `all`: `drydock undeploy` removes them.
     pub async fn stale(&self, all: bool) -> Result<Vec<Leftover>, EngineError> {
         let found = self.labelled(labels::MANAGED).await?;
         Ok(found
             .into_iter()
-            .filter(|l| all || !owner_alive(&l.labels))
+            .filter(|l| !labels::is_deploy(&l.labels) && (all || !owner_alive(&l.labels)))
             .collect())
     }
 
@@ -215,6 +223,29 @@ mod tests {
             owner_alive(&elsewhere),
             "objects of other hosts are left alone"
         );
+    }
+
+    #[test]
+    fn deploy_objects_are_never_stale() {
+        let deploy = labels::deploy_labels("staging", "app");
+        assert!(labels::is_deploy(&deploy));
+        assert!(!deploy.contains_key(labels::MANAGED));
+        // Inherited image labels of a dead run are masked.
+        assert_eq!(deploy[labels::PID], "");
+        assert_eq!(deploy[labels::RUN], "");
+        assert!(owner_alive(&deploy), "no owner process, yet alive");
+        // What a drydock without deploy support sees: another host's object.
+        let mut old_view = deploy.clone();
+        old_view.remove(labels::ROLE);
+        old_view.insert(labels::MANAGED.to_string(), "true".to_string());
+        assert!(owner_alive(&old_view), "{old_view:?}");
+        // Even labels that would otherwise look dead keep a deploy object alive.
+        let mut odd = deploy.clone();
+        odd.insert(labels::MANAGED.to_string(), "true".to_string());
+        odd.insert(labels::PID.to_string(), "9999999".to_string());
+        assert!(owner_alive(&odd));
+        let run = labels::RunLabels::for_this_process("r", "p").with_role("step");
+        assert!(!labels::is_deploy(&run));
     }
 
     #[test]

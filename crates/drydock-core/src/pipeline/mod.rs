@@ -82,6 +82,46 @@ pub fn parse_str(
         })
 }
 
+/// Validates a deploy config (see [`crate::deploy::config`]) held in memory.
+pub(crate) fn parse_deploy_config(
+    source: &str,
+    file_label: &str,
+    channel: &str,
+    vars: &Vars,
+) -> Result<crate::deploy::config::DeployConfig, PipelineError> {
+    let diag = |pos: tree::Pos, message: String| Diagnostic {
+        file: file_label.to_string(),
+        line: pos.line,
+        col: pos.col,
+        message,
+    };
+    let root = match tree::parse(source) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            let first = diag(
+                tree::Pos::START,
+                "the deploy config is empty (expected a mapping with version, name, channel and app)"
+                    .to_string(),
+            );
+            return Err(PipelineError::Invalid {
+                all: vec![first.clone()],
+                first,
+            });
+        }
+        Err(e) => return Err(PipelineError::Syntax(diag(e.pos, e.message))),
+    };
+    // Deploy configs name no repository paths: the root is never used.
+    validate::Checker::new(vars, PathBuf::from("/"))
+        .check_deploy(&root, PathBuf::from(file_label), channel)
+        .map_err(|errors| {
+            let all: Vec<Diagnostic> = errors.into_iter().map(|(p, m)| diag(p, m)).collect();
+            PipelineError::Invalid {
+                first: all[0].clone(),
+                all,
+            }
+        })
+}
+
 /// The repository root for a pipeline file: the nearest ancestor directory
 /// holding `.git` (a directory, or a file as in worktrees); else the parent
 /// of the nearest ancestor directory named `pipelines`; else the file's

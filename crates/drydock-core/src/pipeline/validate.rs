@@ -10,6 +10,8 @@ use super::interpolate::{interpolate, Vars};
 use super::model::*;
 use super::tree::{Kind, Node, Pos, ScalarType};
 
+mod deploy;
+
 const ROOT_KEYS: &[&str] = &["version", "name", "build", "services", "tiers", "release"];
 const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "trust"];
 const SERVICE_KEYS: &[&str] = &["image", "build", "env", "command", "ready"];

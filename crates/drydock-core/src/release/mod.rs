@@ -48,6 +48,7 @@
 //! whose git sha starts with the given prefix (at least
 //! [`MIN_SHA_PREFIX`] characters) or whose run id equals it.
 
+mod deployments;
 mod rollback;
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,8 @@ use std::time::{Duration, Instant};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
+
+pub use deployments::{Deployment, NewDeployment};
 
 /// How long a ledger operation waits for another process holding the lock
 /// before it fails with [`LedgerError::Sql`] (`database is locked`).
@@ -566,6 +569,7 @@ fn setup(conn: &mut Connection) -> Result<(), Box<dyn std::error::Error + Send +
         .into());
     }
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(deployments::SCHEMA)?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
