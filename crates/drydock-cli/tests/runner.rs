@@ -1,0 +1,210 @@
+//! `drydock runner` as a process: kill -9 mid-run, restart, nothing lost or
+//! leaked; and (ignored by default) the 1,000-queued-runs measurement.
+
+#[path = "../../drydock-runner/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A `drydock runner` child process and everything it wrote to stderr.
+struct RunnerProcess {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl RunnerProcess {
+    fn start(config: &Path) -> RunnerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drydock"))
+            .args(["runner", "--config"])
+            .arg(config)
+            .env("DRYDOCK_TEST_HOOK_SECRET", SECRET)
+            .env("DRYDOCK_TEST_API_TOKEN", TOKEN)
+            .env("DRYDOCK_STATE_DIR", config.parent().unwrap())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("drydock runs");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("runner did not start: {}", stderr.lock().unwrap()))
+            .parse()
+            .unwrap();
+        RunnerProcess {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn runs(&self) -> Vec<serde_json::Value> {
+        let reply = http(self.addr, "GET", "/api/runs?limit=1000", &[], b"");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["runs"].as_array().unwrap().clone()
+    }
+
+    fn terminate(mut self) -> String {
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        let s = self.stderr.lock().unwrap().clone();
+        s
+    }
+}
+
+fn write_config(origin: &Origin, state: &Path, extra: &str) -> std::path::PathBuf {
+    let path = state.join("runner.yml");
+    std::fs::write(&path, origin.config(state, "500ms", "") + extra).unwrap();
+    path
+}
+
+#[test]
+fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
+    let origin = Origin::new();
+    origin.write("pipelines/ci.yml", &pipeline(r#"["sleep", "4"]"#));
+    origin.commit("slow");
+    git(&origin.work(), &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(&origin, state.path(), "");
+
+    let mut first = RunnerProcess::start(&config);
+    // Wait until the run's step container exists, then kill -9.
+    let (id, leaked) = wait_for("a running run with a container", Duration::from_secs(60), || {
+        let runs = first.runs();
+        let run = runs.iter().find(|r| r["state"] == "running")?;
+        let id = run["id"].as_str()?.to_string();
+        let containers = containers_of(&id);
+        (!containers.is_empty()).then_some((id, containers))
+    });
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    assert!(!leaked.is_empty());
+    assert!(!containers_of(&id).is_empty(), "the kill left the step container behind");
+    let log1 = first.stderr.lock().unwrap().clone();
+
+    // Restart: the run is interrupted, its containers reaped, a retry queued and run.
+    let restarted = Instant::now();
+    let second = RunnerProcess::start(&config);
+    let reaped_after = wait_for("the dead run's containers gone", Duration::from_secs(60), || {
+        containers_of(&id).is_empty().then(|| restarted.elapsed())
+    });
+    let retry = wait_for("the re-queued run to pass", Duration::from_secs(90), || {
+        let runs = second.runs();
+        let old = runs.iter().find(|r| r["id"] == id.as_str())?;
+        assert_eq!(old["state"], "interrupted", "{old}");
+        let retry = runs.iter().find(|r| r["retry_of"] == id.as_str())?.clone();
+        (retry["state"] != "queued" && retry["state"] != "running").then_some(retry)
+    });
+    assert_eq!(retry["state"], "passed", "{retry}");
+    assert_eq!(retry["sha"], origin.head("main").as_str());
+    let retry_id = retry["id"].as_str().unwrap();
+    assert!(containers_of(retry_id).is_empty());
+    let old = second
+        .runs()
+        .into_iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap();
+    assert!(
+        old["reason"].as_str().unwrap().contains("re-queued as run"),
+        "{old}"
+    );
+    eprintln!(
+        "kill -9 mid-run: restart reaped the dead run's containers in {} ms; retry {} passed",
+        reaped_after.as_millis(),
+        retry_id
+    );
+    // A rejected webhook is logged, without the secret.
+    let rejected = http(second.addr, "POST", "/hooks/github", &[("X-Hub-Signature-256", "sha256=00")], b"{}");
+    assert_eq!(rejected.status, 401);
+    let page = http(second.addr, "GET", "/", &[], b"");
+    let log2 = second.terminate();
+    assert!(log2.contains("webhook rejected"), "{log2}");
+    for text in [&log1, &log2, &page.body] {
+        assert!(!text.contains(SECRET) && !text.contains(TOKEN));
+    }
+    assert!(std::fs::read_dir(state.path().join("worktrees")).unwrap().next().is_none());
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn timed(addr: SocketAddr, path: &str) -> (Duration, usize) {
+    let mut times = Vec::new();
+    let mut len = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = http(addr, "GET", path, &[], b"");
+        times.push(t.elapsed());
+        assert_eq!(r.status, 200);
+        len = r.body.len();
+    }
+    times.sort();
+    (times[times.len() / 2], len)
+}
+
+/// 1,000 queued runs: the runner's memory and API latency (prints figures).
+#[test]
+#[ignore = "measurement: cargo test -p drydock-cli --test runner -- --ignored --nocapture"]
+fn queue_of_1000_runs() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(&origin, state.path(), "");
+    let runner = RunnerProcess::start(&config);
+    let pid = runner.child.id();
+    let first = wait_for("the first run", Duration::from_secs(60), || {
+        runner.runs().first().and_then(|r| r["id"].as_str().map(String::from))
+    });
+    let idle = rss_kib(pid);
+    let (lat_idle, _) = timed(runner.addr, "/api/runs?limit=100");
+    let auth = format!("Bearer {TOKEN}");
+    let t = Instant::now();
+    for _ in 0..1000 {
+        let r = http(runner.addr, "POST", &format!("/api/runs/{first}/rerun"), &[("Authorization", &auth)], b"");
+        assert_eq!(r.status, 202);
+    }
+    let enqueue = t.elapsed();
+    let queued = runner
+        .runs()
+        .iter()
+        .filter(|r| r["state"] == "queued")
+        .count();
+    let full = rss_kib(pid);
+    let (lat_list, len_list) = timed(runner.addr, "/api/runs?limit=100");
+    let (lat_all, len_all) = timed(runner.addr, "/api/runs?limit=1000");
+    let (lat_one, _) = timed(runner.addr, &format!("/api/runs/{first}"));
+    let (lat_page, len_page) = timed(runner.addr, "/");
+    let (lat_badge, _) = timed(runner.addr, "/badge/app/main.svg");
+    eprintln!("1,000 reruns queued in {} ms ({queued} still queued when measured)", enqueue.as_millis());
+    eprintln!("runner RSS: {idle} KiB idle, {full} KiB with the queue full");
+    eprintln!("median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
+    runner.terminate();
+}
