@@ -275,3 +275,69 @@ async fn webhooks_and_api() {
     }
     runner.stop().await;
 }
+
+/// Loads `url` in Debian's chromium (headless) and returns the rendered DOM.
+fn browser_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium is installed (scripts/ensure-engine.sh installs it)");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The status page as a person sees it in a real browser: runs, per-tier and
+/// per-step state and durations, failed tests from JUnit, logs; a hostile
+/// branch name shows as text and runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_a_headless_browser() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let failing = "version: 1\nname: runner-fixture\ntiers:\n  - name: check\n    steps:\n      - name: probe\n        image: drydock/debian:bookworm\n        network: false\n        junit: /results/junit.xml\n        command: ['sh', '-c', 'mkdir -p /results; echo \"<testsuite name=\\\"s\\\" tests=\\\"2\\\" failures=\\\"1\\\"><testcase classname=\\\"pkg\\\" name=\\\"adds_numbers\\\"/><testcase classname=\\\"pkg\\\" name=\\\"divides_by_zero\\\"><failure message=\\\"boom\\\"/></testcase></testsuite>\" > /results/junit.xml; echo visible-log-line; exit 1']\n  - name: later\n    steps:\n      - name: never\n        image: drydock/debian:bookworm\n        command: ['true']\n";
+    let hostile = "feature/<script>document.title='pwned'</script>";
+    origin.push_branch(hostile, "origin/main", "pipelines/ci.yml", failing, "red with junit");
+    let runner = start(&origin, state.path(), "300ms", "").await;
+    let store = runner.shared().store.clone();
+    let red = finished(&store, "red run", |r| r.branch == hostile).await;
+    assert_eq!(red.state, RunState::Failed, "{red:?}");
+    let green = finished(&store, "main", |r| r.branch == "main").await;
+    assert_eq!(green.state, RunState::Passed);
+
+    let base = format!("http://{}", runner.addr());
+    let (index, page) = tokio::task::spawn_blocking({
+        let base = base.clone();
+        let id = red.id.clone();
+        move || (browser_dom(&format!("{base}/")), browser_dom(&format!("{base}/runs/{id}")))
+    })
+    .await
+    .unwrap();
+    // The run list: both runs, their states, the branch as text.
+    assert!(index.contains(&red.id) && index.contains(&green.id), "{index}");
+    assert!(index.contains("failed") && index.contains("passed"));
+    assert!(index.contains("feature/&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "{index}");
+    assert!(!index.contains("<title>pwned</title>"));
+    // The run: tiers and steps with state and duration, failed tests, the log.
+    assert!(page.contains("<td id=\"state\" class=\"failed\">failed</td>"), "{page}");
+    assert!(page.contains("<td>check</td><td class=\"failed\">failed</td>"), "{page}");
+    assert!(page.contains("<td>later</td><td>never</td><td class=\"skipped\">skipped</td>"), "{page}");
+    assert!(page.contains("1 passed, 1 failed"), "{page}");
+    assert!(page.contains("divides_by_zero"), "{page}");
+    assert!(page.contains("[check/probe] visible-log-line"), "{page}");
+    assert!(!page.contains(SECRET) && !index.contains(SECRET));
+    assert!(!page.contains("<title>pwned</title>"));
+    runner.stop().await;
+}
