@@ -86,31 +86,43 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     let origin = Origin::new();
     origin.write("pipelines/ci.yml", &pipeline(r#"["sleep", "4"]"#));
     origin.commit("slow");
-    git(&origin.work(), &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
     let state = tempfile::tempdir().unwrap();
     let config = write_config(&origin, state.path(), "");
 
     let mut first = RunnerProcess::start(&config);
     // Wait until the run's step container exists, then kill -9.
-    let (id, leaked) = wait_for("a running run with a container", Duration::from_secs(60), || {
-        let runs = first.runs();
-        let run = runs.iter().find(|r| r["state"] == "running")?;
-        let id = run["id"].as_str()?.to_string();
-        let containers = containers_of(&id);
-        (!containers.is_empty()).then_some((id, containers))
-    });
+    let (id, leaked) = wait_for(
+        "a running run with a container",
+        Duration::from_secs(60),
+        || {
+            let runs = first.runs();
+            let run = runs.iter().find(|r| r["state"] == "running")?;
+            let id = run["id"].as_str()?.to_string();
+            let containers = containers_of(&id);
+            (!containers.is_empty()).then_some((id, containers))
+        },
+    );
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
     assert!(!leaked.is_empty());
-    assert!(!containers_of(&id).is_empty(), "the kill left the step container behind");
+    assert!(
+        !containers_of(&id).is_empty(),
+        "the kill left the step container behind"
+    );
     let log1 = first.stderr.lock().unwrap().clone();
 
     // Restart: the run is interrupted, its containers reaped, a retry queued and run.
     let restarted = Instant::now();
     let second = RunnerProcess::start(&config);
-    let reaped_after = wait_for("the dead run's containers gone", Duration::from_secs(60), || {
-        containers_of(&id).is_empty().then(|| restarted.elapsed())
-    });
+    let reaped_after = wait_for(
+        "the dead run's containers gone",
+        Duration::from_secs(60),
+        || containers_of(&id).is_empty().then(|| restarted.elapsed()),
+    );
     let retry = wait_for("the re-queued run to pass", Duration::from_secs(90), || {
         let runs = second.runs();
         let old = runs.iter().find(|r| r["id"] == id.as_str())?;
@@ -137,7 +149,13 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
         retry_id
     );
     // A rejected webhook is logged, without the secret.
-    let rejected = http(second.addr, "POST", "/hooks/github", &[("X-Hub-Signature-256", "sha256=00")], b"{}");
+    let rejected = http(
+        second.addr,
+        "POST",
+        "/hooks/github",
+        &[("X-Hub-Signature-256", "sha256=00")],
+        b"{}",
+    );
     assert_eq!(rejected.status, 401);
     let page = http(second.addr, "GET", "/", &[], b"");
     let log2 = second.terminate();
@@ -145,7 +163,10 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     for text in [&log1, &log2, &page.body] {
         assert!(!text.contains(SECRET) && !text.contains(TOKEN));
     }
-    assert!(std::fs::read_dir(state.path().join("worktrees")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(state.path().join("worktrees"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -181,14 +202,23 @@ fn queue_of_1000_runs() {
     let runner = RunnerProcess::start(&config);
     let pid = runner.child.id();
     let first = wait_for("the first run", Duration::from_secs(60), || {
-        runner.runs().first().and_then(|r| r["id"].as_str().map(String::from))
+        runner
+            .runs()
+            .first()
+            .and_then(|r| r["id"].as_str().map(String::from))
     });
     let idle = rss_kib(pid);
     let (lat_idle, _) = timed(runner.addr, "/api/runs?limit=100");
     let auth = format!("Bearer {TOKEN}");
     let t = Instant::now();
     for _ in 0..1000 {
-        let r = http(runner.addr, "POST", &format!("/api/runs/{first}/rerun"), &[("Authorization", &auth)], b"");
+        let r = http(
+            runner.addr,
+            "POST",
+            &format!("/api/runs/{first}/rerun"),
+            &[("Authorization", &auth)],
+            b"",
+        );
         assert_eq!(r.status, 202);
     }
     let enqueue = t.elapsed();
@@ -203,7 +233,10 @@ fn queue_of_1000_runs() {
     let (lat_one, _) = timed(runner.addr, &format!("/api/runs/{first}"));
     let (lat_page, len_page) = timed(runner.addr, "/");
     let (lat_badge, _) = timed(runner.addr, "/badge/app/main.svg");
-    eprintln!("1,000 reruns queued in {} ms ({queued} still queued when measured)", enqueue.as_millis());
+    eprintln!(
+        "1,000 reruns queued in {} ms ({queued} still queued when measured)",
+        enqueue.as_millis()
+    );
     eprintln!("runner RSS: {idle} KiB idle, {full} KiB with the queue full");
     eprintln!("median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
     runner.terminate();

@@ -300,7 +300,10 @@ impl Checker<'_> {
         let Kind::Seq(items) = &node.kind else {
             self.fail(
                 node.pos,
-                format!("`{key}`: expected a list of strings, found {}", node.describe()),
+                format!(
+                    "`{key}`: expected a list of strings, found {}",
+                    node.describe()
+                ),
             );
             return None;
         };
@@ -349,7 +352,10 @@ impl Checker<'_> {
             _ => {
                 self.fail(
                     k.pos,
-                    format!("`{key}`: unknown source {}, expected `env` or `file`", k.describe()),
+                    format!(
+                        "`{key}`: unknown source {}, expected `env` or `file`",
+                        k.describe()
+                    ),
                 );
                 return None;
             }
@@ -462,7 +468,10 @@ impl Checker<'_> {
         for item in items {
             if let Some(repo) = self.repo(item, poll_interval) {
                 if config.repos.iter().any(|r| r.name == repo.name) {
-                    self.fail(item.pos, format!("repository `{}` is listed twice", repo.name));
+                    self.fail(
+                        item.pos,
+                        format!("repository `{}` is listed twice", repo.name),
+                    );
                 }
                 config.repos.push(repo);
             }
@@ -474,7 +483,10 @@ impl Checker<'_> {
         let list = self.strings(node, key)?;
         for b in &list {
             if !valid_branch(&b.replace('*', "x")) {
-                self.fail(node.pos, format!("`{key}`: {b:?} is not a valid branch name or pattern"));
+                self.fail(
+                    node.pos,
+                    format!("`{key}`: {b:?} is not a valid branch name or pattern"),
+                );
                 return None;
             }
         }
@@ -623,19 +635,43 @@ mod tests {
         assert!(!r.is_candidate("main"));
         assert_eq!(r.poll, Some(Duration::from_secs(2)));
         assert_eq!(c.webhook_secret.unwrap().expose(), "s3cret-value");
-        assert!(!format!("{:?}", parse("webhook_secret: { env: HOOK }\nrepos: []\n")).contains("s3cret"));
+        assert!(
+            !format!("{:?}", parse("webhook_secret: { env: HOOK }\nrepos: []\n"))
+                .contains("s3cret")
+        );
     }
 
     #[test]
     fn errors_are_located() {
         let cases = [
-            ("repos: []\nconcurency: 2\n", "/etc/runner.yml:2:1: unknown key `concurency`"),
-            ("repos:\n  - name: app\n", "/etc/runner.yml:2:5: a repository needs a `url`"),
-            ("repos: []\nrun_timeout: 5 minutes\n", "/etc/runner.yml:2:14: `run_timeout`"),
-            ("repos: []\nwebhook_secret: { env: NOPE }\n", "/etc/runner.yml:2:24: `webhook_secret`: environment variable NOPE is not set"),
-            ("repos: []\nwebhook_secret: hunter22\n", "/etc/runner.yml:2:17: webhook_secret: expected a mapping"),
-            ("repos:\n  - name: app\n    url: x\n    integrate: rebase\n", "/etc/runner.yml:4:16: `integrate`"),
-            ("concurrency: 0\nrepos: []\n", "/etc/runner.yml:1:14: `concurrency`"),
+            (
+                "repos: []\nconcurency: 2\n",
+                "/etc/runner.yml:2:1: unknown key `concurency`",
+            ),
+            (
+                "repos:\n  - name: app\n",
+                "/etc/runner.yml:2:5: a repository needs a `url`",
+            ),
+            (
+                "repos: []\nrun_timeout: 5 minutes\n",
+                "/etc/runner.yml:2:14: `run_timeout`",
+            ),
+            (
+                "repos: []\nwebhook_secret: { env: NOPE }\n",
+                "/etc/runner.yml:2:24: `webhook_secret`: environment variable NOPE is not set",
+            ),
+            (
+                "repos: []\nwebhook_secret: hunter22\n",
+                "/etc/runner.yml:2:17: webhook_secret: expected a mapping",
+            ),
+            (
+                "repos:\n  - name: app\n    url: x\n    integrate: rebase\n",
+                "/etc/runner.yml:4:16: `integrate`",
+            ),
+            (
+                "concurrency: 0\nrepos: []\n",
+                "/etc/runner.yml:1:14: `concurrency`",
+            ),
             ("repos: [\n", "/etc/runner.yml:"),
         ];
         for (src, want) in cases {

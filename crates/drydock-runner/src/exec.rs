@@ -65,9 +65,13 @@ pub async fn recover(shared: &Arc<Shared>) {
     };
     for run in &interrupted {
         match shared.engine.remove_run(&run.id).await {
-            Ok(n) if n > 0 => tracing::info!(run = %run.id, "removed {n} containers/networks of the interrupted run"),
+            Ok(n) if n > 0 => {
+                tracing::info!(run = %run.id, "removed {n} containers/networks of the interrupted run")
+            }
             Ok(_) => {}
-            Err(e) => tracing::warn!(run = %run.id, "cannot remove the interrupted run's containers: {e}"),
+            Err(e) => {
+                tracing::warn!(run = %run.id, "cannot remove the interrupted run's containers: {e}")
+            }
         }
         if let Some(mirror) = shared.mirrors.get(&run.repo) {
             mirror.remove_worktree(&shared.worktree_dir(&run.id)).await;
@@ -194,11 +198,12 @@ pub async fn execute(shared: &Arc<Shared>, run: Run) {
         log.note(ending.state.as_str());
     }
     tracing::info!(run = %run.id, state = ending.state.as_str(), reason = ending.reason.as_deref().unwrap_or(""), "run finished");
-    if let Err(e) =
-        shared
-            .store
-            .finish(&run.id, ending.state, ending.reason.as_deref(), summary.as_ref())
-    {
+    if let Err(e) = shared.store.finish(
+        &run.id,
+        ending.state,
+        ending.reason.as_deref(),
+        summary.as_ref(),
+    ) {
         tracing::error!(run = %run.id, "cannot record the end of the run: {e}");
     }
     if ending.state == RunState::Interrupted && shared.config.requeue_interrupted {
@@ -226,7 +231,10 @@ async fn execute_in(
         let _lock = shared.repo_locks[&repo.name].lock().await;
         log.note("fetching");
         if let Err(e) = mirror.fetch().await {
-            return EndingError::new(RunState::Errored, format!("cannot fetch the repository: {e}"));
+            return EndingError::new(
+                RunState::Errored,
+                format!("cannot fetch the repository: {e}"),
+            );
         }
         if !mirror.has_commit(&run.sha).await {
             return EndingError::new(
@@ -237,7 +245,9 @@ async fn execute_in(
         match run.kind {
             RunKind::Branch => match mirror.add_worktree(worktree, &run.sha).await {
                 Ok(()) => run.sha.clone(),
-                Err(e) => return EndingError::new(RunState::Errored, format!("cannot check out: {e}")),
+                Err(e) => {
+                    return EndingError::new(RunState::Errored, format!("cannot check out: {e}"))
+                }
             },
             RunKind::Candidate => {
                 match gate::prepare(shared, repo, mirror, run, worktree, log).await {
@@ -261,7 +271,12 @@ async fn execute_in(
     }
     let source = match std::fs::read_to_string(&path) {
         Ok(s) => s,
-        Err(e) => return EndingError::new(RunState::Errored, format!("cannot read {}: {e}", repo.pipeline)),
+        Err(e) => {
+            return EndingError::new(
+                RunState::Errored,
+                format!("cannot read {}: {e}", repo.pipeline),
+            )
+        }
     };
     let vars = pipeline_vars(shared)
         .with_builtin("DRYDOCK_RUN_ID", run.id.as_str())
@@ -275,7 +290,8 @@ async fn execute_in(
         }
     };
     // Deploy on green: only the central branch releases, to the configured channel.
-    let deploys = run.kind == RunKind::Branch && run.branch == repo.central && repo.deploy.is_some();
+    let deploys =
+        run.kind == RunKind::Branch && run.branch == repo.central && repo.deploy.is_some();
     match (&mut pipeline.release, deploys) {
         (Some(release), true) => release.channel = repo.deploy.clone().unwrap_or_default(),
         (release, _) => *release = None,
@@ -285,7 +301,12 @@ async fn execute_in(
     let results_dir = shared.results_dir(&run.id);
     let mut results = match ResultsWriter::create(&results_dir) {
         Ok(r) => r,
-        Err(e) => return EndingError::new(RunState::Errored, format!("cannot create the results folder: {e}")),
+        Err(e) => {
+            return EndingError::new(
+                RunState::Errored,
+                format!("cannot create the results folder: {e}"),
+            )
+        }
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
     let consumer = {
@@ -299,7 +320,11 @@ async fn execute_in(
                     tracing::warn!("results folder: {e}");
                 }
                 if live.handle(&event, &log) {
-                    shared.live.lock().unwrap().insert(id.clone(), live.summary.clone());
+                    shared
+                        .live
+                        .lock()
+                        .unwrap()
+                        .insert(id.clone(), live.summary.clone());
                 }
             }
             shared.live.lock().unwrap().insert(id, live.summary.clone());
@@ -317,7 +342,8 @@ async fn execute_in(
     };
     let runtime = Arc::new(shared.engine.clone());
     let token = cancel.clone();
-    let mut task = tokio::spawn(async move { run_pipeline(&pipeline, runtime, options, tx, token).await });
+    let mut task =
+        tokio::spawn(async move { run_pipeline(&pipeline, runtime, options, tx, token).await });
     let timeout = shared.config.run_timeout;
     let (report, timed_out) = tokio::select! {
         r = &mut task => (r, false),
@@ -349,21 +375,31 @@ async fn execute_in(
             state: RunState::Passed,
             reason: None,
         },
-        Outcome::Failed => EndingError::new(RunState::Failed, report.error.unwrap_or_else(|| "a step failed".into())),
-        Outcome::Errored => EndingError::new(RunState::Errored, report.error.unwrap_or_else(|| "infrastructure error".into())),
+        Outcome::Failed => EndingError::new(
+            RunState::Failed,
+            report.error.unwrap_or_else(|| "a step failed".into()),
+        ),
+        Outcome::Errored => EndingError::new(
+            RunState::Errored,
+            report
+                .error
+                .unwrap_or_else(|| "infrastructure error".into()),
+        ),
         Outcome::Interrupted => EndingError::new(RunState::Interrupted, "interrupted"),
     };
     // 4. A candidate lands (or not).
     if run.kind == RunKind::Candidate {
-        if let Some(base) = shared.store.get(&run.id).ok().flatten().and_then(|r| r.base_sha) {
+        if let Some(base) = shared
+            .store
+            .get(&run.id)
+            .ok()
+            .flatten()
+            .and_then(|r| r.base_sha)
+        {
             let outcome = if ending.state == RunState::Passed {
                 gate::land(shared, repo, mirror, run, &base, &tested, log).await
             } else {
-                format!(
-                    "not landed: {} left at {}",
-                    repo.central,
-                    &base[..12]
-                )
+                format!("not landed: {} left at {}", repo.central, &base[..12])
             };
             let reason = match ending.reason {
                 Some(r) => format!("{r}; {outcome}"),
@@ -405,7 +441,9 @@ fn record_release(released: &drydock_core::run::Released, sha: &str, run_id: &st
     });
     match result {
         Ok(_) => log.note(&format!("deployed to channel {}", released.channel)),
-        Err(e) => log.note(&format!("released, but the ledger could not record it: {e}")),
+        Err(e) => log.note(&format!(
+            "released, but the ledger could not record it: {e}"
+        )),
     }
 }
 
@@ -444,7 +482,10 @@ impl Live {
                 failed_tests,
                 ..
             } => {
-                log.note(&format!("{tier}/{step} {} in {duration_ms} ms", status.word()));
+                log.note(&format!(
+                    "{tier}/{step} {} in {duration_ms} ms",
+                    status.word()
+                ));
                 self.summary.steps.push(StepSummary {
                     tier: tier.clone(),
                     step: step.clone(),

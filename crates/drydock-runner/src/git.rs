@@ -88,7 +88,16 @@ impl Mirror {
             if let Some(parent) = path.parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
-            git(None, [OsStr::new("init"), OsStr::new("--bare"), OsStr::new("--quiet"), path.as_os_str()]).await?;
+            git(
+                None,
+                [
+                    OsStr::new("init"),
+                    OsStr::new("--bare"),
+                    OsStr::new("--quiet"),
+                    path.as_os_str(),
+                ],
+            )
+            .await?;
         }
         Ok(Mirror {
             path,
@@ -122,18 +131,29 @@ impl Mirror {
     /// The commit a branch of the mirror points to.
     pub async fn branch_head(&self, branch: &str) -> Option<String> {
         let refname = format!("refs/heads/{branch}^{{commit}}");
-        self.git(["rev-parse", "--verify", "--quiet", "--end-of-options", &refname])
-            .await
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| is_sha(s))
+        self.git([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &refname,
+        ])
+        .await
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| is_sha(s))
     }
 
     /// Whether the mirror holds this commit.
     pub async fn has_commit(&self, sha: &str) -> bool {
         is_sha(sha)
             && self
-                .git(["cat-file", "-e", "--end-of-options", &format!("{sha}^{{commit}}")])
+                .git([
+                    "cat-file",
+                    "-e",
+                    "--end-of-options",
+                    &format!("{sha}^{{commit}}"),
+                ])
                 .await
                 .is_ok()
     }
@@ -185,9 +205,16 @@ impl Mirror {
     /// moved meanwhile refuses the push.
     pub async fn push(&self, sha: &str, branch: &str) -> Result<(), GitError> {
         let refspec = format!("{sha}:refs/heads/{branch}");
-        self.git(["push", "--quiet", "--porcelain", "--end-of-options", &self.url, &refspec])
-            .await
-            .map(drop)
+        self.git([
+            "push",
+            "--quiet",
+            "--porcelain",
+            "--end-of-options",
+            &self.url,
+            &refspec,
+        ])
+        .await
+        .map(drop)
     }
 }
 

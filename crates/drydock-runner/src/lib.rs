@@ -137,9 +137,12 @@ impl Runner {
         let mut mirrors = HashMap::new();
         let mut repo_locks = HashMap::new();
         for repo in &config.repos {
-            let mirror = Mirror::ensure(state.join("git").join(format!("{}.git", repo.name)), &repo.url)
-                .await
-                .map_err(|e| StartError::State(e.to_string()))?;
+            let mirror = Mirror::ensure(
+                state.join("git").join(format!("{}.git", repo.name)),
+                &repo.url,
+            )
+            .await
+            .map_err(|e| StartError::State(e.to_string()))?;
             mirrors.insert(repo.name.clone(), mirror);
             repo_locks.insert(repo.name.clone(), tokio::sync::Mutex::new(()));
         }

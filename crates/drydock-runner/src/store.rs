@@ -505,7 +505,8 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let ids: Vec<String> = {
-            let mut stmt = tx.prepare("SELECT id FROM runs WHERE state = 'running' ORDER BY seq")?;
+            let mut stmt =
+                tx.prepare("SELECT id FROM runs WHERE state = 'running' ORDER BY seq")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -579,16 +580,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        let c1 = store.enqueue(new("app", "ready/a", RunKind::Candidate)).unwrap();
-        let c2 = store.enqueue(new("app", "ready/b", RunKind::Candidate)).unwrap();
+        let c1 = store
+            .enqueue(new("app", "ready/a", RunKind::Candidate))
+            .unwrap();
+        let c2 = store
+            .enqueue(new("app", "ready/b", RunKind::Candidate))
+            .unwrap();
         let b = store.enqueue(new("app", "main", RunKind::Branch)).unwrap();
         assert_eq!(store.claim_next().unwrap().unwrap().id, c1.id);
         // c2 waits for c1: the branch run goes first.
         assert_eq!(store.claim_next().unwrap().unwrap().id, b.id);
         assert!(store.claim_next().unwrap().is_none());
-        assert!(store
-            .finish(&c1.id, RunState::Passed, None, None)
-            .unwrap());
+        assert!(store.finish(&c1.id, RunState::Passed, None, None).unwrap());
         assert!(!store.finish(&c1.id, RunState::Failed, None, None).unwrap());
         assert_eq!(store.claim_next().unwrap().unwrap().id, c2.id);
         drop(store);
@@ -598,7 +601,10 @@ mod tests {
         let interrupted = store.interrupt_running("runner restarted").unwrap();
         let ids: Vec<_> = interrupted.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, [c2.id.as_str(), b.id.as_str()]);
-        assert_eq!(store.get(&b.id).unwrap().unwrap().state, RunState::Interrupted);
+        assert_eq!(
+            store.get(&b.id).unwrap().unwrap().state,
+            RunState::Interrupted
+        );
         assert_eq!(store.count(RunState::Running).unwrap(), 0);
 
         let mut seen = new("app", "main", RunKind::Branch);

@@ -15,6 +15,10 @@
 //! signature 401, malformed JSON 400 (each logged); a delivery id seen before
 //! is a replay and is ignored (200). Secrets never appear in responses or logs.
 
+// Handlers short-circuit with a ready `Response` as the error: it is built once
+// per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +99,12 @@ fn reject(status: StatusCode, why: &str) -> Response {
     (status, Json(json!({ "error": why }))).into_response()
 }
 
-async fn read_body(shared: &Shared, body: Body, hook: &str, peer: std::net::SocketAddr) -> Result<Bytes, Response> {
+async fn read_body(
+    shared: &Shared,
+    body: Body,
+    hook: &str,
+    peer: std::net::SocketAddr,
+) -> Result<Bytes, Response> {
     match axum::body::to_bytes(body, shared.config.max_body).await {
         Ok(bytes) => Ok(bytes),
         Err(_) => {
@@ -140,7 +149,14 @@ async fn hook_github(
         Some(_) => {}
     }
     let event = header(&headers, "x-github-event").unwrap_or("push");
-    handle_push(&shared, "github", peer, delivery, event == "push" || event == "ping", &body)
+    handle_push(
+        &shared,
+        "github",
+        peer,
+        delivery,
+        event == "push" || event == "ping",
+        &body,
+    )
 }
 
 async fn hook_gitlab(
@@ -170,7 +186,14 @@ async fn hook_gitlab(
         Some(_) => {}
     }
     let event = header(&headers, "x-gitlab-event").unwrap_or("Push Hook");
-    handle_push(&shared, "gitlab", peer, delivery, event == "Push Hook", &body)
+    handle_push(
+        &shared,
+        "gitlab",
+        peer,
+        delivery,
+        event == "Push Hook",
+        &body,
+    )
 }
 
 /// A verified delivery: replay check, then the push's branch and commit.
@@ -201,7 +224,11 @@ fn handle_push(
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(hook, %peer, delivery, "webhook ignored: replayed delivery");
-            return (StatusCode::OK, Json(json!({ "ignored": "replayed delivery" }))).into_response();
+            return (
+                StatusCode::OK,
+                Json(json!({ "ignored": "replayed delivery" })),
+            )
+                .into_response();
         }
         Err(e) => {
             tracing::error!("{e}");
@@ -209,7 +236,11 @@ fn handle_push(
         }
     }
     if !is_push {
-        return (StatusCode::OK, Json(json!({ "ignored": "not a push event" }))).into_response();
+        return (
+            StatusCode::OK,
+            Json(json!({ "ignored": "not a push event" })),
+        )
+            .into_response();
     }
     let refname = payload.get("ref").and_then(Value::as_str);
     let after = payload.get("after").and_then(Value::as_str);
@@ -232,10 +263,19 @@ fn handle_push(
         .or_else(|| payload.get("project"))
         .cloned()
         .unwrap_or(Value::Null);
-    let names: Vec<&str> = ["name", "full_name", "path_with_namespace", "clone_url", "ssh_url", "git_http_url", "git_ssh_url", "url"]
-        .iter()
-        .filter_map(|k| project.get(k).and_then(Value::as_str))
-        .collect();
+    let names: Vec<&str> = [
+        "name",
+        "full_name",
+        "path_with_namespace",
+        "clone_url",
+        "ssh_url",
+        "git_http_url",
+        "git_ssh_url",
+        "url",
+    ]
+    .iter()
+    .filter_map(|k| project.get(k).and_then(Value::as_str))
+    .collect();
     let repo = shared.config.repos.iter().find(|r| {
         names
             .iter()
@@ -243,10 +283,18 @@ fn handle_push(
     });
     let Some(repo) = repo else {
         tracing::info!(hook, delivery, "webhook ignored: repository not configured");
-        return (StatusCode::ACCEPTED, Json(json!({ "ignored": "repository not configured" }))).into_response();
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": "repository not configured" })),
+        )
+            .into_response();
     };
     if !repo.watches(branch) {
-        return (StatusCode::ACCEPTED, Json(json!({ "ignored": "branch not watched" }))).into_response();
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": "branch not watched" })),
+        )
+            .into_response();
     }
     let kind = if repo.is_candidate(branch) {
         RunKind::Candidate
@@ -263,7 +311,11 @@ fn handle_push(
     };
     match shared.observe(new) {
         Ok(Some(run)) => (StatusCode::ACCEPTED, Json(json!({ "queued": run.id }))).into_response(),
-        Ok(None) => (StatusCode::ACCEPTED, Json(json!({ "ignored": "commit already seen" }))).into_response(),
+        Ok(None) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": "commit already seen" })),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!("{e}");
             reject(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
@@ -412,7 +464,11 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-async fn api_cancel(State(shared): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn api_cancel(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
@@ -422,9 +478,12 @@ async fn api_cancel(State(shared): State<AppState>, Path(id): Path<String>, head
     };
     match run.state {
         RunState::Queued => {
-            let _ = shared
-                .store
-                .finish(&id, RunState::Cancelled, Some("cancelled through the API before it started"), None);
+            let _ = shared.store.finish(
+                &id,
+                RunState::Cancelled,
+                Some("cancelled through the API before it started"),
+                None,
+            );
         }
         RunState::Running => {
             shared.cancel_requested.lock().unwrap().insert(id.clone());
@@ -438,7 +497,11 @@ async fn api_cancel(State(shared): State<AppState>, Path(id): Path<String>, head
     (StatusCode::ACCEPTED, Json(json!({ "cancelling": id }))).into_response()
 }
 
-async fn api_rerun(State(shared): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn api_rerun(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
@@ -461,7 +524,10 @@ async fn api_rerun(State(shared): State<AppState>, Path(id): Path<String>, heade
 
 // ---------------------------------------------------------------- badge
 
-async fn badge(State(shared): State<AppState>, Path((repo, branch)): Path<(String, String)>) -> Response {
+async fn badge(
+    State(shared): State<AppState>,
+    Path((repo, branch)): Path<(String, String)>,
+) -> Response {
     let Some(branch) = branch.strip_suffix(".svg") else {
         return reject(StatusCode::NOT_FOUND, "badges end in .svg");
     };
@@ -530,12 +596,16 @@ fn ms(d: u64) -> String {
 fn run_duration(run: &Run) -> String {
     match (run.started_ms, run.finished_ms) {
         (Some(s), Some(f)) => ms((f - s).max(0) as u64),
-        (Some(s), None) => format!("{} (running)", ms((crate::store::now_ms() - s).max(0) as u64)),
+        (Some(s), None) => format!(
+            "{} (running)",
+            ms((crate::store::now_ms() - s).max(0) as u64)
+        ),
         _ => String::new(),
     }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
+const STYLE: &str =
+    "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
 td,th{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}\
 .passed{color:#2e7d32}.failed,.timed_out{color:#c62828}.errored{color:#6d4c41}\
 .running{color:#1565c0}.queued,.skipped,.cancelled,.interrupted{color:#757575}\
@@ -588,7 +658,13 @@ async fn page_index(State(shared): State<AppState>) -> Response {
 async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
     let run = match find(&shared, &id) {
         Ok(run) => run,
-        Err(_) => return (StatusCode::NOT_FOUND, page("not found", false, "<h1>No such run</h1>")).into_response(),
+        Err(_) => {
+            return (
+                StatusCode::NOT_FOUND,
+                page("not found", false, "<h1>No such run</h1>"),
+            )
+                .into_response()
+        }
     };
     let mut body = format!(
         "<p><a href=\"/\">all runs</a></p><h1>Run <span id=\"run-id\">{id}</span></h1><table><tr><th>repository</th><td>{repo}</td></tr><tr><th>branch</th><td id=\"branch\">{branch}</td></tr><tr><th>commit</th><td><code>{sha}</code></td></tr><tr><th>tested</th><td><code>{tested}</code></td></tr><tr><th>state</th><td id=\"state\" class=\"{state}\">{state}</td></tr><tr><th>duration</th><td>{dur}</td></tr><tr><th>trigger</th><td>{trigger}</td></tr><tr><th>why</th><td id=\"reason\">{reason}</td></tr></table>",
@@ -608,7 +684,10 @@ async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Res
             "<h2>Tiers</h2><table id=\"tiers\"><thead><tr><th>tier</th><th>state</th><th>duration</th><th>tests</th></tr></thead><tbody>"
         );
         for t in &summary.tiers {
-            let word = serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let word = serde_json::to_value(t.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             let _ = write!(
                 body,
                 "<tr class=\"tier\"><td>{}</td><td class=\"{word}\">{}</td><td>{}</td><td>{} passed, {} failed</td></tr>",
@@ -621,7 +700,10 @@ async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Res
         }
         body.push_str("</tbody></table><h2>Steps</h2><table id=\"steps\"><thead><tr><th>tier</th><th>step</th><th>state</th><th>duration</th><th>why</th></tr></thead><tbody>");
         for s in &summary.steps {
-            let word = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let word = serde_json::to_value(s.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             let _ = write!(
                 body,
                 "<tr class=\"step\"><td>{}</td><td>{}</td><td class=\"{word}\">{}</td><td>{}</td><td>{}</td></tr>",

@@ -27,11 +27,20 @@ async fn start(origin: &Origin, state: &Path, poll: &str, extra: &str) -> Runner
 async fn finished(store: &Arc<dyn Store>, what: &str, pred: impl Fn(&Run) -> bool) -> Run {
     let start = Instant::now();
     loop {
-        let runs = store.list(&RunFilter { limit: 1000, ..RunFilter::default() }).unwrap();
+        let runs = store
+            .list(&RunFilter {
+                limit: 1000,
+                ..RunFilter::default()
+            })
+            .unwrap();
         if let Some(run) = runs.into_iter().find(|r| r.state.is_finished() && pred(r)) {
             return run;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}: {:#?}", store.list(&RunFilter::default()).unwrap());
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}: {:#?}",
+            store.list(&RunFilter::default()).unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -58,7 +67,13 @@ async fn poll_run_and_land_green_candidates() {
 
     // A candidate on top of main, with a hostile name and message: fast-forward.
     let hostile = "ready/$(touch${IFS}/tmp/pwned)";
-    let cand = origin.push_branch(hostile, "origin/main", "a.txt", "a", "add a; $(touch /tmp/pwned) `touch /tmp/pwned` ;rm -rf /tmp/nothing");
+    let cand = origin.push_branch(
+        hostile,
+        "origin/main",
+        "a.txt",
+        "a",
+        "add a; $(touch /tmp/pwned) `touch /tmp/pwned` ;rm -rf /tmp/nothing",
+    );
     let pushed = chrono_ms();
     let run = finished(&store, "hostile candidate", |r| r.branch == hostile).await;
     eprintln!(
@@ -67,8 +82,15 @@ async fn poll_run_and_land_green_candidates() {
     );
     assert_eq!(run.state, RunState::Passed, "{run:?}");
     assert_eq!(run.tested_sha.as_deref(), Some(cand.as_str()));
-    assert!(run.reason.as_deref().unwrap().contains("fast-forwarded"), "{run:?}");
-    assert_eq!(origin.head("main"), cand, "main fast-forwarded to the candidate");
+    assert!(
+        run.reason.as_deref().unwrap().contains("fast-forwarded"),
+        "{run:?}"
+    );
+    assert_eq!(
+        origin.head("main"),
+        cand,
+        "main fast-forwarded to the candidate"
+    );
 
     // A candidate made from the old main: tested (and landed) as a merge commit.
     let other = origin.push_branch("ready/other", &main0, "b.txt", "b", "add b");
@@ -77,11 +99,17 @@ async fn poll_run_and_land_green_candidates() {
     let merged = origin.head("main");
     assert_eq!(run.tested_sha.as_deref(), Some(merged.as_str()));
     assert_eq!(run.base_sha.as_deref(), Some(cand.as_str()));
-    let parents = git(&origin.bare(), &["rev-list", "--parents", "-n", "1", &merged]);
+    let parents = git(
+        &origin.bare(),
+        &["rev-list", "--parents", "-n", "1", &merged],
+    );
     assert_eq!(parents, format!("{merged} {cand} {other}"));
     assert!(run.reason.unwrap().contains("merged"));
 
-    assert!(!pwned.exists(), "a branch name or commit message was run by a shell");
+    assert!(
+        !pwned.exists(),
+        "a branch name or commit message was run by a shell"
+    );
     runner.stop().await;
     assert!(runner_worktrees_empty(state.path()));
 }
@@ -91,7 +119,10 @@ fn chrono_ms() -> i64 {
 }
 
 fn runner_worktrees_empty(state: &Path) -> bool {
-    std::fs::read_dir(state.join("worktrees")).unwrap().next().is_none()
+    std::fs::read_dir(state.join("worktrees"))
+        .unwrap()
+        .next()
+        .is_none()
 }
 
 /// A red candidate leaves main untouched and says why; a commit without a
@@ -102,11 +133,26 @@ async fn red_candidate_and_broken_commits() {
     let origin = Origin::new();
     let state = tempfile::tempdir().unwrap();
     let main0 = origin.head("main");
-    let red = origin.push_branch("ready/red", "origin/main", "pipelines/ci.yml", &pipeline(r#"["false"]"#), "break it");
+    let red = origin.push_branch(
+        "ready/red",
+        "origin/main",
+        "pipelines/ci.yml",
+        &pipeline(r#"["false"]"#),
+        "break it",
+    );
     git(&origin.work(), &["rm", "-q", "pipelines/ci.yml"]);
     let nopipe = origin.commit("no pipeline");
-    git(&origin.work(), &["push", "-q", "origin", "HEAD:refs/heads/feature/nopipe"]);
-    origin.push_branch("feature/invalid", &main0, "pipelines/ci.yml", "version: 1\nname: x\ntiers:\n  - name: t\n    stepz: []\n", "invalid");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/feature/nopipe"],
+    );
+    origin.push_branch(
+        "feature/invalid",
+        &main0,
+        "pipelines/ci.yml",
+        "version: 1\nname: x\ntiers:\n  - name: t\n    stepz: []\n",
+        "invalid",
+    );
 
     let runner = start(&origin, state.path(), "300ms", "").await;
     let store = runner.shared().store.clone();
@@ -115,26 +161,39 @@ async fn red_candidate_and_broken_commits() {
     assert_eq!(run.sha, red);
     let reason = run.reason.unwrap();
     assert!(reason.contains("not landed: main left at"), "{reason}");
-    assert_eq!(origin.head("main"), main0, "a red run leaves main untouched");
+    assert_eq!(
+        origin.head("main"),
+        main0,
+        "a red run leaves main untouched"
+    );
 
     let run = finished(&store, "no pipeline", |r| r.sha == nopipe).await;
     assert_eq!(run.state, RunState::Errored);
-    assert!(run.reason.unwrap().contains("no pipeline file pipelines/ci.yml"));
+    assert!(run
+        .reason
+        .unwrap()
+        .contains("no pipeline file pipelines/ci.yml"));
     let run = finished(&store, "invalid", |r| r.branch == "feature/invalid").await;
     assert_eq!(run.state, RunState::Errored);
     let reason = run.reason.unwrap();
-    assert!(reason.starts_with("invalid pipeline: pipelines/ci.yml:4:5: "), "{reason}");
+    assert!(
+        reason.starts_with("invalid pipeline: pipelines/ci.yml:4:5: "),
+        "{reason}"
+    );
 
     // A repository that cannot be fetched: errored, and the runner still serves.
     std::fs::rename(origin.bare(), origin.dir.path().join("gone.git")).unwrap();
-    let again = runner.shared().enqueue(drydock_runner::store::NewRun {
-        repo: "app".into(),
-        branch: "main".into(),
-        sha: main0.clone(),
-        kind: RunKind::Branch,
-        trigger: "test".into(),
-        retry_of: None,
-    }).unwrap();
+    let again = runner
+        .shared()
+        .enqueue(drydock_runner::store::NewRun {
+            repo: "app".into(),
+            branch: "main".into(),
+            sha: main0.clone(),
+            kind: RunKind::Branch,
+            trigger: "test".into(),
+            retry_of: None,
+        })
+        .unwrap();
     let run = finished(&store, "unfetchable", |r| r.id == again.id).await;
     assert_eq!(run.state, RunState::Errored);
     assert!(run.reason.unwrap().contains("cannot fetch"));
@@ -149,7 +208,11 @@ async fn red_candidate_and_broken_commits() {
 }
 
 fn github(addr: std::net::SocketAddr, body: &[u8], sig: Option<String>, delivery: &str) -> Reply {
-    let mut headers = vec![("X-GitHub-Event", "push"), ("X-GitHub-Delivery", delivery), ("Content-Type", "application/json")];
+    let mut headers = vec![
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", delivery),
+        ("Content-Type", "application/json"),
+    ];
     let sig_value;
     if let Some(s) = sig {
         sig_value = s;
@@ -159,7 +222,10 @@ fn github(addr: std::net::SocketAddr, body: &[u8], sig: Option<String>, delivery
 }
 
 fn sign(body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(hmac_sha256(SECRET.as_bytes(), body)))
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(SECRET.as_bytes(), body))
+    )
 }
 
 /// Webhooks with good, bad and replayed signatures; the API, log, cancel and
@@ -183,7 +249,12 @@ async fn webhooks_and_api() {
         let body = body.clone();
         move || {
             let missing = github(addr, &body, None, "d-1");
-            let wrong = github(addr, &body, Some(format!("sha256={}", "0".repeat(64))), "d-2");
+            let wrong = github(
+                addr,
+                &body,
+                Some(format!("sha256={}", "0".repeat(64))),
+                "d-2",
+            );
             let sent = (Instant::now(), chrono_ms());
             let good = github(addr, &body, Some(sign(&body)), "d-3");
             let replay = github(addr, &body, Some(sign(&body)), "d-3");
@@ -208,8 +279,15 @@ async fn webhooks_and_api() {
 
     let run = finished(&store, "webhook run", |r| r.id == id).await;
     assert_eq!(run.state, RunState::Passed, "{run:?}");
-    eprintln!("webhook: request → run start {} ms", run.started_ms.unwrap() - sent.1);
-    assert_eq!(store.list(&RunFilter::default()).unwrap().len(), 1, "the replay queued nothing");
+    eprintln!(
+        "webhook: request → run start {} ms",
+        run.started_ms.unwrap() - sent.1
+    );
+    assert_eq!(
+        store.list(&RunFilter::default()).unwrap().len(),
+        1,
+        "the replay queued nothing"
+    );
 
     // GitLab: token header.
     let feature = origin.push_branch("feature/gl", "origin/main", "c.txt", "c", "c");
@@ -222,10 +300,26 @@ async fn webhooks_and_api() {
         let id = id.clone();
         move || {
             let h = |token: &'static str| {
-                vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", token), ("X-Gitlab-Event-UUID", "u-1")]
+                vec![
+                    ("X-Gitlab-Event", "Push Hook"),
+                    ("X-Gitlab-Token", token),
+                    ("X-Gitlab-Event-UUID", "u-1"),
+                ]
             };
-            let bad = http(addr, "POST", "/hooks/gitlab", &h("wrong-token-123"), gl_body.as_bytes());
-            let good = http(addr, "POST", "/hooks/gitlab", &h(SECRET), gl_body.as_bytes());
+            let bad = http(
+                addr,
+                "POST",
+                "/hooks/gitlab",
+                &h("wrong-token-123"),
+                gl_body.as_bytes(),
+            );
+            let good = http(
+                addr,
+                "POST",
+                "/hooks/gitlab",
+                &h(SECRET),
+                gl_body.as_bytes(),
+            );
             let api = vec![
                 http(addr, "GET", "/api/runs", &[], b""),
                 http(addr, "GET", &format!("/api/runs/{id}"), &[], b""),
@@ -234,7 +328,13 @@ async fn webhooks_and_api() {
                 http(addr, "GET", &format!("/runs/{id}"), &[], b""),
                 http(addr, "GET", "/badge/app/main.svg", &[], b""),
                 http(addr, "POST", &format!("/api/runs/{id}/rerun"), &[], b""),
-                http(addr, "POST", &format!("/api/runs/{id}/rerun"), &[("Authorization", &format!("Bearer {TOKEN}"))], b""),
+                http(
+                    addr,
+                    "POST",
+                    &format!("/api/runs/{id}/rerun"),
+                    &[("Authorization", &format!("Bearer {TOKEN}"))],
+                    b"",
+                ),
             ];
             (bad, good, api)
         }
@@ -247,7 +347,11 @@ async fn webhooks_and_api() {
     assert_eq!(detail["state"], "passed");
     assert_eq!(detail["summary"]["tiers"][0]["name"], "check");
     assert_eq!(detail["summary"]["steps"][0]["status"], "passed");
-    assert!(api[2].body.contains("check/probe passed"), "{}", api[2].body);
+    assert!(
+        api[2].body.contains("check/probe passed"),
+        "{}",
+        api[2].body
+    );
     assert!(api[3].body.contains(&id));
     assert!(api[5].body.contains("passing"));
     assert_eq!(api[6].status, 401, "rerun without a token");
@@ -270,7 +374,11 @@ async fn webhooks_and_api() {
             files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
         } else if let Ok(bytes) = std::fs::read(&p) {
             let text = String::from_utf8_lossy(&bytes);
-            assert!(!text.contains(SECRET) && !text.contains(TOKEN), "secret in {}", p.display());
+            assert!(
+                !text.contains(SECRET) && !text.contains(TOKEN),
+                "secret in {}",
+                p.display()
+            );
         }
     }
     runner.stop().await;
@@ -296,7 +404,11 @@ fn browser_dom(url: &str) -> String {
         .arg(url)
         .output()
         .expect("chromium is installed (scripts/ensure-engine.sh installs it)");
-    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -309,7 +421,13 @@ async fn status_page_in_a_headless_browser() {
     let state = tempfile::tempdir().unwrap();
     let failing = "version: 1\nname: runner-fixture\ntiers:\n  - name: check\n    steps:\n      - name: probe\n        image: drydock/debian:bookworm\n        network: false\n        junit: /results/junit.xml\n        command: ['sh', '-c', 'mkdir -p /results; echo \"<testsuite name=\\\"s\\\" tests=\\\"2\\\" failures=\\\"1\\\"><testcase classname=\\\"pkg\\\" name=\\\"adds_numbers\\\"/><testcase classname=\\\"pkg\\\" name=\\\"divides_by_zero\\\"><failure message=\\\"boom\\\"/></testcase></testsuite>\" > /results/junit.xml; echo visible-log-line; exit 1']\n  - name: later\n    steps:\n      - name: never\n        image: drydock/debian:bookworm\n        command: ['true']\n";
     let hostile = "feature/<script>document.title='pwned'</script>";
-    origin.push_branch(hostile, "origin/main", "pipelines/ci.yml", failing, "red with junit");
+    origin.push_branch(
+        hostile,
+        "origin/main",
+        "pipelines/ci.yml",
+        failing,
+        "red with junit",
+    );
     let runner = start(&origin, state.path(), "300ms", "").await;
     let store = runner.shared().store.clone();
     let red = finished(&store, "red run", |r| r.branch == hostile).await;
@@ -321,19 +439,39 @@ async fn status_page_in_a_headless_browser() {
     let (index, page) = tokio::task::spawn_blocking({
         let base = base.clone();
         let id = red.id.clone();
-        move || (browser_dom(&format!("{base}/")), browser_dom(&format!("{base}/runs/{id}")))
+        move || {
+            (
+                browser_dom(&format!("{base}/")),
+                browser_dom(&format!("{base}/runs/{id}")),
+            )
+        }
     })
     .await
     .unwrap();
     // The run list: both runs, their states, the branch as text.
-    assert!(index.contains(&red.id) && index.contains(&green.id), "{index}");
+    assert!(
+        index.contains(&red.id) && index.contains(&green.id),
+        "{index}"
+    );
     assert!(index.contains("failed") && index.contains("passed"));
-    assert!(index.contains("feature/&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "{index}");
+    assert!(
+        index.contains("feature/&lt;script&gt;document.title='pwned'&lt;/script&gt;"),
+        "{index}"
+    );
     assert!(!index.contains("<title>pwned</title>"));
     // The run: tiers and steps with state and duration, failed tests, the log.
-    assert!(page.contains("<td id=\"state\" class=\"failed\">failed</td>"), "{page}");
-    assert!(page.contains("<td>check</td><td class=\"failed\">failed</td>"), "{page}");
-    assert!(page.contains("<td>later</td><td>never</td><td class=\"skipped\">skipped</td>"), "{page}");
+    assert!(
+        page.contains("<td id=\"state\" class=\"failed\">failed</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>check</td><td class=\"failed\">failed</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>later</td><td>never</td><td class=\"skipped\">skipped</td>"),
+        "{page}"
+    );
     assert!(page.contains("1 passed, 1 failed"), "{page}");
     assert!(page.contains("divides_by_zero"), "{page}");
     assert!(page.contains("[check/probe] visible-log-line"), "{page}");

@@ -77,12 +77,22 @@ impl Origin {
     /// Commits everything; returns the sha.
     pub fn commit(&self, message: &str) -> String {
         git(&self.work(), &["add", "-A"]);
-        git(&self.work(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            &self.work(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         git(&self.work(), &["rev-parse", "HEAD"])
     }
 
     /// A new branch from `from` with one commit changing `file`; pushed. Returns its sha.
-    pub fn push_branch(&self, branch: &str, from: &str, file: &str, text: &str, message: &str) -> String {
+    pub fn push_branch(
+        &self,
+        branch: &str,
+        from: &str,
+        file: &str,
+        text: &str,
+        message: &str,
+    ) -> String {
         git(&self.work(), &["fetch", "-q", "origin"]);
         git(&self.work(), &["checkout", "-q", "-B", branch, from]);
         self.write(file, text);
@@ -94,7 +104,10 @@ impl Origin {
 
     /// The origin's head of a branch.
     pub fn head(&self, branch: &str) -> String {
-        git(&self.bare(), &["rev-parse", &format!("refs/heads/{branch}")])
+        git(
+            &self.bare(),
+            &["rev-parse", &format!("refs/heads/{branch}")],
+        )
     }
 
     /// A runner configuration for this origin.
@@ -132,10 +145,19 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request (Connection: close); de-chunks the body.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -151,7 +173,10 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut rest = rest;
         while let Some((size, tail)) = rest.split_once("\r\n") {
@@ -172,7 +197,12 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
 /// Containers labelled with this run id (any state).
 pub fn containers_of(run_id: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=drydock.run={run_id}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=drydock.run={run_id}"),
+        ])
         .output()
         .expect("docker runs");
     String::from_utf8_lossy(&out.stdout)
