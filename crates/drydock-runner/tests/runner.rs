@@ -479,3 +479,38 @@ async fn status_page_in_a_headless_browser() {
     assert!(!page.contains("<title>pwned</title>"));
     runner.stop().await;
 }
+
+/// The central branch moves while a candidate is tested: the green result
+/// does not land; the candidate is tested again on top of the new head and
+/// that tested merge is what lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_moved_during_the_test_retests_on_top() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let cand = origin.push_branch("ready/slow", "origin/main", "pipelines/ci.yml", &pipeline(r#"["sleep", "3"]"#), "slow");
+    let runner = start(&origin, state.path(), "300ms", "").await;
+    let store = runner.shared().store.clone();
+    // Wait until the candidate is being tested on top of main, then move main.
+    let start = Instant::now();
+    let first = loop {
+        let runs = store.list(&RunFilter::default()).unwrap();
+        if let Some(r) = runs.into_iter().find(|r| r.branch == "ready/slow" && r.state == RunState::Running && r.base_sha.is_some()) {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let moved = origin.push_branch("main", "origin/main", "d.txt", "d", "someone else landed");
+    let first = finished(&store, "first candidate run", |r| r.id == first.id).await;
+    assert_eq!(first.state, RunState::Passed, "{first:?}");
+    let reason = first.reason.unwrap();
+    assert!(reason.contains("main moved from") && reason.contains("queued again as run"), "{reason}");
+    let retest = finished(&store, "retest", |r| r.retry_of.as_deref() == Some(first.id.as_str())).await;
+    assert_eq!(retest.state, RunState::Passed, "{retest:?}");
+    assert_eq!(retest.base_sha.as_deref(), Some(moved.as_str()));
+    let landed = origin.head("main");
+    assert_eq!(retest.tested_sha.as_deref(), Some(landed.as_str()), "what landed is what was tested");
+    let parents = git(&origin.bare(), &["rev-list", "--parents", "-n", "1", &landed]);
+    assert_eq!(parents, format!("{landed} {moved} {cand}"));
+    runner.stop().await;
+}
