@@ -514,3 +514,46 @@ async fn central_moved_during_the_test_retests_on_top() {
     assert_eq!(parents, format!("{landed} {moved} {cand}"));
     runner.stop().await;
 }
+
+/// A run past the per-run timeout fails and says so; a run cancelled through
+/// the API ends cancelled; neither leaves a container behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_and_cancel() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    origin.push_branch("feature/slow", "origin/main", "pipelines/ci.yml", &pipeline(r#"["sleep", "60"]"#), "slow");
+    origin.push_branch("feature/cancel", "origin/main", "pipelines/ci.yml", &pipeline(r#"["sleep", "60"]"#), "slow too");
+    let text = origin.config(state.path(), "300ms", "").replace("run_timeout: 2m", "run_timeout: 4s").replace("concurrency: 2", "concurrency: 3");
+    let config = Config::parse(&text, &state.path().join("runner.yml"), &|n| {
+        (n.starts_with("DRYDOCK_TEST_")).then(|| TOKEN.to_string())
+    })
+    .unwrap();
+    let runner = Runner::start(config).await.unwrap();
+    let store = runner.shared().store.clone();
+    let addr = runner.addr();
+    let start = Instant::now();
+    let to_cancel = loop {
+        let runs = store.list(&RunFilter::default()).unwrap();
+        if let Some(r) = runs.into_iter().find(|r| r.branch == "feature/cancel" && r.state == RunState::Running) {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let id = to_cancel.id.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        http(addr, "POST", &format!("/api/runs/{id}/cancel"), &[("Authorization", &format!("Bearer {TOKEN}"))], b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let cancelled = finished(&store, "cancelled run", |r| r.id == to_cancel.id).await;
+    assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+    let slow = finished(&store, "timed-out run", |r| r.branch == "feature/slow").await;
+    assert_eq!(slow.state, RunState::Failed, "{slow:?}");
+    assert_eq!(slow.reason.as_deref(), Some("timed out after 4s"));
+    for run in [&cancelled, &slow] {
+        assert!(containers_of(&run.id).is_empty(), "{} left containers", run.id);
+    }
+    runner.stop().await;
+}
