@@ -169,6 +169,10 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
         .is_none());
 }
 
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -207,6 +211,62 @@ fn queue_of_1000_runs() {
             .first()
             .and_then(|r| r["id"].as_str().map(String::from))
     });
+    // Push → run start, by polling (interval 500 ms) and by webhook.
+    let started = |sha: &str| -> i64 {
+        wait_for("the pushed commit's run", Duration::from_secs(60), || {
+            runner
+                .runs()
+                .iter()
+                .find(|r| r["sha"] == sha && !r["started_ms"].is_null())
+                .and_then(|r| r["started_ms"].as_i64())
+        })
+    };
+    let mut poll = Vec::new();
+    for i in 0..5 {
+        let sha = origin.push_branch(
+            &format!("feature/p{i}"),
+            "origin/main",
+            "p.txt",
+            &i.to_string(),
+            "p",
+        );
+        let pushed = drydock_runner::store::now_ms();
+        poll.push(started(&sha) - pushed);
+        std::thread::sleep(Duration::from_millis(1700));
+    }
+    let mut hook = Vec::new();
+    for i in 0..5 {
+        let sha = origin.push_branch(
+            &format!("feature/w{i}"),
+            "origin/main",
+            "w.txt",
+            &i.to_string(),
+            "w",
+        );
+        let body = serde_json::json!({"ref": format!("refs/heads/feature/w{i}"), "after": sha, "repository": {"name": "app"}}).to_string();
+        let sig = format!(
+            "sha256={}",
+            hex_encode(&drydock_runner::web::hmac_sha256(
+                SECRET.as_bytes(),
+                body.as_bytes()
+            ))
+        );
+        let sent = drydock_runner::store::now_ms();
+        let r = http(
+            runner.addr,
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-Hub-Signature-256", &sig),
+                ("X-GitHub-Delivery", &format!("m-{i}")),
+            ],
+            body.as_bytes(),
+        );
+        assert!(r.status == 202, "{}", r.body);
+        hook.push(started(&sha) - sent);
+        std::thread::sleep(Duration::from_millis(1700));
+    }
+    eprintln!("push → run start (ms): poll every 500 ms {poll:?}; webhook {hook:?}");
     let idle = rss_kib(pid);
     let (lat_idle, _) = timed(runner.addr, "/api/runs?limit=100");
     let auth = format!("Bearer {TOKEN}");

@@ -487,14 +487,22 @@ async fn status_page_in_a_headless_browser() {
 async fn central_moved_during_the_test_retests_on_top() {
     let origin = Origin::new();
     let state = tempfile::tempdir().unwrap();
-    let cand = origin.push_branch("ready/slow", "origin/main", "pipelines/ci.yml", &pipeline(r#"["sleep", "3"]"#), "slow");
+    let cand = origin.push_branch(
+        "ready/slow",
+        "origin/main",
+        "pipelines/ci.yml",
+        &pipeline(r#"["sleep", "3"]"#),
+        "slow",
+    );
     let runner = start(&origin, state.path(), "300ms", "").await;
     let store = runner.shared().store.clone();
     // Wait until the candidate is being tested on top of main, then move main.
     let start = Instant::now();
     let first = loop {
         let runs = store.list(&RunFilter::default()).unwrap();
-        if let Some(r) = runs.into_iter().find(|r| r.branch == "ready/slow" && r.state == RunState::Running && r.base_sha.is_some()) {
+        if let Some(r) = runs.into_iter().find(|r| {
+            r.branch == "ready/slow" && r.state == RunState::Running && r.base_sha.is_some()
+        }) {
             break r;
         }
         assert!(start.elapsed() < Duration::from_secs(60));
@@ -504,13 +512,26 @@ async fn central_moved_during_the_test_retests_on_top() {
     let first = finished(&store, "first candidate run", |r| r.id == first.id).await;
     assert_eq!(first.state, RunState::Passed, "{first:?}");
     let reason = first.reason.unwrap();
-    assert!(reason.contains("main moved from") && reason.contains("queued again as run"), "{reason}");
-    let retest = finished(&store, "retest", |r| r.retry_of.as_deref() == Some(first.id.as_str())).await;
+    assert!(
+        reason.contains("main moved from") && reason.contains("queued again as run"),
+        "{reason}"
+    );
+    let retest = finished(&store, "retest", |r| {
+        r.retry_of.as_deref() == Some(first.id.as_str())
+    })
+    .await;
     assert_eq!(retest.state, RunState::Passed, "{retest:?}");
     assert_eq!(retest.base_sha.as_deref(), Some(moved.as_str()));
     let landed = origin.head("main");
-    assert_eq!(retest.tested_sha.as_deref(), Some(landed.as_str()), "what landed is what was tested");
-    let parents = git(&origin.bare(), &["rev-list", "--parents", "-n", "1", &landed]);
+    assert_eq!(
+        retest.tested_sha.as_deref(),
+        Some(landed.as_str()),
+        "what landed is what was tested"
+    );
+    let parents = git(
+        &origin.bare(),
+        &["rev-list", "--parents", "-n", "1", &landed],
+    );
     assert_eq!(parents, format!("{landed} {moved} {cand}"));
     runner.stop().await;
 }
@@ -521,9 +542,24 @@ async fn central_moved_during_the_test_retests_on_top() {
 async fn timeout_and_cancel() {
     let origin = Origin::new();
     let state = tempfile::tempdir().unwrap();
-    origin.push_branch("feature/slow", "origin/main", "pipelines/ci.yml", &pipeline(r#"["sleep", "60"]"#), "slow");
-    origin.push_branch("feature/cancel", "origin/main", "pipelines/ci.yml", &pipeline(r#"["sleep", "60"]"#), "slow too");
-    let text = origin.config(state.path(), "300ms", "").replace("run_timeout: 2m", "run_timeout: 4s").replace("concurrency: 2", "concurrency: 3");
+    origin.push_branch(
+        "feature/slow",
+        "origin/main",
+        "pipelines/ci.yml",
+        &pipeline(r#"["sleep", "60"]"#),
+        "slow",
+    );
+    origin.push_branch(
+        "feature/cancel",
+        "origin/main",
+        "pipelines/ci.yml",
+        &pipeline(r#"["sleep", "60"]"#),
+        "slow too",
+    );
+    let text = origin
+        .config(state.path(), "300ms", "")
+        .replace("run_timeout: 2m", "run_timeout: 4s")
+        .replace("concurrency: 2", "concurrency: 3");
     let config = Config::parse(&text, &state.path().join("runner.yml"), &|n| {
         (n.starts_with("DRYDOCK_TEST_")).then(|| TOKEN.to_string())
     })
@@ -534,7 +570,10 @@ async fn timeout_and_cancel() {
     let start = Instant::now();
     let to_cancel = loop {
         let runs = store.list(&RunFilter::default()).unwrap();
-        if let Some(r) = runs.into_iter().find(|r| r.branch == "feature/cancel" && r.state == RunState::Running) {
+        if let Some(r) = runs
+            .into_iter()
+            .find(|r| r.branch == "feature/cancel" && r.state == RunState::Running)
+        {
             break r;
         }
         assert!(start.elapsed() < Duration::from_secs(60));
@@ -542,7 +581,13 @@ async fn timeout_and_cancel() {
     };
     let id = to_cancel.id.clone();
     let reply = tokio::task::spawn_blocking(move || {
-        http(addr, "POST", &format!("/api/runs/{id}/cancel"), &[("Authorization", &format!("Bearer {TOKEN}"))], b"")
+        http(
+            addr,
+            "POST",
+            &format!("/api/runs/{id}/cancel"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            b"",
+        )
     })
     .await
     .unwrap();
@@ -553,7 +598,11 @@ async fn timeout_and_cancel() {
     assert_eq!(slow.state, RunState::Failed, "{slow:?}");
     assert_eq!(slow.reason.as_deref(), Some("timed out after 4s"));
     for run in [&cancelled, &slow] {
-        assert!(containers_of(&run.id).is_empty(), "{} left containers", run.id);
+        assert!(
+            containers_of(&run.id).is_empty(),
+            "{} left containers",
+            run.id
+        );
     }
     runner.stop().await;
 }
