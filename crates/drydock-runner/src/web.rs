@@ -149,14 +149,7 @@ async fn hook_github(
         Some(_) => {}
     }
     let event = header(&headers, "x-github-event").unwrap_or("push");
-    handle_push(
-        &shared,
-        "github",
-        peer,
-        delivery,
-        event == "push" || event == "ping",
-        &body,
-    )
+    handle_push(&shared, "github", peer, delivery, event == "push", &body)
 }
 
 async fn hook_gitlab(
