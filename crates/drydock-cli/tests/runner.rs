@@ -158,7 +158,46 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     );
     assert_eq!(rejected.status, 401);
     let page = http(second.addr, "GET", "/", &[], b"");
+
+    // SIGTERM mid-run: the run is stopped, its containers removed, and it is
+    // recorded interrupted with a queued retry for the next start.
+    origin.write("later.txt", "x");
+    let sha = origin.commit("another slow one");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let stopped = wait_for("the new commit running", Duration::from_secs(60), || {
+        let runs = second.runs();
+        let run = runs
+            .iter()
+            .find(|r| r["sha"] == sha.as_str() && r["state"] == "running")?;
+        let id = run["id"].as_str()?.to_string();
+        (!containers_of(&id).is_empty()).then_some(id)
+    });
     let log2 = second.terminate();
+    assert!(
+        containers_of(&stopped).is_empty(),
+        "SIGTERM left containers"
+    );
+    let store =
+        drydock_runner::store::SqliteStore::open(&state.path().join("runner.sqlite")).unwrap();
+    use drydock_runner::store::{RunState, Store};
+    let run = store.get(&stopped).unwrap().unwrap();
+    assert_eq!(run.state, RunState::Interrupted, "{run:?}");
+    assert!(run.reason.unwrap().contains("re-queued as run"));
+    let queued = store
+        .list(&drydock_runner::store::RunFilter {
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        queued
+            .iter()
+            .any(|r| r.retry_of.as_deref() == Some(stopped.as_str())),
+        "{queued:?}"
+    );
     assert!(log2.contains("webhook rejected"), "{log2}");
     for text in [&log1, &log2, &page.body] {
         assert!(!text.contains(SECRET) && !text.contains(TOKEN));

@@ -579,6 +579,14 @@ async fn timeout_and_cancel() {
         assert!(start.elapsed() < Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Follow its log live while it runs: the stream ends when the run does.
+    let follow = {
+        let id = to_cancel.id.clone();
+        tokio::task::spawn_blocking(move || {
+            http(addr, "GET", &format!("/api/runs/{id}/log"), &[], b"")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let id = to_cancel.id.clone();
     let reply = tokio::task::spawn_blocking(move || {
         http(
@@ -594,6 +602,12 @@ async fn timeout_and_cancel() {
     assert_eq!(reply.status, 202, "{}", reply.body);
     let cancelled = finished(&store, "cancelled run", |r| r.id == to_cancel.id).await;
     assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+    let streamed = follow.await.unwrap().body;
+    assert!(streamed.contains("check/probe started"), "{streamed}");
+    assert!(
+        streamed.contains("cancelled: cancelled through the API"),
+        "{streamed}"
+    );
     let slow = finished(&store, "timed-out run", |r| r.branch == "feature/slow").await;
     assert_eq!(slow.state, RunState::Failed, "{slow:?}");
     assert_eq!(slow.reason.as_deref(), Some("timed out after 4s"));
