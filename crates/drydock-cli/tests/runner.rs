@@ -340,3 +340,72 @@ fn queue_of_1000_runs() {
     eprintln!("median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
     runner.terminate();
 }
+
+/// Deploy on green: a green run of the central branch releases to the
+/// repository's channel (recorded in the ledger); other branches never release.
+#[test]
+fn deploy_on_green_of_the_central_branch_only() {
+    let origin = Origin::new();
+    let name = format!("drydock-runner-test/deploy-{}", std::process::id());
+    let pipeline_name = format!("runner-deploy-{}", std::process::id());
+    origin.write(
+        "app/Dockerfile",
+        "FROM drydock/debian:bookworm AS production\nRUN echo built > /built\n",
+    );
+    origin.write(
+        "pipelines/ci.yml",
+        &format!("{}build:\n  context: app\nrelease:\n  target: production\n  name: {name}\n  channel: ignored\n", pipeline(r#"["true"]"#).replace("tiers:\n  - name: check\n", "tiers:\n  - name: check\n    build: [production]\n").replace("name: runner-fixture", &format!("name: {pipeline_name}"))),
+    );
+    origin.commit("releasable");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let feature = origin.push_branch("feature/x", "origin/main", "f.txt", "f", "feature");
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("runner.yml");
+    std::fs::write(
+        &path,
+        origin.config(state.path(), "500ms", "    deploy: testing\n"),
+    )
+    .unwrap();
+    let runner = RunnerProcess::start(&path);
+    let runs = wait_for("main and feature runs", Duration::from_secs(120), || {
+        let runs = runner.runs();
+        let done = |b: &str| {
+            runs.iter()
+                .any(|r| r["branch"] == b && r["finished_ms"].is_i64())
+        };
+        (done("main") && done("feature/x")).then_some(runs)
+    });
+    let log = runner.terminate();
+    let main = runs.iter().find(|r| r["branch"] == "main").unwrap();
+    let feat = runs.iter().find(|r| r["branch"] == "feature/x").unwrap();
+    assert_eq!(main["state"], "passed", "{main}\n{log}");
+    assert_eq!(feat["state"], "passed", "{feat}");
+    let main_tags = main["summary"]["released"].as_array().unwrap();
+    assert!(
+        main_tags
+            .iter()
+            .any(|t| t == &format!("{name}:testing").as_str()),
+        "{main}"
+    );
+    assert!(
+        feat["summary"]["released"].as_array().unwrap().is_empty(),
+        "{feat}"
+    );
+    let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let history = ledger.history("testing").unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].git_sha.as_deref(), main["sha"].as_str());
+    assert_ne!(main["sha"], feature.as_str());
+    // Remove the images this test built and tagged.
+    let label = format!("label=drydock.pipeline={pipeline_name}");
+    let out = Command::new("docker")
+        .args(["images", "-q", "--filter", &label])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+    }
+}
