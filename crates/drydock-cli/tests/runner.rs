@@ -387,7 +387,7 @@ fn deploy_on_green_of_the_central_branch_only() {
     assert!(
         main_tags
             .iter()
-            .any(|t| t == &format!("{name}:testing").as_str()),
+            .any(|t| *t == format!("{name}:testing").as_str()),
         "{main}"
     );
     assert!(
