@@ -620,3 +620,37 @@ async fn timeout_and_cancel() {
     }
     runner.stop().await;
 }
+
+/// Several candidates queue in order: one at a time, each tested on top of
+/// what the previous one landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_queue_in_order() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let a = origin.push_branch("ready/a", "origin/main", "a.txt", "a", "a");
+    let b = origin.push_branch("ready/b", "origin/main", "b.txt", "b", "b");
+    let runner = start(&origin, state.path(), "300ms", "").await;
+    let store = runner.shared().store.clone();
+    let ra = finished(&store, "ready/a", |r| r.branch == "ready/a").await;
+    let rb = finished(&store, "ready/b", |r| {
+        r.branch == "ready/b" && r.tested_sha.is_some()
+    })
+    .await;
+    let (first, second) = if ra.seq < rb.seq { (ra, rb) } else { (rb, ra) };
+    assert_eq!(first.state, RunState::Passed, "{first:?}");
+    assert_eq!(second.state, RunState::Passed, "{second:?}");
+    assert!(
+        first.finished_ms.unwrap() <= second.started_ms.unwrap(),
+        "candidates overlapped"
+    );
+    assert_eq!(
+        second.base_sha, first.tested_sha,
+        "the second is tested on top of the first"
+    );
+    let main = origin.head("main");
+    assert_eq!(second.tested_sha.as_deref(), Some(main.as_str()));
+    let tree = git(&origin.bare(), &["ls-tree", "--name-only", &main]);
+    assert!(tree.contains("a.txt") && tree.contains("b.txt"), "{tree}");
+    let _ = (a, b);
+    runner.stop().await;
+}
