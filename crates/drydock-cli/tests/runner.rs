@@ -212,6 +212,31 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[test]
+fn invalid_configuration_is_located_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runner.yml");
+    std::fs::write(
+        &path,
+        "repos:\n  - name: app\n    url: /nowhere\n    integrate: squash\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(["runner", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:16: `integrate`: expected fast-forward or merge",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
