@@ -12,6 +12,8 @@ command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
+# The runner's status-page test drives a real headless browser.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-engine: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

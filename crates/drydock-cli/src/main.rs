@@ -53,16 +53,26 @@ enum Command {
     Deploy(commands::deploy::DeployArgs),
     /// Remove a channel's deploy: app, proxy, services and network.
     Undeploy(commands::deploy::UndeployArgs),
+    /// Long-lived service: run pipelines on new commits of watched repositories,
+    /// gate merges, serve the API and status page (see crates/drydock-runner).
+    Runner {
+        /// The runner's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// `drydock runner --config FILE`: a thin call into drydock-runner.
+async fn runner(config: &std::path::Path) -> Result<u8, CliError> {
+    let config = drydock_runner::config::Config::load(config)
+        .map_err(|e| CliError::invalid(e.to_string()))?;
+    drydock_runner::serve(config)
+        .await
+        .map_err(|e| CliError::infra(e.to_string()))?;
+    Ok(0)
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -70,6 +80,18 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // The runner is a service: it logs what it does by default.
+    let default_filter = match cli.command {
+        Command::Runner { .. } => "warn,drydock_runner=info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,6 +111,7 @@ fn main() -> ExitCode {
             Command::Push(args) => commands::releases::push(args).await,
             Command::Deploy(args) => commands::deploy::deploy(args).await,
             Command::Undeploy(args) => commands::deploy::undeploy(args).await,
+            Command::Runner { config } => runner(&config).await,
         }
     });
     // Give background tasks no chance to outlive their purpose.

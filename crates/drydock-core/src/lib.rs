@@ -14,3 +14,15 @@ pub mod release;
 pub mod report;
 pub mod run;
 pub mod trust;
+
+/// The position-keeping YAML tree the pipeline loader is built on, for other
+/// configuration files that want `file:line:col` diagnostics (the runner's
+/// configuration, for one).
+///
+/// [`yaml::parse`] gives a [`yaml::Node`] tree (or `None` for an empty
+/// document); every node carries its 1-based [`yaml::Pos`]; scalars resolve
+/// to YAML 1.2 core-schema types with [`yaml::Node::scalar_type`]. A stream
+/// with several documents is refused.
+pub mod yaml {
+    pub use crate::pipeline::tree::{parse, Kind, Node, Pos, ScalarType, SyntaxError};
+}

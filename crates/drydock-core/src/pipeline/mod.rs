@@ -9,7 +9,7 @@ mod duration;
 mod error;
 mod interpolate;
 mod model;
-mod tree;
+pub(crate) mod tree;
 mod validate;
 
 use std::path::{Path, PathBuf};

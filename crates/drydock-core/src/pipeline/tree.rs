@@ -9,13 +9,16 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A 1-based line and column in the pipeline file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Pos {
+pub struct Pos {
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column.
     pub col: usize,
 }
 
 impl Pos {
-    pub(crate) const START: Pos = Pos { line: 1, col: 1 };
+    /// Line 1, column 1.
+    pub const START: Pos = Pos { line: 1, col: 1 };
 
     fn from_marker(m: Marker) -> Pos {
         // yaml-rust2 markers: line is 1-based, column is 0-based.
@@ -34,21 +37,27 @@ impl std::fmt::Display for Pos {
 
 /// A YAML node with its position.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Node {
+pub struct Node {
+    /// Where the node starts.
     pub pos: Pos,
+    /// What it holds.
     pub kind: Kind,
 }
 
 /// What a node holds.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// A scalar: its text, whether it was written plain (unquoted, not a block
     /// scalar) and its tag, if any (`!!str` for instance, as `tag:yaml.org,2002:str`).
     Scalar {
+        /// The text.
         text: String,
+        /// Written plain (unquoted, not a block scalar).
         plain: bool,
+        /// Its tag, if any.
         tag: Option<String>,
     },
+    /// A sequence.
     Seq(Vec<Node>),
     /// Entries in file order; duplicates are kept (validation reports them).
     Map(Vec<(Node, Node)>),
@@ -56,17 +65,22 @@ pub(crate) enum Kind {
 
 /// The resolved type of a scalar (YAML 1.2 core schema).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ScalarType {
+pub enum ScalarType {
+    /// `null`, `~` or nothing.
     Null,
+    /// `true` / `false`.
     Bool(bool),
+    /// An integer.
     Int,
+    /// A floating-point number.
     Float,
+    /// A string.
     Str,
 }
 
 impl Node {
     /// The type of a scalar after core-schema resolution; `None` for collections.
-    pub(crate) fn scalar_type(&self) -> Option<ScalarType> {
+    pub fn scalar_type(&self) -> Option<ScalarType> {
         match &self.kind {
             Kind::Scalar { text, plain, tag } => Some(resolve(text, *plain, tag.as_deref())),
             _ => None,
@@ -74,7 +88,7 @@ impl Node {
     }
 
     /// A short description for error messages: `a list`, `the integer 5`, ...
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match &self.kind {
             Kind::Seq(_) => "a list".to_string(),
             Kind::Map(_) => "a mapping".to_string(),
@@ -153,13 +167,15 @@ fn is_float(t: &str) -> bool {
 
 /// A YAML syntax problem: position and message.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SyntaxError {
+pub struct SyntaxError {
+    /// Where.
     pub pos: Pos,
+    /// What.
     pub message: String,
 }
 
 /// Parses `source` into a positioned tree. `Ok(None)` for an empty document.
-pub(crate) fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
+pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(source);
     parser.load(&mut builder, true).map_err(|e| SyntaxError {

@@ -1,0 +1,436 @@
+//! `drydock runner` as a process: kill -9 mid-run, restart, nothing lost or
+//! leaked; and (ignored by default) the 1,000-queued-runs measurement.
+
+#[path = "../../drydock-runner/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A `drydock runner` child process and everything it wrote to stderr.
+struct RunnerProcess {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl RunnerProcess {
+    fn start(config: &Path) -> RunnerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drydock"))
+            .args(["runner", "--config"])
+            .arg(config)
+            .env("DRYDOCK_TEST_HOOK_SECRET", SECRET)
+            .env("DRYDOCK_TEST_API_TOKEN", TOKEN)
+            .env("DRYDOCK_STATE_DIR", config.parent().unwrap())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("drydock runs");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("runner did not start: {}", stderr.lock().unwrap()))
+            .parse()
+            .unwrap();
+        RunnerProcess {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn runs(&self) -> Vec<serde_json::Value> {
+        let reply = http(self.addr, "GET", "/api/runs?limit=1000", &[], b"");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["runs"].as_array().unwrap().clone()
+    }
+
+    fn terminate(mut self) -> String {
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        let s = self.stderr.lock().unwrap().clone();
+        s
+    }
+}
+
+fn write_config(origin: &Origin, state: &Path, extra: &str) -> std::path::PathBuf {
+    let path = state.join("runner.yml");
+    std::fs::write(&path, origin.config(state, "500ms", "") + extra).unwrap();
+    path
+}
+
+#[test]
+fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
+    let origin = Origin::new();
+    origin.write("pipelines/ci.yml", &pipeline(r#"["sleep", "4"]"#));
+    origin.commit("slow");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(&origin, state.path(), "");
+
+    let mut first = RunnerProcess::start(&config);
+    // Wait until the run's step container exists, then kill -9.
+    let (id, leaked) = wait_for(
+        "a running run with a container",
+        Duration::from_secs(60),
+        || {
+            let runs = first.runs();
+            let run = runs.iter().find(|r| r["state"] == "running")?;
+            let id = run["id"].as_str()?.to_string();
+            let containers = containers_of(&id);
+            (!containers.is_empty()).then_some((id, containers))
+        },
+    );
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    assert!(!leaked.is_empty());
+    assert!(
+        !containers_of(&id).is_empty(),
+        "the kill left the step container behind"
+    );
+    let log1 = first.stderr.lock().unwrap().clone();
+
+    // Restart: the run is interrupted, its containers reaped, a retry queued and run.
+    let restarted = Instant::now();
+    let second = RunnerProcess::start(&config);
+    let reaped_after = wait_for(
+        "the dead run's containers gone",
+        Duration::from_secs(60),
+        || containers_of(&id).is_empty().then(|| restarted.elapsed()),
+    );
+    let retry = wait_for("the re-queued run to pass", Duration::from_secs(90), || {
+        let runs = second.runs();
+        let old = runs.iter().find(|r| r["id"] == id.as_str())?;
+        assert_eq!(old["state"], "interrupted", "{old}");
+        let retry = runs.iter().find(|r| r["retry_of"] == id.as_str())?.clone();
+        (retry["state"] != "queued" && retry["state"] != "running").then_some(retry)
+    });
+    assert_eq!(retry["state"], "passed", "{retry}");
+    assert_eq!(retry["sha"], origin.head("main").as_str());
+    let retry_id = retry["id"].as_str().unwrap();
+    assert!(containers_of(retry_id).is_empty());
+    let old = second
+        .runs()
+        .into_iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap();
+    assert!(
+        old["reason"].as_str().unwrap().contains("re-queued as run"),
+        "{old}"
+    );
+    eprintln!(
+        "kill -9 mid-run: restart reaped the dead run's containers in {} ms; retry {} passed",
+        reaped_after.as_millis(),
+        retry_id
+    );
+    // A rejected webhook is logged, without the secret.
+    let rejected = http(
+        second.addr,
+        "POST",
+        "/hooks/github",
+        &[("X-Hub-Signature-256", "sha256=00")],
+        b"{}",
+    );
+    assert_eq!(rejected.status, 401);
+    let page = http(second.addr, "GET", "/", &[], b"");
+
+    // SIGTERM mid-run: the run is stopped, its containers removed, and it is
+    // recorded interrupted with a queued retry for the next start.
+    origin.write("later.txt", "x");
+    let sha = origin.commit("another slow one");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let stopped = wait_for("the new commit running", Duration::from_secs(60), || {
+        let runs = second.runs();
+        let run = runs
+            .iter()
+            .find(|r| r["sha"] == sha.as_str() && r["state"] == "running")?;
+        let id = run["id"].as_str()?.to_string();
+        (!containers_of(&id).is_empty()).then_some(id)
+    });
+    let log2 = second.terminate();
+    assert!(
+        containers_of(&stopped).is_empty(),
+        "SIGTERM left containers"
+    );
+    let store =
+        drydock_runner::store::SqliteStore::open(&state.path().join("runner.sqlite")).unwrap();
+    use drydock_runner::store::{RunState, Store};
+    let run = store.get(&stopped).unwrap().unwrap();
+    assert_eq!(run.state, RunState::Interrupted, "{run:?}");
+    assert!(run.reason.unwrap().contains("re-queued as run"));
+    let queued = store
+        .list(&drydock_runner::store::RunFilter {
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        queued
+            .iter()
+            .any(|r| r.retry_of.as_deref() == Some(stopped.as_str())),
+        "{queued:?}"
+    );
+    assert!(log2.contains("webhook rejected"), "{log2}");
+    for text in [&log1, &log2, &page.body] {
+        assert!(!text.contains(SECRET) && !text.contains(TOKEN));
+    }
+    assert!(std::fs::read_dir(state.path().join("worktrees"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn invalid_configuration_is_located_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runner.yml");
+    std::fs::write(
+        &path,
+        "repos:\n  - name: app\n    url: /nowhere\n    integrate: squash\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(["runner", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:16: `integrate`: expected fast-forward or merge",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn timed(addr: SocketAddr, path: &str) -> (Duration, usize) {
+    let mut times = Vec::new();
+    let mut len = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = http(addr, "GET", path, &[], b"");
+        times.push(t.elapsed());
+        assert_eq!(r.status, 200);
+        len = r.body.len();
+    }
+    times.sort();
+    (times[times.len() / 2], len)
+}
+
+/// 1,000 queued runs: the runner's memory and API latency (prints figures).
+#[test]
+#[ignore = "measurement: cargo test -p drydock-cli --test runner -- --ignored --nocapture"]
+fn queue_of_1000_runs() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(&origin, state.path(), "");
+    let runner = RunnerProcess::start(&config);
+    let pid = runner.child.id();
+    let first = wait_for("the first run", Duration::from_secs(60), || {
+        runner
+            .runs()
+            .first()
+            .and_then(|r| r["id"].as_str().map(String::from))
+    });
+    // Push → run start, by polling (interval 500 ms) and by webhook.
+    let started = |sha: &str| -> i64 {
+        wait_for("the pushed commit's run", Duration::from_secs(60), || {
+            runner
+                .runs()
+                .iter()
+                .find(|r| r["sha"] == sha && !r["started_ms"].is_null())
+                .and_then(|r| r["started_ms"].as_i64())
+        })
+    };
+    let mut poll = Vec::new();
+    for i in 0..5 {
+        let sha = origin.push_branch(
+            &format!("feature/p{i}"),
+            "origin/main",
+            "p.txt",
+            &i.to_string(),
+            "p",
+        );
+        let pushed = drydock_runner::store::now_ms();
+        poll.push(started(&sha) - pushed);
+        std::thread::sleep(Duration::from_millis(1700));
+    }
+    let mut hook = Vec::new();
+    for i in 0..5 {
+        let sha = origin.push_branch(
+            &format!("feature/w{i}"),
+            "origin/main",
+            "w.txt",
+            &i.to_string(),
+            "w",
+        );
+        let body = serde_json::json!({"ref": format!("refs/heads/feature/w{i}"), "after": sha, "repository": {"name": "app"}}).to_string();
+        let sig = format!(
+            "sha256={}",
+            hex_encode(&drydock_runner::web::hmac_sha256(
+                SECRET.as_bytes(),
+                body.as_bytes()
+            ))
+        );
+        let sent = drydock_runner::store::now_ms();
+        let r = http(
+            runner.addr,
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-Hub-Signature-256", &sig),
+                ("X-GitHub-Delivery", &format!("m-{i}")),
+            ],
+            body.as_bytes(),
+        );
+        assert!(r.status == 202, "{}", r.body);
+        hook.push(started(&sha) - sent);
+        std::thread::sleep(Duration::from_millis(1700));
+    }
+    eprintln!("push → run start (ms): poll every 500 ms {poll:?}; webhook {hook:?}");
+    let idle = rss_kib(pid);
+    let (lat_idle, _) = timed(runner.addr, "/api/runs?limit=100");
+    let auth = format!("Bearer {TOKEN}");
+    let t = Instant::now();
+    for _ in 0..1000 {
+        let r = http(
+            runner.addr,
+            "POST",
+            &format!("/api/runs/{first}/rerun"),
+            &[("Authorization", &auth)],
+            b"",
+        );
+        assert_eq!(r.status, 202);
+    }
+    let enqueue = t.elapsed();
+    let queued = runner
+        .runs()
+        .iter()
+        .filter(|r| r["state"] == "queued")
+        .count();
+    let full = rss_kib(pid);
+    let (lat_list, len_list) = timed(runner.addr, "/api/runs?limit=100");
+    let (lat_all, len_all) = timed(runner.addr, "/api/runs?limit=1000");
+    let (lat_one, _) = timed(runner.addr, &format!("/api/runs/{first}"));
+    let (lat_page, len_page) = timed(runner.addr, "/");
+    let (lat_badge, _) = timed(runner.addr, "/badge/app/main.svg");
+    eprintln!(
+        "1,000 reruns queued in {} ms ({queued} still queued when measured)",
+        enqueue.as_millis()
+    );
+    eprintln!("runner RSS: {idle} KiB idle, {full} KiB with the queue full");
+    eprintln!("median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
+    runner.terminate();
+}
+
+/// Deploy on green: a green run of the central branch releases to the
+/// repository's channel (recorded in the ledger); other branches never release.
+#[test]
+fn deploy_on_green_of_the_central_branch_only() {
+    let origin = Origin::new();
+    let name = format!("drydock-runner-test/deploy-{}", std::process::id());
+    let pipeline_name = format!("runner-deploy-{}", std::process::id());
+    origin.write(
+        "app/Dockerfile",
+        "FROM drydock/debian:bookworm AS production\nRUN echo built > /built\n",
+    );
+    origin.write(
+        "pipelines/ci.yml",
+        &format!("{}build:\n  context: app\nrelease:\n  target: production\n  name: {name}\n  channel: ignored\n", pipeline(r#"["true"]"#).replace("tiers:\n  - name: check\n", "tiers:\n  - name: check\n    build: [production]\n").replace("name: runner-fixture", &format!("name: {pipeline_name}"))),
+    );
+    origin.commit("releasable");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let feature = origin.push_branch("feature/x", "origin/main", "f.txt", "f", "feature");
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("runner.yml");
+    std::fs::write(
+        &path,
+        origin.config(state.path(), "500ms", "    deploy: testing\n"),
+    )
+    .unwrap();
+    let runner = RunnerProcess::start(&path);
+    let runs = wait_for("main and feature runs", Duration::from_secs(120), || {
+        let runs = runner.runs();
+        let done = |b: &str| {
+            runs.iter()
+                .any(|r| r["branch"] == b && r["finished_ms"].is_i64())
+        };
+        (done("main") && done("feature/x")).then_some(runs)
+    });
+    let log = runner.terminate();
+    let main = runs.iter().find(|r| r["branch"] == "main").unwrap();
+    let feat = runs.iter().find(|r| r["branch"] == "feature/x").unwrap();
+    assert_eq!(main["state"], "passed", "{main}\n{log}");
+    assert_eq!(feat["state"], "passed", "{feat}");
+    let main_tags = main["summary"]["released"].as_array().unwrap();
+    assert!(
+        main_tags
+            .iter()
+            .any(|t| *t == format!("{name}:testing").as_str()),
+        "{main}"
+    );
+    assert!(
+        feat["summary"]["released"].as_array().unwrap().is_empty(),
+        "{feat}"
+    );
+    let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let history = ledger.history("testing").unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].git_sha.as_deref(), main["sha"].as_str());
+    assert_ne!(main["sha"], feature.as_str());
+    // Remove the images this test built and tagged.
+    let label = format!("label=drydock.pipeline={pipeline_name}");
+    let out = Command::new("docker")
+        .args(["images", "-q", "--filter", &label])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+    }
+}

@@ -1,0 +1,693 @@
+//! The runner's configuration file (`runner.yml`), validated with
+//! `file:line:col` errors.
+//!
+//! ```yaml
+//! listen: 127.0.0.1:8780          # default; the HTTP API, status page and webhooks
+//! state_dir: /var/lib/drydock     # default: .drydock-runner beside this file
+//! concurrency: 2                  # runs at once (default 2)
+//! run_timeout: 30m                # per run (default 30m)
+//! poll_interval: 30s              # default for repositories (default 30s)
+//! requeue_interrupted: true       # re-queue runs a dead runner left (default true)
+//! max_body: 1048576               # largest webhook body in bytes (default 1 MiB)
+//! webhook_secret: { env: DRYDOCK_WEBHOOK_SECRET }   # or { file: /run/secrets/hook }
+//! api_token: { file: /run/secrets/api-token }       # Bearer token of mutating endpoints
+//! repos:
+//!   - name: app                   # [A-Za-z0-9][A-Za-z0-9_.-]*; webhooks match it, or the url
+//!     url: /srv/git/app.git       # anything `git fetch` reaches
+//!     pipeline: pipelines/ci.yml  # in the repository (default pipelines/ci.yml)
+//!     branches: [main]            # branches run on every new commit (default: [central])
+//!     central: main               # the integration branch (default main)
+//!     candidates: ["ready/*"]     # merge-queue branches (default none)
+//!     integrate: fast-forward     # or merge (always a merge commit)
+//!     poll: 10s                   # or `off` (webhooks only); default poll_interval
+//!     deploy: staging             # channel a green central run releases to (default: none)
+//! ```
+//!
+//! Secrets are read from the environment or a file, never written in the
+//! configuration, and never printed ([`Secret`]'s `Debug` is redacted).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drydock_core::pipeline::parse_duration;
+use drydock_core::yaml::{self, Kind, Node, Pos, ScalarType};
+
+/// A secret value; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for comparing and signing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How a green candidate lands on the central branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrate {
+    /// Fast-forward to the candidate when it is on top of the central branch;
+    /// otherwise to a merge commit of both (the one tested).
+    FastForward,
+    /// Always a merge commit (`--no-ff`), the one tested.
+    Merge,
+}
+
+/// One watched repository.
+#[derive(Debug, Clone)]
+pub struct RepoConfig {
+    /// Name (API, page, badge, webhook matching).
+    pub name: String,
+    /// Where `git` fetches from and pushes to.
+    pub url: String,
+    /// The pipeline file, relative to the repository root.
+    pub pipeline: String,
+    /// Branches (glob patterns, `*` matches anything) run on every new commit.
+    pub branches: Vec<String>,
+    /// The integration branch.
+    pub central: String,
+    /// Merge-queue branch patterns.
+    pub candidates: Vec<String>,
+    /// How candidates land.
+    pub integrate: Integrate,
+    /// Poll interval; `None` when polling is off.
+    pub poll: Option<Duration>,
+    /// Channel a green run of the central branch releases to.
+    pub deploy: Option<String>,
+}
+
+impl RepoConfig {
+    /// Whether a branch is a merge-queue candidate.
+    pub fn is_candidate(&self, branch: &str) -> bool {
+        self.candidates.iter().any(|p| glob(p, branch))
+    }
+
+    /// Whether a branch is watched at all (run or candidate).
+    pub fn watches(&self, branch: &str) -> bool {
+        self.is_candidate(branch) || self.branches.iter().any(|p| glob(p, branch))
+    }
+}
+
+/// The runner's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// HTTP address (127.0.0.1 by default).
+    pub listen: SocketAddr,
+    /// Database, git mirrors, worktrees and results live here.
+    pub state_dir: PathBuf,
+    /// Runs at once.
+    pub concurrency: usize,
+    /// Per-run deadline.
+    pub run_timeout: Duration,
+    /// Time a stopped container gets before it is killed.
+    pub stop_grace: Duration,
+    /// Re-queue runs left running by a runner that died.
+    pub requeue_interrupted: bool,
+    /// Largest webhook body accepted.
+    pub max_body: usize,
+    /// Shared secret of webhooks (none: webhooks are refused).
+    pub webhook_secret: Option<Secret>,
+    /// Bearer token of mutating endpoints (none: they are refused).
+    pub api_token: Option<Secret>,
+    /// Watched repositories.
+    pub repos: Vec<RepoConfig>,
+}
+
+impl Config {
+    /// A repository by name.
+    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.repos.iter().find(|r| r.name == name)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            message: format!("{}: cannot read: {e}", path.display()),
+        })?;
+        Self::parse(&source, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates configuration text; `env` looks up environment variables.
+    pub fn parse(
+        source: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let err = |pos: Pos, m: String| ConfigError {
+            message: format!("{file}:{}:{}: {m}", pos.line, pos.col),
+        };
+        let root = match yaml::parse(source) {
+            Ok(Some(root)) => root,
+            Ok(None) => return Err(err(Pos::START, "the configuration is empty".into())),
+            Err(e) => return Err(err(e.pos, e.message)),
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut c = Checker {
+            errors: Vec::new(),
+            env,
+            base: base.clone(),
+        };
+        let config = c.config(&root, path, &base);
+        match (config, c.errors.into_iter().min_by_key(|(p, _)| *p)) {
+            (_, Some((pos, m))) => Err(err(pos, m)),
+            (Some(config), None) => Ok(config),
+            (None, None) => Err(err(root.pos, "invalid configuration".into())),
+        }
+    }
+}
+
+/// A configuration problem, `FILE:LINE:COL: MESSAGE`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// The located message.
+    pub message: String,
+}
+
+/// Glob match where `*` matches any run of characters (including `/`).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    fn rec(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| rec(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && rec(rest, &t[1..]),
+        }
+    }
+    rec(pattern.as_bytes(), text.as_bytes())
+}
+
+/// A git branch name the runner accepts: what `git check-ref-format --branch`
+/// accepts, and never starting with `-` (so it can never look like an option).
+pub fn valid_branch(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && !name.contains("/.")
+        && name != "@"
+        && !name
+            .chars()
+            .any(|c| c.is_ascii_control() || " ~^:?*[\\\x7f".contains(c))
+}
+
+struct Checker<'a> {
+    errors: Vec<(Pos, String)>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base: PathBuf,
+}
+
+fn scalar(node: &Node) -> Option<&str> {
+    match &node.kind {
+        Kind::Scalar { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, pos: Pos, m: impl Into<String>) {
+        self.errors.push((pos, m.into()));
+    }
+
+    fn map<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n [(Node, Node)]> {
+        match &node.kind {
+            Kind::Map(entries) => Some(entries),
+            _ => {
+                self.fail(
+                    node.pos,
+                    format!("{what}: expected a mapping, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node, key: &str) -> Option<String> {
+        match node.scalar_type() {
+            Some(ScalarType::Str) => scalar(node).map(str::to_string),
+            _ => {
+                self.fail(
+                    node.pos,
+                    format!("`{key}`: expected a string, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, node: &Node, key: &str, min: u64) -> Option<u64> {
+        let value = (node.scalar_type() == Some(ScalarType::Int))
+            .then(|| scalar(node).and_then(|t| t.parse::<u64>().ok()))
+            .flatten();
+        match value {
+            Some(v) if v >= min => Some(v),
+            _ => {
+                self.fail(
+                    node.pos,
+                    format!(
+                        "`{key}`: expected an integer of at least {min}, found {}",
+                        node.describe()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, key: &str) -> Option<bool> {
+        match node.scalar_type() {
+            Some(ScalarType::Bool(b)) => Some(b),
+            _ => {
+                self.fail(
+                    node.pos,
+                    format!("`{key}`: expected true or false, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, key: &str) -> Option<Duration> {
+        let text = self.string(node, key)?;
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.fail(node.pos, format!("`{key}`: {e}"));
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, node: &Node, key: &str) -> Option<Vec<String>> {
+        let Kind::Seq(items) = &node.kind else {
+            self.fail(
+                node.pos,
+                format!(
+                    "`{key}`: expected a list of strings, found {}",
+                    node.describe()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            out.push(self.string(item, key)?);
+        }
+        Some(out)
+    }
+
+    fn secret(&mut self, node: &Node, key: &str) -> Option<Secret> {
+        let entries = self.map(node, key)?;
+        if entries.len() != 1 {
+            self.fail(
+                node.pos,
+                format!("`{key}`: expected exactly one of `env: NAME` or `file: PATH` (secrets are never written in the configuration)"),
+            );
+            return None;
+        }
+        let (k, v) = &entries[0];
+        let name = self.string(v, key)?;
+        let value = match scalar(k) {
+            Some("env") => match (self.env)(&name) {
+                Some(v) => v,
+                None => {
+                    self.fail(
+                        v.pos,
+                        format!("`{key}`: environment variable {name} is not set"),
+                    );
+                    return None;
+                }
+            },
+            Some("file") => {
+                let path = self.base.join(&name);
+                match std::fs::read_to_string(&path) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.fail(
+                            v.pos,
+                            format!("`{key}`: cannot read {}: {e}", path.display()),
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                self.fail(
+                    k.pos,
+                    format!(
+                        "`{key}`: unknown source {}, expected `env` or `file`",
+                        k.describe()
+                    ),
+                );
+                return None;
+            }
+        };
+        let value = value.trim().to_string();
+        if value.len() < 8 {
+            self.fail(
+                v.pos,
+                format!("`{key}`: the secret is empty or shorter than 8 characters"),
+            );
+            return None;
+        }
+        Some(Secret(value))
+    }
+
+    fn config(&mut self, root: &Node, path: &Path, base: &Path) -> Option<Config> {
+        let entries = self.map(root, "the configuration")?;
+        let mut config = Config {
+            path: path.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8780)),
+            state_dir: base.join(".drydock-runner"),
+            concurrency: 2,
+            run_timeout: Duration::from_secs(30 * 60),
+            stop_grace: Duration::from_secs(10),
+            requeue_interrupted: true,
+            max_body: 1 << 20,
+            webhook_secret: None,
+            api_token: None,
+            repos: Vec::new(),
+        };
+        let mut poll_interval = Duration::from_secs(30);
+        let mut repos_node = None;
+        let mut seen = std::collections::HashSet::new();
+        for (k, v) in entries {
+            let Some(key) = scalar(k) else {
+                self.fail(k.pos, "keys must be strings");
+                continue;
+            };
+            if !seen.insert(key.to_string()) {
+                self.fail(k.pos, format!("`{key}` is given twice"));
+                continue;
+            }
+            match key {
+                "listen" => {
+                    if let Some(s) = self.string(v, key) {
+                        match s.parse() {
+                            Ok(a) => config.listen = a,
+                            Err(_) => self.fail(
+                                v.pos,
+                                format!("`listen`: expected ADDRESS:PORT like 127.0.0.1:8780, found {s:?}"),
+                            ),
+                        }
+                    }
+                }
+                "state_dir" => {
+                    if let Some(s) = self.string(v, key) {
+                        config.state_dir = base.join(s);
+                    }
+                }
+                "concurrency" => {
+                    if let Some(n) = self.int(v, key, 1) {
+                        config.concurrency = n as usize;
+                    }
+                }
+                "run_timeout" => {
+                    if let Some(d) = self.duration(v, key) {
+                        config.run_timeout = d;
+                    }
+                }
+                "stop_grace" => {
+                    if let Some(d) = self.duration(v, key) {
+                        config.stop_grace = d;
+                    }
+                }
+                "poll_interval" => {
+                    if let Some(d) = self.duration(v, key) {
+                        poll_interval = d;
+                    }
+                }
+                "requeue_interrupted" => {
+                    if let Some(b) = self.boolean(v, key) {
+                        config.requeue_interrupted = b;
+                    }
+                }
+                "max_body" => {
+                    if let Some(n) = self.int(v, key, 1024) {
+                        config.max_body = n as usize;
+                    }
+                }
+                "webhook_secret" => config.webhook_secret = self.secret(v, key),
+                "api_token" => config.api_token = self.secret(v, key),
+                "repos" => repos_node = Some(v),
+                other => self.fail(
+                    k.pos,
+                    format!("unknown key `{other}` (expected listen, state_dir, concurrency, run_timeout, stop_grace, poll_interval, requeue_interrupted, max_body, webhook_secret, api_token or repos)"),
+                ),
+            }
+        }
+        let Some(repos) = repos_node else {
+            self.fail(root.pos, "missing `repos`: the repositories to watch");
+            return None;
+        };
+        let Kind::Seq(items) = &repos.kind else {
+            self.fail(
+                repos.pos,
+                format!("`repos`: expected a list, found {}", repos.describe()),
+            );
+            return None;
+        };
+        for item in items {
+            if let Some(repo) = self.repo(item, poll_interval) {
+                if config.repos.iter().any(|r| r.name == repo.name) {
+                    self.fail(
+                        item.pos,
+                        format!("repository `{}` is listed twice", repo.name),
+                    );
+                }
+                config.repos.push(repo);
+            }
+        }
+        Some(config)
+    }
+
+    fn branch_list(&mut self, node: &Node, key: &str) -> Option<Vec<String>> {
+        let list = self.strings(node, key)?;
+        for b in &list {
+            if !valid_branch(&b.replace('*', "x")) {
+                self.fail(
+                    node.pos,
+                    format!("`{key}`: {b:?} is not a valid branch name or pattern"),
+                );
+                return None;
+            }
+        }
+        Some(list)
+    }
+
+    fn repo(&mut self, node: &Node, poll_interval: Duration) -> Option<RepoConfig> {
+        let entries = self.map(node, "a repository")?;
+        let mut name = None;
+        let mut url = None;
+        let mut repo = RepoConfig {
+            name: String::new(),
+            url: String::new(),
+            pipeline: "pipelines/ci.yml".into(),
+            branches: Vec::new(),
+            central: "main".into(),
+            candidates: Vec::new(),
+            integrate: Integrate::FastForward,
+            poll: Some(poll_interval),
+            deploy: None,
+        };
+        let mut branches = None;
+        for (k, v) in entries {
+            let key = scalar(k).unwrap_or("");
+            match key {
+                "name" => {
+                    if let Some(s) = self.string(v, key) {
+                        let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                            && s.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                        if ok {
+                            name = Some(s);
+                        } else {
+                            self.fail(v.pos, format!("`name`: {s:?} must match [A-Za-z0-9][A-Za-z0-9_.-]*"));
+                        }
+                    }
+                }
+                "url" => {
+                    if let Some(s) = self.string(v, key) {
+                        if s.is_empty() || s.starts_with('-') {
+                            self.fail(v.pos, "`url`: expected a path or URL git can fetch");
+                        } else {
+                            url = Some(s);
+                        }
+                    }
+                }
+                "pipeline" => {
+                    if let Some(s) = self.string(v, key) {
+                        if s.is_empty() || s.starts_with('/') || s.split('/').any(|c| c == "..") {
+                            self.fail(v.pos, "`pipeline`: expected a path inside the repository");
+                        } else {
+                            repo.pipeline = s;
+                        }
+                    }
+                }
+                "branches" => branches = self.branch_list(v, key),
+                "candidates" => {
+                    if let Some(c) = self.branch_list(v, key) {
+                        repo.candidates = c;
+                    }
+                }
+                "central" => {
+                    if let Some(s) = self.string(v, key) {
+                        if valid_branch(&s) {
+                            repo.central = s;
+                        } else {
+                            self.fail(v.pos, format!("`central`: {s:?} is not a valid branch name"));
+                        }
+                    }
+                }
+                "integrate" => match self.string(v, key).as_deref() {
+                    Some("fast-forward") => repo.integrate = Integrate::FastForward,
+                    Some("merge") => repo.integrate = Integrate::Merge,
+                    Some(other) => self.fail(
+                        v.pos,
+                        format!("`integrate`: expected fast-forward or merge, found {other:?}"),
+                    ),
+                    None => {}
+                },
+                "poll" => {
+                    if scalar(v) == Some("off") {
+                        repo.poll = None;
+                    } else if let Some(d) = self.duration(v, key) {
+                        repo.poll = Some(d);
+                    }
+                }
+                "deploy" => {
+                    if let Some(s) = self.string(v, key) {
+                        let ok = !s.is_empty()
+                            && s.len() <= 128
+                            && !s.starts_with(['.', '-'])
+                            && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                        if ok {
+                            repo.deploy = Some(s);
+                        } else {
+                            self.fail(v.pos, format!("`deploy`: {s:?} is not a valid channel (an image tag)"));
+                        }
+                    }
+                }
+                other => self.fail(
+                    k.pos,
+                    format!("unknown repository key `{other}` (expected name, url, pipeline, branches, central, candidates, integrate, poll or deploy)"),
+                ),
+            }
+        }
+        match (name, url) {
+            (Some(n), Some(u)) => {
+                repo.name = n;
+                repo.url = u;
+            }
+            (None, _) => {
+                self.fail(node.pos, "a repository needs a `name`");
+                return None;
+            }
+            (_, None) => {
+                self.fail(node.pos, "a repository needs a `url`");
+                return None;
+            }
+        }
+        repo.branches = branches.unwrap_or_else(|| vec![repo.central.clone()]);
+        Some(repo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse(src, Path::new("/etc/runner.yml"), &|n| {
+            (n == "HOOK").then(|| "s3cret-value".to_string())
+        })
+    }
+
+    #[test]
+    fn valid_configuration_with_defaults() {
+        let c = parse(
+            "webhook_secret: { env: HOOK }\nrepos:\n  - name: app\n    url: /srv/app.git\n    candidates: ['ready/*']\n    poll: 2s\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8780");
+        assert_eq!(c.state_dir, Path::new("/etc/.drydock-runner"));
+        let r = &c.repos[0];
+        assert_eq!(r.branches, ["main"]);
+        assert!(r.is_candidate("ready/x/y"));
+        assert!(!r.is_candidate("main"));
+        assert_eq!(r.poll, Some(Duration::from_secs(2)));
+        assert_eq!(c.webhook_secret.unwrap().expose(), "s3cret-value");
+        assert!(
+            !format!("{:?}", parse("webhook_secret: { env: HOOK }\nrepos: []\n"))
+                .contains("s3cret")
+        );
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let cases = [
+            (
+                "repos: []\nconcurency: 2\n",
+                "/etc/runner.yml:2:1: unknown key `concurency`",
+            ),
+            (
+                "repos:\n  - name: app\n",
+                "/etc/runner.yml:2:5: a repository needs a `url`",
+            ),
+            (
+                "repos: []\nrun_timeout: 5 minutes\n",
+                "/etc/runner.yml:2:14: `run_timeout`",
+            ),
+            (
+                "repos: []\nwebhook_secret: { env: NOPE }\n",
+                "/etc/runner.yml:2:24: `webhook_secret`: environment variable NOPE is not set",
+            ),
+            (
+                "repos: []\nwebhook_secret: hunter22\n",
+                "/etc/runner.yml:2:17: webhook_secret: expected a mapping",
+            ),
+            (
+                "repos:\n  - name: app\n    url: x\n    integrate: rebase\n",
+                "/etc/runner.yml:4:16: `integrate`",
+            ),
+            (
+                "concurrency: 0\nrepos: []\n",
+                "/etc/runner.yml:1:14: `concurrency`",
+            ),
+            ("repos: [\n", "/etc/runner.yml:"),
+        ];
+        for (src, want) in cases {
+            let e = parse(src).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{src:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn branch_names() {
+        assert!(valid_branch("ready/$(touch${IFS}/tmp/pwned)"));
+        assert!(valid_branch("main"));
+        for bad in ["-x", "a b", "a..b", "x.lock", "a:b", "", "a//b", "@"] {
+            assert!(!valid_branch(bad), "{bad}");
+        }
+        assert!(glob("ready/*", "ready/a/b"));
+        assert!(!glob("ready/*", "main"));
+    }
+}

@@ -1,0 +1,539 @@
+//! Executing runs: the dispatcher (a worker pool with a concurrency limit),
+//! one run from checkout to teardown, and recovery at start-up.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use drydock_core::events::{Event, Outcome};
+use drydock_core::pipeline::{self, Vars};
+use drydock_core::report::ResultsWriter;
+use drydock_core::run::{run_pipeline, CancellationToken, GitInfo, RunOptions};
+use drydock_core::trust::Trust;
+
+use crate::config::RepoConfig;
+use crate::gate;
+use crate::store::{NewRun, Run, RunKind, RunState, RunSummary, StepSummary, TierSummary};
+use crate::Shared;
+
+/// The run's own log (`run.log` in its results folder): runner messages and
+/// every step's output, prefixed `[tier/step]`, flushed line by line so the
+/// API can stream it.
+#[derive(Clone)]
+pub struct RunLog(Arc<Mutex<Option<std::fs::File>>>);
+
+impl RunLog {
+    /// Opens (appending) `dir/run.log`.
+    pub fn open(dir: &Path) -> RunLog {
+        let _ = std::fs::create_dir_all(dir);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("run.log"))
+            .ok();
+        RunLog(Arc::new(Mutex::new(file)))
+    }
+
+    /// Appends one line.
+    pub fn line(&self, text: &str) {
+        if let Some(f) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            let _ = f.write_all(text.as_bytes());
+            let _ = f.write_all(b"\n");
+        }
+    }
+
+    /// A runner message (`drydock: …`).
+    pub fn note(&self, text: &str) {
+        self.line(&format!("drydock: {text}"));
+    }
+}
+
+/// At start-up: runs a previous runner left `running` become `interrupted`,
+/// their containers and worktrees are removed, and (with
+/// `requeue_interrupted`) each is queued again.
+pub async fn recover(shared: &Arc<Shared>) {
+    let interrupted = match shared
+        .store
+        .interrupt_running("interrupted: the runner stopped while this run was running")
+    {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::error!("cannot recover interrupted runs: {e}");
+            Vec::new()
+        }
+    };
+    for run in &interrupted {
+        match shared.engine.remove_run(&run.id).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(run = %run.id, "removed {n} containers/networks of the interrupted run")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(run = %run.id, "cannot remove the interrupted run's containers: {e}")
+            }
+        }
+        if let Some(mirror) = shared.mirrors.get(&run.repo) {
+            mirror.remove_worktree(&shared.worktree_dir(&run.id)).await;
+        }
+        RunLog::open(&shared.results_dir(&run.id)).note("interrupted: the runner stopped");
+        if shared.config.requeue_interrupted {
+            requeue_interrupted(shared, run, "the runner restarted");
+        }
+    }
+    match shared.engine.reap_dead_runs().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} leftovers of dead runs"),
+        Err(e) => tracing::warn!("cannot remove leftovers of dead runs: {e}"),
+    }
+}
+
+fn requeue_interrupted(shared: &Shared, run: &Run, why: &str) {
+    match shared.enqueue(NewRun {
+        repo: run.repo.clone(),
+        branch: run.branch.clone(),
+        sha: run.sha.clone(),
+        kind: run.kind,
+        trigger: format!("re-queued: {why} while run {} was running", run.id),
+        retry_of: Some(run.id.clone()),
+    }) {
+        Ok(again) => {
+            let _ = shared.store.set_reason(
+                &run.id,
+                &format!("interrupted ({why}); re-queued as run {}", again.id),
+            );
+        }
+        Err(e) => tracing::error!(run = %run.id, "cannot re-queue: {e}"),
+    }
+}
+
+/// The dispatcher: takes queued runs in order while fewer than
+/// `concurrency` run.
+pub async fn dispatch(shared: Arc<Shared>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.config.concurrency));
+    let mut workers = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let run = loop {
+            match shared.store.claim_next() {
+                Ok(Some(run)) => break Some(run),
+                Ok(None) => {}
+                Err(e) => tracing::error!("cannot read the queue: {e}"),
+            }
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = shared.shutdown.cancelled() => break None,
+            }
+        };
+        let Some(run) = run else { break };
+        let shared = shared.clone();
+        workers.spawn(async move {
+            execute(&shared, run).await;
+            drop(permit);
+            shared.wake.notify_one();
+        });
+        while workers.try_join_next().is_some() {}
+    }
+    // Shutdown: running runs see their token cancelled; wait for their teardown.
+    while workers.join_next().await.is_some() {}
+}
+
+/// What a run ended as.
+pub(crate) struct EndingError {
+    state: RunState,
+    reason: Option<String>,
+}
+
+impl EndingError {
+    pub(crate) fn new(state: RunState, reason: impl Into<String>) -> EndingError {
+        EndingError {
+            state,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// Runs one claimed run to its end and records it.
+pub async fn execute(shared: &Arc<Shared>, run: Run) {
+    let cancel = shared.shutdown.child_token();
+    shared
+        .running
+        .lock()
+        .unwrap()
+        .insert(run.id.clone(), cancel.clone());
+    let log = RunLog::open(&shared.results_dir(&run.id));
+    log.note(&format!(
+        "run {} of {} branch {} at {} ({})",
+        run.id, run.repo, run.branch, run.sha, run.trigger
+    ));
+    tracing::info!(run = %run.id, repo = %run.repo, branch = %run.branch, "run started");
+    let worktree = shared.worktree_dir(&run.id);
+    let ending = match shared.config.repo(&run.repo) {
+        Some(repo) => execute_in(shared, &run, repo, &worktree, &log, &cancel).await,
+        None => EndingError::new(
+            RunState::Errored,
+            format!("repository {} is no longer configured", run.repo),
+        ),
+    };
+    if let Some(mirror) = shared.mirrors.get(&run.repo) {
+        let _lock = shared.repo_locks[&run.repo].lock().await;
+        mirror.remove_worktree(&worktree).await;
+    }
+    shared.running.lock().unwrap().remove(&run.id);
+    let asked = shared.cancel_requested.lock().unwrap().remove(&run.id);
+    let summary = shared.live.lock().unwrap().remove(&run.id);
+    let mut ending = ending;
+    if asked && ending.state != RunState::Passed {
+        ending = EndingError::new(RunState::Cancelled, "cancelled through the API");
+    } else if shared.shutdown.is_cancelled() && !ending.state.is_finished_ok() {
+        ending = EndingError::new(RunState::Interrupted, "interrupted: the runner stopped");
+    }
+    if let Some(reason) = &ending.reason {
+        log.note(&format!("{}: {reason}", ending.state.as_str()));
+    } else {
+        log.note(ending.state.as_str());
+    }
+    tracing::info!(run = %run.id, state = ending.state.as_str(), reason = ending.reason.as_deref().unwrap_or(""), "run finished");
+    if let Err(e) = shared.store.finish(
+        &run.id,
+        ending.state,
+        ending.reason.as_deref(),
+        summary.as_ref(),
+    ) {
+        tracing::error!(run = %run.id, "cannot record the end of the run: {e}");
+    }
+    if ending.state == RunState::Interrupted && shared.config.requeue_interrupted {
+        requeue_interrupted(shared, &run, "the runner stopped");
+    }
+}
+
+impl RunState {
+    fn is_finished_ok(self) -> bool {
+        matches!(self, RunState::Passed | RunState::Failed)
+    }
+}
+
+async fn execute_in(
+    shared: &Arc<Shared>,
+    run: &Run,
+    repo: &RepoConfig,
+    worktree: &Path,
+    log: &RunLog,
+    cancel: &CancellationToken,
+) -> EndingError {
+    let mirror = &shared.mirrors[&repo.name];
+    // 1. Fetch and check out the exact commit (a candidate: on top of central).
+    let tested = {
+        let _lock = shared.repo_locks[&repo.name].lock().await;
+        log.note("fetching");
+        if let Err(e) = mirror.fetch().await {
+            return EndingError::new(
+                RunState::Errored,
+                format!("cannot fetch the repository: {e}"),
+            );
+        }
+        if !mirror.has_commit(&run.sha).await {
+            return EndingError::new(
+                RunState::Errored,
+                format!("commit {} is not in the repository", run.sha),
+            );
+        }
+        match run.kind {
+            RunKind::Branch => match mirror.add_worktree(worktree, &run.sha).await {
+                Ok(()) => run.sha.clone(),
+                Err(e) => {
+                    return EndingError::new(RunState::Errored, format!("cannot check out: {e}"))
+                }
+            },
+            RunKind::Candidate => {
+                match gate::prepare(shared, repo, mirror, run, worktree, log).await {
+                    Ok(tested) => tested,
+                    Err(ending) => return ending,
+                }
+            }
+        }
+    };
+    if cancel.is_cancelled() {
+        return EndingError::new(RunState::Cancelled, "cancelled before it started");
+    }
+
+    // 2. Load and validate the pipeline of that commit.
+    let path = worktree.join(&repo.pipeline);
+    if !path.is_file() {
+        return EndingError::new(
+            RunState::Errored,
+            format!("no pipeline file {} at commit {tested}", repo.pipeline),
+        );
+    }
+    let source = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            return EndingError::new(
+                RunState::Errored,
+                format!("cannot read {}: {e}", repo.pipeline),
+            )
+        }
+    };
+    let vars = pipeline_vars(shared)
+        .with_builtin("DRYDOCK_RUN_ID", run.id.as_str())
+        .with_builtin("DRYDOCK_GIT_SHA", tested.as_str())
+        .with_builtin("DRYDOCK_GIT_SHORT_SHA", &tested[..12])
+        .with_builtin("DRYDOCK_GIT_BRANCH", run.branch.as_str());
+    let mut pipeline = match pipeline::parse_str(&source, &repo.pipeline, worktree, &vars) {
+        Ok(p) => p,
+        Err(e) => {
+            return EndingError::new(RunState::Errored, format!("invalid pipeline: {e}"));
+        }
+    };
+    // Deploy on green: only the central branch releases, to the configured channel.
+    let deploys =
+        run.kind == RunKind::Branch && run.branch == repo.central && repo.deploy.is_some();
+    match (&mut pipeline.release, deploys) {
+        (Some(release), true) => release.channel = repo.deploy.clone().unwrap_or_default(),
+        (release, _) => *release = None,
+    }
+
+    // 3. Run it.
+    let results_dir = shared.results_dir(&run.id);
+    let mut results = match ResultsWriter::create(&results_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            return EndingError::new(
+                RunState::Errored,
+                format!("cannot create the results folder: {e}"),
+            )
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
+    let consumer = {
+        let shared = shared.clone();
+        let id = run.id.clone();
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut live = Live::default();
+            while let Some(event) = rx.blocking_recv() {
+                if let Err(e) = results.handle(&event) {
+                    tracing::warn!("results folder: {e}");
+                }
+                if live.handle(&event, &log) {
+                    shared
+                        .live
+                        .lock()
+                        .unwrap()
+                        .insert(id.clone(), live.summary.clone());
+                }
+            }
+            shared.live.lock().unwrap().insert(id, live.summary.clone());
+        })
+    };
+    let options = RunOptions {
+        run_id: run.id.clone(),
+        results_dir,
+        trust: Trust::from_env(),
+        git: GitInfo {
+            sha: Some(tested.clone()),
+            branch: Some(run.branch.clone()),
+        },
+        stop_grace: shared.config.stop_grace,
+    };
+    let runtime = Arc::new(shared.engine.clone());
+    let token = cancel.clone();
+    let mut task =
+        tokio::spawn(async move { run_pipeline(&pipeline, runtime, options, tx, token).await });
+    let timeout = shared.config.run_timeout;
+    let (report, timed_out) = tokio::select! {
+        r = &mut task => (r, false),
+        _ = tokio::time::sleep(timeout) => {
+            log.note(&format!("timed out after {}; stopping", pipeline::format_duration(timeout)));
+            cancel.cancel();
+            (task.await, true)
+        }
+    };
+    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+    let report = match report {
+        Ok(r) => r,
+        Err(panic) => {
+            let _ = shared.engine.remove_run(&run.id).await;
+            return EndingError::new(RunState::Errored, format!("internal error: {panic}"));
+        }
+    };
+    if timed_out {
+        return EndingError::new(
+            RunState::Failed,
+            format!("timed out after {}", pipeline::format_duration(timeout)),
+        );
+    }
+    if let Some(released) = &report.released {
+        record_release(released, &tested, &run.id, log);
+    }
+    let ending = match report.outcome {
+        Outcome::Passed => EndingError {
+            state: RunState::Passed,
+            reason: None,
+        },
+        Outcome::Failed => EndingError::new(
+            RunState::Failed,
+            report.error.unwrap_or_else(|| "a step failed".into()),
+        ),
+        Outcome::Errored => EndingError::new(
+            RunState::Errored,
+            report
+                .error
+                .unwrap_or_else(|| "infrastructure error".into()),
+        ),
+        Outcome::Interrupted => EndingError::new(RunState::Interrupted, "interrupted"),
+    };
+    // 4. A candidate lands (or not).
+    if run.kind == RunKind::Candidate {
+        if let Some(base) = shared
+            .store
+            .get(&run.id)
+            .ok()
+            .flatten()
+            .and_then(|r| r.base_sha)
+        {
+            let outcome = if ending.state == RunState::Passed {
+                gate::land(shared, repo, mirror, run, &base, &tested, log).await
+            } else {
+                format!("not landed: {} left at {}", repo.central, &base[..12])
+            };
+            let reason = match ending.reason {
+                Some(r) => format!("{r}; {outcome}"),
+                None => outcome,
+            };
+            return EndingError {
+                state: ending.state,
+                reason: Some(reason),
+            };
+        }
+    }
+    ending
+}
+
+/// Environment for `${NAME}` in pipelines: the process environment minus
+/// anything holding one of the runner's secrets.
+fn pipeline_vars(shared: &Shared) -> Vars {
+    let secrets: Vec<&str> = [&shared.config.webhook_secret, &shared.config.api_token]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose())
+        .collect();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(_, v)| !secrets.iter().any(|s| v.contains(s)))
+        .collect();
+    Vars::new(env)
+}
+
+fn record_release(released: &drydock_core::run::Released, sha: &str, run_id: &str, log: &RunLog) {
+    use drydock_core::release::{Ledger, NewEntry};
+    let result = Ledger::open(&Ledger::default_path()).and_then(|mut ledger| {
+        ledger.record(NewEntry::release(
+            released.channel.clone(),
+            released.name.clone(),
+            released.image_id.clone(),
+            Some(sha.to_string()),
+            Some(run_id.to_string()),
+        ))
+    });
+    match result {
+        Ok(_) => log.note(&format!("deployed to channel {}", released.channel)),
+        Err(e) => log.note(&format!(
+            "released, but the ledger could not record it: {e}"
+        )),
+    }
+}
+
+/// Builds the live summary from events and writes step output to `run.log`.
+#[derive(Default)]
+struct Live {
+    summary: RunSummary,
+}
+
+impl Live {
+    /// Returns true when the summary changed.
+    fn handle(&mut self, event: &Event, log: &RunLog) -> bool {
+        match event {
+            Event::RunStarted { pipeline, .. } => {
+                self.summary.pipeline = pipeline.clone();
+                log.note(&format!("pipeline {pipeline} started"));
+                true
+            }
+            Event::Log {
+                tier, step, line, ..
+            } => {
+                log.line(&format!("[{tier}/{step}] {line}"));
+                false
+            }
+            Event::StepStarted { tier, step, .. } => {
+                log.note(&format!("{tier}/{step} started"));
+                false
+            }
+            Event::StepFinished {
+                tier,
+                step,
+                status,
+                duration_ms,
+                error,
+                tests,
+                failed_tests,
+                ..
+            } => {
+                log.note(&format!(
+                    "{tier}/{step} {} in {duration_ms} ms",
+                    status.word()
+                ));
+                self.summary.steps.push(StepSummary {
+                    tier: tier.clone(),
+                    step: step.clone(),
+                    status: *status,
+                    duration_ms: *duration_ms,
+                    tests: *tests,
+                    error: error.clone(),
+                });
+                self.summary
+                    .failed_tests
+                    .extend(failed_tests.iter().map(|t| format!("{tier}/{step}: {t}")));
+                true
+            }
+            Event::StepSkipped { tier, step } => {
+                self.summary.steps.push(StepSummary {
+                    tier: tier.clone(),
+                    step: step.clone(),
+                    status: drydock_core::events::Status::Skipped,
+                    duration_ms: 0,
+                    tests: None,
+                    error: None,
+                });
+                true
+            }
+            Event::TierFinished {
+                tier,
+                status,
+                duration_ms,
+                tests,
+            } => {
+                self.summary.tiers.push(TierSummary {
+                    name: tier.clone(),
+                    status: *status,
+                    duration_ms: *duration_ms,
+                    tests: *tests,
+                });
+                self.summary.tests.add(tests);
+                true
+            }
+            Event::Released { tags, .. } => {
+                self.summary.released = tags.clone();
+                true
+            }
+            Event::ServiceFailed { service, error, .. } => {
+                log.note(&format!("service {service} failed: {error}"));
+                false
+            }
+            _ => false,
+        }
+    }
+}

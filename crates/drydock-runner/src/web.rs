@@ -1,0 +1,766 @@
+//! The HTTP side: push webhooks, the JSON API, the status page and badges.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /hooks/github` | GitHub push: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, `X-GitHub-Delivery` |
+//! | `POST /hooks/gitlab` | GitLab push: `X-Gitlab-Token` (the shared secret), `X-Gitlab-Event-UUID` |
+//! | `GET /api/runs` | runs, newest first (`?repo=&branch=&state=&limit=`) |
+//! | `GET /api/runs/{id}` | one run with its tiers, steps and test counts |
+//! | `GET /api/runs/{id}/log` | its log, streamed until the run ends |
+//! | `POST /api/runs/{id}/cancel`, `/rerun` | need `Authorization: Bearer <api token>` |
+//! | `GET /badge/{repo}/{branch}.svg` | status badge of a branch's last finished run |
+//! | `GET /`, `GET /runs/{id}` | the status page |
+//!
+//! Webhooks: a body larger than `max_body` gets 413, a missing or wrong
+//! signature 401, malformed JSON 400 (each logged); a delivery id seen before
+//! is a replay and is ignored (200). Secrets never appear in responses or logs.
+
+// Handlers short-circuit with a ready `Response` as the error: it is built once
+// per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::valid_branch;
+use crate::git::is_sha;
+use crate::store::{NewRun, Run, RunFilter, RunKind, RunState};
+use crate::Shared;
+
+type AppState = Arc<Shared>;
+
+/// Serves until the runner stops.
+pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let stop = shared.shutdown.clone();
+    let app = router(shared);
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP server: {e}");
+    }
+}
+
+/// The routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(page_index))
+        .route("/runs/{id}", get(page_run))
+        .route("/hooks/github", post(hook_github))
+        .route("/hooks/gitlab", post(hook_gitlab))
+        .route("/api/runs", get(api_runs))
+        .route("/api/runs/{id}", get(api_run))
+        .route("/api/runs/{id}/log", get(api_log))
+        .route("/api/runs/{id}/cancel", post(api_cancel))
+        .route("/api/runs/{id}/rerun", post(api_rerun))
+        .route("/badge/{repo}/{*branch}", get(badge))
+        .with_state(shared)
+}
+
+// ---------------------------------------------------------------- webhooks
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Equality in time independent of where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn reject(status: StatusCode, why: &str) -> Response {
+    (status, Json(json!({ "error": why }))).into_response()
+}
+
+async fn read_body(
+    shared: &Shared,
+    body: Body,
+    hook: &str,
+    peer: std::net::SocketAddr,
+) -> Result<Bytes, Response> {
+    match axum::body::to_bytes(body, shared.config.max_body).await {
+        Ok(bytes) => Ok(bytes),
+        Err(_) => {
+            tracing::warn!(hook, %peer, "webhook rejected: body larger than {} bytes (or unreadable)", shared.config.max_body);
+            Err(reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn hook_github(
+    State(shared): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_body(&shared, body, "github", peer).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(secret) = &shared.config.webhook_secret else {
+        tracing::warn!(hook = "github", %peer, "webhook rejected: no webhook_secret configured");
+        return reject(StatusCode::UNAUTHORIZED, "webhooks are not configured");
+    };
+    let delivery = header(&headers, "x-github-delivery").unwrap_or("");
+    let signature = header(&headers, "x-hub-signature-256")
+        .and_then(|s| s.strip_prefix("sha256="))
+        .and_then(|h| hex::decode(h).ok());
+    let expected = hmac_sha256(secret.expose().as_bytes(), &body);
+    match signature {
+        None => {
+            tracing::warn!(hook = "github", %peer, delivery, "webhook rejected: missing signature");
+            return reject(StatusCode::UNAUTHORIZED, "missing signature");
+        }
+        Some(sig) if !constant_time_eq(&sig, &expected) => {
+            tracing::warn!(hook = "github", %peer, delivery, "webhook rejected: wrong signature");
+            return reject(StatusCode::UNAUTHORIZED, "wrong signature");
+        }
+        Some(_) => {}
+    }
+    let event = header(&headers, "x-github-event").unwrap_or("push");
+    handle_push(&shared, "github", peer, delivery, event == "push", &body)
+}
+
+async fn hook_gitlab(
+    State(shared): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_body(&shared, body, "gitlab", peer).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(secret) = &shared.config.webhook_secret else {
+        tracing::warn!(hook = "gitlab", %peer, "webhook rejected: no webhook_secret configured");
+        return reject(StatusCode::UNAUTHORIZED, "webhooks are not configured");
+    };
+    let delivery = header(&headers, "x-gitlab-event-uuid").unwrap_or("");
+    match header(&headers, "x-gitlab-token") {
+        None => {
+            tracing::warn!(hook = "gitlab", %peer, delivery, "webhook rejected: missing token");
+            return reject(StatusCode::UNAUTHORIZED, "missing token");
+        }
+        Some(t) if !constant_time_eq(t.as_bytes(), secret.expose().as_bytes()) => {
+            tracing::warn!(hook = "gitlab", %peer, delivery, "webhook rejected: wrong token");
+            return reject(StatusCode::UNAUTHORIZED, "wrong token");
+        }
+        Some(_) => {}
+    }
+    let event = header(&headers, "x-gitlab-event").unwrap_or("Push Hook");
+    handle_push(
+        &shared,
+        "gitlab",
+        peer,
+        delivery,
+        event == "Push Hook",
+        &body,
+    )
+}
+
+/// A verified delivery: replay check, then the push's branch and commit.
+fn handle_push(
+    shared: &Shared,
+    hook: &str,
+    peer: std::net::SocketAddr,
+    delivery: &str,
+    is_push: bool,
+    body: &[u8],
+) -> Response {
+    let payload: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            tracing::warn!(hook, %peer, delivery, "webhook rejected: malformed JSON body");
+            return reject(StatusCode::BAD_REQUEST, "malformed JSON body");
+        }
+    };
+    // The delivery id: the header, else a digest of the signed body.
+    let delivery_id = if delivery.is_empty() {
+        format!("{hook}:body:{}", hex::encode(Sha256::digest(body)))
+    } else if delivery.len() > 200 {
+        return reject(StatusCode::BAD_REQUEST, "delivery id too long");
+    } else {
+        format!("{hook}:{delivery}")
+    };
+    match shared.store.first_delivery(&delivery_id) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(hook, %peer, delivery, "webhook ignored: replayed delivery");
+            return (
+                StatusCode::OK,
+                Json(json!({ "ignored": "replayed delivery" })),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return reject(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
+        }
+    }
+    if !is_push {
+        return (
+            StatusCode::OK,
+            Json(json!({ "ignored": "not a push event" })),
+        )
+            .into_response();
+    }
+    let refname = payload.get("ref").and_then(Value::as_str);
+    let after = payload.get("after").and_then(Value::as_str);
+    let (Some(refname), Some(after)) = (refname, after) else {
+        tracing::warn!(hook, %peer, delivery, "webhook rejected: push without ref or after");
+        return reject(StatusCode::BAD_REQUEST, "a push needs `ref` and `after`");
+    };
+    let Some(branch) = refname.strip_prefix("refs/heads/") else {
+        return (StatusCode::OK, Json(json!({ "ignored": "not a branch" }))).into_response();
+    };
+    if !is_sha(after) || !valid_branch(branch) {
+        tracing::warn!(hook, %peer, delivery, "webhook rejected: invalid branch or commit");
+        return reject(StatusCode::BAD_REQUEST, "invalid branch name or commit id");
+    }
+    if after.bytes().all(|b| b == b'0') {
+        return (StatusCode::OK, Json(json!({ "ignored": "branch deleted" }))).into_response();
+    }
+    let project = payload
+        .get("repository")
+        .or_else(|| payload.get("project"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let names: Vec<&str> = [
+        "name",
+        "full_name",
+        "path_with_namespace",
+        "clone_url",
+        "ssh_url",
+        "git_http_url",
+        "git_ssh_url",
+        "url",
+    ]
+    .iter()
+    .filter_map(|k| project.get(k).and_then(Value::as_str))
+    .collect();
+    let repo = shared.config.repos.iter().find(|r| {
+        names
+            .iter()
+            .any(|n| *n == r.name || *n == r.url || n.rsplit('/').next() == Some(r.name.as_str()))
+    });
+    let Some(repo) = repo else {
+        tracing::info!(hook, delivery, "webhook ignored: repository not configured");
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": "repository not configured" })),
+        )
+            .into_response();
+    };
+    if !repo.watches(branch) {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": "branch not watched" })),
+        )
+            .into_response();
+    }
+    let kind = if repo.is_candidate(branch) {
+        RunKind::Candidate
+    } else {
+        RunKind::Branch
+    };
+    let new = NewRun {
+        repo: repo.name.clone(),
+        branch: branch.to_string(),
+        sha: after.to_string(),
+        kind,
+        trigger: format!("webhook:{hook}"),
+        retry_of: None,
+    };
+    match shared.observe(new) {
+        Ok(Some(run)) => (StatusCode::ACCEPTED, Json(json!({ "queued": run.id }))).into_response(),
+        Ok(None) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": "commit already seen" })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("{e}");
+            reject(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+// ---------------------------------------------------------------- API
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    repo: Option<String>,
+    branch: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_state(s: &str) -> Option<RunState> {
+    [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Passed,
+        RunState::Failed,
+        RunState::Errored,
+        RunState::Interrupted,
+        RunState::Cancelled,
+    ]
+    .into_iter()
+    .find(|st| st.as_str() == s)
+}
+
+/// A run for the API, with the live summary of a running run.
+fn with_live(shared: &Shared, mut run: Run) -> Run {
+    if run.state == RunState::Running {
+        if let Some(live) = shared.live.lock().unwrap().get(&run.id) {
+            run.summary = Some(live.clone());
+        }
+    }
+    run
+}
+
+async fn api_runs(State(shared): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    let state = match q.state.as_deref().map(|s| (s, parse_state(s))) {
+        Some((s, None)) => return reject(StatusCode::BAD_REQUEST, &format!("unknown state {s:?}")),
+        Some((_, st)) => st,
+        None => None,
+    };
+    let filter = RunFilter {
+        repo: q.repo,
+        branch: q.branch,
+        state,
+        finished: false,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    match shared.store.list(&filter) {
+        Ok(runs) => {
+            let runs: Vec<Run> = runs.into_iter().map(|r| with_live(&shared, r)).collect();
+            Json(json!({ "runs": runs })).into_response()
+        }
+        Err(e) => reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+fn find(shared: &Shared, id: &str) -> Result<Run, Response> {
+    match shared.store.get(id) {
+        Ok(Some(run)) => Ok(with_live(shared, run)),
+        Ok(None) => Err(reject(StatusCode::NOT_FOUND, "no such run")),
+        Err(e) => Err(reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    }
+}
+
+async fn api_run(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
+    match find(&shared, &id) {
+        Ok(run) => Json(run).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn api_log(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(r) = find(&shared, &id) {
+        return r;
+    }
+    let path = shared.results_dir(&id).join("run.log");
+    // Stream what is there, then what is appended, until the run has ended.
+    let stream = futures::stream::unfold(
+        (shared.clone(), id, path, 0u64, false),
+        |(shared, id, path, offset, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let finished = shared
+                    .store
+                    .get(&id)
+                    .ok()
+                    .flatten()
+                    .is_none_or(|r| r.state.is_finished());
+                let chunk = read_from(&path, offset);
+                if !chunk.is_empty() {
+                    let next = offset + chunk.len() as u64;
+                    return Some((
+                        Ok::<_, std::io::Error>(Bytes::from(chunk)),
+                        (shared, id, path, next, false),
+                    ));
+                }
+                if finished || shared.shutdown.is_cancelled() {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        },
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(offset)).is_ok() {
+        let _ = f.take(1 << 20).read_to_end(&mut buf);
+    }
+    buf
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &shared.config.api_token else {
+        return Err(reject(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: no api_token configured",
+        ));
+    };
+    let given = header(headers, "authorization").and_then(|h| h.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.trim().as_bytes(), token.expose().as_bytes()) => Ok(()),
+        _ => {
+            tracing::warn!("API request rejected: missing or wrong token");
+            Err(reject(StatusCode::UNAUTHORIZED, "missing or wrong token"))
+        }
+    }
+}
+
+async fn api_cancel(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    let run = match find(&shared, &id) {
+        Ok(run) => run,
+        Err(r) => return r,
+    };
+    match run.state {
+        RunState::Queued => {
+            let _ = shared.store.finish(
+                &id,
+                RunState::Cancelled,
+                Some("cancelled through the API before it started"),
+                None,
+            );
+        }
+        RunState::Running => {
+            shared.cancel_requested.lock().unwrap().insert(id.clone());
+            if let Some(token) = shared.running.lock().unwrap().get(&id) {
+                token.cancel();
+            }
+        }
+        _ => return reject(StatusCode::CONFLICT, "the run has already ended"),
+    }
+    tracing::info!(run = %id, "cancel requested through the API");
+    (StatusCode::ACCEPTED, Json(json!({ "cancelling": id }))).into_response()
+}
+
+async fn api_rerun(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    let run = match find(&shared, &id) {
+        Ok(run) => run,
+        Err(r) => return r,
+    };
+    match shared.enqueue(NewRun {
+        repo: run.repo,
+        branch: run.branch,
+        sha: run.sha,
+        kind: run.kind,
+        trigger: format!("rerun of {id}"),
+        retry_of: Some(id),
+    }) {
+        Ok(again) => (StatusCode::ACCEPTED, Json(json!({ "queued": again.id }))).into_response(),
+        Err(e) => reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------- badge
+
+async fn badge(
+    State(shared): State<AppState>,
+    Path((repo, branch)): Path<(String, String)>,
+) -> Response {
+    let Some(branch) = branch.strip_suffix(".svg") else {
+        return reject(StatusCode::NOT_FOUND, "badges end in .svg");
+    };
+    let last = shared
+        .store
+        .list(&RunFilter {
+            repo: Some(repo),
+            branch: Some(branch.to_string()),
+            finished: true,
+            limit: 1,
+            ..RunFilter::default()
+        })
+        .ok()
+        .and_then(|runs| runs.into_iter().next());
+    let (word, color) = match last.map(|r| r.state) {
+        Some(RunState::Passed) => ("passing", "#2e7d32"),
+        Some(RunState::Failed) => ("failing", "#c62828"),
+        Some(RunState::Errored) => ("error", "#6d4c41"),
+        Some(_) => ("stopped", "#757575"),
+        None => ("unknown", "#9e9e9e"),
+    };
+    let label = "drydock";
+    let lw = 6 * label.len() + 12;
+    let rw = 7 * word.len() + 12;
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="20" role="img" aria-label="{label}: {word}"><title>{label}: {word}</title><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{rw}" height="20" fill="{color}"/><g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11"><text x="6" y="14">{label}</text><text x="{tx}" y="14">{word}</text></g></svg>"##,
+        w = lw + rw,
+        tx = lw + 6,
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        svg,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------- page
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn ms(d: u64) -> String {
+    if d < 1000 {
+        format!("{d} ms")
+    } else {
+        format!("{:.1} s", d as f64 / 1000.0)
+    }
+}
+
+fn run_duration(run: &Run) -> String {
+    match (run.started_ms, run.finished_ms) {
+        (Some(s), Some(f)) => ms((f - s).max(0) as u64),
+        (Some(s), None) => format!(
+            "{} (running)",
+            ms((crate::store::now_ms() - s).max(0) as u64)
+        ),
+        _ => String::new(),
+    }
+}
+
+const STYLE: &str =
+    "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
+td,th{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}\
+.passed{color:#2e7d32}.failed,.timed_out{color:#c62828}.errored{color:#6d4c41}\
+.running{color:#1565c0}.queued,.skipped,.cancelled,.interrupted{color:#757575}\
+pre{background:#f6f6f6;padding:1em;overflow:auto;max-height:40em}";
+
+fn page(title: &str, refresh: bool, body: &str) -> Html<String> {
+    let meta = if refresh {
+        "<meta http-equiv=\"refresh\" content=\"3\">"
+    } else {
+        ""
+    };
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        escape(title)
+    ))
+}
+
+async fn page_index(State(shared): State<AppState>) -> Response {
+    let runs = shared
+        .store
+        .list(&RunFilter {
+            limit: 200,
+            ..RunFilter::default()
+        })
+        .unwrap_or_default();
+    let mut body = String::from("<h1>drydock runner</h1>");
+    let queued = shared.store.count(RunState::Queued).unwrap_or(0);
+    let running = shared.running.lock().unwrap().len();
+    let _ = write!(
+        body,
+        "<p id=\"counts\">{running} running, {queued} queued</p><table id=\"runs\"><thead><tr><th>run</th><th>repository</th><th>branch</th><th>commit</th><th>state</th><th>duration</th><th>why</th></tr></thead><tbody>"
+    );
+    for run in &runs {
+        let _ = write!(
+            body,
+            "<tr class=\"run\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{id}</a></td><td>{repo}</td><td class=\"branch\">{branch}</td><td><code>{sha}</code></td><td class=\"state {state}\">{state}</td><td>{dur}</td><td class=\"reason\">{reason}</td></tr>",
+            id = escape(&run.id),
+            repo = escape(&run.repo),
+            branch = escape(&run.branch),
+            sha = escape(&run.sha[..run.sha.len().min(12)]),
+            state = run.state.as_str(),
+            dur = run_duration(run),
+            reason = escape(run.reason.as_deref().unwrap_or("")),
+        );
+    }
+    body.push_str("</tbody></table>");
+    page("drydock runner", running > 0 || queued > 0, &body).into_response()
+}
+
+async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
+    let run = match find(&shared, &id) {
+        Ok(run) => run,
+        Err(_) => {
+            return (
+                StatusCode::NOT_FOUND,
+                page("not found", false, "<h1>No such run</h1>"),
+            )
+                .into_response()
+        }
+    };
+    let mut body = format!(
+        "<p><a href=\"/\">all runs</a></p><h1>Run <span id=\"run-id\">{id}</span></h1><table><tr><th>repository</th><td>{repo}</td></tr><tr><th>branch</th><td id=\"branch\">{branch}</td></tr><tr><th>commit</th><td><code>{sha}</code></td></tr><tr><th>tested</th><td><code>{tested}</code></td></tr><tr><th>state</th><td id=\"state\" class=\"{state}\">{state}</td></tr><tr><th>duration</th><td>{dur}</td></tr><tr><th>trigger</th><td>{trigger}</td></tr><tr><th>why</th><td id=\"reason\">{reason}</td></tr></table>",
+        id = escape(&run.id),
+        repo = escape(&run.repo),
+        branch = escape(&run.branch),
+        sha = escape(&run.sha),
+        tested = escape(run.tested_sha.as_deref().unwrap_or("")),
+        state = run.state.as_str(),
+        dur = run_duration(&run),
+        trigger = escape(&run.trigger),
+        reason = escape(run.reason.as_deref().unwrap_or("")),
+    );
+    if let Some(summary) = &run.summary {
+        let _ = write!(
+            body,
+            "<h2>Tiers</h2><table id=\"tiers\"><thead><tr><th>tier</th><th>state</th><th>duration</th><th>tests</th></tr></thead><tbody>"
+        );
+        for t in &summary.tiers {
+            let word = serde_json::to_value(t.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let _ = write!(
+                body,
+                "<tr class=\"tier\"><td>{}</td><td class=\"{word}\">{}</td><td>{}</td><td>{} passed, {} failed</td></tr>",
+                escape(&t.name),
+                t.status.word(),
+                ms(t.duration_ms),
+                t.tests.passed(),
+                t.tests.failures + t.tests.errors
+            );
+        }
+        body.push_str("</tbody></table><h2>Steps</h2><table id=\"steps\"><thead><tr><th>tier</th><th>step</th><th>state</th><th>duration</th><th>why</th></tr></thead><tbody>");
+        for s in &summary.steps {
+            let word = serde_json::to_value(s.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let _ = write!(
+                body,
+                "<tr class=\"step\"><td>{}</td><td>{}</td><td class=\"{word}\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&s.tier),
+                escape(&s.step),
+                s.status.word(),
+                ms(s.duration_ms),
+                escape(s.error.as_deref().unwrap_or(""))
+            );
+        }
+        body.push_str("</tbody></table>");
+        if !summary.failed_tests.is_empty() {
+            body.push_str("<h2>Failed tests</h2><ul id=\"failed-tests\">");
+            for t in &summary.failed_tests {
+                let _ = write!(body, "<li>{}</li>", escape(t));
+            }
+            body.push_str("</ul>");
+        }
+    }
+    let log = read_from(&shared.results_dir(&run.id).join("run.log"), 0);
+    let log = String::from_utf8_lossy(&log);
+    let _ = write!(
+        body,
+        "<h2>Log</h2><p><a href=\"/api/runs/{id}/log\">raw, live</a></p><pre id=\"log\">{}</pre>",
+        escape(&log),
+        id = escape(&run.id)
+    );
+    page(&format!("run {}", run.id), !run.state.is_finished(), &body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_sha256_known_answers() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // GitHub's documented example of X-Hub-Signature-256.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"It's a Secret to Everybody", b"Hello, World!")),
+            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+        // A key longer than the block is hashed first (RFC 4231, test case 6).
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
