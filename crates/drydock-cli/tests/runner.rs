@@ -434,3 +434,246 @@ fn deploy_on_green_of_the_central_branch_only() {
         let _ = Command::new("docker").args(["rmi", "-f", id]).output();
     }
 }
+
+/// `GET /` of the deployed test app over a fresh connection: its version.
+fn app_version(addr: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|body| body.trim().strip_prefix("version "))
+        .map(str::to_string)
+        .ok_or_else(|| format!("unexpected response {response:?}"))
+}
+
+/// Objects labelled `drydock.deploy=<channel>` (containers and networks).
+fn deploy_objects(channel: &str) -> Vec<String> {
+    let label = format!("label=drydock.deploy={channel}");
+    let mut out = Vec::new();
+    for args in [
+        vec!["ps", "-aq", "--filter", &label],
+        vec!["network", "ls", "-q", "--filter", &label],
+    ] {
+        let o = Command::new("docker").args(&args).output().unwrap();
+        out.extend(String::from_utf8_lossy(&o.stdout).lines().map(String::from));
+    }
+    out
+}
+
+/// Even when the test fails: the runner (our child) is killed, the channel
+/// undeployed and the image tags the test's pipeline made removed.
+struct DeployCleanup {
+    channel: String,
+    image: String,
+    runner_pid: Option<u32>,
+}
+
+impl Drop for DeployCleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.runner_pid.take() {
+            // SAFETY: killing our own child process, by its id.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new(env!("CARGO_BIN_EXE_drydock"))
+            .args(["undeploy", &self.channel])
+            .output();
+        // Untag (never `rmi -f` an id: a cached build shares its image with
+        // other tests' tags).
+        if let Ok(out) = Command::new("docker")
+            .args([
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                &self.image,
+            ])
+            .output()
+        {
+            for reference in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("docker").args(["rmi", reference]).output();
+            }
+        }
+    }
+}
+
+/// Deploy on green with a deploy config: each green run of the central
+/// branch releases the app and deploys it from its worktree (the code of
+/// `drydock deploy`); the new version answers on the channel's address. A
+/// version that fails its health check leaves the run `passed`, with
+/// `deploy: failed` and the reason, and the previous version serving.
+#[test]
+fn deploy_on_green_deploys_each_green_central_commit() {
+    let pid = std::process::id();
+    let channel = format!("rd-{pid}");
+    let pipeline_name = format!("runner-deploy-app-{pid}");
+    let name = format!("drydock-runner-test/deploy-app-{pid}");
+    let mut cleanup = DeployCleanup {
+        channel: channel.clone(),
+        image: name.clone(),
+        runner_pid: None,
+    };
+    let publish = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{publish}").parse().unwrap();
+
+    let origin = Origin::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/deploy-app");
+    for file in ["app/Dockerfile", "app/server.py"] {
+        origin.write(file, &std::fs::read_to_string(fixture.join(file)).unwrap());
+    }
+    origin.write("app/VERSION", "A\n");
+    origin.write(
+        "pipelines/ci.yml",
+        &format!(
+            "version: 1\nname: {pipeline_name}\nbuild:\n  context: app\ntiers:\n  - name: build\n    build: [production]\nrelease:\n  target: production\n  name: {name}\n  channel: ignored\n"
+        ),
+    );
+    origin.write(
+        &format!("deploy/{channel}.yml"),
+        &format!(
+            "version: 1\nname: {name}\nchannel: {channel}\napp:\n  port: 8000\n  publish: {publish}\n  ready: {{ timeout: 30s }}\n  drain: 5s\n  stop_grace: 2s\n"
+        ),
+    );
+    let sha_a = origin.commit("version A");
+    git(&origin.work(), &["push", "-q", "origin", "main"]);
+
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &origin,
+        state.path(),
+        &format!("    deploy: {{ channel: {channel}, config: deploy/{channel}.yml }}\n"),
+    );
+    let runner = RunnerProcess::start(&config);
+    cleanup.runner_pid = Some(runner.child.id());
+    let finished_run = |sha: &str| {
+        wait_for(
+            &format!("the run of {sha}"),
+            Duration::from_secs(240),
+            || {
+                runner
+                    .runs()
+                    .into_iter()
+                    .find(|r| r["sha"] == sha && r["finished_ms"].is_i64() && r["branch"] == "main")
+            },
+        )
+    };
+
+    // ----- A: released and deployed --------------------------------------------
+    let run_a = finished_run(&sha_a);
+    let detail = |run: &serde_json::Value| {
+        let id = run["id"].as_str().unwrap();
+        let log = http(runner.addr, "GET", &format!("/api/runs/{id}/log"), &[], b"").body;
+        format!("{run:#}\n{log}")
+    };
+    assert_eq!(run_a["state"], "passed", "{}", detail(&run_a));
+    let deploy_a = &run_a["summary"]["deploy"];
+    assert_eq!(deploy_a["outcome"], "live", "{}", detail(&run_a));
+    assert_eq!(deploy_a["channel"], channel.as_str());
+    assert_eq!(
+        deploy_a["address"],
+        format!("http://127.0.0.1:{publish}").as_str()
+    );
+    assert_eq!(app_version(addr).as_deref(), Ok("A"));
+
+    // ----- B: the new version replaces A -----------------------------------------
+    origin.write("app/VERSION", "B\n");
+    let sha_b = origin.commit("version B");
+    git(&origin.work(), &["push", "-q", "origin", "main"]);
+    let run_b = finished_run(&sha_b);
+    assert_eq!(run_b["state"], "passed", "{}", detail(&run_b));
+    assert_eq!(
+        run_b["summary"]["deploy"]["outcome"],
+        "live",
+        "{}",
+        detail(&run_b)
+    );
+    assert_eq!(app_version(addr).as_deref(), Ok("B"));
+
+    // ----- C: green tests, broken app: the run passes, the deploy failed ---------
+    origin.write("app/VERSION", "C-broken\n");
+    let sha_c = origin.commit("version C (unhealthy)");
+    git(&origin.work(), &["push", "-q", "origin", "main"]);
+    let run_c = finished_run(&sha_c);
+    assert_eq!(run_c["state"], "passed", "{}", detail(&run_c));
+    let deploy_c = &run_c["summary"]["deploy"];
+    assert_eq!(deploy_c["outcome"], "failed", "{}", detail(&run_c));
+    let why = deploy_c["reason"].as_str().unwrap();
+    assert!(
+        why.contains("health") && why.contains("previous version keeps serving"),
+        "{why}"
+    );
+    assert!(
+        run_c["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("deploy to {channel} failed:")),
+        "{run_c}"
+    );
+    assert_eq!(app_version(addr).as_deref(), Ok("B"));
+    let page = http(
+        runner.addr,
+        "GET",
+        &format!("/runs/{}", run_c["id"].as_str().unwrap()),
+        &[],
+        b"",
+    );
+    assert!(
+        page.body
+            .contains("id=\"deploy-outcome\" class=\"failed\">failed<"),
+        "{}",
+        page.body
+    );
+
+    let log = runner.terminate();
+    cleanup.runner_pid = None;
+
+    // ----- the ledger: three releases, each with its deploy attempt --------------
+    let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let history = ledger.history(&channel).unwrap();
+    assert_eq!(history.len(), 3, "{history:#?}\n{log}");
+    let deployments = ledger.deployments(&channel).unwrap();
+    let story: Vec<(i64, &str)> = deployments
+        .iter()
+        .map(|d| (d.entry_id, d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        story,
+        vec![
+            (history[0].id, "live"),
+            (history[1].id, "live"),
+            (history[2].id, "failed")
+        ],
+        "{deployments:#?}"
+    );
+    assert_eq!(
+        deployments[0].detail.as_deref(),
+        Some(format!("runner run {}", run_a["id"].as_str().unwrap()).as_str())
+    );
+
+    // ----- undeploy: nothing of the channel is left --------------------------------
+    let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(["undeploy", &channel])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(deploy_objects(&channel), Vec::<String>::new());
+    assert!(
+        app_version(addr).is_err(),
+        "the stable address still answers"
+    );
+}

@@ -21,6 +21,8 @@
 //!     integrate: fast-forward     # or merge (always a merge commit)
 //!     poll: 10s                   # or `off` (webhooks only); default poll_interval
 //!     deploy: staging             # channel a green central run releases to (default: none)
+//!     # or release and deploy it (`drydock deploy`) from the run's worktree:
+//!     # deploy: { channel: staging, config: deploy/staging.yml }
 //! ```
 //!
 //! Secrets are read from the environment or a file, never written in the
@@ -84,8 +86,19 @@ pub struct RepoConfig {
     pub integrate: Integrate,
     /// Poll interval; `None` when polling is off.
     pub poll: Option<Duration>,
-    /// Channel a green run of the central branch releases to.
-    pub deploy: Option<String>,
+    /// Deploy on green: what a green run of the central branch does.
+    pub deploy: Option<DeployOnGreen>,
+}
+
+/// Deploy on green (`deploy:` of a repository).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployOnGreen {
+    /// The channel the pipeline's `release:` tags and records.
+    pub channel: String,
+    /// The deploy config, relative to the repository root, read from the
+    /// run's worktree; `None` (`deploy: <channel>`): release only, nothing
+    /// is deployed.
+    pub config: Option<String>,
 }
 
 impl RepoConfig {
@@ -493,6 +506,82 @@ impl Checker<'_> {
         Some(list)
     }
 
+    fn channel(&mut self, node: &Node, key: &str) -> Option<String> {
+        let s = self.string(node, key)?;
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && !s.starts_with(['.', '-'])
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            self.fail(
+                node.pos,
+                format!("`{key}`: {s:?} is not a valid channel (an image tag)"),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    /// `deploy: <channel>` (release only) or
+    /// `deploy: { channel: <channel>, config: <file> }` (release and deploy).
+    fn deploy(&mut self, node: &Node) -> Option<DeployOnGreen> {
+        if !matches!(node.kind, Kind::Map(_)) {
+            let channel = self.channel(node, "deploy")?;
+            return Some(DeployOnGreen {
+                channel,
+                config: None,
+            });
+        }
+        let entries = self.map(node, "`deploy`")?;
+        let mut channel = None;
+        let mut config = None;
+        let mut channel_given = false;
+        for (k, v) in entries {
+            match scalar(k).unwrap_or("") {
+                "channel" => {
+                    channel_given = true;
+                    channel = self.channel(v, "deploy.channel");
+                }
+                "config" => {
+                    let s = self.string(v, "deploy.config")?;
+                    if s.is_empty() || s.starts_with('/') || s.split('/').any(|c| c == "..") {
+                        self.fail(
+                            v.pos,
+                            "`deploy.config`: expected a path inside the repository, e.g. deploy/staging.yml",
+                        );
+                        return None;
+                    }
+                    config = Some(s);
+                }
+                other => {
+                    self.fail(
+                        k.pos,
+                        format!("unknown `deploy` key `{other}` (expected channel or config)"),
+                    );
+                    return None;
+                }
+            }
+        }
+        let Some(channel) = channel else {
+            if !channel_given {
+                self.fail(node.pos, "`deploy`: missing `channel`");
+            }
+            return None;
+        };
+        let Some(config) = config else {
+            self.fail(
+                node.pos,
+                format!("`deploy`: missing `config`, the deploy config to run (e.g. deploy/{channel}.yml); write `deploy: {channel}` to release without deploying"),
+            );
+            return None;
+        };
+        Some(DeployOnGreen {
+            channel,
+            config: Some(config),
+        })
+    }
+
     fn repo(&mut self, node: &Node, poll_interval: Duration) -> Option<RepoConfig> {
         let entries = self.map(node, "a repository")?;
         let mut name = None;
@@ -573,19 +662,7 @@ impl Checker<'_> {
                         repo.poll = Some(d);
                     }
                 }
-                "deploy" => {
-                    if let Some(s) = self.string(v, key) {
-                        let ok = !s.is_empty()
-                            && s.len() <= 128
-                            && !s.starts_with(['.', '-'])
-                            && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-                        if ok {
-                            repo.deploy = Some(s);
-                        } else {
-                            self.fail(v.pos, format!("`deploy`: {s:?} is not a valid channel (an image tag)"));
-                        }
-                    }
-                }
+                "deploy" => repo.deploy = self.deploy(v),
                 other => self.fail(
                     k.pos,
                     format!("unknown repository key `{other}` (expected name, url, pipeline, branches, central, candidates, integrate, poll or deploy)"),
@@ -677,6 +754,58 @@ mod tests {
         for (src, want) in cases {
             let e = parse(src).unwrap_err().to_string();
             assert!(e.starts_with(want), "{src:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn deploy_on_green_shapes() {
+        let repo = |deploy: &str| {
+            parse(&format!(
+                "repos:\n  - name: app\n    url: x\n    deploy: {deploy}\n"
+            ))
+            .map(|c| c.repos[0].deploy.clone())
+        };
+        assert_eq!(
+            repo("staging").unwrap(),
+            Some(DeployOnGreen {
+                channel: "staging".into(),
+                config: None
+            })
+        );
+        assert_eq!(
+            repo("{ channel: staging, config: deploy/staging.yml }").unwrap(),
+            Some(DeployOnGreen {
+                channel: "staging".into(),
+                config: Some("deploy/staging.yml".into())
+            })
+        );
+        let cases = [
+            ("'-x'", "4:13: `deploy`: \"-x\" is not a valid channel"),
+            ("{ channel: staging }", "4:13: `deploy`: missing `config`"),
+            (
+                "{ config: deploy/x.yml }",
+                "4:13: `deploy`: missing `channel`",
+            ),
+            (
+                "{ channel: 'a b', config: deploy/x.yml }",
+                "4:24: `deploy.channel`: \"a b\" is not a valid channel",
+            ),
+            (
+                "{ channel: staging, config: ../x.yml }",
+                "4:41: `deploy.config`: expected a path inside the repository",
+            ),
+            (
+                "{ channel: staging, config: deploy/x.yml, confg: y }",
+                "4:55: unknown `deploy` key `confg`",
+            ),
+            ("[staging]", "4:13: `deploy`: expected a string"),
+        ];
+        for (deploy, want) in cases {
+            let e = repo(deploy).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("/etc/runner.yml:{want}")),
+                "{deploy}: {e}"
+            );
         }
     }
 

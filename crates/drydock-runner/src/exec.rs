@@ -5,16 +5,21 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use drydock_core::deploy::{self, Outcome as DeployOutcome, Which};
 use drydock_core::events::{Event, Outcome};
 use drydock_core::pipeline::{self, Vars};
+use drydock_core::release::{Entry, Ledger, NewEntry};
 use drydock_core::report::ResultsWriter;
 use drydock_core::run::{run_pipeline, CancellationToken, GitInfo, RunOptions};
 use drydock_core::trust::Trust;
 
 use crate::config::RepoConfig;
 use crate::gate;
-use crate::store::{NewRun, Run, RunKind, RunState, RunSummary, StepSummary, TierSummary};
+use crate::store::{
+    DeploySummary, NewRun, Run, RunKind, RunState, RunSummary, StepSummary, TierSummary,
+};
 use crate::Shared;
 
 /// The run's own log (`run.log` in its results folder): runner messages and
@@ -293,7 +298,13 @@ async fn execute_in(
     let deploys =
         run.kind == RunKind::Branch && run.branch == repo.central && repo.deploy.is_some();
     match (&mut pipeline.release, deploys) {
-        (Some(release), true) => release.channel = repo.deploy.clone().unwrap_or_default(),
+        (Some(release), true) => {
+            release.channel = repo
+                .deploy
+                .as_ref()
+                .map(|d| d.channel.clone())
+                .unwrap_or_default()
+        }
         (release, _) => *release = None,
     }
 
@@ -367,10 +378,11 @@ async fn execute_in(
             format!("timed out after {}", pipeline::format_duration(timeout)),
         );
     }
-    if let Some(released) = &report.released {
-        record_release(released, &tested, &run.id, log);
-    }
-    let ending = match report.outcome {
+    let recorded = report
+        .released
+        .as_ref()
+        .and_then(|released| record_release(released, &tested, &run.id, log));
+    let mut ending = match report.outcome {
         Outcome::Passed => EndingError {
             state: RunState::Passed,
             reason: None,
@@ -387,6 +399,41 @@ async fn execute_in(
         ),
         Outcome::Interrupted => EndingError::new(RunState::Interrupted, "interrupted"),
     };
+    // Deploy on green, after the release: the run stays `passed` whatever
+    // the deploy does; its outcome is recorded beside it.
+    if let (RunState::Passed, Some(_), Some(deploy), Some(config)) = (
+        ending.state,
+        recorded,
+        repo.deploy.as_ref(),
+        repo.deploy.as_ref().and_then(|d| d.config.as_deref()),
+    ) {
+        let summary =
+            deploy_on_green(shared, run, &deploy.channel, config, worktree, &vars, log).await;
+        ending.reason = Some(match summary.outcome.as_str() {
+            "failed" => format!(
+                "deploy to {} failed: {}",
+                summary.channel,
+                summary.reason.as_deref().unwrap_or("?")
+            ),
+            outcome => format!(
+                "deployed to {}: {} at {}",
+                summary.channel,
+                if outcome == "live" {
+                    "live"
+                } else {
+                    "already live"
+                },
+                summary.address.as_deref().unwrap_or("?")
+            ),
+        });
+        shared
+            .live
+            .lock()
+            .unwrap()
+            .entry(run.id.clone())
+            .or_default()
+            .deploy = Some(summary);
+    }
     // 4. A candidate lands (or not).
     if run.kind == RunKind::Candidate {
         if let Some(base) = shared
@@ -428,8 +475,14 @@ fn pipeline_vars(shared: &Shared) -> Vars {
     Vars::new(env)
 }
 
-fn record_release(released: &drydock_core::run::Released, sha: &str, run_id: &str, log: &RunLog) {
-    use drydock_core::release::{Ledger, NewEntry};
+/// Records a release in the ledger; returns the entry (`None`: not recorded,
+/// said in the log).
+fn record_release(
+    released: &drydock_core::run::Released,
+    sha: &str,
+    run_id: &str,
+    log: &RunLog,
+) -> Option<Entry> {
     let result = Ledger::open(&Ledger::default_path()).and_then(|mut ledger| {
         ledger.record(NewEntry::release(
             released.channel.clone(),
@@ -440,11 +493,113 @@ fn record_release(released: &drydock_core::run::Released, sha: &str, run_id: &st
         ))
     });
     match result {
-        Ok(_) => log.note(&format!("deployed to channel {}", released.channel)),
-        Err(e) => log.note(&format!(
-            "released, but the ledger could not record it: {e}"
-        )),
+        Ok(entry) => {
+            log.note(&format!(
+                "released to channel {} (ledger entry {})",
+                released.channel, entry.id
+            ));
+            Some(entry)
+        }
+        Err(e) => {
+            log.note(&format!(
+                "released, but the ledger could not record it: {e}"
+            ));
+            None
+        }
     }
+}
+
+/// Runs the deploy of `channel` with the deploy config `config_file` of the
+/// run's worktree: what the channel points to (the release just recorded,
+/// unless something moved it since) goes live behind the channel's stable
+/// address, through the same code as `drydock deploy`
+/// ([`deploy::deploy_channel`]: channel lock, deploy, ledger record).
+async fn deploy_on_green(
+    shared: &Shared,
+    run: &Run,
+    channel: &str,
+    config_file: &str,
+    worktree: &Path,
+    vars: &Vars,
+    log: &RunLog,
+) -> DeploySummary {
+    let started = Instant::now();
+    let mut summary = DeploySummary {
+        channel: channel.to_string(),
+        outcome: "failed".into(),
+        reason: None,
+        address: None,
+        entry_id: None,
+        container: None,
+        duration_ms: 0,
+    };
+    log.note(&format!("deploying channel {channel} with {config_file}"));
+    let result = async {
+        let path = worktree.join(config_file);
+        let source = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read the deploy config {config_file}: {e}"))?;
+        let config = deploy::config::parse_str(&source, config_file, channel, vars)
+            .map_err(|e| format!("invalid deploy config: {e}"))?;
+        summary.address = Some(format!("http://127.0.0.1:{}", config.app.publish));
+        let mut ledger = Ledger::open(&Ledger::default_path()).map_err(|e| e.to_string())?;
+        let progress = |line: String| log.note(&format!("deploy {channel}: {line}"));
+        let detail = format!("runner run {}", run.id);
+        deploy::deploy_channel(
+            &shared.engine,
+            &mut ledger,
+            &config,
+            Which::Current,
+            Some(&detail),
+            &progress,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+    .await;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(deployed) => {
+            log.note(&deployed.summary());
+            summary.entry_id = Some(deployed.entry.id);
+            let elsewhere = if deployed.entry.run_id.as_deref() == Some(run.id.as_str()) {
+                String::new()
+            } else {
+                format!(
+                    " (the channel pointed to {} when the deploy lock was taken, not to this run's release)",
+                    deploy::describe_entry(&deployed.entry)
+                )
+            };
+            match &deployed.outcome {
+                DeployOutcome::Live { container, .. } => {
+                    summary.outcome = "live".into();
+                    summary.container = Some(container.clone());
+                    summary.reason = Some(format!("{}{elsewhere}", deployed.summary()));
+                }
+                DeployOutcome::Unchanged { container } => {
+                    summary.outcome = "unchanged".into();
+                    summary.container = Some(container.clone());
+                    summary.reason = Some(format!("{}{elsewhere}", deployed.summary()));
+                }
+                DeployOutcome::Failed {
+                    container,
+                    reason,
+                    log_tail,
+                } => {
+                    for line in log_tail {
+                        log.line(&format!("[deploy {channel}/{container}] {line}"));
+                    }
+                    summary.reason = Some(format!(
+                        "{container} {reason}; the previous version keeps serving{elsewhere}"
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            log.note(&format!("deploy of channel {channel} failed: {e}"));
+            summary.reason = Some(e);
+        }
+    }
+    summary
 }
 
 /// Builds the live summary from events and writes step output to `run.log`.

@@ -140,6 +140,31 @@ pub struct RunSummary {
     pub failed_tests: Vec<String>,
     /// Tags applied by a release (deploy on green).
     pub released: Vec<String>,
+    /// What the deploy after the release did (deploy on green with a
+    /// deploy config); `None` when nothing was deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeploySummary>,
+}
+
+/// The deploy a green run of the central branch made after releasing.
+/// A failed deploy does not change the run's state (the tests passed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySummary {
+    /// The channel deployed.
+    pub channel: String,
+    /// `live` (switched to the new version), `unchanged` (it was live
+    /// already) or `failed` (not deployed; what ran before keeps serving).
+    pub outcome: String,
+    /// Why it failed; for `live`/`unchanged`, what went live where.
+    pub reason: Option<String>,
+    /// The channel's stable address.
+    pub address: Option<String>,
+    /// The ledger entry deployed (when the deploy ran).
+    pub entry_id: Option<i64>,
+    /// The app container serving (live / unchanged).
+    pub container: Option<String>,
+    /// Wall time of the deploy.
+    pub duration_ms: u64,
 }
 
 /// A run as stored.

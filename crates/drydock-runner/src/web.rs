@@ -671,6 +671,18 @@ async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Res
         trigger = escape(&run.trigger),
         reason = escape(run.reason.as_deref().unwrap_or("")),
     );
+    if let Some(deploy) = run.summary.as_ref().and_then(|s| s.deploy.as_ref()) {
+        let _ = write!(
+            body,
+            "<h2>Deploy</h2><table id=\"deploy\"><tr><th>channel</th><td>{channel}</td></tr><tr><th>outcome</th><td id=\"deploy-outcome\" class=\"{class}\">{outcome}</td></tr><tr><th>address</th><td>{address}</td></tr><tr><th>duration</th><td>{dur}</td></tr><tr><th>what happened</th><td id=\"deploy-reason\">{reason}</td></tr></table>",
+            channel = escape(&deploy.channel),
+            class = if deploy.outcome == "failed" { "failed" } else { "passed" },
+            outcome = escape(&deploy.outcome),
+            address = escape(deploy.address.as_deref().unwrap_or("")),
+            dur = ms(deploy.duration_ms),
+            reason = escape(deploy.reason.as_deref().unwrap_or("")),
+        );
+    }
     if let Some(summary) = &run.summary {
         let _ = write!(
             body,

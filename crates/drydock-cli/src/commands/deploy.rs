@@ -3,19 +3,19 @@
 
 use std::path::{Path, PathBuf};
 
-use drydock_core::deploy::{self, config::DeployConfig, DeployError, Outcome, Target};
+use drydock_core::deploy::{self, config::DeployConfig, ChannelDeployError, Outcome, Which};
 use drydock_core::engine::Engine;
 use drydock_core::pipeline::Vars;
-use drydock_core::release::{Entry, Ledger, NewDeployment};
+use drydock_core::release::{Entry, Ledger};
 
 use crate::error::CliError;
 
 /// Arguments of `drydock deploy`.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// The channel to deploy (its deploy config is deploy/<channel>.yml).
+    /// The channel to deploy (its deploy config is deploy/CHANNEL.yml).
     pub channel: String,
-    /// The deploy config to use instead of deploy/<channel>.yml.
+    /// The deploy config to use instead of deploy/CHANNEL.yml.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Show what runs for the channel instead of deploying.
@@ -54,132 +54,49 @@ pub(crate) fn load_config(channel: &str, path: Option<&Path>) -> Result<DeployCo
 }
 
 fn describe(entry: &Entry) -> String {
-    format!(
-        "{} {} (sha {}, run {})",
-        entry.action,
-        entry.id,
-        entry
-            .git_sha
-            .as_deref()
-            .map(|s| &s[..s.len().min(10)])
-            .unwrap_or("-"),
-        entry.run_id.as_deref().unwrap_or("-")
-    )
+    deploy::describe_entry(entry)
 }
 
-fn deploy_error(e: DeployError) -> CliError {
-    CliError::infra(e.to_string())
+fn channel_error(e: ChannelDeployError) -> CliError {
+    match e {
+        ChannelDeployError::UnknownChannel(_) => CliError::failed(e.to_string()),
+        ChannelDeployError::NameMismatch { .. } => CliError::invalid(e.to_string()),
+        _ => CliError::infra(e.to_string()),
+    }
 }
 
-/// Deploys `entry`'s image for the config's channel under the channel lock
-/// and records the attempt. `Ok(true)`: live (or already live);
-/// `Ok(false)`: the new version was refused and the old one kept serving
-/// (the message was printed).
+/// Deploys `which` ledger entry for the config's channel under the channel
+/// lock and records the attempt ([`deploy::deploy_channel`], shared with the
+/// runner). `Ok(true)`: live (or already live); `Ok(false)`: the new version
+/// was refused and the old one kept serving (the message was printed).
 pub(crate) async fn deploy_entry(
     engine: &Engine,
     ledger: &mut Ledger,
     config: &DeployConfig,
-    entry: &Entry,
+    which: Which<'_>,
     detail: Option<&str>,
 ) -> Result<bool, CliError> {
-    if entry.name != config.name {
-        return Err(CliError::invalid(format!(
-            "{}: deploys image repository `{}`, but channel {} holds releases of `{}`",
-            config.source_path.display(),
-            config.name,
-            config.channel,
-            entry.name
-        )));
-    }
-    let state_dir = ledger
-        .path()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
     let channel = config.channel.clone();
-    let _lock = tokio::task::spawn_blocking(move || {
-        deploy::lock_channel(&state_dir, &channel, || {
-            eprintln!("drydock: another deploy of channel {channel} is running; waiting for it")
-        })
-    })
-    .await
-    .map_err(|e| CliError::infra(e.to_string()))?
-    .map_err(|e| CliError::infra(format!("cannot take the deploy lock: {e}")))?;
-    let target = Target {
-        entry_id: entry.id,
-        image_id: entry.image_id.clone(),
-        describe: describe(entry),
-    };
-    let progress = |line: String| eprintln!("deploy {}: {line}", config.channel);
-    let outcome = deploy::deploy(engine, config, &target, &progress)
+    let progress = move |line: String| eprintln!("deploy {channel}: {line}");
+    let deployed = deploy::deploy_channel(engine, ledger, config, which, detail, &progress)
         .await
-        .map_err(deploy_error)?;
-    let address = format!("http://127.0.0.1:{}", config.app.publish);
-    let (container, result, failure) = match &outcome {
-        Outcome::Live {
-            container,
-            replaced,
-        } => {
-            println!(
-                "{}: {} is live at {address} ({container}{})",
-                config.channel,
-                describe(entry),
-                if replaced.is_empty() {
-                    String::new()
-                } else {
-                    format!(", replaced {}", replaced.join(", "))
-                }
-            );
-            (Some(container.clone()), "live", None)
-        }
-        Outcome::Unchanged { container } => {
-            println!(
-                "{}: {} is already live at {address} ({container}); nothing changed",
-                config.channel,
-                describe(entry)
-            );
-            (Some(container.clone()), "unchanged", None)
-        }
-        Outcome::Failed {
-            container,
-            reason,
-            log_tail,
-        } => {
-            let mut message = format!(
-                "deploy of {} to {} failed: {container} {reason}; it was removed and the previous version keeps serving {address} (automatic rollback; nothing else changed)",
-                describe(entry),
-                config.channel
-            );
-            if !log_tail.is_empty() {
-                message.push_str("\n  last output:");
-                for line in log_tail {
-                    message.push_str("\n    ");
-                    message.push_str(line);
-                }
-            }
-            (None, "failed", Some((reason.clone(), message)))
-        }
-    };
-    ledger
-        .record_deployment(NewDeployment {
-            channel: config.channel.clone(),
-            entry_id: entry.id,
-            image_id: entry.image_id.clone(),
-            container,
-            outcome: result.to_string(),
-            detail: match (&failure, detail) {
-                (Some((reason, _)), _) => Some(reason.clone()),
-                (None, d) => d.map(str::to_string),
-            },
-        })
-        .map_err(|e| CliError::infra(e.to_string()))?;
-    match failure {
-        Some((_, message)) => {
-            CliError::failed(message).report();
-            Ok(false)
-        }
-        None => Ok(true),
+        .map_err(channel_error)?;
+    if deployed.serving() {
+        println!("{}", deployed.summary());
+        return Ok(true);
     }
+    let mut message = deployed.summary();
+    if let Outcome::Failed { log_tail, .. } = &deployed.outcome {
+        if !log_tail.is_empty() {
+            message.push_str("\n  last output:");
+            for line in log_tail {
+                message.push_str("\n    ");
+                message.push_str(line);
+            }
+        }
+    }
+    CliError::failed(message).report();
+    Ok(false)
 }
 
 /// `drydock deploy <channel> [--status]`.
@@ -189,18 +106,18 @@ pub async fn deploy(args: DeployArgs) -> Result<u8, CliError> {
     }
     let config = load_config(&args.channel, args.config.as_deref())?;
     let mut ledger = open_ledger()?;
-    let entry = ledger
+    if ledger
         .current(&args.channel)
         .map_err(|e| CliError::infra(e.to_string()))?
-        .ok_or_else(|| {
-            CliError::failed(format!(
-                "unknown channel {}: nothing was ever released to it; nothing changed",
-                args.channel
-            ))
-        })?;
+        .is_none()
+    {
+        return Err(channel_error(ChannelDeployError::UnknownChannel(
+            args.channel.clone(),
+        )));
+    }
     let engine = Engine::connect().await?;
     Ok(
-        if deploy_entry(&engine, &mut ledger, &config, &entry, None).await? {
+        if deploy_entry(&engine, &mut ledger, &config, Which::Current, None).await? {
             0
         } else {
             crate::error::EXIT_FAILED

@@ -29,7 +29,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub reason: Option<String>,
     /// The deploy config to redeploy with when the channel is deployed
-    /// (default deploy/<channel>.yml).
+    /// (default deploy/CHANNEL.yml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 }
@@ -39,7 +39,7 @@ pub struct RollbackArgs {
 pub struct PushArgs {
     /// The channel whose current image is pushed (e.g. staging).
     pub channel: String,
-    /// The registry: host[:port][/namespace], e.g. 127.0.0.1:5000.
+    /// The registry: a host, host:port or host:port/namespace, e.g. 127.0.0.1:5000.
     #[arg(long, value_name = "HOST[:PORT][/NS]")]
     pub registry: String,
 }
@@ -173,8 +173,14 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
         .deployed()
     {
         let config = super::deploy::load_config(&args.channel, args.config.as_deref())?;
-        if !super::deploy::deploy_entry(&engine, &mut ledger, &config, &target, Some("rollback"))
-            .await?
+        if !super::deploy::deploy_entry(
+            &engine,
+            &mut ledger,
+            &config,
+            drydock_core::deploy::Which::Entry(&target),
+            Some("rollback"),
+        )
+        .await?
         {
             eprintln!(
                 "drydock: rollback of {} not recorded: the restored version failed its health check",

@@ -3,6 +3,7 @@
 //! requests, and roll back automatically when a new version is unhealthy.
 //! See `docs/deploy.md`.
 
+pub mod channel;
 pub mod config;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::engine::{labels, ContainerSpec, Engine, EngineError, Leftover};
 use crate::pipeline::{format_duration, Probe, ReadySpec};
 use config::{DeployConfig, DeployService, APP_ALIAS};
+
+pub use channel::{deploy_channel, describe_entry, ChannelDeployError, Deployed, Which};
 
 /// The proxy program (Python, standard library only), run with `python3 -c`.
 pub const PROXY_SCRIPT: &str = include_str!("proxy.py");
