@@ -84,7 +84,9 @@ def make_nonce_base():
     built on it and drydock's content digest (BASE_IMAGE arg) is new."""
     nonce = secrets.token_hex(6)
     ref = f"{NONCE_REPO}:{nonce}"
-    dockerfile = f"FROM {BASE}\nLABEL drydock-bench.nonce={nonce}\n"
+    # A filesystem change (not only a label): BuildKit keys its cache on layer
+    # content, so a label-only nonce would leave the pip layers cached.
+    dockerfile = f"FROM {BASE}\nLABEL drydock-bench.nonce={nonce}\nRUN echo {nonce} > /etc/drydock-bench-nonce\n"
     docker("build", "-q", "-t", ref, "-", input=dockerfile)
     return nonce, ref, docker("image", "inspect", "-f", "{{.Id}}", ref)
 
