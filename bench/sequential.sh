@@ -17,7 +17,9 @@
 #   SEQ_RELEASE     repository of the release tags (default <SEQ_REPO>-release)
 #   SEQ_LOG         where build / step output goes (default /dev/null)
 #
-# Builds use the classic builder (DOCKER_BUILDKIT=0), as drydock does. The
+# Builds use the classic builder (DOCKER_BUILDKIT=0): the docker CLI here has no
+# buildx plugin, so a plain script cannot use BuildKit (drydock talks to the
+# daemon's BuildKit through the API; DRYDOCK_BUILDER=classic compares like for like). The
 # images stay (a re-run uses docker's layer cache); containers, the network and
 # the trust file in the build context are removed on exit.
 set -euo pipefail
