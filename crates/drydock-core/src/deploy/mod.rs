@@ -806,51 +806,14 @@ async fn wait_service_ready(
                 state.exit_code.unwrap_or(-1)
             ))
         } else {
-            match &ready.probe {
-                Probe::Healthcheck => match state.health.as_deref() {
-                    Some("healthy") => Ok(()),
-                    other => Err(format!("health status {}", other.unwrap_or("none"))),
-                },
-                Probe::Exec(argv) => match engine.exec(id, argv, &BTreeMap::new()).await {
-                    Ok(o) if o.exit_code == 0 => Ok(()),
-                    Ok(o) => Err(format!(
-                        "{argv:?} exited with {}: {}",
-                        o.exit_code,
-                        o.output.trim()
-                    )),
-                    Err(e) => Err(e.to_string()),
-                },
-                Probe::Postgres {
-                    user,
-                    password,
-                    database,
-                } => {
-                    let argv: Vec<String> = [
-                        "psql",
-                        "-h",
-                        &service.name,
-                        "-U",
-                        user,
-                        "-d",
-                        database,
-                        "-tAc",
-                        "SELECT 1",
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                    let mut env =
-                        BTreeMap::from([("PGCONNECT_TIMEOUT".to_string(), "3".to_string())]);
-                    if let Some(p) = password {
-                        env.insert("PGPASSWORD".to_string(), p.clone());
-                    }
-                    match engine.exec(id, &argv, &env).await {
-                        Ok(o) if o.exit_code == 0 && o.output.trim() == "1" => Ok(()),
-                        Ok(o) => Err(format!("psql said: {}", o.output.trim())),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            }
+            crate::run::probe_once(
+                engine,
+                id,
+                &service.name,
+                &ready.probe,
+                state.health.as_deref(),
+            )
+            .await
         };
         match result {
             Ok(()) => return Ok(()),

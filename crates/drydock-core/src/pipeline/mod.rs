@@ -44,27 +44,11 @@ pub fn parse_str(
     repo_root: &Path,
     vars: &Vars,
 ) -> Result<Pipeline, PipelineError> {
-    let diag = |pos: tree::Pos, message: String| Diagnostic {
-        file: file_label.to_string(),
-        line: pos.line,
-        col: pos.col,
-        message,
-    };
-    let root = match tree::parse(source) {
-        Ok(Some(root)) => root,
-        Ok(None) => {
-            let first = diag(
-                tree::Pos::START,
-                "the pipeline file is empty (expected a mapping with version, name and tiers)"
-                    .to_string(),
-            );
-            return Err(PipelineError::Invalid {
-                all: vec![first.clone()],
-                first,
-            });
-        }
-        Err(e) => return Err(PipelineError::Syntax(diag(e.pos, e.message))),
-    };
+    let root = parse_document(
+        source,
+        file_label,
+        "the pipeline file is empty (expected a mapping with version, name and tiers)",
+    )?;
     let repo_root = repo_root
         .canonicalize()
         .map_err(|source| PipelineError::Io {
@@ -73,13 +57,7 @@ pub fn parse_str(
         })?;
     validate::Checker::new(vars, repo_root)
         .check(&root, PathBuf::from(file_label))
-        .map_err(|errors| {
-            let all: Vec<Diagnostic> = errors.into_iter().map(|(p, m)| diag(p, m)).collect();
-            PipelineError::Invalid {
-                first: all[0].clone(),
-                all,
-            }
-        })
+        .map_err(|errors| invalid(file_label, errors))
 }
 
 /// Validates a deploy config (see [`crate::deploy::config`]) held in memory.
@@ -89,37 +67,54 @@ pub(crate) fn parse_deploy_config(
     channel: &str,
     vars: &Vars,
 ) -> Result<crate::deploy::config::DeployConfig, PipelineError> {
-    let diag = |pos: tree::Pos, message: String| Diagnostic {
+    let root = parse_document(
+        source,
+        file_label,
+        "the deploy config is empty (expected a mapping with version, name, channel and app)",
+    )?;
+    // Deploy configs name no repository paths: the root is never used.
+    validate::Checker::new(vars, PathBuf::from("/"))
+        .check_deploy(&root, PathBuf::from(file_label), channel)
+        .map_err(|errors| invalid(file_label, errors))
+}
+
+fn diagnostic(file_label: &str, pos: tree::Pos, message: String) -> Diagnostic {
+    Diagnostic {
         file: file_label.to_string(),
         line: pos.line,
         col: pos.col,
         message,
-    };
-    let root = match tree::parse(source) {
-        Ok(Some(root)) => root,
-        Ok(None) => {
-            let first = diag(
-                tree::Pos::START,
-                "the deploy config is empty (expected a mapping with version, name, channel and app)"
-                    .to_string(),
-            );
-            return Err(PipelineError::Invalid {
-                all: vec![first.clone()],
-                first,
-            });
-        }
-        Err(e) => return Err(PipelineError::Syntax(diag(e.pos, e.message))),
-    };
-    // Deploy configs name no repository paths: the root is never used.
-    validate::Checker::new(vars, PathBuf::from("/"))
-        .check_deploy(&root, PathBuf::from(file_label), channel)
-        .map_err(|errors| {
-            let all: Vec<Diagnostic> = errors.into_iter().map(|(p, m)| diag(p, m)).collect();
-            PipelineError::Invalid {
-                first: all[0].clone(),
-                all,
-            }
-        })
+    }
+}
+
+/// Parses a document into a positioned tree; an empty one is invalid.
+fn parse_document(
+    source: &str,
+    file_label: &str,
+    empty_message: &str,
+) -> Result<tree::Node, PipelineError> {
+    match tree::parse(source) {
+        Ok(Some(root)) => Ok(root),
+        Ok(None) => Err(invalid(
+            file_label,
+            vec![(tree::Pos::START, empty_message.to_string())],
+        )),
+        Err(e) => Err(PipelineError::Syntax(diagnostic(
+            file_label, e.pos, e.message,
+        ))),
+    }
+}
+
+/// All problems found, in order, as one error.
+fn invalid(file_label: &str, errors: Vec<(tree::Pos, String)>) -> PipelineError {
+    let all: Vec<Diagnostic> = errors
+        .into_iter()
+        .map(|(pos, message)| diagnostic(file_label, pos, message))
+        .collect();
+    PipelineError::Invalid {
+        first: all[0].clone(),
+        all,
+    }
 }
 
 /// The repository root for a pipeline file: the nearest ancestor directory

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
 pub use runtime::Runtime;
+pub(crate) use service::probe_once;
 
 use builder::Builder;
 

@@ -99,7 +99,15 @@ async fn start_and_probe_inner<R: Runtime>(
                 tail,
             ));
         }
-        match probe_once(ctx, &id, service, &ready.probe, state.health.as_deref()).await {
+        match probe_once(
+            ctx.runtime.as_ref(),
+            &id,
+            &service.name,
+            &ready.probe,
+            state.health.as_deref(),
+        )
+        .await
+        {
             Ok(()) => {
                 ctx.emit(Event::ServiceReady {
                     service: service.name.clone(),
@@ -128,10 +136,13 @@ async fn start_and_probe_inner<R: Runtime>(
 }
 
 /// One probe; `Err` says what it saw.
-async fn probe_once<R: Runtime>(
-    ctx: &RunCtx<R>,
+/// Runs one readiness probe against the container `id`, which answers to
+/// `alias` on its network; `health` is its current health status. Shared by
+/// run services and deploy services.
+pub(crate) async fn probe_once<R: Runtime + ?Sized>(
+    runtime: &R,
     id: &str,
-    service: &ServiceSpec,
+    alias: &str,
     probe: &Probe,
     health: Option<&str>,
 ) -> Result<(), String> {
@@ -142,8 +153,7 @@ async fn probe_once<R: Runtime>(
             None => Err("the image has no HEALTHCHECK".to_string()),
         },
         Probe::Exec(argv) => {
-            let out = ctx
-                .runtime
+            let out = runtime
                 .exec(id, argv, &BTreeMap::new())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -164,15 +174,7 @@ async fn probe_once<R: Runtime>(
         } => {
             // Over the run network, by alias (TCP, not the socket), with a real login and query.
             let argv: Vec<String> = [
-                "psql",
-                "-h",
-                &service.name,
-                "-U",
-                user,
-                "-d",
-                database,
-                "-tAc",
-                "SELECT 1",
+                "psql", "-h", alias, "-U", user, "-d", database, "-tAc", "SELECT 1",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -181,8 +183,7 @@ async fn probe_once<R: Runtime>(
             if let Some(password) = password {
                 env.insert("PGPASSWORD".to_string(), password.clone());
             }
-            let out = ctx
-                .runtime
+            let out = runtime
                 .exec(id, &argv, &env)
                 .await
                 .map_err(|e| e.to_string())?;
