@@ -33,6 +33,9 @@ enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Print what a run of the pipeline would do (builds, services, tiers,
+    /// steps, release), without an engine.
+    Plan(commands::run::PlanArgs),
     /// Base images made without a registry.
     Images {
         #[command(subcommand)]
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
             Command::Validate { pipeline } => commands::run::validate(&pipeline).await,
+            Command::Plan(args) => commands::run::plan(args).await,
             Command::Images { command } => commands::images::run(command).await,
             Command::Gc(args) => commands::gc::run(args).await,
             Command::Releases(args) => commands::releases::releases(args),

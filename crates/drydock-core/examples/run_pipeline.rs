@@ -12,7 +12,8 @@ use std::time::Duration;
 use drydock_core::engine::Engine;
 use drydock_core::events::Event;
 use drydock_core::pipeline::{self, Vars};
-use drydock_core::run::{self, CancellationToken, GitInfo, RunOptions};
+use drydock_core::plan::ReleaseChoice;
+use drydock_core::run::{self, CancelReason, GitInfo, RunCancel, RunOptions};
 use drydock_core::trust::Trust;
 
 #[tokio::main]
@@ -34,11 +35,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Run, receiving events on a channel; cancel on Ctrl-C.
     let (events, mut received) = tokio::sync::mpsc::channel(256);
-    let cancel = CancellationToken::new();
+    let cancel = RunCancel::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
-        on_ctrl_c.cancel();
+        on_ctrl_c.cancel(CancelReason::Signal);
     });
     let options = RunOptions {
         run_id: run_id.clone(),
@@ -46,6 +47,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         trust: Trust::from_env(),
         git: GitInfo::default(),
         stop_grace: Duration::from_secs(10),
+        // An embedding tool decides about releases; this example never tags.
+        release: ReleaseChoice::Off,
     };
     let run =
         tokio::spawn(

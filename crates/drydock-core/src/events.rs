@@ -79,6 +79,43 @@ impl Outcome {
     }
 }
 
+/// Why a run was cut short. Ordered from the mildest to the strongest: a
+/// run keeps the strongest reason it was given (as cargo-nextest's cancel
+/// reasons are ordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// A tier failed: builds ahead are stopped and later tiers skipped;
+    /// steps already running finish.
+    FailedTier,
+    /// The run's own deadline passed (the runner's per-run timeout).
+    Timeout,
+    /// Someone cancelled it through an API (the runner's cancel endpoint, a library caller).
+    ApiCancel,
+    /// A first SIGINT or SIGTERM: running steps are stopped with the stop grace.
+    Signal,
+    /// A second signal: stop everything now.
+    SecondSignal,
+}
+
+impl CancelReason {
+    /// Whether running steps are stopped (everything but a failed tier).
+    pub fn stops_running_steps(self) -> bool {
+        self >= CancelReason::Timeout
+    }
+
+    /// A few words for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CancelReason::FailedTier => "a tier failed",
+            CancelReason::Timeout => "the run timed out",
+            CancelReason::ApiCancel => "cancelled through the API",
+            CancelReason::Signal => "interrupted by a signal",
+            CancelReason::SecondSignal => "interrupted by a second signal",
+        }
+    }
+}
+
 /// Test counts from JUnit reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestCounts {
@@ -245,6 +282,11 @@ pub enum Event {
         /// The channel moved.
         channel: String,
     },
+    /// The run is being cut short (sent again when a stronger reason arrives).
+    Cancelling {
+        /// Why.
+        reason: CancelReason,
+    },
     /// The run ended and everything it created was removed.
     RunFinished {
         /// Run id.
@@ -257,5 +299,8 @@ pub enum Event {
         error: Option<String>,
         /// Containers/networks removed at teardown.
         removed: usize,
+        /// Why the run was cut short, if it was (the strongest reason seen).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cancel_reason: Option<CancelReason>,
     },
 }

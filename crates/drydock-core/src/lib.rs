@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod engine;
 pub mod events;
 pub mod pipeline;
+pub mod plan;
 pub mod release;
 pub mod report;
 pub mod run;

@@ -12,7 +12,10 @@ use drydock_core::events::{Event, Outcome};
 use drydock_core::pipeline::{self, Vars};
 use drydock_core::release::{Entry, Ledger, NewEntry};
 use drydock_core::report::ResultsWriter;
-use drydock_core::run::{run_pipeline, CancellationToken, GitInfo, RunOptions};
+use drydock_core::plan::ReleaseChoice;
+use drydock_core::run::{
+    run_pipeline, CancelReason, CancellationToken, GitInfo, RunCancel, RunOptions,
+};
 use drydock_core::trust::Trust;
 
 use crate::config::RepoConfig;
@@ -288,7 +291,7 @@ async fn execute_in(
         .with_builtin("DRYDOCK_GIT_SHA", tested.as_str())
         .with_builtin("DRYDOCK_GIT_SHORT_SHA", &tested[..12])
         .with_builtin("DRYDOCK_GIT_BRANCH", run.branch.as_str());
-    let mut pipeline = match pipeline::parse_str(&source, &repo.pipeline, worktree, &vars) {
+    let pipeline = match pipeline::parse_str(&source, &repo.pipeline, worktree, &vars) {
         Ok(p) => p,
         Err(e) => {
             return EndingError::new(RunState::Errored, format!("invalid pipeline: {e}"));
@@ -297,16 +300,10 @@ async fn execute_in(
     // Deploy on green: only the central branch releases, to the configured channel.
     let deploys =
         run.kind == RunKind::Branch && run.branch == repo.central && repo.deploy.is_some();
-    match (&mut pipeline.release, deploys) {
-        (Some(release), true) => {
-            release.channel = repo
-                .deploy
-                .as_ref()
-                .map(|d| d.channel.clone())
-                .unwrap_or_default()
-        }
-        (release, _) => *release = None,
-    }
+    let release = match &repo.deploy {
+        Some(deploy) if deploys => ReleaseChoice::Channel(deploy.channel.clone()),
+        _ => ReleaseChoice::Off,
+    };
 
     // 3. Run it.
     let results_dir = shared.results_dir(&run.id);
@@ -350,20 +347,40 @@ async fn execute_in(
             branch: Some(run.branch.clone()),
         },
         stop_grace: shared.config.stop_grace,
+        release,
     };
     let runtime = Arc::new(shared.engine.clone());
-    let token = cancel.clone();
-    let mut task =
-        tokio::spawn(async move { run_pipeline(&pipeline, runtime, options, tx, token).await });
+    // The runner's token (shutdown, API cancel) becomes the run's reason.
+    let run_cancel = RunCancel::new();
+    let bridge = {
+        let shared = shared.clone();
+        let run_cancel = run_cancel.clone();
+        let cancel = cancel.clone();
+        let id = run.id.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            let asked = shared.cancel_requested.lock().unwrap().contains(&id);
+            run_cancel.cancel(if asked {
+                CancelReason::ApiCancel
+            } else {
+                CancelReason::Signal
+            });
+        })
+    };
+    let mut task = {
+        let run_cancel = run_cancel.clone();
+        tokio::spawn(async move { run_pipeline(&pipeline, runtime, options, tx, run_cancel).await })
+    };
     let timeout = shared.config.run_timeout;
     let (report, timed_out) = tokio::select! {
         r = &mut task => (r, false),
         _ = tokio::time::sleep(timeout) => {
             log.note(&format!("timed out after {}; stopping", pipeline::format_duration(timeout)));
-            cancel.cancel();
+            run_cancel.cancel(CancelReason::Timeout);
             (task.await, true)
         }
     };
+    bridge.abort();
     let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
     let report = match report {
         Ok(r) => r,

@@ -7,8 +7,9 @@ use std::time::Duration;
 use drydock_core::engine::Engine;
 use drydock_core::events::Event;
 use drydock_core::pipeline::{self, Pipeline, PipelineError, Vars};
-use drydock_core::report::ResultsWriter;
-use drydock_core::run::{self, CancellationToken, GitInfo, RunOptions};
+use drydock_core::plan::{self, ReleaseChoice};
+use drydock_core::report::{self, ResultsWriter};
+use drydock_core::run::{self, CancelReason, GitInfo, RunCancel, RunOptions};
 use drydock_core::trust::Trust;
 
 use crate::error::CliError;
@@ -25,7 +26,8 @@ pub struct RunArgs {
     /// Build missing base images (`drydock images bootstrap`) before running.
     #[arg(long)]
     pub bootstrap: bool,
-    /// Folder for results (a sub-folder per run); default `results/` in the repository.
+    /// Folder for results (a sub-folder per run); default `.drydock/results/`
+    /// in the repository (git-ignored, never sent in a build context).
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
     /// Print every log line of every step as it arrives.
@@ -110,12 +112,76 @@ pub async fn validate(path: &Path) -> Result<u8, CliError> {
     let git = git_info(&pipeline::find_repo_root(path)).await;
     let pipeline = load_pipeline(path, "validate", &git)?;
     println!(
-        "{}: valid ({} tiers, {} services)",
+        "{}: valid ({}, {}, {})",
         path.display(),
-        pipeline.tiers.len(),
-        pipeline.services.len()
+        count(pipeline.tiers.len(), "tier"),
+        count(pipeline.builds.len(), "build"),
+        count(pipeline.services.len(), "service")
     );
     Ok(0)
+}
+
+/// `3 tiers`, `1 tier`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Arguments of `drydock plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// CA bundle the plan hands to builds and networked steps (default: $DRYDOCK_CA_BUNDLE, else $PIP_CERT).
+    #[arg(long, value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// `drydock plan`: what a run of the pipeline would do, without an engine.
+pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
+    let git = git_info(&pipeline::find_repo_root(&args.pipeline)).await;
+    let run_id = "plan".to_string();
+    let pipeline = load_pipeline(&args.pipeline, &run_id, &git)?;
+    let plan = plan::plan(
+        &pipeline,
+        &plan::PlanOptions {
+            run_id,
+            git,
+            trust: trust_from(args.ca_bundle.as_ref())?,
+            release: ReleaseChoice::AsWritten,
+        },
+    );
+    if args.json {
+        let json = serde_json::to_string_pretty(&plan)
+            .map_err(|e| CliError::infra(format!("cannot render the plan: {e}")))?;
+        println!("{json}");
+    } else {
+        print!("{}", plan::render(&plan));
+    }
+    Ok(0)
+}
+
+/// The run's trust settings: the environment's, with `--ca-bundle` first.
+fn trust_from(ca_bundle: Option<&PathBuf>) -> Result<Trust, CliError> {
+    let mut trust = Trust::from_env();
+    if let Some(ca) = ca_bundle {
+        trust.ca_bundle = Some(ca.clone());
+    }
+    if let Some(ca) = &trust.ca_bundle {
+        if !ca.is_file() {
+            return Err(CliError::invalid(format!(
+                "CA bundle {} does not exist",
+                ca.display()
+            )));
+        }
+    }
+    Ok(trust)
 }
 
 /// `drydock run`.
@@ -151,27 +217,21 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         Ok(_) => {}
         Err(e) => tracing::warn!("could not remove leftovers of dead runs: {e}"),
     }
-    let mut trust = Trust::from_env();
-    if let Some(ca) = &args.ca_bundle {
-        trust.ca_bundle = Some(ca.clone());
-    }
-    if let Some(ca) = &trust.ca_bundle {
-        if !ca.is_file() {
-            return Err(CliError::invalid(format!(
-                "CA bundle {} does not exist",
-                ca.display()
-            )));
-        }
-    }
+    let trust = trust_from(args.ca_bundle.as_ref())?;
     if args.bootstrap {
         super::images::bootstrap_missing(&engine, &repo_root, &trust, args.json).await?;
     }
 
-    let results_dir = args
-        .results
-        .clone()
-        .unwrap_or_else(|| pipeline.repo_root.join("results"))
-        .join(&run_id);
+    let results_root = match &args.results {
+        Some(dir) => dir.clone(),
+        None => report::default_results_root(&pipeline.repo_root).map_err(|e| {
+            CliError::infra(format!(
+                "cannot create the results folder in {}: {e}",
+                pipeline.repo_root.display()
+            ))
+        })?,
+    };
+    let results_dir = results_root.join(&run_id);
     let mut results = ResultsWriter::create(&results_dir).map_err(|e| {
         CliError::infra(format!(
             "cannot create results folder {}: {e}",
@@ -196,7 +256,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         reporter.finish();
     });
 
-    let cancel = CancellationToken::new();
+    let cancel = RunCancel::new();
     let signals = tokio::spawn(watch_signals(
         cancel.clone(),
         engine.clone(),
@@ -208,12 +268,12 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         trust,
         git: git.clone(),
         stop_grace: Duration::from_secs(args.stop_grace),
+        release: ReleaseChoice::AsWritten,
     };
     let runtime = Arc::new(engine.clone());
-    let task =
-        tokio::spawn(
-            async move { run::run_pipeline(&pipeline, runtime, options, tx, cancel).await },
-        );
+    let plan = plan::plan(&pipeline, &options.plan_options());
+    let exec = options.exec_options();
+    let task = tokio::spawn(async move { run::run_plan(&plan, runtime, exec, tx, cancel).await });
     let report = task.await;
     signals.abort();
     let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
@@ -235,7 +295,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
 }
 
 /// First SIGINT/SIGTERM: cancel gracefully. Second: remove the run's objects now and exit 130.
-async fn watch_signals(cancel: CancellationToken, engine: Engine, run_id: String) {
+async fn watch_signals(cancel: RunCancel, engine: Engine, run_id: String) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -245,8 +305,9 @@ async fn watch_signals(cancel: CancellationToken, engine: Engine, run_id: String
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
     eprintln!("\ndrydock: interrupted; stopping containers (again to force)…");
-    cancel.cancel();
+    cancel.cancel(CancelReason::Signal);
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    cancel.cancel(CancelReason::SecondSignal);
     let _ = engine.remove_run(&run_id).await;
     std::process::exit(130);
 }

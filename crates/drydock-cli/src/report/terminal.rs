@@ -215,6 +215,7 @@ impl Reporter for TerminalReporter {
                 duration_ms,
                 error,
                 removed,
+                ..
             } => {
                 let mut table = format!(
                     "\n{:<16} {:<10} {:>8}  {}\n",

@@ -43,6 +43,12 @@ pub struct ContainerSpec {
     pub image: String,
     /// Command override (argv); `None` keeps the image's CMD.
     pub command: Option<Vec<String>>,
+    /// Entrypoint override (argv); `None` keeps the image's ENTRYPOINT and
+    /// `Some([])` clears it. As with `docker run --entrypoint`, an override
+    /// also drops the image's CMD unless `command` is given.
+    pub entrypoint: Option<Vec<String>>,
+    /// User (`name`, `uid`, `name:group`, `uid:gid`); `None` keeps the image's USER.
+    pub user: Option<String>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Working directory override.
@@ -148,6 +154,8 @@ impl Engine {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: spec.command.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            user: spec.user.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: spec.workdir.clone(),
             labels: Some(spec.labels.clone()),
@@ -206,7 +214,7 @@ impl Engine {
     pub async fn start_container(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
         if let Some((argv, message)) = self.missing_program(id).await {
             return Err(EngineError::CommandNotFound {
-                command: spec.command.clone().unwrap_or(argv),
+                command: argv,
                 image: spec.image.clone(),
                 message,
             });
@@ -225,7 +233,13 @@ impl Engine {
                 || message.contains("permission denied") =>
             {
                 Err(EngineError::CommandNotFound {
-                    command: spec.command.clone().unwrap_or_default(),
+                    command: spec
+                        .entrypoint
+                        .iter()
+                        .flatten()
+                        .chain(spec.command.iter().flatten())
+                        .cloned()
+                        .collect(),
                     image: spec.image.clone(),
                     message: tidy_start_error(&message),
                 })

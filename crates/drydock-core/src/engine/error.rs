@@ -81,6 +81,16 @@ pub enum EngineError {
     /// Registry credentials could not be worked out.
     #[error(transparent)]
     Credentials(#[from] super::registry::CredentialsError),
+    /// Copying host files into a container (a step's `copy:`) failed.
+    #[error("cannot copy {} into the container as {target}: {message}", path.display())]
+    CopyIn {
+        /// The host path.
+        path: PathBuf,
+        /// The container path it was to become.
+        target: String,
+        /// Why.
+        message: String,
+    },
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,

@@ -6,6 +6,7 @@ mod buildkit;
 mod client;
 mod container;
 pub mod context;
+mod copy;
 pub mod dockerignore;
 mod error;
 mod image;

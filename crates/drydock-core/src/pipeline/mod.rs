@@ -5,6 +5,8 @@
 //! repository paths, so that a [`Pipeline`] is valid before anything runs.
 //! Problems come back as [`PipelineError`], displayed `FILE:LINE:COL: MESSAGE`.
 
+mod dockerfile;
+pub mod dotenv;
 mod duration;
 mod error;
 mod interpolate;
@@ -18,8 +20,9 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, PipelineError};
 pub use interpolate::{interpolate, Vars, BUILTIN_VARS};
 pub use model::{
-    BuildSpec, ImageSource, Mount, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec,
-    TierSpec, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
+    BuildSpec, ComposeOrigin, CopySpec, ImageSource, Mount, Pipeline, Probe, ReadySpec,
+    ReleaseSpec, ServiceSpec, StepRun, StepSpec, TierSpec, DEFAULT_READY_INTERVAL,
+    DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
 };
 pub use validate::is_registry;
 
@@ -57,7 +60,7 @@ pub fn parse_str(
         })?;
     validate::Checker::new(vars, repo_root)
         .check(&root, PathBuf::from(file_label))
-        .map_err(|errors| invalid(file_label, errors))
+        .map_err(|(errors, foreign)| invalid_with(file_label, errors, foreign))
 }
 
 /// Validates a deploy config (see [`crate::deploy::config`]) held in memory.
@@ -107,9 +110,20 @@ fn parse_document(
 
 /// All problems found, in order, as one error.
 fn invalid(file_label: &str, errors: Vec<(tree::Pos, String)>) -> PipelineError {
+    invalid_with(file_label, errors, Vec::new())
+}
+
+/// All problems found: those of the file `file_label` in order, then those
+/// located in other files it names.
+fn invalid_with(
+    file_label: &str,
+    errors: Vec<(tree::Pos, String)>,
+    foreign: Vec<Diagnostic>,
+) -> PipelineError {
     let all: Vec<Diagnostic> = errors
         .into_iter()
         .map(|(pos, message)| diagnostic(file_label, pos, message))
+        .chain(foreign)
         .collect();
     PipelineError::Invalid {
         first: all[0].clone(),

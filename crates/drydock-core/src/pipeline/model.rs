@@ -15,8 +15,11 @@ use serde::Serialize;
 pub struct Pipeline {
     /// The pipeline name (`[a-z0-9][a-z0-9_.-]*`), used in labels and tags.
     pub name: String,
-    /// The product image build, if any.
-    pub build: Option<BuildSpec>,
+    /// Every image build the pipeline uses, by name, in the order they are
+    /// first needed: the entries of `builds:`, the targets of the
+    /// version-1 `build:` block that the pipeline names, and the builds of
+    /// services taken from a compose file. Builds nothing uses are left out.
+    pub builds: Vec<BuildSpec>,
     /// Sidecar services, in file order.
     pub services: Vec<ServiceSpec>,
     /// Tiers, in run order (at least one).
@@ -30,17 +33,45 @@ pub struct Pipeline {
     pub repo_root: PathBuf,
 }
 
-/// The top-level `build` section: how to build the product image.
+impl Pipeline {
+    /// The build called `name`, if the pipeline has one.
+    pub fn build(&self, name: &str) -> Option<&BuildSpec> {
+        self.builds.iter().find(|b| b.name == name)
+    }
+}
+
+/// One image build: a Dockerfile stage built from a context, as `docker build
+/// --target` does.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildSpec {
+    /// The name steps, services and tiers use (`build: <name>`): a key of
+    /// `builds:`, a target of the version-1 `build:` block, or
+    /// `compose.<service>` for a compose service's build.
+    pub name: String,
     /// Build context: absolute, canonicalized, inside the repository root.
     pub context: PathBuf,
     /// Dockerfile path relative to the context (default `Dockerfile`).
     pub dockerfile: String,
+    /// The stage to build; `None` builds the last stage, as `docker build`
+    /// does without `--target`. Checked against the Dockerfile's stages.
+    pub target: Option<String>,
     /// Build arguments (interpolated).
     pub args: BTreeMap<String, String>,
     /// Whether the run's CA bundle, proxies and pip settings are handed to the build.
     pub trust: bool,
+}
+
+impl BuildSpec {
+    /// How people should read this build: `target <t> of <dockerfile>` or
+    /// `last stage of <dockerfile>`, with the Dockerfile relative to `root`.
+    pub fn describe(&self, root: &std::path::Path) -> String {
+        let dockerfile = self.context.join(&self.dockerfile);
+        let shown = dockerfile.strip_prefix(root).unwrap_or(&dockerfile);
+        match &self.target {
+            Some(t) => format!("target {t} of {}", shown.display()),
+            None => format!("last stage of {}", shown.display()),
+        }
+    }
 }
 
 /// Where a step's or service's image comes from.
@@ -49,8 +80,8 @@ pub struct BuildSpec {
 pub enum ImageSource {
     /// An image reference such as `drydock/python:3.11`.
     Image(String),
-    /// A target (stage) of the top-level build.
-    Target(String),
+    /// A build of the pipeline, by name (see [`Pipeline::builds`]).
+    Build(String),
 }
 
 /// A sidecar service; its name is its network alias.
@@ -60,12 +91,33 @@ pub struct ServiceSpec {
     pub name: String,
     /// The image to run.
     pub image: ImageSource,
-    /// Environment variables.
+    /// Environment variables (`env_file` entries first, `env` wins).
     pub env: BTreeMap<String, String>,
-    /// Optional argv override (never empty when given).
+    /// Optional argv override of the image's CMD (never empty when given).
     pub command: Option<Vec<String>>,
+    /// Optional override of the image's ENTRYPOINT (`[]` clears it).
+    pub entrypoint: Option<Vec<String>>,
+    /// User (`name`, `uid` or `uid:gid`) to run as, if not the image's.
+    pub user: Option<String>,
+    /// Working directory (absolute), if not the image's.
+    pub workdir: Option<String>,
+    /// Repository paths bound into the service.
+    pub mounts: Vec<Mount>,
     /// Optional readiness probe.
     pub ready: Option<ReadySpec>,
+    /// The compose file and service it was taken from, if any.
+    pub compose: Option<ComposeOrigin>,
+}
+
+/// Where a service taken from a compose file came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComposeOrigin {
+    /// The compose file (absolute).
+    pub file: PathBuf,
+    /// The service's name in it.
+    pub service: String,
+    /// Compose keys accepted but not applied in a pipeline run, one line each.
+    pub notes: Vec<String>,
 }
 
 /// How to tell that a service is ready.
@@ -100,12 +152,12 @@ pub enum Probe {
     Healthcheck,
 }
 
-/// A tier: build targets, then services, then concurrent steps.
+/// A tier: builds, then services, then concurrent steps.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TierSpec {
     /// Tier name, unique in the pipeline.
     pub name: String,
-    /// Build targets built at the start of this tier.
+    /// Builds listed under the tier's `build:` (reported, and awaited, here).
     pub build: Vec<String>,
     /// Services this tier waits to be ready.
     pub services: Vec<String>,
@@ -120,14 +172,23 @@ pub struct StepSpec {
     pub name: String,
     /// The image to run.
     pub image: ImageSource,
-    /// The argv (never empty).
-    pub command: Vec<String>,
-    /// Environment variables.
+    /// What the container runs.
+    pub run: StepRun,
+    /// Optional override of the image's ENTRYPOINT (`[]` clears it). With
+    /// [`StepRun::Script`] and no entrypoint given, the image's entrypoint is
+    /// cleared (the script runs in `sh`).
+    pub entrypoint: Option<Vec<String>>,
+    /// User (`name`, `uid` or `uid:gid`) to run as, if not the image's.
+    pub user: Option<String>,
+    /// Environment variables (`env_file` entries first, `env` wins).
     pub env: BTreeMap<String, String>,
     /// Working directory in the container (absolute), if given.
     pub workdir: Option<String>,
-    /// Read-only mounts of repository paths.
+    /// Repository paths bound into the container.
     pub mounts: Vec<Mount>,
+    /// Repository paths copied into the container before it starts
+    /// (writable, never written back to the checkout).
+    pub copies: Vec<CopySpec>,
     /// Deadline for the step (default 10m).
     #[serde(serialize_with = "super::duration::serialize")]
     pub timeout: Duration,
@@ -139,12 +200,46 @@ pub struct StepSpec {
     pub network: bool,
 }
 
-/// A read-only bind mount of a repository path.
+impl StepSpec {
+    /// The argv of a `command:` step; `None` for `script:` and image-default steps.
+    pub fn command(&self) -> Option<&Vec<String>> {
+        match &self.run {
+            StepRun::Command(argv) => Some(argv),
+            _ => None,
+        }
+    }
+}
+
+/// What a step's container runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRun {
+    /// `command:`, an argv (never empty) that replaces the image's CMD.
+    Command(Vec<String>),
+    /// `script:`, shell lines run in order by one `sh` with `set -e`, each
+    /// echoed first (as GitLab CI's `script:`).
+    Script(Vec<String>),
+    /// Neither: the image's own CMD (only with an `entrypoint`).
+    ImageDefault,
+}
+
+/// A bind mount of a repository path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mount {
     /// Host path: absolute, canonicalized, inside the repository root, existing.
     pub source: PathBuf,
     /// Absolute container path.
+    pub target: String,
+    /// Mounted read-only (`:ro`, the default) or writable (`:rw`).
+    pub read_only: bool,
+}
+
+/// A repository path copied into a container before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopySpec {
+    /// Host path: absolute, canonicalized, inside the repository root, existing.
+    pub source: PathBuf,
+    /// Absolute container path the file or folder becomes.
     pub target: String,
 }
 

@@ -27,13 +27,21 @@ fn repo() -> Repo {
     ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
-    fs::write(root.join("images/app/Dockerfile"), "FROM scratch AS dev\n").unwrap();
     fs::write(
-        root.join("images/app/docker/Alt.Dockerfile"),
-        "FROM scratch\n",
+        root.join("images/app/Dockerfile"),
+        "FROM scratch AS dev\nFROM scratch AS test\nFROM scratch AS production\n",
     )
     .unwrap();
-    fs::write(root.join("images/flask-api/Dockerfile"), "FROM scratch\n").unwrap();
+    fs::write(
+        root.join("images/app/docker/Alt.Dockerfile"),
+        "FROM scratch AS dev\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("images/flask-api/Dockerfile"),
+        "FROM scratch AS dev\nFROM scratch AS production\n",
+    )
+    .unwrap();
     fs::write(root.join("notadir.txt"), "x").unwrap();
     let outside = dir.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
@@ -83,18 +91,18 @@ fn the_documented_example_is_valid() {
     assert_eq!(p.name, "flask-api");
     assert_eq!(p.repo_root, root);
     assert_eq!(p.source_path, PathBuf::from("ci.yml"));
-    assert_eq!(
-        p.build,
-        Some(BuildSpec {
-            context: root.join("images/flask-api"),
-            dockerfile: "Dockerfile".into(),
-            args: BTreeMap::from([(
-                "APP_VERSION".to_string(),
-                "0123456789abcdef0123456789abcdef01234567".to_string()
-            )]),
-            trust: true,
-        })
-    );
+    let build = |target: &str| BuildSpec {
+        name: target.into(),
+        context: root.join("images/flask-api"),
+        dockerfile: "Dockerfile".into(),
+        target: Some(target.into()),
+        args: BTreeMap::from([(
+            "APP_VERSION".to_string(),
+            "0123456789abcdef0123456789abcdef01234567".to_string(),
+        )]),
+        trust: true,
+    };
+    assert_eq!(p.builds, vec![build("dev"), build("production")]);
     let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -113,6 +121,10 @@ fn the_documented_example_is_valid() {
                 ("POSTGRES_DB", "app")
             ]),
             command: Some(argv(&["postgres", "-c", "fsync=off"])),
+            entrypoint: None,
+            user: None,
+            workdir: None,
+            mounts: Vec::new(),
             ready: Some(ReadySpec {
                 probe: Probe::Postgres {
                     user: "app".into(),
@@ -122,6 +134,7 @@ fn the_documented_example_is_valid() {
                 timeout: Duration::from_secs(60),
                 interval: Duration::from_millis(250),
             }),
+            compose: None,
         }]
     );
     assert_eq!(p.tiers.len(), 2);
@@ -133,14 +146,22 @@ fn the_documented_example_is_valid() {
         t.steps,
         vec![StepSpec {
             name: "unit".into(),
-            image: ImageSource::Target("dev".into()),
-            command: argv(&["pytest", "tests/unit", "--junitxml=/results/junit.xml"]),
+            image: ImageSource::Build("dev".into()),
+            run: StepRun::Command(argv(&[
+                "pytest",
+                "tests/unit",
+                "--junitxml=/results/junit.xml"
+            ])),
+            entrypoint: None,
+            user: None,
             env: env(&[("PYTHONDONTWRITEBYTECODE", "1")]),
             workdir: Some("/src".into()),
             mounts: vec![Mount {
                 source: root.join("images/flask-api"),
-                target: "/src".into()
+                target: "/src".into(),
+                read_only: true,
             }],
+            copies: Vec::new(),
             timeout: Duration::from_secs(300),
             junit: Some("/results/junit.xml".into()),
             collect: vec!["/results/perf.json".into()],
@@ -162,7 +183,7 @@ fn the_documented_example_is_valid() {
     // Pieces serialize (events embed them); durations use the file's spelling.
     let json = serde_json::to_value(&p.tiers[0].steps[0]).unwrap();
     assert_eq!(json["timeout"], "5m");
-    assert_eq!(json["image"]["target"], "dev");
+    assert_eq!(json["image"]["build"], "dev");
 }
 
 #[test]
@@ -209,7 +230,7 @@ tiers:
     .unwrap_or_else(|e| panic!("{e}"));
     let root = repo.root.canonicalize().unwrap();
     assert_eq!(p.name, "app-main");
-    let b = p.build.unwrap();
+    let b = p.build("dev").unwrap().clone();
     assert_eq!(b.dockerfile, "docker/Alt.Dockerfile");
     assert!(!b.trust);
     assert_eq!(b.args["HOME_DIR"], "/home/ci");
@@ -220,7 +241,7 @@ tiers:
     assert_eq!(names, ["zeta", "alpha", "hc"], "file order is kept");
     assert_eq!(p.services[0].ready, None);
     assert_eq!(p.services[0].command, None);
-    assert_eq!(p.services[1].image, ImageSource::Target("dev".into()));
+    assert_eq!(p.services[1].image, ImageSource::Build("dev".into()));
     assert_eq!(
         p.services[1].ready.as_ref().unwrap().probe,
         Probe::Exec(vec!["true-ish".into()])
@@ -238,7 +259,7 @@ tiers:
         })
     );
     let s = &p.tiers[0].steps[0];
-    assert_eq!(s.command[2], "echo $HOME /home/ci");
+    assert_eq!(s.command().unwrap()[2], "echo $HOME /home/ci");
     assert_eq!(s.timeout, DEFAULT_STEP_TIMEOUT);
     assert!(!s.network);
     assert_eq!(s.workdir, None);
@@ -247,15 +268,17 @@ tiers:
         vec![
             Mount {
                 source: root.join("src"),
-                target: "/src".into()
+                target: "/src".into(),
+                read_only: true,
             },
             Mount {
                 source: root.clone(),
-                target: "/repo".into()
+                target: "/repo".into(),
+                read_only: true,
             },
         ]
     );
-    assert_eq!(p.tiers[1].steps[0].command, vec!["run-1"]);
+    assert_eq!(*p.tiers[1].steps[0].command().unwrap(), vec!["run-1"]);
     assert!(p.release.is_none());
 }
 
@@ -349,7 +372,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n",
         6,
         9,
-        "step `s` is missing the required key `command`",
+        "step `s` needs `command` (an argv such as [pytest, -q]) or `script` (shell lines)",
     ),
     (
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: []\n",
@@ -373,7 +396,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        command: [x]\n",
         6,
         9,
-        "step `s` needs exactly one of `image` (an image reference) or `build` (a build target)",
+        "step `s` needs exactly one of `image` (an image reference) or `build` (the name of a build)",
     ),
     (
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        build: dev\n        command: [x]\n",
@@ -509,10 +532,10 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "expected a mount like repo/path:/container/path, found \"src\"",
     ),
     (
-        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"src:/src:ro\"]\n",
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"src:/src:rx\"]\n",
         9,
         18,
-        "expected a mount like repo/path:/container/path, found \"src:/src:ro\"",
+        "unknown mount mode \"rx\": expected `ro` (the default) or `rw`",
     ),
     // --- build section and targets
     (
@@ -567,37 +590,37 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "version: 1\nname: app\ntiers:\n  - name: t\n    build: [dev]\n",
         5,
         13,
-        "build target `dev` is listed but the pipeline has no top-level `build` section",
+        "unknown build `dev` (the pipeline declares no builds: add a `builds:` section)",
     ),
     (
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: s, build: dev, command: [x]}\n",
         6,
         26,
-        "step `s` uses build target `dev` but the pipeline has no top-level `build` section",
+        "unknown build `dev` (the pipeline declares no builds: add a `builds:` section)",
     ),
     (
         "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - name: t\n    steps:\n      - {name: s, build: test, command: [x]}\n  - name: u\n    build: [test]\n",
         7,
         26,
-        "step `s` uses build target `test` before it is built (it is built by a later tier, at 9:13)",
+        "step `s` uses build `test` before it is built (a later tier lists it, at 9:13;",
     ),
     (
-        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - name: t\n    build: [dev]\n    steps:\n      - {name: s, build: test, command: [x]}\n",
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - name: t\n    build: [dev]\n    steps:\n      - {name: s, build: nosuch, command: [x]}\n",
         8,
         26,
-        "step `s` uses build target `test`, which no tier builds",
+        "has no stage named `nosuch` (its stages: `dev` (line 1), `test` (line 2), `production` (line 3))",
     ),
     (
         "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\n  - {name: u, build: [dev]}\n",
         6,
         23,
-        "build target `dev` is already built at 5:23",
+        "build `dev` is already listed at 5:23",
     ),
     (
         "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [\"no good\"]}\n",
         5,
         23,
-        "invalid build target \"no good\"",
+        "invalid build name \"no good\"",
     ),
     // --- services
     (
@@ -634,7 +657,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "version: 1\nname: app\nservices:\n  db: {env: {A: b}}\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
         4,
         3,
-        "service `db` needs exactly one of `image` (an image reference) or `build` (a build target)",
+        "service `db` needs exactly one of `image` (an image reference) or `build` (the name of a build)",
     ),
     (
         "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    command: []\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
@@ -643,22 +666,22 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "command must not be empty",
     ),
     (
-        "version: 1\nname: app\nbuild: {context: images/app}\nservices:\n  api: {build: api}\ntiers:\n  - name: t\n    services: [api]\n    steps: [{name: s, image: a, command: [x]}]\n  - {name: u, build: [api]}\n",
+        "version: 1\nname: app\nbuild: {context: images/app}\nservices:\n  api: {build: test}\ntiers:\n  - name: t\n    services: [api]\n    steps: [{name: s, image: a, command: [x]}]\n  - {name: u, build: [test]}\n",
         8,
         16,
-        "service `api` runs build target `api`, which is only built by a later tier (at 10:23)",
+        "service `api` runs build `test`, which is only built by a later tier (at 10:23)",
     ),
     (
         "version: 1\nname: app\nbuild: {context: images/app}\nservices:\n  api: {build: api}\ntiers:\n  - name: t\n    services: [api]\n    build: [dev]\n",
         5,
         16,
-        "service `api` uses build target `api`, which no tier builds",
+        "unknown build `api`: it is not a `builds:` entry, and",
     ),
     (
         "version: 1\nname: app\nservices:\n  api: {build: api}\ntiers:\n  - name: t\n    services: [api]\n    steps: [{name: s, image: a, command: [x]}]\n",
         4,
         16,
-        "service `api` uses build target `api` but the pipeline has no top-level `build` section",
+        "unknown build `api` (the pipeline declares no builds: add a `builds:` section)",
     ),
     (
         "version: 1\nname: app\nservices:\n  db:\n    image: postgres\n    ready:\n      timeout: 5s\ntiers:\n  - {name: t, services: [db], steps: [{name: s, image: a, command: [x]}]}\n",
@@ -710,16 +733,16 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
     ),
     // --- release
     (
-        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: production, name: app, channel: staging}\n",
+        "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease: {target: nosuch, name: app, channel: staging}\n",
         6,
         19,
-        "release target `production` is not built by any tier",
+        "unknown build `nosuch`",
     ),
     (
         "version: 1\nname: app\ntiers:\n  - {name: t, steps: [{name: s, image: a, command: [x]}]}\nrelease: {target: production, name: app, channel: staging}\n",
         5,
         19,
-        "release target `production` needs a top-level `build` section",
+        "unknown build `production` (the pipeline declares no builds: add a `builds:` section)",
     ),
     (
         "version: 1\nname: app\nbuild: {context: images/app}\ntiers:\n  - {name: t, build: [dev]}\nrelease:\n  target: dev\n  name: app\n",
@@ -905,7 +928,7 @@ fn load_reads_the_file_and_names_it() {
     fs::write(&path, yaml(BASE)).unwrap();
     let p = load(&path, &repo.root, &vars()).unwrap();
     assert_eq!(p.source_path, path);
-    assert_eq!(p.tiers[0].steps[0].image, ImageSource::Target("dev".into()));
+    assert_eq!(p.tiers[0].steps[0].image, ImageSource::Build("dev".into()));
 
     fs::write(&path, yaml(BASE).replace("version: 1", "version: 3")).unwrap();
     let e = load(&path, &repo.root, &vars()).unwrap_err();
@@ -996,8 +1019,8 @@ tiers:
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let steps = &p.tiers[0].steps;
-    assert_eq!(steps[0].command, ["sleep", "5", "costs 5$", "$HOME"]);
-    assert_eq!(steps[1].command, steps[0].command);
+    assert_eq!(*steps[0].command().unwrap(), ["sleep", "5", "costs 5$", "$HOME"]);
+    assert_eq!(steps[1].command(), steps[0].command());
     assert_eq!(steps[1].env, steps[0].env);
     assert_eq!(steps[1].timeout, Duration::from_secs(90));
 }

@@ -5,21 +5,51 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::dockerfile;
 use super::duration::parse_duration;
+use super::error::Diagnostic;
 use super::interpolate::{interpolate, Vars};
 use super::model::*;
 use super::tree::{Kind, Node, Pos, ScalarType};
 
 mod deploy;
 
-const ROOT_KEYS: &[&str] = &["version", "name", "build", "services", "tiers", "release"];
+const ROOT_KEYS: &[&str] = &[
+    "version", "name", "build", "builds", "services", "tiers", "release",
+];
 const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "trust"];
-const SERVICE_KEYS: &[&str] = &["image", "build", "env", "command", "ready"];
+const NAMED_BUILD_KEYS: &[&str] = &["context", "dockerfile", "target", "args", "trust"];
+const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "build",
+    "env",
+    "env_file",
+    "command",
+    "entrypoint",
+    "user",
+    "workdir",
+    "mounts",
+    "ready",
+];
 const READY_KEYS: &[&str] = &["postgres", "exec", "healthcheck", "timeout", "interval"];
 const POSTGRES_KEYS: &[&str] = &["user", "password", "database"];
 const TIER_KEYS: &[&str] = &["name", "build", "services", "steps"];
 const STEP_KEYS: &[&str] = &[
-    "name", "build", "image", "command", "env", "workdir", "mounts", "timeout", "junit", "collect",
+    "name",
+    "build",
+    "image",
+    "command",
+    "script",
+    "entrypoint",
+    "user",
+    "env",
+    "env_file",
+    "workdir",
+    "mounts",
+    "copy",
+    "timeout",
+    "junit",
+    "collect",
     "network",
 ];
 const RELEASE_KEYS: &[&str] = &["target", "name", "channel", "registry"];
@@ -48,14 +78,37 @@ struct TierRefs {
     name: Option<String>,
     build: Vec<(String, Pos)>,
     services: Vec<(String, Pos)>,
-    /// (step name, target, position of the target value)
-    step_targets: Vec<(String, String, Pos)>,
+    /// (step name, build, position of the build value)
+    step_builds: Vec<(String, String, Pos)>,
 }
 
 /// Positions kept beside a service.
 struct ServiceRefs {
     name_pos: Pos,
-    target: Option<(String, Pos)>,
+    build: Option<(String, Pos)>,
+}
+
+/// The version-1 top-level `build:` block: one context whose targets are
+/// used by name.
+struct LegacyBuild {
+    context: PathBuf,
+    dockerfile: String,
+    args: BTreeMap<String, String>,
+    trust: bool,
+}
+
+/// An entry of `builds:` and where its name and target were given.
+struct NamedBuild {
+    spec: BuildSpec,
+    name_pos: Pos,
+}
+
+/// Every use of a build name, for resolution.
+struct BuildUse {
+    name: String,
+    pos: Pos,
+    /// Index of the tier that needs it (`usize::MAX`: the release).
+    tier: usize,
 }
 
 pub(crate) struct Checker<'v> {
@@ -65,6 +118,10 @@ pub(crate) struct Checker<'v> {
     /// Every service name given under `services:`, valid or not (so that a
     /// broken service is not reported again as unknown where it is used).
     declared_services: HashSet<String>,
+    /// Problems located in other files (Dockerfiles, env files, compose files).
+    foreign: Vec<Diagnostic>,
+    /// Dockerfiles read so far, by path.
+    dockerfiles: HashMap<PathBuf, Result<Vec<dockerfile::Stage>, ()>>,
 }
 
 impl<'v> Checker<'v> {
@@ -74,7 +131,47 @@ impl<'v> Checker<'v> {
             repo_root,
             errors: Vec::new(),
             declared_services: HashSet::new(),
+            foreign: Vec::new(),
+            dockerfiles: HashMap::new(),
         }
+    }
+
+    /// How a file other than the pipeline is named in diagnostics: relative
+    /// to the current folder when it is below it, else absolute.
+    fn label_of(path: &Path) -> String {
+        let cwd = std::env::current_dir().ok();
+        match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
+            Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+            _ => path.display().to_string(),
+        }
+    }
+
+    /// Records a problem located in another file.
+    fn foreign_err(&mut self, file: &Path, line: usize, col: usize, message: impl Into<String>) {
+        self.foreign.push(Diagnostic {
+            file: Self::label_of(file),
+            line,
+            col,
+            message: message.into(),
+        });
+    }
+
+    /// The stages of a Dockerfile (read once); a problem reading it is
+    /// reported in the Dockerfile itself and gives `None`.
+    fn stages(&mut self, path: &Path) -> Option<Vec<dockerfile::Stage>> {
+        if let Some(known) = self.dockerfiles.get(path) {
+            return known.clone().ok();
+        }
+        let read = dockerfile::read_stages(path);
+        let result = match read {
+            Ok(stages) => Ok(stages),
+            Err(e) => {
+                self.foreign_err(path, e.line, e.col, e.message);
+                Err(())
+            }
+        };
+        self.dockerfiles.insert(path.to_path_buf(), result.clone());
+        result.ok()
     }
 
     fn err(&mut self, pos: Pos, message: impl Into<String>) {
@@ -82,13 +179,15 @@ impl<'v> Checker<'v> {
     }
 
     /// Validates the whole document. On failure, every problem in file order.
+    /// On failure: the problems in the pipeline file (in file order), and
+    /// those in other files it names (Dockerfiles, env files, compose files).
     pub(crate) fn check(
         mut self,
         root: &Node,
         source_path: PathBuf,
-    ) -> Result<Pipeline, Vec<(Pos, String)>> {
+    ) -> Result<Pipeline, (Vec<(Pos, String)>, Vec<Diagnostic>)> {
         let pipeline = self.pipeline(root, source_path);
-        if self.errors.is_empty() {
+        if self.errors.is_empty() && self.foreign.is_empty() {
             if let Some(p) = pipeline {
                 return Ok(p);
             }
@@ -96,7 +195,8 @@ impl<'v> Checker<'v> {
         }
         self.errors.sort_by_key(|e| e.0);
         self.errors.dedup();
-        Err(self.errors)
+        self.foreign.dedup();
+        Err((self.errors, self.foreign))
     }
 
     // ----- generic shapes -------------------------------------------------
@@ -386,15 +486,15 @@ impl<'v> Checker<'v> {
                 self.err(
                     f.owner,
                     format!(
-                        "{owner_what} needs exactly one of `image` (an image reference) or `build` (a build target)"
+                        "{owner_what} needs exactly one of `image` (an image reference) or `build` (the name of a build)"
                     ),
                 );
                 None
             }
             (Some(img), None) => Some((ImageSource::Image(self.image_ref(img)?), None)),
             (None, Some(t)) => {
-                let target = self.name(t, "build target", false)?;
-                Some((ImageSource::Target(target), Some(t.pos)))
+                let build = self.name(t, "build name", false)?;
+                Some((ImageSource::Build(build), Some(t.pos)))
             }
         }
     }
@@ -476,10 +576,14 @@ impl<'v> Checker<'v> {
             .required(&f, "name")
             .and_then(|n| self.name(n, "pipeline name", true));
 
-        let build_key = f.key_pos("build");
-        let build = f
+        let legacy_key = f.key_pos("build");
+        let legacy = f
             .get("build")
-            .map(|b| self.build(b, build_key.unwrap_or(b.pos)));
+            .map(|b| self.legacy_build(b, legacy_key.unwrap_or(b.pos)));
+        let named = match f.get("builds") {
+            Some(b) => self.named_builds(b),
+            None => Vec::new(),
+        };
 
         let mut services = Vec::new();
         let mut service_refs = Vec::new();
@@ -499,9 +603,52 @@ impl<'v> Checker<'v> {
             .map(|r| (self.release(r, release_key.unwrap_or(r.pos)), r));
 
         // ----- cross references ----------------------------------------------
-        let built_at = self.check_build_targets(build_key, &tier_refs);
-        self.check_steps(build_key, &tier_refs, &built_at);
-        self.check_services(build_key, &services, &service_refs, &tier_refs, &built_at);
+        let listed_at = self.check_build_lists(&tier_refs);
+        self.check_steps(&tier_refs, &listed_at);
+        self.check_services(&services, &service_refs, &tier_refs, &listed_at);
+        let mut uses = Vec::new();
+        for (i, tier) in tier_refs.iter().enumerate() {
+            for (build, pos) in &tier.build {
+                uses.push(BuildUse {
+                    name: build.clone(),
+                    pos: *pos,
+                    tier: i,
+                });
+            }
+            for (service, _) in &tier.services {
+                if let Some((spec, r)) = services
+                    .iter()
+                    .zip(&service_refs)
+                    .find(|(s, _)| &s.name == service)
+                {
+                    if let (ImageSource::Build(b), Some((_, pos))) = (&spec.image, &r.build) {
+                        uses.push(BuildUse {
+                            name: b.clone(),
+                            pos: *pos,
+                            tier: i,
+                        });
+                    }
+                }
+            }
+            for (_, build, pos) in &tier.step_builds {
+                uses.push(BuildUse {
+                    name: build.clone(),
+                    pos: *pos,
+                    tier: i,
+                });
+            }
+        }
+        // Services no tier lists are reported by check_services; their builds
+        // are still resolved so that a bad name is reported too.
+        for (spec, r) in services.iter().zip(&service_refs) {
+            if let (ImageSource::Build(b), Some((_, pos))) = (&spec.image, &r.build) {
+                uses.push(BuildUse {
+                    name: b.clone(),
+                    pos: *pos,
+                    tier: usize::MAX,
+                });
+            }
+        }
         if let Some((Some(rel), node)) = &release {
             let pos = match &node.kind {
                 Kind::Map(entries) => entries
@@ -511,36 +658,26 @@ impl<'v> Checker<'v> {
                     .unwrap_or(node.pos),
                 _ => node.pos,
             };
-            if build_key.is_none() {
-                self.err(
-                    pos,
-                    format!(
-                        "release target `{}` needs a top-level `build` section",
-                        rel.target
-                    ),
-                );
-            } else if !built_at.contains_key(rel.target.as_str()) {
-                self.err(
-                    pos,
-                    format!(
-                        "release target `{}` is not built by any tier (add it to a tier's `build:` list)",
-                        rel.target
-                    ),
-                );
-            }
+            uses.push(BuildUse {
+                name: rel.target.clone(),
+                pos,
+                tier: usize::MAX,
+            });
         }
-
-        let build = match build {
-            Some(b) => Some(b?),
+        let legacy = match legacy {
+            Some(Some(l)) => Some(Some(l)),
+            Some(None) => Some(None),
             None => None,
         };
+        let builds = self.resolve_builds(legacy.as_ref(), named, &uses);
+
         let release = match release {
             Some((r, _)) => Some(r?),
             None => None,
         };
         Some(Pipeline {
             name: name?,
-            build,
+            builds,
             services,
             tiers,
             release,
@@ -549,9 +686,183 @@ impl<'v> Checker<'v> {
         })
     }
 
-    fn build(&mut self, node: &Node, owner: Pos) -> Option<BuildSpec> {
-        let f = self.fields(node, owner, "the build section", BUILD_KEYS)?;
-        let context_node = self.required(&f, "context");
+    /// The builds the pipeline uses, in the order of their first use; every
+    /// name used must be a `builds:` entry or a stage of the version-1 build
+    /// block's Dockerfile (`legacy`: `None` when absent, `Some(None)` when
+    /// present but invalid, in which case its targets are not reported again).
+    fn resolve_builds(
+        &mut self,
+        legacy: Option<&Option<LegacyBuild>>,
+        named: Vec<NamedBuild>,
+        uses: &[BuildUse],
+    ) -> Vec<BuildSpec> {
+        let mut out: Vec<BuildSpec> = Vec::new();
+        let mut reported: HashSet<String> = HashSet::new();
+        let mut used_named: HashSet<String> = HashSet::new();
+        let mut order: Vec<&BuildUse> = uses.iter().collect();
+        // Tier order first (stable: file order within a tier), then the rest.
+        order.sort_by_key(|u| u.tier);
+        for u in order {
+            if out.iter().any(|b| b.name == u.name) || reported.contains(&u.name) {
+                continue;
+            }
+            if let Some(n) = named.iter().find(|n| n.spec.name == u.name) {
+                used_named.insert(u.name.clone());
+                out.push(n.spec.clone());
+                continue;
+            }
+            match legacy {
+                Some(Some(l)) => {
+                    let path = l.context.join(&l.dockerfile);
+                    let Some(stages) = self.stages(&path) else {
+                        reported.insert(u.name.clone());
+                        continue;
+                    };
+                    if !dockerfile::has_stage(&stages, &u.name) {
+                        reported.insert(u.name.clone());
+                        let shown = Self::label_of(&path);
+                        self.err(
+                            u.pos,
+                            format!(
+                                "unknown build `{}`: it is not a `builds:` entry, and {shown} has no stage named `{}` (its stages: {}){}",
+                                u.name,
+                                u.name,
+                                dockerfile::describe(&stages),
+                                if stages.iter().any(|s| s.name.is_none()) {
+                                    "; to build a Dockerfile's last stage, as `docker build` does, declare it under `builds:` without `target`"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        );
+                        continue;
+                    }
+                    out.push(BuildSpec {
+                        name: u.name.clone(),
+                        context: l.context.clone(),
+                        dockerfile: l.dockerfile.clone(),
+                        target: Some(u.name.clone()),
+                        args: l.args.clone(),
+                        trust: l.trust,
+                    });
+                }
+                Some(None) => {
+                    reported.insert(u.name.clone());
+                }
+                None => {
+                    reported.insert(u.name.clone());
+                    let known: Vec<&str> = named.iter().map(|n| n.spec.name.as_str()).collect();
+                    let hint = match suggest(&u.name, &known) {
+                        Some(s) => format!("did you mean `{s}`? "),
+                        None => String::new(),
+                    };
+                    let declared = if known.is_empty() {
+                        "the pipeline declares no builds: add a `builds:` section".to_string()
+                    } else {
+                        format!("declared builds: {}", known.join(", "))
+                    };
+                    self.err(
+                        u.pos,
+                        format!("unknown build `{}` ({hint}{declared})", u.name),
+                    );
+                }
+            }
+        }
+        for n in &named {
+            if !used_named.contains(&n.spec.name) {
+                self.err(
+                    n.name_pos,
+                    format!(
+                        "build `{}` is not used by any step, service, tier or the release",
+                        n.spec.name
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// The `builds:` section: name → build.
+    fn named_builds(&mut self, node: &Node) -> Vec<NamedBuild> {
+        let Kind::Map(entries) = &node.kind else {
+            self.err(
+                node.pos,
+                format!(
+                    "expected a mapping of build names to builds, found {}",
+                    node.describe()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seen: HashMap<String, Pos> = HashMap::new();
+        for (k, v) in entries {
+            let Some(name) = self.key_text(k) else {
+                continue;
+            };
+            if let Some(first) = seen.get(name) {
+                self.err(
+                    k.pos,
+                    format!("duplicate build `{name}` (first defined at {first})"),
+                );
+                continue;
+            }
+            seen.insert(name.to_string(), k.pos);
+            let name_ok = self.check_name(name, k.pos, "build name", false);
+            if let Some(spec) = self.named_build(name, v, k.pos) {
+                if name_ok {
+                    out.push(NamedBuild {
+                        spec,
+                        name_pos: k.pos,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn named_build(&mut self, name: &str, node: &Node, key_pos: Pos) -> Option<BuildSpec> {
+        let what = format!("build `{name}`");
+        let f = self.fields(node, key_pos, &what, NAMED_BUILD_KEYS)?;
+        let (context, dockerfile, args, trust) = self.build_fields(&f, key_pos)?;
+        let target_node = f.get("target");
+        let target = match target_node {
+            Some(t) => Some(self.name(t, "build target", false)?),
+            None => None,
+        };
+        let path = context.join(&dockerfile);
+        let stages = self.stages(&path)?;
+        if let (Some(t), Some(node)) = (&target, target_node) {
+            if !dockerfile::has_stage(&stages, t) {
+                let shown = Self::label_of(&path);
+                self.err(
+                    node.pos,
+                    format!(
+                        "target `{t}` is not a stage of {shown} (its stages: {}; without `target` the last stage is built)",
+                        dockerfile::describe(&stages)
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(BuildSpec {
+            name: name.to_string(),
+            context,
+            dockerfile,
+            target,
+            args,
+            trust,
+        })
+    }
+
+    /// `context`, `dockerfile`, `args` and `trust` of a build mapping.
+    #[allow(clippy::type_complexity)]
+    fn build_fields(
+        &mut self,
+        f: &Fields,
+        owner: Pos,
+    ) -> Option<(PathBuf, String, BTreeMap<String, String>, bool)> {
+        let context_node = self.required(f, "context");
         let context = context_node.and_then(|c| {
             let rel = self.string(c)?;
             let path = self.repo_path(&rel, c.pos, "build context")?;
@@ -566,12 +877,13 @@ impl<'v> Checker<'v> {
             Some(d) => self.string(d),
             None => Some("Dockerfile".to_string()),
         };
+        let mut dockerfile_ok = false;
         if let (Some(ctx), Some(df)) = (&context, &dockerfile) {
             let pos = dockerfile_node
                 .or(context_node)
                 .map(|n| n.pos)
                 .unwrap_or(owner);
-            self.check_dockerfile(ctx, df, pos);
+            dockerfile_ok = self.check_dockerfile(ctx, df, pos);
         }
         let args = match f.get("args") {
             Some(a) => self.string_map(a, "build args"),
@@ -581,15 +893,25 @@ impl<'v> Checker<'v> {
             Some(t) => self.boolean(t),
             None => Some(true),
         };
-        Some(BuildSpec {
-            context: context?,
-            dockerfile: dockerfile?,
-            args: args?,
-            trust: trust?,
+        if !dockerfile_ok {
+            return None;
+        }
+        Some((context?, dockerfile?, args?, trust?))
+    }
+
+    fn legacy_build(&mut self, node: &Node, owner: Pos) -> Option<LegacyBuild> {
+        let f = self.fields(node, owner, "the build section", BUILD_KEYS)?;
+        let (context, dockerfile, args, trust) = self.build_fields(&f, owner)?;
+        Some(LegacyBuild {
+            context,
+            dockerfile,
+            args,
+            trust,
         })
     }
 
-    fn check_dockerfile(&mut self, context: &Path, dockerfile: &str, pos: Pos) {
+    /// Whether `dockerfile` is a file inside `context`; reports why not.
+    fn check_dockerfile(&mut self, context: &Path, dockerfile: &str, pos: Pos) -> bool {
         if dockerfile.is_empty() || Path::new(dockerfile).is_absolute() {
             self.err(
                 pos,
@@ -597,8 +919,9 @@ impl<'v> Checker<'v> {
                     "dockerfile must be a path relative to the build context, found {dockerfile:?}"
                 ),
             );
-            return;
+            return false;
         }
+        let errors = self.errors.len();
         match context.join(dockerfile).canonicalize() {
             Ok(p) if !p.starts_with(context) => self.err(
                 pos,
@@ -623,6 +946,7 @@ impl<'v> Checker<'v> {
                 ),
             ),
         }
+        self.errors.len() == errors
     }
 
     fn services(&mut self, node: &Node, out: &mut Vec<ServiceSpec>, refs: &mut Vec<ServiceRefs>) {
@@ -655,7 +979,7 @@ impl<'v> Checker<'v> {
                 if name_ok {
                     refs.push(ServiceRefs {
                         name_pos: k.pos,
-                        target,
+                        build: target,
                     });
                     out.push(spec);
                 }
@@ -672,21 +996,28 @@ impl<'v> Checker<'v> {
         let what = format!("service `{name}`");
         let f = self.fields(node, key_pos, &what, SERVICE_KEYS)?;
         let image = self.image_source(&f, &what);
-        let env = match f.get("env") {
-            Some(e) => self.string_map(e, "env"),
-            None => Some(BTreeMap::new()),
-        };
+        let env = self.environment(&f);
         let command = match f.get("command") {
             Some(c) => self.argv(c, "command").map(Some),
             None => Some(None),
+        };
+        let entrypoint = self.entrypoint(&f);
+        let user = self.user(&f);
+        let workdir = match f.get("workdir") {
+            Some(w) => self.abs_container_path(w, "workdir").map(Some),
+            None => Some(None),
+        };
+        let mounts = match f.get("mounts") {
+            Some(m) => self.mounts(m),
+            None => Some(Vec::new()),
         };
         let ready = match f.get("ready") {
             Some(r) => self.ready(r, f.key_pos("ready").unwrap_or(r.pos)).map(Some),
             None => Some(None),
         };
-        let (image, target_pos) = image?;
-        let target = match (&image, target_pos) {
-            (ImageSource::Target(t), Some(p)) => Some((t.clone(), p)),
+        let (image, build_pos) = image?;
+        let build = match (&image, build_pos) {
+            (ImageSource::Build(t), Some(p)) => Some((t.clone(), p)),
             _ => None,
         };
         Some((
@@ -695,10 +1026,96 @@ impl<'v> Checker<'v> {
                 image,
                 env: env?,
                 command: command?,
+                entrypoint: entrypoint?,
+                user: user?,
+                workdir: workdir?,
+                mounts: mounts?,
                 ready: ready?,
+                compose: None,
             },
-            target,
+            build,
         ))
+    }
+
+    /// `env_file` (entries in file order) overlaid by `env`, as compose does.
+    fn environment(&mut self, f: &Fields) -> Option<BTreeMap<String, String>> {
+        let mut env = BTreeMap::new();
+        let mut ok = true;
+        if let Some(files) = f.get("env_file") {
+            let list: Vec<(String, Pos)> = match &files.kind {
+                Kind::Seq(_) => self.strings(files)?,
+                _ => vec![(self.string(files)?, files.pos)],
+            };
+            for (rel, pos) in list {
+                let Some(path) = self.repo_path(&rel, pos, "env_file") else {
+                    ok = false;
+                    continue;
+                };
+                if !path.is_file() {
+                    self.err(pos, format!("env_file {rel:?} is not a file"));
+                    ok = false;
+                    continue;
+                }
+                let vars = self.vars;
+                let lookup = |name: &str| vars.get(name).map(str::to_string);
+                match super::dotenv::read_env_file(&path, &Self::label_of(&path), &lookup) {
+                    Ok(pairs) => env.extend(pairs),
+                    Err(d) => {
+                        self.foreign.push(d);
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if let Some(e) = f.get("env") {
+            env.extend(self.string_map(e, "env")?);
+        }
+        ok.then_some(env)
+    }
+
+    /// `entrypoint`: an argv, where `[]` clears the image's entrypoint.
+    fn entrypoint(&mut self, f: &Fields) -> Option<Option<Vec<String>>> {
+        let Some(node) = f.get("entrypoint") else {
+            return Some(None);
+        };
+        if matches!(&node.kind, Kind::Seq(items) if items.is_empty()) {
+            return Some(Some(Vec::new()));
+        }
+        self.argv(node, "entrypoint").map(Some)
+    }
+
+    /// `user`: `name`, `uid`, `name:group` or `uid:gid`, as `docker run --user`.
+    fn user(&mut self, f: &Fields) -> Option<Option<String>> {
+        let Some(node) = f.get("user") else {
+            return Some(None);
+        };
+        let user = match node.scalar_type() {
+            // `user: 1000` is as clear as `user: "1000"`.
+            Some(ScalarType::Int) => match &node.kind {
+                Kind::Scalar { text, .. } => text.clone(),
+                _ => return None,
+            },
+            _ => self.string(node)?,
+        };
+        let valid_part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
+        let ok = match user.split_once(':') {
+            Some((u, g)) => valid_part(u) && valid_part(g),
+            None => valid_part(&user),
+        };
+        if !ok {
+            self.err(
+                node.pos,
+                format!("invalid user {user:?}: expected a name or uid, optionally `:group` or `:gid` (as `docker run --user`)"),
+            );
+            return None;
+        }
+        Some(Some(user))
     }
 
     fn ready(&mut self, node: &Node, owner: Pos) -> Option<ReadySpec> {
@@ -848,7 +1265,7 @@ impl<'v> Checker<'v> {
         let build = match f.get("build") {
             Some(b) => self.strings(b).map(|v| {
                 v.into_iter()
-                    .filter(|(t, p)| self.check_name(t, *p, "build target", false))
+                    .filter(|(t, p)| self.check_name(t, *p, "build name", false))
                     .collect::<Vec<_>>()
             }),
             None => Some(Vec::new()),
@@ -859,7 +1276,7 @@ impl<'v> Checker<'v> {
         };
 
         let mut steps = Some(Vec::new());
-        let mut step_targets = Vec::new();
+        let mut step_builds = Vec::new();
         let mut steps_given = false;
         if let Some(s) = f.get("steps") {
             match &s.kind {
@@ -888,7 +1305,7 @@ impl<'v> Checker<'v> {
                         }
                         seen.insert(spec.name.clone(), pos);
                         if let Some((t, p)) = target {
-                            step_targets.push((spec.name.clone(), t, p));
+                            step_builds.push((spec.name.clone(), t, p));
                         }
                         list.push(spec);
                     }
@@ -928,7 +1345,7 @@ impl<'v> Checker<'v> {
             name: name.clone(),
             build: build.clone().unwrap_or_default(),
             services: services.clone().unwrap_or_default(),
-            step_targets,
+            step_builds,
         };
         let spec = (|| {
             Some(TierSpec {
@@ -952,19 +1369,51 @@ impl<'v> Checker<'v> {
         };
         f.what = what.clone();
         let image = self.image_source(&f, &what);
-        let command = self
-            .required(&f, "command")
-            .and_then(|c| self.argv(c, "command"));
-        let env = match f.get("env") {
-            Some(e) => self.string_map(e, "env"),
-            None => Some(BTreeMap::new()),
+        let entrypoint = self.entrypoint(&f);
+        let run = match (f.get("command"), f.get("script")) {
+            (Some(_), Some(_)) => {
+                let later = f
+                    .key_pos("command")
+                    .max(f.key_pos("script"))
+                    .unwrap_or(f.owner);
+                self.err(
+                    later,
+                    format!("{what} has both `command` and `script`: give one (`script` runs shell lines, `command` an argv)"),
+                );
+                None
+            }
+            (Some(c), None) => self.argv(c, "command").map(StepRun::Command),
+            (None, Some(sc)) => self.script(sc).map(StepRun::Script),
+            (None, None) => match &entrypoint {
+                Some(Some(e)) if !e.is_empty() => Some(StepRun::ImageDefault),
+                Some(None) => {
+                    self.err(
+                        f.owner,
+                        format!("{what} needs `command` (an argv such as [pytest, -q]) or `script` (shell lines)"),
+                    );
+                    None
+                }
+                _ => {
+                    self.err(
+                        f.owner,
+                        format!("{what} needs `command`, `script` or a non-empty `entrypoint`"),
+                    );
+                    None
+                }
+            },
         };
+        let user = self.user(&f);
+        let env = self.environment(&f);
         let workdir = match f.get("workdir") {
             Some(w) => self.abs_container_path(w, "workdir").map(Some),
             None => Some(None),
         };
         let mounts = match f.get("mounts") {
             Some(m) => self.mounts(m),
+            None => Some(Vec::new()),
+        };
+        let copies = match f.get("copy") {
+            Some(c) => self.copies(c),
             None => Some(Vec::new()),
         };
         let timeout = match f.get("timeout") {
@@ -1001,17 +1450,20 @@ impl<'v> Checker<'v> {
         };
         let (image, target_pos) = image?;
         let target = match (&image, target_pos) {
-            (ImageSource::Target(t), Some(p)) => Some((t.clone(), p)),
+            (ImageSource::Build(t), Some(p)) => Some((t.clone(), p)),
             _ => None,
         };
         Some((
             StepSpec {
                 name: name?,
                 image,
-                command: command?,
+                run: run?,
+                entrypoint: entrypoint?,
+                user: user?,
                 env: env?,
                 workdir: workdir?,
                 mounts: mounts?,
+                copies: copies?,
                 timeout: timeout?,
                 junit: junit?,
                 collect: collect?,
@@ -1021,50 +1473,101 @@ impl<'v> Checker<'v> {
         ))
     }
 
+    /// `mounts`: `repo/path:/container/path[:ro|:rw]` (read-only by default).
     fn mounts(&mut self, node: &Node) -> Option<Vec<Mount>> {
+        let items = self.path_pairs(node, "mount", "repo/path:/container/path")?;
+        let before = self.errors.len();
+        let mut out = Vec::new();
+        for (source, target, mode, pos) in items {
+            let read_only = match mode.as_deref() {
+                None | Some("ro") => true,
+                Some("rw") => false,
+                Some(other) => {
+                    self.err(
+                        pos,
+                        format!("unknown mount mode {other:?}: expected `ro` (the default) or `rw`"),
+                    );
+                    continue;
+                }
+            };
+            out.push(Mount {
+                source,
+                target,
+                read_only,
+            });
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    /// `copy`: `repo/path:/container/path`, copied in before the step starts.
+    fn copies(&mut self, node: &Node) -> Option<Vec<CopySpec>> {
+        let items = self.path_pairs(node, "copy", "repo/path:/container/path")?;
+        let before = self.errors.len();
+        let mut out = Vec::new();
+        for (source, target, mode, pos) in items {
+            if let Some(mode) = mode {
+                self.err(
+                    pos,
+                    format!("a copy takes no mode (found {mode:?}): copies are always writable and never written back"),
+                );
+                continue;
+            }
+            out.push(CopySpec { source, target });
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    /// A list of `repo/path:/container/path[:mode]`: resolved sources, checked
+    /// targets (no two alike), optional mode, positions. `None` when any entry is bad.
+    #[allow(clippy::type_complexity)]
+    fn path_pairs(
+        &mut self,
+        node: &Node,
+        key: &str,
+        shape: &str,
+    ) -> Option<Vec<(PathBuf, String, Option<String>, Pos)>> {
         let Kind::Seq(items) = &node.kind else {
             self.err(
                 node.pos,
                 format!(
-                    "expected a list of mounts (\"repo/path:/container/path\"), found {}",
+                    "expected a list of {key}s (\"{shape}\"), found {}",
                     node.describe()
                 ),
             );
             return None;
         };
         let before = self.errors.len();
-        let mut out = Vec::new();
+        let mut out: Vec<(PathBuf, String, Option<String>, Pos)> = Vec::new();
         for item in items {
             let Some(s) = self.string(item) else {
                 continue;
             };
             let parts: Vec<&str> = s.split(':').collect();
-            let [source, target] = parts.as_slice() else {
-                self.err(
-                    item.pos,
-                    format!("expected a mount like repo/path:/container/path, found {s:?}"),
-                );
-                continue;
+            let (source, target, mode) = match parts.as_slice() {
+                [source, target] => (*source, *target, None),
+                [source, target, mode] => (*source, *target, Some(mode.to_string())),
+                _ => {
+                    self.err(item.pos, format!("expected a {key} like {shape}, found {s:?}"));
+                    continue;
+                }
             };
             if source.is_empty() || target.is_empty() {
+                self.err(item.pos, format!("expected a {key} like {shape}, found {s:?}"));
+                continue;
+            }
+            if let Err(why) = check_container_target(target) {
+                self.err(item.pos, format!("{key} target {target:?} {why}"));
+                continue;
+            }
+            if let Some((_, _, _, first)) = out.iter().find(|(_, t, _, _)| t == target) {
                 self.err(
                     item.pos,
-                    format!("expected a mount like repo/path:/container/path, found {s:?}"),
+                    format!("{key} target {target:?} is given twice (first at {first})"),
                 );
                 continue;
             }
-            if !target.starts_with('/') {
-                self.err(
-                    item.pos,
-                    format!("mount target {target:?} must be an absolute container path (starting with /)"),
-                );
-                continue;
-            }
-            if let Some(src) = self.repo_path(source, item.pos, "mount source") {
-                out.push(Mount {
-                    source: src,
-                    target: target.to_string(),
-                });
+            if let Some(src) = self.repo_path(source, item.pos, &format!("{key} source")) {
+                out.push((src, target.to_string(), mode, item.pos));
             }
         }
         (self.errors.len() == before).then_some(out)
@@ -1132,61 +1635,36 @@ impl<'v> Checker<'v> {
 
     // ----- cross references ---------------------------------------------------
 
-    /// Records which tier builds which target; reports targets without a
-    /// top-level build and targets built twice.
-    fn check_build_targets(
-        &mut self,
-        build_key: Option<Pos>,
-        tiers: &[TierRefs],
-    ) -> HashMap<String, (usize, Pos)> {
-        let mut built_at: HashMap<String, (usize, Pos)> = HashMap::new();
+    /// Records which tier lists which build; reports builds listed twice.
+    fn check_build_lists(&mut self, tiers: &[TierRefs]) -> HashMap<String, (usize, Pos)> {
+        let mut listed_at: HashMap<String, (usize, Pos)> = HashMap::new();
         for (i, tier) in tiers.iter().enumerate() {
-            for (target, pos) in &tier.build {
-                if build_key.is_none() {
+            for (build, pos) in &tier.build {
+                if let Some((_, first)) = listed_at.get(build) {
                     self.err(
                         *pos,
-                        format!("build target `{target}` is listed but the pipeline has no top-level `build` section"),
+                        format!("build `{build}` is already listed at {first} (a build is built once per run)"),
                     );
                     continue;
                 }
-                if let Some((_, first)) = built_at.get(target) {
-                    self.err(
-                        *pos,
-                        format!("build target `{target}` is already built at {first} (a target is built once per run)"),
-                    );
-                    continue;
-                }
-                built_at.insert(target.clone(), (i, *pos));
+                listed_at.insert(build.clone(), (i, *pos));
             }
         }
-        built_at
+        listed_at
     }
 
-    fn check_steps(
-        &mut self,
-        build_key: Option<Pos>,
-        tiers: &[TierRefs],
-        built_at: &HashMap<String, (usize, Pos)>,
-    ) {
+    /// A step may not use a build that a later tier lists (the listing
+    /// says when it is built).
+    fn check_steps(&mut self, tiers: &[TierRefs], listed_at: &HashMap<String, (usize, Pos)>) {
         for (i, tier) in tiers.iter().enumerate() {
-            for (step, target, pos) in &tier.step_targets {
-                if build_key.is_none() {
-                    self.err(
-                        *pos,
-                        format!("step `{step}` uses build target `{target}` but the pipeline has no top-level `build` section"),
-                    );
-                    continue;
-                }
-                match built_at.get(target) {
-                    Some((t, _)) if *t <= i => {}
-                    Some((_, at)) => self.err(
-                        *pos,
-                        format!("step `{step}` uses build target `{target}` before it is built (it is built by a later tier, at {at})"),
-                    ),
-                    None => self.err(
-                        *pos,
-                        format!("step `{step}` uses build target `{target}`, which no tier builds (add it to the `build:` list of this tier or an earlier one)"),
-                    ),
+            for (step, build, pos) in &tier.step_builds {
+                if let Some((t, at)) = listed_at.get(build) {
+                    if *t > i {
+                        self.err(
+                            *pos,
+                            format!("step `{step}` uses build `{build}` before it is built (a later tier lists it, at {at}; drop it from that list or move it to this tier or an earlier one)"),
+                        );
+                    }
                 }
             }
         }
@@ -1194,11 +1672,10 @@ impl<'v> Checker<'v> {
 
     fn check_services(
         &mut self,
-        build_key: Option<Pos>,
         services: &[ServiceSpec],
         refs: &[ServiceRefs],
         tiers: &[TierRefs],
-        built_at: &HashMap<String, (usize, Pos)>,
+        listed_at: &HashMap<String, (usize, Pos)>,
     ) {
         let by_name: HashMap<&str, (&ServiceSpec, &ServiceRefs)> = services
             .iter()
@@ -1206,49 +1683,29 @@ impl<'v> Checker<'v> {
             .map(|(s, r)| (s.name.as_str(), (s, r)))
             .collect();
         let mut used = HashSet::new();
-        // A target with a problem at the service itself is not reported again per use.
-        let mut bad_target = HashSet::new();
-        for (spec, r) in services.iter().zip(refs) {
-            if let Some((target, pos)) = &r.target {
-                if build_key.is_none() {
-                    self.err(
-                        *pos,
-                        format!("service `{}` uses build target `{target}` but the pipeline has no top-level `build` section", spec.name),
-                    );
-                    bad_target.insert(spec.name.clone());
-                } else if !built_at.contains_key(target) {
-                    self.err(
-                        *pos,
-                        format!(
-                            "service `{}` uses build target `{target}`, which no tier builds",
-                            spec.name
-                        ),
-                    );
-                    bad_target.insert(spec.name.clone());
-                }
-            }
-        }
         for (i, tier) in tiers.iter().enumerate() {
             for (name, pos) in &tier.services {
-                let Some((spec, r)) = by_name.get(name.as_str()) else {
+                let Some((_, r)) = by_name.get(name.as_str()) else {
                     if !self.declared_services.contains(name) {
+                        let known: Vec<&str> = by_name.keys().copied().collect();
+                        let hint = match suggest(name, &known) {
+                            Some(s) => format!("; did you mean `{s}`?"),
+                            None => String::new(),
+                        };
                         self.err(
                             *pos,
-                            format!("unknown service `{name}` (not defined under `services:`)"),
+                            format!("unknown service `{name}` (not defined under `services:`{hint})"),
                         );
                     }
                     continue;
                 };
                 used.insert(name.clone());
-                if bad_target.contains(&spec.name) {
-                    continue;
-                }
-                if let Some((target, _)) = &r.target {
-                    if let Some((t, at)) = built_at.get(target) {
+                if let Some((build, _)) = &r.build {
+                    if let Some((t, at)) = listed_at.get(build) {
                         if *t > i {
                             self.err(
                                 *pos,
-                                format!("service `{name}` runs build target `{target}`, which is only built by a later tier (at {at})"),
+                                format!("service `{name}` runs build `{build}`, which is only built by a later tier (at {at})"),
                             );
                         }
                     }
@@ -1266,6 +1723,60 @@ impl<'v> Checker<'v> {
                 );
             }
         }
+    }
+
+    /// `script`: a non-empty list of shell lines (strings).
+    fn script(&mut self, node: &Node) -> Option<Vec<String>> {
+        if !matches!(node.kind, Kind::Seq(_)) {
+            self.err(
+                node.pos,
+                format!(
+                    "expected `script` as a list of shell lines, found {}",
+                    node.describe()
+                ),
+            );
+            return None;
+        }
+        let before = self.errors.len();
+        let lines = self.strings(node)?;
+        if self.errors.len() > before {
+            return None;
+        }
+        if lines.is_empty() {
+            self.err(node.pos, "script must not be empty");
+            return None;
+        }
+        for (line, pos) in &lines {
+            if line.trim().is_empty() {
+                self.err(*pos, "a script line must not be empty");
+                return None;
+            }
+        }
+        Some(lines.into_iter().map(|(l, _)| l).collect())
+    }
+}
+
+/// Why a container path cannot be a mount or copy target, as the engine
+/// would refuse it at run time (`/`, `/proc`, `/sys`, `/dev`, relative or
+/// unnormalized paths).
+fn check_container_target(target: &str) -> Result<(), &'static str> {
+    if !target.starts_with('/') {
+        return Err("must be an absolute container path (starting with /)");
+    }
+    if target.chars().any(|c| c.is_control() || c == ',') {
+        return Err("must not contain control characters or commas");
+    }
+    let components: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
+    if components.iter().any(|c| *c == "." || *c == "..") {
+        return Err("must not contain `.` or `..` components");
+    }
+    match components.as_slice() {
+        [] => Err("cannot be `/` (the engine refuses to mount over the root)"),
+        ["proc", ..] | ["sys", ..] => {
+            Err("is under /proc or /sys, which the container runtime owns")
+        }
+        ["dev"] => Err("cannot be /dev, which the container runtime owns"),
+        _ => Ok(()),
     }
 }
 

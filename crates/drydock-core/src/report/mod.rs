@@ -3,4 +3,48 @@
 pub mod junit;
 mod results;
 
+use std::path::{Path, PathBuf};
+
 pub use results::{ResultsWriter, StepRecord, Summary};
+
+/// drydock's own folder in a repository (`<repo>/.drydock/`): the default
+/// results live under it. It ignores itself for git (it holds a `.gitignore`
+/// of `*`, as `.pytest_cache` does), and drydock never sends it in a build
+/// context nor copies it into a container.
+pub const STATE_FOLDER: &str = ".drydock";
+
+/// The default results root of a repository, `<repo>/.drydock/results`,
+/// created with the self-ignoring `.drydock/.gitignore` when missing.
+///
+/// # Errors
+/// When the folders or the `.gitignore` cannot be created.
+pub fn default_results_root(repo_root: &Path) -> std::io::Result<PathBuf> {
+    let folder = repo_root.join(STATE_FOLDER);
+    let results = folder.join("results");
+    std::fs::create_dir_all(&results)?;
+    let ignore = folder.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(
+            &ignore,
+            "# drydock's results and caches: never committed\n*\n",
+        )?;
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_results_root_ignores_itself() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = default_results_root(repo.path()).unwrap();
+        assert_eq!(root, repo.path().join(".drydock/results"));
+        assert!(root.is_dir());
+        let ignore = std::fs::read_to_string(repo.path().join(".drydock/.gitignore")).unwrap();
+        assert!(ignore.lines().any(|l| l == "*"));
+        // Idempotent.
+        assert_eq!(default_results_root(repo.path()).unwrap(), root);
+    }
+}

@@ -1,21 +1,23 @@
-//! Build-ahead: every target of the pipeline is built, one after another in
-//! tier order, as early as possible — a target does not depend on test
-//! results, so later tiers' images build while earlier tiers' steps run. Each
-//! tier still reports its own builds: it replays the build's output (live, if
-//! the build is still running) and its outcome. A failed tier stops the
-//! builder; a failed build stops the builds after it.
+//! Build-ahead: every build of the plan is built, one after another in the
+//! order the plan needs them, as early as possible — a build does not depend
+//! on test results, so later tiers' images build while earlier tiers' steps
+//! run. Output and outcome go to the run loop, which replays them under the
+//! tier that reports each build. A failed tier stops the builder; a failed
+//! build stops the builds after it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{build_request, start_services_of, RunCtx, Runtime};
-use crate::engine::{BuildProgress, EngineError};
+use super::{Ctx, Msg, Runtime};
+use crate::engine::context::BuildContext;
+use crate::engine::{labels, BuildProgress, BuildRequest, EngineError};
 use crate::events::Status;
+use crate::plan::{BuildId, Plan, PlannedBuild};
+use crate::trust::{Trust, TRUST_CONTEXT_PATH};
 
 /// How a build ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,134 +39,107 @@ impl BuildOutcome {
     }
 }
 
-/// One target's build, as its tier sees it.
-pub(crate) struct BuildSlot {
-    progress: Mutex<Option<mpsc::UnboundedReceiver<BuildProgress>>>,
-    done: Shared<BoxFuture<'static, BuildOutcome>>,
-}
-
-impl BuildSlot {
-    /// The build's output so far and from now on (once: the first caller gets it).
-    pub fn take_progress(&self) -> Option<mpsc::UnboundedReceiver<BuildProgress>> {
-        self.progress.lock().expect("progress lock").take()
-    }
-
-    /// Resolves when the build ended.
-    pub fn done(&self) -> Shared<BoxFuture<'static, BuildOutcome>> {
-        self.done.clone()
-    }
-}
-
-/// The builds of a run, started ahead of their tiers.
-pub(crate) struct Builder {
-    slots: HashMap<String, Arc<BuildSlot>>,
+/// Starts the builder task: builds every build of the plan in order until
+/// done, a build fails, or `stop` fires (then the rest end `cancelled`).
+pub(crate) fn start<R: Runtime>(
+    ctx: Arc<Ctx<R>>,
+    tx: mpsc::UnboundedSender<Msg>,
     stop: CancellationToken,
-}
-
-impl Builder {
-    /// Starts building every target of the pipeline in tier order.
-    pub fn start<R: Runtime>(ctx: &Arc<RunCtx<R>>) -> Builder {
-        let stop = ctx.cancel.child_token();
-        let targets: Vec<String> = ctx
-            .pipeline
-            .tiers
-            .iter()
-            .flat_map(|t| t.build.iter().cloned())
-            .collect();
-        let mut slots = HashMap::new();
-        let mut work = Vec::new();
-        for target in &targets {
-            let (progress_tx, progress_rx) = mpsc::unbounded_channel();
-            let (done_tx, done_rx) = oneshot::channel::<BuildOutcome>();
-            let done = async move {
-                done_rx
-                    .await
-                    .unwrap_or_else(|_| BuildOutcome::not_built(Status::Cancelled, "interrupted"))
-            }
-            .boxed()
-            .shared();
-            slots.insert(
-                target.clone(),
-                Arc::new(BuildSlot {
-                    progress: Mutex::new(Some(progress_rx)),
-                    done,
-                }),
-            );
-            work.push((target.clone(), progress_tx, done_tx));
-        }
-        let ctx = ctx.clone();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let mut failed = false;
-            for (target, progress_tx, done_tx) in work {
-                if failed {
-                    let _ = done_tx.send(BuildOutcome::not_built(
-                        Status::Skipped,
-                        "an earlier build failed",
-                    ));
-                    continue;
-                }
-                if token.is_cancelled() {
-                    let _ = done_tx.send(BuildOutcome::not_built(Status::Cancelled, "interrupted"));
-                    continue;
-                }
-                let outcome = build_one(&ctx, &target, progress_tx, &token).await;
+) {
+    tokio::spawn(async move {
+        let mut failed = false;
+        for build in &ctx.plan.builds {
+            let outcome = if failed {
+                BuildOutcome::not_built(Status::Skipped, "an earlier build failed")
+            } else if stop.is_cancelled() {
+                BuildOutcome::not_built(Status::Cancelled, "interrupted")
+            } else {
+                let (outcome, image) = build_one(&ctx, build, &tx, &stop).await;
                 failed = !outcome.status.is_success();
-                if outcome.status.is_success() {
-                    start_services_of(&ctx, &target);
-                }
-                let _ = done_tx.send(outcome);
-            }
-        });
-        Builder { slots, stop }
-    }
-
-    /// The slot of a target.
-    pub fn slot(&self, target: &str) -> Option<Arc<BuildSlot>> {
-        self.slots.get(target).cloned()
-    }
-
-    /// Stops building (a tier failed: later images are not needed).
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
+                let _ = tx.send(Msg::BuildDone(build.id, outcome, image));
+                continue;
+            };
+            let _ = tx.send(Msg::BuildDone(build.id, outcome, None));
+        }
+    });
 }
 
 async fn build_one<R: Runtime>(
-    ctx: &Arc<RunCtx<R>>,
-    target: &str,
-    progress_tx: mpsc::UnboundedSender<BuildProgress>,
+    ctx: &Arc<Ctx<R>>,
+    build: &PlannedBuild,
+    tx: &mpsc::UnboundedSender<Msg>,
     stop: &CancellationToken,
-) -> BuildOutcome {
+) -> (BuildOutcome, Option<String>) {
     let started = Instant::now();
-    let request = match build_request(ctx, target) {
+    let request = match build_request(&ctx.plan, build, &ctx.plan.trust) {
         Ok(request) => request,
-        Err(e) => return BuildOutcome::not_built(Status::Errored, &e),
+        Err(e) => return (BuildOutcome::not_built(Status::Errored, &e), None),
     };
+    let id: BuildId = build.id;
+    let progress_tx = tx.clone();
     let mut on_progress = move |p: BuildProgress| {
-        let _ = progress_tx.send(p);
+        let line = match p {
+            BuildProgress::Step(line) | BuildProgress::Output(line) => line,
+        };
+        let _ = progress_tx.send(Msg::BuildProgress(id, line));
     };
     let result = tokio::select! {
         result = ctx.runtime.build(&request, &mut on_progress) => Some(result),
         _ = stop.cancelled() => None,
     };
     let duration_ms = started.elapsed().as_millis() as u64;
-    let (status, error, reused) = match result {
-        None => (Status::Cancelled, Some("interrupted".to_string()), false),
-        Some(Ok(built)) => {
-            ctx.built
-                .lock()
-                .expect("built map lock")
-                .insert(target.to_string(), built.image_id.clone());
-            (Status::Passed, None, built.reused)
+    let (status, error, reused, image) = match result {
+        None => (Status::Cancelled, Some("interrupted".to_string()), false, None),
+        Some(Ok(built)) => (Status::Passed, None, built.reused, Some(built.image_id)),
+        Some(Err(e @ EngineError::Build { .. })) => {
+            (Status::Failed, Some(e.to_string()), false, None)
         }
-        Some(Err(e @ EngineError::Build { .. })) => (Status::Failed, Some(e.to_string()), false),
-        Some(Err(e)) => (Status::Errored, Some(e.to_string()), false),
+        Some(Err(e)) => (Status::Errored, Some(e.to_string()), false, None),
     };
-    BuildOutcome {
-        status,
-        error,
-        reused,
-        duration_ms,
+    (
+        BuildOutcome {
+            status,
+            error,
+            reused,
+            duration_ms,
+        },
+        image,
+    )
+}
+
+/// The engine request for a planned build: context (with the CA bundle at
+/// [`TRUST_CONTEXT_PATH`] when the build takes the run's trust settings),
+/// target, args, proxy settings as transient args, labels and tag.
+pub(crate) fn build_request(
+    plan: &Plan,
+    build: &PlannedBuild,
+    trust: &Trust,
+) -> Result<BuildRequest, String> {
+    let mut extra_files = Vec::new();
+    let mut transient_args = BTreeMap::new();
+    if build.trust {
+        if let Some(ca) = trust.ca_bytes().map_err(|e| e.to_string())? {
+            extra_files.push((TRUST_CONTEXT_PATH.to_string(), ca));
+        }
+        transient_args = trust.env.clone();
     }
+    let mut build_labels = HashMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (labels::PIPELINE.to_string(), plan.pipeline.clone()),
+        (labels::ROLE.to_string(), "build".to_string()),
+    ]);
+    build_labels.insert("drydock.build".to_string(), build.name.clone());
+    Ok(BuildRequest {
+        context: BuildContext {
+            dir: build.context.clone(),
+            dockerfile: build.dockerfile.clone(),
+            extra_files,
+        },
+        target: build.target.clone(),
+        args: build.args.clone(),
+        transient_args,
+        labels: build_labels,
+        tag: Some(build.tag.clone()),
+        no_cache: false,
+    })
 }

@@ -82,7 +82,12 @@ fn exit(tx: &watch::Sender<Option<i64>>, running_now: &Mutex<usize>, code: i64) 
 }
 
 fn words(spec: &ContainerSpec) -> Vec<String> {
-    spec.command.clone().unwrap_or_default()
+    spec.entrypoint
+        .iter()
+        .flatten()
+        .chain(spec.command.iter().flatten())
+        .cloned()
+        .collect()
 }
 
 #[async_trait]
@@ -265,6 +270,16 @@ impl Runtime for FakeRuntime {
     }
     async fn tail_logs(&self, _id: &str, _lines: usize) -> Result<String, EngineError> {
         Ok("last words\n".to_string())
+    }
+    async fn copy_in(
+        &self,
+        id: &str,
+        source: &Path,
+        target: &str,
+        _skip: &[std::path::PathBuf],
+    ) -> Result<(), EngineError> {
+        self.log(format!("copy {} {id}:{target}", source.display()));
+        Ok(())
     }
     async fn copy_out(&self, _id: &str, _path: &str, _dest: &Path) -> Result<bool, EngineError> {
         Ok(false)

@@ -1,15 +1,28 @@
-//! The executor: runs a validated [`Pipeline`] on a [`Runtime`] and emits
+//! The executor: carries out a [`Plan`] on a [`Runtime`] and emits
 //! [`Event`]s.
 //!
+//! One run loop ([`RunLoop`]) owns the run's state: which builds are done
+//! (and their images), which services are ready, which steps ended. Builds,
+//! services and steps run as tasks that only report back to the loop over a
+//! channel; no state is shared between tasks.
+//!
 //! Tiers run in order and the first failing tier stops the run (later tiers
-//! are reported skipped). Inside a tier, targets are built first, then the
-//! tier waits for its services, then its steps run concurrently. Services
-//! with an `image` start when the run starts (overlapping the build); services
-//! built from a target start as soon as that target is built. Cancellation is
-//! explicit (a [`CancellationToken`]); whatever happens, the teardown removes
-//! every container and network labelled with the run.
+//! are reported skipped). Inside a tier, its builds are reported first (they
+//! were started ahead, in the order the plan needs them), then the tier
+//! waits for its services, then its steps run concurrently. Services with an
+//! image start when the run starts (overlapping the builds); services built
+//! from a build start as soon as that build is done.
+//!
+//! Cancellation is explicit ([`RunCancel`]) and carries an ordered
+//! [`CancelReason`]: a failed tier stops the builds ahead and skips later
+//! tiers; a timeout, an API cancel or a signal also stop running steps
+//! (each with the stop grace). The run ends with the strongest reason seen,
+//! announced as [`Event::Cancelling`] and recorded in
+//! [`Event::RunFinished`]. Whatever happens, the teardown removes every
+//! container and network labelled with the run.
 
 mod builder;
+mod cancel;
 mod runtime;
 mod service;
 mod step;
@@ -19,26 +32,27 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
 
+pub use cancel::{CancelReason, RunCancel};
 pub use runtime::Runtime;
 pub(crate) use service::probe_once;
 
-use builder::Builder;
-
-use crate::engine::context::BuildContext;
-use crate::engine::labels::RunLabels;
-use crate::engine::{BuildProgress, BuildRequest, EngineError};
+use crate::engine::{ContainerSpec, EngineError};
 use crate::events::{Event, LogStream, Outcome, Status, StepKind, TestCounts, TierPlan};
-use crate::pipeline::{ImageSource, Pipeline, TierSpec};
-use crate::trust::{Trust, TRUST_CONTEXT_PATH};
+use crate::pipeline::Pipeline;
+use crate::plan::{
+    BuildId, ContainerPlan, ImageRef, NetworkPlan, Plan, PlanOptions, ReleaseChoice, ServiceId,
+    StepId,
+};
+use crate::trust::Trust;
 
 /// The sending half of a run's event stream.
 pub type EventSender = mpsc::Sender<Event>;
@@ -52,7 +66,8 @@ pub struct GitInfo {
     pub branch: Option<String>,
 }
 
-/// How to run.
+/// How to run a pipeline: what planning needs ([`RunOptions::plan_options`])
+/// and what execution needs ([`RunOptions::exec_options`]).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Run id (see [`new_run_id`]).
@@ -63,6 +78,37 @@ pub struct RunOptions {
     pub trust: Trust,
     /// The commit being run.
     pub git: GitInfo,
+    /// How long a stopped container gets before it is killed.
+    pub stop_grace: Duration,
+    /// Whether and where a green run releases.
+    pub release: ReleaseChoice,
+}
+
+impl RunOptions {
+    /// The planning part.
+    pub fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            run_id: self.run_id.clone(),
+            git: self.git.clone(),
+            trust: self.trust.clone(),
+            release: self.release.clone(),
+        }
+    }
+
+    /// The execution part.
+    pub fn exec_options(&self) -> ExecOptions {
+        ExecOptions {
+            results_dir: self.results_dir.clone(),
+            stop_grace: self.stop_grace,
+        }
+    }
+}
+
+/// What executing a plan needs beyond the plan.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// This run's results folder (collected files go under `artifacts/`).
+    pub results_dir: PathBuf,
     /// How long a stopped container gets before it is killed.
     pub stop_grace: Duration,
 }
@@ -93,6 +139,8 @@ pub struct RunReport {
     pub error: Option<String>,
     /// What a green run tagged.
     pub released: Option<Released>,
+    /// Why the run was cut short, if it was (the strongest reason seen).
+    pub cancel_reason: Option<CancelReason>,
 }
 
 /// A fresh run id: `YYYYMMDD-HHMMSS-xxxx` (UTC, 4 random hex digits).
@@ -105,561 +153,705 @@ pub fn new_run_id() -> String {
     )
 }
 
-type Readiness = Shared<BoxFuture<'static, Result<(), String>>>;
-
-/// Shared state of one run.
-pub(crate) struct RunCtx<R: Runtime> {
-    pub runtime: Arc<R>,
-    pub pipeline: Pipeline,
-    pub options: RunOptions,
-    pub events: EventSender,
-    pub cancel: CancellationToken,
-    pub labels: RunLabels,
-    pub network: String,
-    pub built: Mutex<HashMap<String, String>>,
-    services: Mutex<HashMap<String, Readiness>>,
-    service_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
-    /// Step containers being removed in the background.
-    pub removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl<R: Runtime> RunCtx<R> {
-    pub async fn emit(&self, event: Event) {
-        // A reporter that went away must not stop the run.
-        let _ = self.events.send(event).await;
-    }
-
-    /// Container name for an object of this run.
-    pub fn container_name(&self, parts: &[&str]) -> String {
-        let mut name = format!("drydock-{}", self.options.run_id);
-        for part in parts {
-            name.push('-');
-            name.extend(part.chars().map(|c| {
-                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            }));
-        }
-        name
-    }
-
-    /// The image id or reference for a source; targets must have been built.
-    pub fn image_for(&self, source: &ImageSource) -> Result<String, String> {
-        match source {
-            ImageSource::Image(reference) => Ok(reference.clone()),
-            ImageSource::Target(target) => self
-                .built
-                .lock()
-                .expect("built map lock")
-                .get(target)
-                .cloned()
-                .ok_or_else(|| format!("target {target} has not been built")),
-        }
-    }
-}
-
-/// Runs `pipeline` on `runtime`, sending events to `events`, until done or
-/// `cancel` fires. Never leaves containers or networks of the run behind.
+/// Plans `pipeline` with `options` and runs the plan (see [`run_plan`]).
 pub async fn run_pipeline<R: Runtime>(
     pipeline: &Pipeline,
     runtime: Arc<R>,
     options: RunOptions,
     events: EventSender,
-    cancel: CancellationToken,
+    cancel: RunCancel,
 ) -> RunReport {
-    let started = Instant::now();
-    let labels = RunLabels::for_this_process(&options.run_id, &pipeline.name);
-    let ctx = Arc::new(RunCtx {
-        network: format!("drydock-{}", options.run_id),
-        runtime,
-        pipeline: pipeline.clone(),
-        options,
-        events,
-        cancel,
-        labels,
-        built: Mutex::new(HashMap::new()),
-        services: Mutex::new(HashMap::new()),
-        service_tasks: Mutex::new(Vec::new()),
-        removals: Mutex::new(Vec::new()),
-    });
-    ctx.emit(Event::RunStarted {
-        run_id: ctx.options.run_id.clone(),
-        pipeline: pipeline.name.clone(),
-        tiers: plan(pipeline),
-        results_dir: ctx.options.results_dir.display().to_string(),
-        engine: ctx.runtime.describe(),
-    })
-    .await;
-
-    let (outcome, error, released) = match execute(&ctx).await {
-        Ok((Outcome::Passed, _)) => match release(&ctx).await {
-            Ok(released) => (Outcome::Passed, None, released),
-            Err(e) => (
-                if ctx.cancel.is_cancelled() {
-                    Outcome::Interrupted
-                } else {
-                    Outcome::Errored
-                },
-                Some(format!("release failed: {e}")),
-                None,
-            ),
-        },
-        Ok((outcome, error)) => (outcome, error, None),
-        Err(e) => (
-            if ctx.cancel.is_cancelled() {
-                Outcome::Interrupted
-            } else {
-                Outcome::Errored
-            },
-            Some(e),
-            None,
-        ),
-    };
-    let removed = teardown(&ctx).await;
-    ctx.emit(Event::RunFinished {
-        run_id: ctx.options.run_id.clone(),
-        outcome,
-        duration_ms: started.elapsed().as_millis() as u64,
-        error: error.clone(),
-        removed,
-    })
-    .await;
-    RunReport {
-        run_id: ctx.options.run_id.clone(),
-        outcome,
-        error,
-        released,
-    }
+    let plan = crate::plan::plan(pipeline, &options.plan_options());
+    run_plan(&plan, runtime, options.exec_options(), events, cancel).await
 }
 
 /// The tier plan announced in [`Event::RunStarted`].
-pub fn plan(pipeline: &Pipeline) -> Vec<TierPlan> {
-    pipeline
-        .tiers
+pub fn tier_plans(plan: &Plan) -> Vec<TierPlan> {
+    plan.tiers
         .iter()
         .map(|tier| TierPlan {
             name: tier.name.clone(),
-            steps: step_names(tier),
+            steps: plan.tier_step_names(tier.index),
         })
         .collect()
 }
 
-fn build_step_name(target: &str) -> String {
-    format!("build {target}")
-}
-
-fn step_names(tier: &TierSpec) -> Vec<String> {
-    tier.build
-        .iter()
-        .map(|t| build_step_name(t))
-        .chain(tier.steps.iter().map(|s| s.name.clone()))
-        .collect()
-}
-
-/// Checks the images the pipeline names, creates the network, starts the
-/// services, then runs the tiers. `Err` is an infrastructure failure.
-async fn execute<R: Runtime>(ctx: &Arc<RunCtx<R>>) -> Result<(Outcome, Option<String>), String> {
-    check_images(ctx).await?;
-    ctx.runtime
-        .create_network(&ctx.network, ctx.labels.with_role("network"))
-        .await
-        .map_err(|e| e.to_string())?;
-    for service in &ctx.pipeline.services {
-        if matches!(service.image, ImageSource::Image(_)) {
-            start_service(ctx, &service.name);
+/// Runs `plan` on `runtime`, sending events to `events`, until done or
+/// `cancel` fires. Never leaves containers or networks of the run behind.
+pub async fn run_plan<R: Runtime>(
+    plan: &Plan,
+    runtime: Arc<R>,
+    options: ExecOptions,
+    events: EventSender,
+    cancel: RunCancel,
+) -> RunReport {
+    let started = Instant::now();
+    let ctx = Arc::new(Ctx {
+        runtime,
+        plan: Arc::new(plan.clone()),
+        options,
+        events,
+        cancel,
+    });
+    ctx.emit(Event::RunStarted {
+        run_id: plan.run_id.clone(),
+        pipeline: plan.pipeline.clone(),
+        tiers: tier_plans(plan),
+        results_dir: ctx.options.results_dir.display().to_string(),
+        engine: ctx.runtime.describe(),
+    })
+    .await;
+    let mut run = RunLoop::new(ctx.clone());
+    let (mut outcome, mut error) = match run.execute().await {
+        Ok(ended) => ended,
+        Err(e) => (Outcome::Errored, Some(e)),
+    };
+    let mut released = None;
+    if outcome == Outcome::Passed {
+        match run.release().await {
+            Ok(r) => released = r,
+            Err(e) => {
+                outcome = Outcome::Errored;
+                error = Some(format!("release failed: {e}"));
+            }
         }
     }
-    let builder = Builder::start(ctx);
-    let mut failure: Option<(Outcome, String)> = None;
-    for tier in &ctx.pipeline.tiers {
-        if failure.is_some() || ctx.cancel.is_cancelled() {
-            for step in step_names(tier) {
-                ctx.emit(Event::StepSkipped {
-                    tier: tier.name.clone(),
+    let reason = run.reason();
+    if reason.is_some_and(CancelReason::stops_running_steps) {
+        outcome = Outcome::Interrupted;
+        if error.is_none() {
+            error = Some("interrupted".to_string());
+        }
+    }
+    let removed = run.teardown().await;
+    ctx.emit(Event::RunFinished {
+        run_id: plan.run_id.clone(),
+        outcome,
+        duration_ms: started.elapsed().as_millis() as u64,
+        error: error.clone(),
+        removed,
+        cancel_reason: reason,
+    })
+    .await;
+    RunReport {
+        run_id: plan.run_id.clone(),
+        outcome,
+        error,
+        released,
+        cancel_reason: reason,
+    }
+}
+
+/// What every task of a run may read: nothing in it changes during the run.
+pub(crate) struct Ctx<R: Runtime> {
+    pub runtime: Arc<R>,
+    pub plan: Arc<Plan>,
+    pub options: ExecOptions,
+    pub events: EventSender,
+    pub cancel: RunCancel,
+}
+
+impl<R: Runtime> Ctx<R> {
+    pub async fn emit(&self, event: Event) {
+        // A reporter that went away must not stop the run.
+        let _ = self.events.send(event).await;
+    }
+
+    /// The engine's container spec for a planned container whose image is `image`.
+    pub fn container_spec(&self, c: &ContainerPlan, image: String) -> ContainerSpec {
+        ContainerSpec {
+            name: c.name.clone(),
+            image,
+            command: c.command.clone(),
+            entrypoint: c.entrypoint.clone(),
+            user: c.user.clone(),
+            env: c.env.clone(),
+            workdir: c.workdir.clone(),
+            labels: self.plan.labels.with_role(&c.role),
+            network: Some(match &c.network {
+                NetworkPlan::Run { aliases } => (self.plan.network.clone(), aliases.clone()),
+                NetworkPlan::Bridge => ("bridge".to_string(), Vec::new()),
+                NetworkPlan::None => ("none".to_string(), Vec::new()),
+            }),
+            binds: c
+                .binds
+                .iter()
+                .map(|b| crate::engine::BindMount {
+                    source: b.source.clone(),
+                    target: b.target.clone(),
+                    read_only: b.read_only,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Messages from the run's tasks to the loop.
+pub(crate) enum Msg {
+    /// A line of a build's output.
+    BuildProgress(BuildId, String),
+    /// A build ended (with its image id when it passed).
+    BuildDone(BuildId, builder::BuildOutcome, Option<String>),
+    /// A service is ready, or why it is not.
+    Service(ServiceId, Result<(), String>),
+    /// A step ended; the handle removes its container in the background.
+    Step(StepId, step::StepOutcome, Option<JoinHandle<()>>),
+}
+
+/// Most build output lines kept for a tier that has not reached the build yet.
+const BUILD_BUFFER_LINES: usize = 20_000;
+
+enum BuildState {
+    /// Building or waiting; output kept until its tier reports it.
+    Pending {
+        buffer: VecDeque<String>,
+        omitted: usize,
+    },
+    Done {
+        outcome: builder::BuildOutcome,
+        image: Option<String>,
+    },
+}
+
+enum ServiceState {
+    NotStarted,
+    Starting,
+    Ready,
+    Failed(String),
+}
+
+/// The single owner of a run's state.
+struct RunLoop<R: Runtime> {
+    ctx: Arc<Ctx<R>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    builds: Vec<BuildState>,
+    services: Vec<ServiceState>,
+    steps: Vec<Option<step::StepOutcome>>,
+    /// Which build's output goes out live (its tier is reporting it).
+    streaming: Option<(BuildId, String)>,
+    builder_stop: CancellationToken,
+    service_tasks: Vec<JoinHandle<()>>,
+    step_tasks: Vec<JoinHandle<()>>,
+    removals: Vec<JoinHandle<()>>,
+    /// Reasons raised by the loop itself (a failed tier).
+    own_reason: Option<CancelReason>,
+    /// The strongest reason announced so far.
+    announced: Option<CancelReason>,
+}
+
+impl<R: Runtime> RunLoop<R> {
+    fn new(ctx: Arc<Ctx<R>>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let plan = ctx.plan.clone();
+        RunLoop {
+            builder_stop: ctx.cancel.token().child_token(),
+            ctx,
+            tx,
+            rx,
+            builds: plan
+                .builds
+                .iter()
+                .map(|_| BuildState::Pending {
+                    buffer: VecDeque::new(),
+                    omitted: 0,
+                })
+                .collect(),
+            services: plan
+                .services
+                .iter()
+                .map(|_| ServiceState::NotStarted)
+                .collect(),
+            steps: plan.steps.iter().map(|_| None).collect(),
+            streaming: None,
+            service_tasks: Vec::new(),
+            step_tasks: Vec::new(),
+            removals: Vec::new(),
+            own_reason: None,
+            announced: None,
+        }
+    }
+
+    /// The strongest cancel reason so far (the loop's own or the caller's).
+    fn reason(&self) -> Option<CancelReason> {
+        self.own_reason.max(self.ctx.cancel.reason())
+    }
+
+    async fn announce_reason(&mut self) {
+        let reason = self.reason();
+        if reason > self.announced {
+            self.announced = reason;
+            if let Some(reason) = reason {
+                self.ctx.emit(Event::Cancelling { reason }).await;
+            }
+        }
+    }
+
+    /// Waits for one message (or a cancel) and applies it.
+    async fn pump(&mut self) {
+        let cancel = self.ctx.cancel.clone();
+        let msg = tokio::select! {
+            msg = self.rx.recv() => msg,
+            _ = cancel.changed(self.announced) => None,
+        };
+        match msg {
+            Some(msg) => self.handle(msg).await,
+            None => self.announce_reason().await,
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::BuildProgress(id, line) => {
+                if let Some((streaming, tier)) = &self.streaming {
+                    if *streaming == id {
+                        let event = Event::Log {
+                            tier: tier.clone(),
+                            step: self.ctx.plan.build(id).step_name(),
+                            stream: LogStream::Stdout,
+                            line,
+                        };
+                        self.ctx.emit(event).await;
+                        return;
+                    }
+                }
+                if let BuildState::Pending { buffer, omitted } = &mut self.builds[id.0] {
+                    if buffer.len() == BUILD_BUFFER_LINES {
+                        buffer.pop_front();
+                        *omitted += 1;
+                    }
+                    buffer.push_back(line);
+                }
+            }
+            Msg::BuildDone(id, outcome, image) => {
+                let passed = outcome.status.is_success();
+                self.builds[id.0] = BuildState::Done { outcome, image };
+                if passed {
+                    let plan = self.ctx.plan.clone();
+                    for service in &plan.services {
+                        if service.container.image == ImageRef::Build(id) {
+                            self.start_service(service.id);
+                        }
+                    }
+                }
+            }
+            Msg::Service(id, result) => {
+                self.services[id.0] = match result {
+                    Ok(()) => ServiceState::Ready,
+                    Err(e) => ServiceState::Failed(e),
+                };
+            }
+            Msg::Step(id, outcome, removal) => {
+                self.steps[id.0] = Some(outcome);
+                self.removals.extend(removal);
+            }
+        }
+    }
+
+    /// The image of a container: a reference as is, a build's image id once built.
+    fn image_of(&self, image: ImageRef) -> Result<String, String> {
+        match image {
+            ImageRef::Reference(i) => Ok(self.ctx.plan.images[i].clone()),
+            ImageRef::Build(b) => match &self.builds[b.0] {
+                BuildState::Done {
+                    image: Some(id), ..
+                } => Ok(id.clone()),
+                _ => Err(format!(
+                    "build {} has not produced an image",
+                    self.ctx.plan.build(b).name
+                )),
+            },
+        }
+    }
+
+    fn start_service(&mut self, id: ServiceId) {
+        if !matches!(self.services[id.0], ServiceState::NotStarted) {
+            return;
+        }
+        let service = self.ctx.plan.service(id).clone();
+        let image = match self.image_of(service.container.image) {
+            Ok(image) => image,
+            Err(e) => {
+                self.services[id.0] = ServiceState::Failed(e);
+                return;
+            }
+        };
+        self.services[id.0] = ServiceState::Starting;
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        self.service_tasks.push(tokio::spawn(async move {
+            let result = service::start_and_probe(ctx, &service, image).await;
+            let _ = tx.send(Msg::Service(service.id, result));
+        }));
+    }
+
+    /// Checks the images, creates the network, starts the services and the
+    /// builder, then runs the tiers. `Err` is an infrastructure failure
+    /// before any tier ran.
+    async fn execute(&mut self) -> Result<(Outcome, Option<String>), String> {
+        self.check_images().await?;
+        let plan = self.ctx.plan.clone();
+        self.ctx
+            .runtime
+            .create_network(&plan.network, plan.labels.with_role("network"))
+            .await
+            .map_err(|e| e.to_string())?;
+        for service in &plan.services {
+            if matches!(service.container.image, ImageRef::Reference(_)) {
+                self.start_service(service.id);
+            }
+        }
+        builder::start(self.ctx.clone(), self.tx.clone(), self.builder_stop.clone());
+
+        let mut failure: Option<(Outcome, String)> = None;
+        for tier in 0..plan.tiers.len() {
+            self.announce_reason().await;
+            if failure.is_some() || self.reason().is_some() {
+                self.skip_tier(tier).await;
+                continue;
+            }
+            let (status, error) = self.run_tier(tier).await;
+            if !status.is_success() {
+                self.builder_stop.cancel();
+                if status != Status::Cancelled {
+                    self.own_reason = self.own_reason.max(Some(CancelReason::FailedTier));
+                }
+                let outcome = match status {
+                    Status::Errored => Outcome::Errored,
+                    Status::Cancelled => Outcome::Interrupted,
+                    _ => Outcome::Failed,
+                };
+                failure = Some((
+                    outcome,
+                    format!("tier {} {}: {error}", plan.tiers[tier].name, status.word()),
+                ));
+            }
+        }
+        self.announce_reason().await;
+        Ok(match failure {
+            Some((outcome, message)) => (outcome, Some(message)),
+            None => (Outcome::Passed, None),
+        })
+    }
+
+    async fn skip_tier(&mut self, tier: usize) {
+        let plan = self.ctx.plan.clone();
+        for step in plan.tier_step_names(tier) {
+            self.ctx
+                .emit(Event::StepSkipped {
+                    tier: plan.tiers[tier].name.clone(),
                     step,
                 })
                 .await;
-            }
-            ctx.emit(Event::TierFinished {
-                tier: tier.name.clone(),
+        }
+        self.ctx
+            .emit(Event::TierFinished {
+                tier: plan.tiers[tier].name.clone(),
                 status: Status::Skipped,
                 duration_ms: 0,
                 tests: TestCounts::default(),
             })
             .await;
-            continue;
-        }
-        let (status, error) = run_tier(ctx, &builder, tier).await;
-        if !status.is_success() {
-            builder.stop();
-            let outcome = match status {
-                Status::Errored => Outcome::Errored,
-                Status::Cancelled => Outcome::Interrupted,
-                _ => Outcome::Failed,
-            };
-            failure = Some((
-                outcome,
-                format!("tier {} {}: {error}", tier.name, status.word()),
-            ));
-        }
     }
-    if ctx.cancel.is_cancelled() {
-        let message = failure
-            .map(|(_, m)| m)
-            .unwrap_or_else(|| "interrupted".to_string());
-        return Ok((Outcome::Interrupted, Some(message)));
-    }
-    Ok(match failure {
-        Some((outcome, message)) => (outcome, Some(message)),
-        None => (Outcome::Passed, None),
-    })
-}
 
-/// Every `image:` the pipeline names must exist before anything starts.
-async fn check_images<R: Runtime>(ctx: &RunCtx<R>) -> Result<(), String> {
-    let mut references: Vec<&str> = ctx
-        .pipeline
-        .services
-        .iter()
-        .map(|s| &s.image)
-        .chain(
-            ctx.pipeline
-                .tiers
-                .iter()
-                .flat_map(|t| t.steps.iter().map(|s| &s.image)),
-        )
-        .filter_map(|source| match source {
-            ImageSource::Image(reference) => Some(reference.as_str()),
-            ImageSource::Target(_) => None,
-        })
-        .collect();
-    references.sort_unstable();
-    references.dedup();
-    for reference in references {
-        if ctx
-            .runtime
-            .image_exists(reference)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            continue;
-        }
-        if reference.starts_with("drydock/") {
-            return Err(format!(
-                "image {reference} is not in the engine\n  hint: build the base images with `drydock images bootstrap`"
-            ));
-        }
-        // Where a registry is reachable, a pipeline may name registry images.
-        if let Err(e) = ctx.runtime.pull(reference).await {
-            return Err(format!(
-                "image {reference} is not in the engine and pulling it failed: {e}\n  hint: build it, or make its registry reachable"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Runs one tier; returns its status and, when it did not pass, why.
-async fn run_tier<R: Runtime>(
-    ctx: &Arc<RunCtx<R>>,
-    builder: &Builder,
-    tier: &TierSpec,
-) -> (Status, String) {
-    let started = Instant::now();
-    ctx.emit(Event::TierStarted {
-        tier: tier.name.clone(),
-    })
-    .await;
-    let mut tests = TestCounts::default();
-    let mut result: (Status, String) = (Status::Passed, String::new());
-
-    for (index, target) in tier.build.iter().enumerate() {
-        let status = build_target(ctx, builder, tier, target).await;
-        if !status.is_success() {
-            result = (
-                status,
-                format!("build of target {target} {}", status.word()),
-            );
-            for later in &tier.build[index + 1..] {
-                ctx.emit(Event::StepSkipped {
-                    tier: tier.name.clone(),
-                    step: build_step_name(later),
-                })
-                .await;
+    /// Every image reference of the plan must exist before anything starts.
+    async fn check_images(&self) -> Result<(), String> {
+        for reference in &self.ctx.plan.images {
+            if self
+                .ctx
+                .runtime
+                .image_exists(reference)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                continue;
             }
-            break;
+            if reference.starts_with("drydock/") {
+                return Err(format!(
+                    "image {reference} is not in the engine\n  hint: build the base images with `drydock images bootstrap`"
+                ));
+            }
+            // Where a registry is reachable, a pipeline may name registry images.
+            if let Err(e) = self.ctx.runtime.pull(reference).await {
+                return Err(format!(
+                    "image {reference} is not in the engine and pulling it failed: {e}\n  hint: build it, or make its registry reachable"
+                ));
+            }
         }
+        Ok(())
     }
 
-    if result.0.is_success() {
-        for service in &tier.services {
-            if let Err(e) = wait_for_service(ctx, service).await {
+    /// Runs one tier; returns its status and, when it did not pass, why.
+    async fn run_tier(&mut self, index: usize) -> (Status, String) {
+        let plan = self.ctx.plan.clone();
+        let tier = &plan.tiers[index];
+        let started = Instant::now();
+        self.ctx
+            .emit(Event::TierStarted {
+                tier: tier.name.clone(),
+            })
+            .await;
+        let mut tests = TestCounts::default();
+        let mut result: (Status, String) = (Status::Passed, String::new());
+
+        for (i, build) in tier.builds.iter().enumerate() {
+            let status = self.report_build(index, *build).await;
+            if !status.is_success() {
                 result = (
-                    if ctx.cancel.is_cancelled() {
-                        Status::Cancelled
-                    } else {
-                        Status::Errored
-                    },
-                    format!("service {service} is not ready: {e}"),
+                    status,
+                    format!("build {} {}", plan.build(*build).name, status.word()),
                 );
+                for later in &tier.builds[i + 1..] {
+                    self.ctx
+                        .emit(Event::StepSkipped {
+                            tier: tier.name.clone(),
+                            step: plan.build(*later).step_name(),
+                        })
+                        .await;
+                }
                 break;
             }
         }
-    }
 
-    if result.0.is_success() {
-        let outcomes = futures::future::join_all(
-            tier.steps
-                .iter()
-                .map(|s| step::run_step(ctx.clone(), tier.name.clone(), s.clone())),
-        )
-        .await;
-        for (spec, outcome) in tier.steps.iter().zip(outcomes) {
-            if let Some(counts) = outcome.tests {
-                tests.add(&counts);
-            }
-            if !outcome.status.is_success() && result.0.is_success() {
-                result = (
-                    outcome.status,
-                    format!("step {} {}", spec.name, outcome.status.word()),
-                );
+        if result.0.is_success() {
+            for service in &tier.services {
+                if let Err(e) = self.wait_for_service(*service).await {
+                    result = (
+                        if self.reason().is_some() {
+                            Status::Cancelled
+                        } else {
+                            Status::Errored
+                        },
+                        format!("service {} is not ready: {e}", plan.service(*service).name),
+                    );
+                    break;
+                }
             }
         }
-    } else {
-        for step in &tier.steps {
-            ctx.emit(Event::StepSkipped {
+
+        if result.0.is_success() {
+            for step in &tier.steps {
+                self.spawn_step(*step);
+            }
+            while tier.steps.iter().any(|s| self.steps[s.0].is_none()) {
+                self.pump().await;
+            }
+            for step in &tier.steps {
+                let Some(outcome) = &self.steps[step.0] else {
+                    continue;
+                };
+                if let Some(counts) = outcome.tests {
+                    tests.add(&counts);
+                }
+                if !outcome.status.is_success() && result.0.is_success() {
+                    result = (
+                        outcome.status,
+                        format!("step {} {}", plan.step(*step).name, outcome.status.word()),
+                    );
+                }
+            }
+        } else {
+            for step in &tier.steps {
+                self.ctx
+                    .emit(Event::StepSkipped {
+                        tier: tier.name.clone(),
+                        step: plan.step(*step).name.clone(),
+                    })
+                    .await;
+            }
+        }
+
+        self.ctx
+            .emit(Event::TierFinished {
                 tier: tier.name.clone(),
-                step: step.name.clone(),
+                status: result.0,
+                duration_ms: started.elapsed().as_millis() as u64,
+                tests,
             })
             .await;
-        }
+        result
     }
 
-    ctx.emit(Event::TierFinished {
-        tier: tier.name.clone(),
-        status: result.0,
-        duration_ms: started.elapsed().as_millis() as u64,
-        tests,
-    })
-    .await;
-    result
-}
+    fn spawn_step(&mut self, id: StepId) {
+        let step = self.ctx.plan.step(id).clone();
+        let image = self.image_of(step.container.image);
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        self.step_tasks.push(tokio::spawn(async move {
+            let (outcome, removal) = step::run_step(ctx, &step, image).await;
+            let _ = tx.send(Msg::Step(step.id, outcome, removal));
+        }));
+    }
 
-/// Reports the build of one target as a step of `tier`: its output (live if
-/// it is still building) and its outcome.
-async fn build_target<R: Runtime>(
-    ctx: &Arc<RunCtx<R>>,
-    builder: &Builder,
-    tier: &TierSpec,
-    target: &str,
-) -> Status {
-    let step = build_step_name(target);
-    ctx.emit(Event::StepStarted {
-        tier: tier.name.clone(),
-        step: step.clone(),
-        kind: StepKind::Build,
-        image: target.to_string(),
-    })
-    .await;
-    let Some(slot) = builder.slot(target) else {
-        return Status::Errored;
-    };
-    let mut progress = slot.take_progress();
-    let done = slot.done();
-    tokio::pin!(done);
-    let emit_line = |progress: BuildProgress| Event::Log {
-        tier: tier.name.clone(),
-        step: step.clone(),
-        stream: LogStream::Stdout,
-        line: match progress {
-            BuildProgress::Step(line) | BuildProgress::Output(line) => line,
-        },
-    };
-    let outcome = loop {
-        let next = async {
-            match progress.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
+    /// Reports a build as a step of tier `tier`: its output so far and from
+    /// now on, and its outcome.
+    async fn report_build(&mut self, tier: usize, id: BuildId) -> Status {
+        let plan = self.ctx.plan.clone();
+        let tier_name = plan.tiers[tier].name.clone();
+        let step = plan.build(id).step_name();
+        self.ctx
+            .emit(Event::StepStarted {
+                tier: tier_name.clone(),
+                step: step.clone(),
+                kind: StepKind::Build,
+                image: plan.build(id).name.clone(),
+            })
+            .await;
+        if let BuildState::Pending { buffer, omitted } = &mut self.builds[id.0] {
+            let lines: Vec<String> = buffer.drain(..).collect();
+            let omitted = std::mem::take(omitted);
+            if omitted > 0 {
+                self.ctx
+                    .emit(Event::Log {
+                        tier: tier_name.clone(),
+                        step: step.clone(),
+                        stream: LogStream::Stdout,
+                        line: format!("[drydock: {omitted} earlier lines of build output not kept]"),
+                    })
+                    .await;
             }
+            for line in lines {
+                self.ctx
+                    .emit(Event::Log {
+                        tier: tier_name.clone(),
+                        step: step.clone(),
+                        stream: LogStream::Stdout,
+                        line,
+                    })
+                    .await;
+            }
+        }
+        self.streaming = Some((id, tier_name.clone()));
+        while matches!(self.builds[id.0], BuildState::Pending { .. }) {
+            self.pump().await;
+        }
+        self.streaming = None;
+        let BuildState::Done { outcome, .. } = &self.builds[id.0] else {
+            return Status::Errored;
         };
-        tokio::select! {
-            biased;
-            Some(line) = next => ctx.emit(emit_line(line)).await,
-            outcome = &mut done => break outcome,
-        }
-    };
-    if let Some(rx) = progress.as_mut() {
-        while let Ok(line) = rx.try_recv() {
-            ctx.emit(emit_line(line)).await;
-        }
+        let outcome = outcome.clone();
+        self.ctx
+            .emit(Event::StepFinished {
+                tier: tier_name,
+                step,
+                status: outcome.status,
+                exit_code: None,
+                duration_ms: outcome.duration_ms,
+                log_tail: Vec::new(),
+                error: outcome.error,
+                tests: None,
+                failed_tests: Vec::new(),
+                junit: None,
+                reused: outcome.reused,
+            })
+            .await;
+        outcome.status
     }
-    ctx.emit(Event::StepFinished {
-        tier: tier.name.clone(),
-        step,
-        status: outcome.status,
-        exit_code: None,
-        duration_ms: outcome.duration_ms,
-        log_tail: Vec::new(),
-        error: outcome.error,
-        tests: None,
-        failed_tests: Vec::new(),
-        junit: None,
-        reused: outcome.reused,
-    })
-    .await;
-    outcome.status
-}
 
-/// Starts the services whose image is `target` (just built).
-pub(crate) fn start_services_of<R: Runtime>(ctx: &Arc<RunCtx<R>>, target: &str) {
-    for service in &ctx.pipeline.services {
-        if service.image == ImageSource::Target(target.to_string()) {
-            start_service(ctx, &service.name);
+    async fn wait_for_service(&mut self, id: ServiceId) -> Result<(), String> {
+        // A service whose build has not finished yet starts when it does.
+        loop {
+            match &self.services[id.0] {
+                ServiceState::Ready => return Ok(()),
+                ServiceState::Failed(e) => return Err(e.clone()),
+                ServiceState::NotStarted => {
+                    if let ImageRef::Build(b) = self.ctx.plan.service(id).container.image {
+                        if let BuildState::Done { outcome, .. } = &self.builds[b.0] {
+                            if !outcome.status.is_success() {
+                                return Err(format!(
+                                    "its build {} {}",
+                                    self.ctx.plan.build(b).name,
+                                    outcome.status.word()
+                                ));
+                            }
+                        }
+                    }
+                }
+                ServiceState::Starting => {}
+            }
+            if self.reason().is_some_and(CancelReason::stops_running_steps) {
+                return Err("interrupted".to_string());
+            }
+            self.pump().await;
         }
     }
-}
 
-pub(crate) fn build_request<R: Runtime>(
-    ctx: &RunCtx<R>,
-    target: &str,
-) -> Result<BuildRequest, String> {
-    let build = ctx
-        .pipeline
-        .build
-        .as_ref()
-        .ok_or_else(|| "the pipeline has no build section".to_string())?;
-    let mut extra_files = Vec::new();
-    let mut transient_args = BTreeMap::new();
-    if build.trust {
-        if let Some(ca) = ctx.options.trust.ca_bytes().map_err(|e| e.to_string())? {
-            extra_files.push((TRUST_CONTEXT_PATH.to_string(), ca));
+    /// Tags the release build of a green run: `<name>:<sha>` and
+    /// `<name>:<run id>` first; with a registry, pushes
+    /// `<registry>/<name>:{sha,run id,channel}` (the channel last); only then
+    /// moves the local channel tag `<name>:<channel>`. A failed push moves no
+    /// channel and puts the local registry tags back as they were.
+    async fn release(&self) -> Result<Option<Released>, EngineError> {
+        let plan = &self.ctx.plan;
+        let Some(spec) = &plan.release else {
+            return Ok(None);
+        };
+        let Ok(image_id) = self.image_of(ImageRef::Build(spec.build)) else {
+            return Ok(None);
+        };
+        let runtime = self.ctx.runtime.as_ref();
+        let mut tags = spec.tags.clone();
+        for tag in &tags {
+            runtime.tag(&image_id, &spec.name, tag).await?;
         }
-        transient_args = ctx.options.trust.env.clone();
+        tags.push(spec.channel.clone());
+        let pushed = match spec.registry_repository() {
+            Some(repository) => {
+                push_release(
+                    runtime,
+                    &image_id,
+                    &repository,
+                    &tags,
+                    &self.ctx.cancel.token(),
+                    Some(&self.ctx.events),
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
+        runtime.tag(&image_id, &spec.name, &spec.channel).await?;
+        let tags: Vec<String> = tags.iter().map(|t| format!("{}:{t}", spec.name)).collect();
+        self.ctx
+            .emit(Event::Released {
+                image_id: image_id.clone(),
+                tags: tags.clone(),
+                channel: spec.channel.clone(),
+            })
+            .await;
+        Ok(Some(Released {
+            image_id,
+            name: spec.name.clone(),
+            tags,
+            channel: spec.channel.clone(),
+            pushed,
+        }))
     }
-    let mut labels = HashMap::from([
-        (
-            crate::engine::labels::MANAGED.to_string(),
-            "true".to_string(),
-        ),
-        (
-            crate::engine::labels::PIPELINE.to_string(),
-            ctx.pipeline.name.clone(),
-        ),
-        (crate::engine::labels::ROLE.to_string(), "build".to_string()),
-    ]);
-    labels.insert("drydock.target".to_string(), target.to_string());
-    Ok(BuildRequest {
-        context: BuildContext {
-            dir: build.context.clone(),
-            dockerfile: build.dockerfile.clone(),
-            extra_files,
-        },
-        target: Some(target.to_string()),
-        args: build.args.clone(),
-        transient_args,
-        labels,
-        tag: Some(format!("drydock-build/{}:{target}", ctx.pipeline.name)),
-        no_cache: false,
-    })
-}
 
-fn start_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) {
-    let Some(spec) = ctx
-        .pipeline
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .cloned()
-    else {
-        return;
-    };
-    let task = tokio::spawn(service::start_and_probe(ctx.clone(), spec));
-    ctx.service_tasks
-        .lock()
-        .expect("service tasks lock")
-        .push(task.abort_handle());
-    let readiness: Readiness = async move {
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(format!("service task failed: {e}")),
+    /// Removes everything the run created; returns how many objects went.
+    async fn teardown(&mut self) -> usize {
+        self.builder_stop.cancel();
+        for task in self.service_tasks.drain(..) {
+            task.abort();
         }
-    }
-    .boxed()
-    .shared();
-    ctx.services
-        .lock()
-        .expect("services lock")
-        .insert(name.to_string(), readiness);
-}
-
-async fn wait_for_service<R: Runtime>(ctx: &Arc<RunCtx<R>>, name: &str) -> Result<(), String> {
-    let readiness = ctx
-        .services
-        .lock()
-        .expect("services lock")
-        .get(name)
-        .cloned();
-    let readiness = readiness.ok_or_else(|| format!("service {name} was never started"))?;
-    tokio::select! {
-        result = readiness => result,
-        _ = ctx.cancel.cancelled() => Err("interrupted".to_string()),
-    }
-}
-
-/// Tags the release target of a green run: `<name>:<sha>` and
-/// `<name>:<run id>` first; with a registry, pushes
-/// `<registry>/<name>:{sha,run id,channel}` (the channel last); only then
-/// moves the local channel tag `<name>:<channel>`. A failed push moves no
-/// channel and puts the local registry tags back as they were.
-async fn release<R: Runtime>(ctx: &RunCtx<R>) -> Result<Option<Released>, EngineError> {
-    let Some(spec) = &ctx.pipeline.release else {
-        return Ok(None);
-    };
-    let Ok(image_id) = ctx.image_for(&ImageSource::Target(spec.target.clone())) else {
-        return Ok(None);
-    };
-    let mut tags = Vec::new();
-    if let Some(sha) = &ctx.options.git.sha {
-        tags.push(sha.clone());
-    }
-    tags.push(ctx.options.run_id.clone());
-    for tag in &tags {
-        ctx.runtime.tag(&image_id, &spec.name, tag).await?;
-    }
-    tags.push(spec.channel.clone());
-    let pushed = match spec.registry_repository() {
-        Some(repository) => {
-            push_release(
-                ctx.runtime.as_ref(),
-                &image_id,
-                &repository,
-                &tags,
-                &ctx.cancel,
-                Some(&ctx.events),
-            )
-            .await?
+        // Steps still running (only after an error before their tier ended)
+        // are stopped by the sweep below.
+        for task in self.step_tasks.drain(..) {
+            task.abort();
         }
-        None => Vec::new(),
-    };
-    ctx.runtime
-        .tag(&image_id, &spec.name, &spec.channel)
-        .await?;
-    let tags: Vec<String> = tags.iter().map(|t| format!("{}:{t}", spec.name)).collect();
-    ctx.emit(Event::Released {
-        image_id: image_id.clone(),
-        tags: tags.clone(),
-        channel: spec.channel.clone(),
-    })
-    .await;
-    Ok(Some(Released {
-        image_id,
-        name: spec.name.clone(),
-        tags,
-        channel: spec.channel.clone(),
-        pushed,
-    }))
+        futures::future::join_all(self.removals.drain(..)).await;
+        let run_id = &self.ctx.plan.run_id;
+        let mut removed = 0;
+        // Twice: a container created while the first sweep ran is caught by the second.
+        for _ in 0..2 {
+            match self.ctx.runtime.remove_run(run_id).await {
+                Ok(n) => removed += n,
+                Err(e) => tracing::warn!("teardown of run {run_id}: {e}"),
+            }
+        }
+        let _ = self.ctx.runtime.remove_network(&self.ctx.plan.network).await;
+        removed
+    }
 }
 
 /// Tags `image_id` as `<repository>:<tag>` and pushes each, in order (put
@@ -721,33 +913,4 @@ pub async fn push_release<R: Runtime + ?Sized>(
         return Err(e);
     }
     Ok(pushed)
-}
-
-/// Removes everything the run created; returns how many objects went.
-async fn teardown<R: Runtime>(ctx: &RunCtx<R>) -> usize {
-    for task in ctx
-        .service_tasks
-        .lock()
-        .expect("service tasks lock")
-        .drain(..)
-    {
-        task.abort();
-    }
-    let removals: Vec<_> = ctx
-        .removals
-        .lock()
-        .expect("removals lock")
-        .drain(..)
-        .collect();
-    futures::future::join_all(removals).await;
-    let mut removed = 0;
-    // Twice: a container created while the first sweep ran is caught by the second.
-    for _ in 0..2 {
-        match ctx.runtime.remove_run(&ctx.options.run_id).await {
-            Ok(n) => removed += n,
-            Err(e) => tracing::warn!("teardown of run {}: {e}", ctx.options.run_id),
-        }
-    }
-    let _ = ctx.runtime.remove_network(&ctx.network).await;
-    removed
 }

@@ -60,6 +60,16 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<ExecOutput, EngineError>;
     /// The last lines of a container's output.
     async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError>;
+    /// Copies the host file or folder `source` into the created container
+    /// `id` as `target`, owned by the container's user; `skip` lists host
+    /// folders left out.
+    async fn copy_in(
+        &self,
+        id: &str,
+        source: &Path,
+        target: &str,
+        skip: &[std::path::PathBuf],
+    ) -> Result<(), EngineError>;
     /// Copies a path out of a container into a local folder; false when absent.
     async fn copy_out(&self, id: &str, path: &str, dest: &Path) -> Result<bool, EngineError>;
     /// Tags an image.
@@ -140,6 +150,15 @@ impl Runtime for Engine {
     }
     async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError> {
         Engine::tail_logs(self, id, lines).await
+    }
+    async fn copy_in(
+        &self,
+        id: &str,
+        source: &Path,
+        target: &str,
+        skip: &[std::path::PathBuf],
+    ) -> Result<(), EngineError> {
+        self.copy_into(id, source, target, skip).await
     }
     async fn copy_out(&self, id: &str, path: &str, dest: &Path) -> Result<bool, EngineError> {
         Engine::copy_out(self, id, path, dest).await

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use super::{RunCtx, Runtime};
-use crate::engine::{ContainerSpec, LineBuffer};
+use super::{Ctx, Runtime};
+use crate::engine::LineBuffer;
 use crate::events::Event;
-use crate::pipeline::{Probe, ServiceSpec};
+use crate::pipeline::Probe;
+use crate::plan::PlannedService;
 
 /// Longest pause between two probes.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -19,10 +20,11 @@ pub(crate) const SERVICES_TIER: &str = "services";
 
 /// Starts the service and waits for readiness; `Err` says why it is not ready.
 pub(crate) async fn start_and_probe<R: Runtime>(
-    ctx: Arc<RunCtx<R>>,
-    service: ServiceSpec,
+    ctx: Arc<Ctx<R>>,
+    service: &PlannedService,
+    image: String,
 ) -> Result<(), String> {
-    let result = start_and_probe_inner(&ctx, &service).await;
+    let result = start_and_probe_inner(&ctx, service, image).await;
     if let Err((error, log_tail)) = &result {
         ctx.emit(Event::ServiceFailed {
             service: service.name.clone(),
@@ -35,29 +37,21 @@ pub(crate) async fn start_and_probe<R: Runtime>(
 }
 
 async fn start_and_probe_inner<R: Runtime>(
-    ctx: &Arc<RunCtx<R>>,
-    service: &ServiceSpec,
+    ctx: &Arc<Ctx<R>>,
+    service: &PlannedService,
+    image: String,
 ) -> Result<(), (String, Vec<String>)> {
     let no_tail = |e: String| (e, Vec::new());
-    let image = ctx.image_for(&service.image).map_err(no_tail)?;
-    let spec = ContainerSpec {
-        name: ctx.container_name(&["svc", &service.name]),
-        image: image.clone(),
-        command: service.command.clone(),
-        env: service.env.clone(),
-        labels: ctx.labels.with_role("service"),
-        network: Some((ctx.network.clone(), vec![service.name.clone()])),
-        health_interval: match service.ready.as_ref().map(|r| &r.probe) {
-            Some(Probe::Healthcheck) => Some(
-                service
-                    .ready
-                    .as_ref()
-                    .map(|r| r.interval.max(Duration::from_millis(250)))
-                    .unwrap_or(Duration::from_millis(500)),
-            ),
-            _ => None,
-        },
-        ..Default::default()
+    let mut spec = ctx.container_spec(&service.container, image.clone());
+    spec.health_interval = match service.ready.as_ref().map(|r| &r.probe) {
+        Some(Probe::Healthcheck) => Some(
+            service
+                .ready
+                .as_ref()
+                .map(|r| r.interval.max(Duration::from_millis(250)))
+                .unwrap_or(Duration::from_millis(500)),
+        ),
+        _ => None,
     };
     let started = Instant::now();
     let id = ctx
@@ -196,7 +190,7 @@ pub(crate) async fn probe_once<R: Runtime + ?Sized>(
     }
 }
 
-async fn tail_lines<R: Runtime>(ctx: &RunCtx<R>, id: &str) -> Vec<String> {
+async fn tail_lines<R: Runtime>(ctx: &Ctx<R>, id: &str) -> Vec<String> {
     ctx.runtime
         .tail_logs(id, super::step::TAIL_LINES)
         .await
@@ -204,7 +198,7 @@ async fn tail_lines<R: Runtime>(ctx: &RunCtx<R>, id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn follow_service_logs<R: Runtime>(ctx: Arc<RunCtx<R>>, service: String, id: String) {
+fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) {
     tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
         let mut buffer = LineBuffer::default();

@@ -7,12 +7,11 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use super::{RunCtx, Runtime};
-use crate::engine::{BindMount, ContainerSpec, EngineError, LineBuffer, LogStream};
+use super::{Ctx, Runtime};
+use crate::engine::{ContainerSpec, EngineError, LineBuffer, LogStream};
 use crate::events::{Event, Status, StepKind, TestCounts};
-use crate::pipeline::StepSpec;
+use crate::plan::PlannedStep;
 use crate::report::junit;
-use crate::trust::STEP_CA_PATH;
 
 /// Lines of output kept for the failure report.
 pub(crate) const TAIL_LINES: usize = 30;
@@ -29,78 +28,22 @@ struct Ended {
     error: Option<String>,
 }
 
-/// The container spec of a step.
-fn container_spec<R: Runtime>(
-    ctx: &RunCtx<R>,
-    tier: &str,
-    step: &StepSpec,
-    image: String,
-) -> ContainerSpec {
-    let mut env = std::collections::BTreeMap::new();
-    let mut binds: Vec<BindMount> = step
-        .mounts
-        .iter()
-        .map(|m| BindMount {
-            source: m.source.clone(),
-            target: m.target.clone(),
-            read_only: true,
-        })
-        .collect();
-    let network = if step.network {
-        env.extend(ctx.options.trust.step_env());
-        if let Some(ca) = &ctx.options.trust.ca_bundle {
-            binds.push(BindMount {
-                source: ca.clone(),
-                target: STEP_CA_PATH.to_string(),
-                read_only: true,
-            });
-        }
-        // Only tiers that use services need the run network (joining a
-        // user-defined network costs ~0.1 s per container); the others get
-        // the engine's default bridge, which still reaches the outside.
-        let tier_uses_services = ctx
-            .pipeline
-            .tiers
-            .iter()
-            .any(|t| t.name == tier && !t.services.is_empty());
-        if tier_uses_services {
-            Some((ctx.network.clone(), vec![step.name.clone()]))
-        } else {
-            Some(("bridge".to_string(), Vec::new()))
-        }
-    } else {
-        Some(("none".to_string(), Vec::new()))
-    };
-    env.extend(step.env.clone());
-    ContainerSpec {
-        name: ctx.container_name(&[tier, &step.name]),
-        image,
-        command: Some(step.command.clone()),
-        env,
-        workdir: step.workdir.clone(),
-        labels: ctx.labels.with_role("step"),
-        network,
-        binds,
-        ..Default::default()
-    }
-}
-
 /// Runs a step to the end and reports it; never panics on engine errors.
+/// `image` is the image to run, or why there is none. Returns how it ended
+/// and the background removal of its container (off the critical path; the
+/// teardown waits for it).
 pub(crate) async fn run_step<R: Runtime>(
-    ctx: Arc<RunCtx<R>>,
-    tier: String,
-    step: StepSpec,
-) -> StepOutcome {
+    ctx: Arc<Ctx<R>>,
+    step: &PlannedStep,
+    image: Result<String, String>,
+) -> (StepOutcome, Option<tokio::task::JoinHandle<()>>) {
     let started = Instant::now();
-    let image = ctx.image_for(&step.image);
+    let tier = ctx.plan.tiers[step.tier].name.clone();
     ctx.emit(Event::StepStarted {
         tier: tier.clone(),
         step: step.name.clone(),
         kind: StepKind::Run,
-        image: match &step.image {
-            crate::pipeline::ImageSource::Image(r) => r.clone(),
-            crate::pipeline::ImageSource::Target(t) => format!("target {t}"),
-        },
+        image: ctx.plan.describe_image(step.container.image),
     })
     .await;
     let mut tail = VecDeque::new();
@@ -112,8 +55,8 @@ pub(crate) async fn run_step<R: Runtime>(
             error: Some(e),
         },
         Ok(image) => {
-            let spec = container_spec(&ctx, &tier, &step, image);
-            run_container(&ctx, &tier, &step, &spec, &mut tail, &mut container_id).await
+            let spec = ctx.container_spec(&step.container, image);
+            run_container(&ctx, &tier, step, &spec, &mut tail, &mut container_id).await
         }
     };
 
@@ -127,6 +70,7 @@ pub(crate) async fn run_step<R: Runtime>(
     let mut failed_tests = Vec::new();
     let mut junit_path = None;
     let mut error = ended.error;
+    let mut removal = None;
     if let Some(id) = &container_id {
         if let Some(report) = &step.junit {
             match collect_junit(&ctx, id, report, &artifacts).await {
@@ -146,15 +90,13 @@ pub(crate) async fn run_step<R: Runtime>(
                 error.get_or_insert(format!("collecting {path}: {e}"));
             }
         }
-        // Off the step's critical path: the teardown waits for these removals.
         let runtime = ctx.runtime.clone();
         let id = id.clone();
-        let removal = tokio::spawn(async move {
+        removal = Some(tokio::spawn(async move {
             if let Err(e) = runtime.remove(&id).await {
                 tracing::warn!("removing step container {id}: {e}");
             }
-        });
-        ctx.removals.lock().expect("removals lock").push(removal);
+        }));
     }
     let status = ended.status;
     ctx.emit(Event::StepFinished {
@@ -175,13 +117,13 @@ pub(crate) async fn run_step<R: Runtime>(
         reused: false,
     })
     .await;
-    StepOutcome { status, tests }
+    (StepOutcome { status, tests }, removal)
 }
 
 async fn run_container<R: Runtime>(
-    ctx: &Arc<RunCtx<R>>,
+    ctx: &Arc<Ctx<R>>,
     tier: &str,
-    step: &StepSpec,
+    step: &PlannedStep,
     spec: &ContainerSpec,
     tail: &mut VecDeque<String>,
     container_id: &mut Option<String>,
@@ -196,6 +138,15 @@ async fn run_container<R: Runtime>(
         Err(e) => return errored(e),
     };
     *container_id = Some(id.clone());
+    for copy in &step.container.copies {
+        if let Err(e) = ctx
+            .runtime
+            .copy_in(&id, &copy.source, &copy.target, &skip_dirs(&ctx.plan.repo_root))
+            .await
+        {
+            return errored(e);
+        }
+    }
     if ctx.cancel.is_cancelled() {
         return Ended {
             status: Status::Cancelled,
@@ -243,7 +194,11 @@ async fn run_container<R: Runtime>(
         (Some(126 | 127), Some(last)) if last.contains("exec") && last.contains("failed") => {
             Some(format!(
                 "command {:?} cannot be started in image {}: {}",
-                step.command,
+                spec.entrypoint
+                    .iter()
+                    .flatten()
+                    .chain(spec.command.iter().flatten())
+                    .collect::<Vec<_>>(),
                 spec.image,
                 last.rsplit("failed: ").next().unwrap_or(last)
             ))
@@ -259,7 +214,7 @@ async fn run_container<R: Runtime>(
 
 /// Streams a container's output as [`Event::Log`] lines; returns the last lines.
 fn follow_logs<R: Runtime>(
-    ctx: Arc<RunCtx<R>>,
+    ctx: Arc<Ctx<R>>,
     tier: String,
     step: String,
     id: String,
@@ -310,7 +265,7 @@ fn follow_logs<R: Runtime>(
 
 /// Copies the JUnit report out and summarizes it; `None` when the step wrote none.
 async fn collect_junit<R: Runtime>(
-    ctx: &RunCtx<R>,
+    ctx: &Ctx<R>,
     id: &str,
     report: &str,
     artifacts: &Path,
@@ -335,4 +290,9 @@ async fn collect_junit<R: Runtime>(
         .to_string_lossy()
         .into_owned();
     Ok(Some((relative, summary)))
+}
+
+/// drydock's own output folder in a repository, never copied into containers.
+pub(crate) fn skip_dirs(repo_root: &Path) -> Vec<std::path::PathBuf> {
+    vec![repo_root.join(crate::report::STATE_FOLDER)]
 }

@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 use super::fake::FakeRuntime;
 use super::*;
 use crate::pipeline::{
-    BuildSpec, ImageSource, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepSpec,
-    TierSpec,
+    BuildSpec, ImageSource, Pipeline, Probe, ReadySpec, ReleaseSpec, ServiceSpec, StepRun,
+    StepSpec, TierSpec,
 };
+use crate::trust::Trust;
 
 const BASE: &str = "drydock/python:3.11";
 
@@ -20,10 +21,13 @@ fn step(name: &str, command: &[&str]) -> StepSpec {
     StepSpec {
         name: name.to_string(),
         image: ImageSource::Image(BASE.to_string()),
-        command: command.iter().map(|s| s.to_string()).collect(),
+        run: StepRun::Command(command.iter().map(|s| s.to_string()).collect()),
+        entrypoint: None,
+        user: None,
         env: BTreeMap::new(),
         workdir: None,
         mounts: Vec::new(),
+        copies: Vec::new(),
         timeout: Duration::from_secs(30),
         junit: None,
         collect: Vec::new(),
@@ -43,12 +47,17 @@ fn tier(name: &str, steps: Vec<StepSpec>) -> TierSpec {
 fn pipeline(tiers: Vec<TierSpec>) -> Pipeline {
     Pipeline {
         name: "demo".to_string(),
-        build: Some(BuildSpec {
-            context: PathBuf::from("/nonexistent"),
-            dockerfile: "Dockerfile".to_string(),
-            args: BTreeMap::new(),
-            trust: false,
-        }),
+        builds: ["dev", "production", "test"]
+            .into_iter()
+            .map(|target| BuildSpec {
+                name: target.to_string(),
+                context: PathBuf::from("/nonexistent"),
+                dockerfile: "Dockerfile".to_string(),
+                target: Some(target.to_string()),
+                args: BTreeMap::new(),
+                trust: false,
+            })
+            .collect(),
         services: Vec::new(),
         tiers,
         release: None,
@@ -63,6 +72,11 @@ fn db_service() -> ServiceSpec {
         image: ImageSource::Image("drydock/postgres:15".to_string()),
         env: BTreeMap::new(),
         command: None,
+        entrypoint: None,
+        user: None,
+        workdir: None,
+        mounts: Vec::new(),
+        compose: None,
         ready: Some(ReadySpec {
             probe: Probe::Postgres {
                 user: "app".into(),
@@ -91,12 +105,12 @@ async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Du
         }
         events
     });
-    let cancel = CancellationToken::new();
+    let cancel = RunCancel::new();
     if let Some(after) = cancel_after {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            cancel.cancel();
+            cancel.cancel(CancelReason::Signal);
         });
     }
     let options = RunOptions {
@@ -108,6 +122,7 @@ async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Du
             branch: Some("main".to_string()),
         },
         stop_grace: Duration::from_secs(1),
+        release: ReleaseChoice::AsWritten,
     };
     let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
     let events = collector.await.unwrap();
@@ -267,7 +282,7 @@ async fn services_start_while_the_image_builds() {
             build: vec![],
             services: vec!["db".into()],
             steps: vec![StepSpec {
-                image: ImageSource::Target("test".into()),
+                image: ImageSource::Build("test".into()),
                 ..step("it", &["true"])
             }],
         },
@@ -576,7 +591,7 @@ async fn later_tiers_images_build_while_earlier_tiers_steps_run() {
             build: vec!["dev".into()],
             services: vec![],
             steps: vec![StepSpec {
-                image: ImageSource::Target("dev".into()),
+                image: ImageSource::Build("dev".into()),
                 ..step("s", &["sleep", "300"])
             }],
         },
