@@ -118,7 +118,7 @@ async fn green_runs_release_and_rollback_moves_the_channel_back() {
     let repo = Repo::fixture("tiny");
     let engine = engine().await;
     let first = run_id("green1");
-    let results = repo.path().join("results");
+    let results = repo.path().join(".drydock/results");
     let output = repo
         .run(&["run", "pipelines/tiny.yml", "--run-id", &first], &[])
         .await;

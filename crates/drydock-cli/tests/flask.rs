@@ -28,7 +28,7 @@ async fn image_has(engine: &Engine, image: &str, path: &str, owner: &str) -> boo
 }
 
 fn summary(repo: &Repo, id: &str) -> serde_json::Value {
-    let path = repo.path().join("results").join(id).join("summary.json");
+    let path = repo.path().join(".drydock/results").join(id).join("summary.json");
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
@@ -79,7 +79,7 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
     }
     let perf = repo
         .path()
-        .join("results")
+        .join(".drydock/results")
         .join(&id)
         .join("artifacts/e2e/perf/perf.json");
     assert!(perf.is_file(), "the load test's figures are collected");
