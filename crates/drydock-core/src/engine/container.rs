@@ -98,6 +98,8 @@ pub struct ContainerState {
     pub health: Option<String>,
     /// The container's IP address on each network it is attached to.
     pub ip_addresses: BTreeMap<String, String>,
+    /// The kernel's OOM killer killed a process of the container (docker's `OOMKilled`).
+    pub oom_killed: bool,
 }
 
 /// Output of a command run with [`Engine::exec`].
@@ -409,6 +411,7 @@ impl Engine {
                 .map(|s| s.to_string())
                 .filter(|s| !s.is_empty() && s != "none"),
             ip_addresses,
+            oom_killed: state.oom_killed.unwrap_or(false),
         })
     }
 

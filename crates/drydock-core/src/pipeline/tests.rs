@@ -462,7 +462,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: \"my image\"\n        command: [x]\n",
         7,
         16,
-        "expected an image reference such as drydock/python:3.11, found \"my image\"",
+        "invalid image reference \"my image\": it contains ' '",
     ),
     (
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        timeout:\n",
@@ -810,6 +810,109 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         2,
         7,
         "variable NOPE is not set",
+    ),
+    // --- what the engine would refuse at run time is refused here
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: Drydock/Python:3.11\n        command: [x]\n",
+        7,
+        16,
+        "invalid image reference \"Drydock/Python:3.11\": repository names must be lowercase",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: \"::::\"\n        command: [x]\n",
+        7,
+        16,
+        "invalid image reference \"::::\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: \"alpine:-bad\"\n        command: [x]\n",
+        7,
+        16,
+        "invalid image reference \"alpine:-bad\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"src:/\"]\n",
+        9,
+        18,
+        "mount target \"/\" cannot be `/`",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"src:/proc\"]\n",
+        9,
+        18,
+        "mount target \"/proc\" is under /proc or /sys",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        copy: [\"src:/app/../etc\"]\n",
+        9,
+        16,
+        "copy target \"/app/../etc\" must not contain `.` or `..` components",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        mounts: [\"src:/a\", \".:/a\"]\n",
+        9,
+        28,
+        "mount target \"/a\" is given twice (first at 9:18)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [\"a\\0b\"]\n",
+        8,
+        19,
+        "a NUL character cannot appear in a value",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env: {A: \"x\\0\"}\n",
+        9,
+        18,
+        "a NUL character cannot appear in a value",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\n        image: alpine\n        command: [x]\n",
+        6,
+        15,
+        "step name is 65 characters long; names have at most 63",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        script: [y]\n",
+        9,
+        9,
+        "step `s` has both `command` and `script`",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        entrypoint: []\n",
+        6,
+        9,
+        "step `s` needs `command`, `script` or a non-empty `entrypoint`",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        user: \"bad user\"\n",
+        9,
+        15,
+        "invalid user \"bad user\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        command: [x]\n        env_file: nowhere.env\n",
+        9,
+        19,
+        "env_file \"nowhere.env\" does not exist",
+    ),
+    (
+        "version: 1\nname: app\nbuilds:\n  app: {context: images/app, target: nosuch}\ntiers:\n  - name: t\n    steps: [{name: s, build: app, command: [x]}]\n",
+        4,
+        38,
+        "target `nosuch` is not a stage of",
+    ),
+    (
+        "version: 1\nname: app\nbuilds:\n  app: {context: images/app}\n  unused: {context: images/app}\ntiers:\n  - name: t\n    steps: [{name: s, build: app, command: [x]}]\n",
+        5,
+        3,
+        "build `unused` is not used by any step, service, tier or the release",
+    ),
+    (
+        "version: 1\nname: app\nbuilds:\n  app: {context: images/app}\ntiers:\n  - name: t\n    steps: [{name: s, build: ap, command: [x]}]\n",
+        7,
+        30,
+        "unknown build `ap` (did you mean `app`? declared builds: app)",
     ),
 ];
 

@@ -284,6 +284,14 @@ impl<'v> Checker<'v> {
     fn string(&mut self, node: &Node) -> Option<String> {
         let raw = self.raw_string(node, "a string")?;
         match interpolate(raw, self.vars) {
+            // No command line, environment or file name can hold a NUL.
+            Ok(s) if s.contains('\0') => {
+                self.err(
+                    node.pos,
+                    "a NUL character cannot appear in a value (no argument, environment variable or path can hold one)",
+                );
+                None
+            }
             Ok(s) => Some(s),
             Err(msg) => {
                 self.err(node.pos, msg);
@@ -444,6 +452,16 @@ impl<'v> Checker<'v> {
     }
 
     fn check_name(&mut self, s: &str, pos: Pos, what: &str, lower: bool) -> bool {
+        if s.len() > MAX_NAME_LENGTH {
+            self.err(
+                pos,
+                format!(
+                    "{what} is {} characters long; names have at most {MAX_NAME_LENGTH} (they become network aliases, container names and image tags)",
+                    s.chars().count()
+                ),
+            );
+            return false;
+        }
         if is_name(s, lower) {
             return true;
         }
@@ -456,12 +474,14 @@ impl<'v> Checker<'v> {
         false
     }
 
+    /// An image reference in docker's grammar (`[host[:port]/]path[:tag][@digest]`,
+    /// lowercase path components), checked as `docker run` would check it.
     fn image_ref(&mut self, node: &Node) -> Option<String> {
         let s = self.string(node)?;
-        if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if let Err(why) = check_image_reference(&s) {
             self.err(
                 node.pos,
-                format!("expected an image reference such as drydock/python:3.11, found {s:?}"),
+                format!("invalid image reference {s:?}: {why} (expected [host[:port]/]name[:tag][@digest], such as drydock/python:3.11)"),
             );
             return None;
         }
@@ -768,8 +788,10 @@ impl<'v> Checker<'v> {
                 }
             }
         }
+        // A mistyped name would also make its build look unused: say it once.
+        let unknown_names = !reported.is_empty();
         for n in &named {
-            if !used_named.contains(&n.spec.name) {
+            if !used_named.contains(&n.spec.name) && !unknown_names {
                 self.err(
                     n.name_pos,
                     format!(
@@ -1778,6 +1800,37 @@ fn check_container_target(target: &str) -> Result<(), &'static str> {
         ["dev"] => Err("cannot be /dev, which the container runtime owns"),
         _ => Ok(()),
     }
+}
+
+/// Longest tier, step, service, build or pipeline name: a DNS label (names
+/// become network aliases), and well inside docker's tag and name limits.
+pub(crate) const MAX_NAME_LENGTH: usize = 63;
+
+/// Why `s` is not an image reference docker accepts, by the grammar of
+/// `distribution/reference` (as ported by the `oci-spec` crate): lowercase
+/// repository path, a tag of at most 128 `[A-Za-z0-9_.-]` characters not
+/// starting with `.` or `-`, an optional well-formed digest.
+pub(crate) fn check_image_reference(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".to_string());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("it contains {c:?}"));
+    }
+    s.parse::<oci_spec::distribution::Reference>()
+        .map(|_| ())
+        .map_err(|e| {
+            let name = s.split(['@']).next().unwrap_or(s);
+            if name.chars().any(|c| c.is_ascii_uppercase())
+                && s.to_ascii_lowercase()
+                    .parse::<oci_spec::distribution::Reference>()
+                    .is_ok()
+            {
+                "repository names must be lowercase".to_string()
+            } else {
+                e.to_string()
+            }
+        })
 }
 
 /// Position of the value of `name:` in a mapping node.

@@ -1,7 +1,8 @@
 //! A fake engine for scheduling tests: commands are interpreted, not run.
 //!
 //! Step commands: `["sleep", MS]` waits MS milliseconds, `["exit", N]` exits
-//! with N, `["echo", WORDS…]` prints WORDS; anything else exits 0. A command
+//! with N, `["oom"]` exits 137 with `OOMKilled` set, `["echo", WORDS…]`
+//! prints WORDS; anything else exits 0. A command
 //! whose first word is `missing` cannot be started. Builds of targets listed in
 //! `failing_builds` fail. Services named in `never_ready` fail every probe.
 
@@ -181,6 +182,7 @@ impl Runtime for FakeRuntime {
             let (delay, code) = match argv.first().map(String::as_str) {
                 Some("sleep") => (argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(0), 0),
                 Some("exit") => (0, argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1)),
+                Some("oom") => (0, 137),
                 _ => (0, 0),
             };
             let running_now = self.running_now.clone();
@@ -239,11 +241,16 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
     async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let live = self.live.lock().unwrap();
+        let oom_killed = live
+            .get(id)
+            .is_some_and(|spec| words(spec).first().map(String::as_str) == Some("oom"));
         Ok(ContainerState {
-            running: self.live.lock().unwrap().contains_key(id),
+            running: live.contains_key(id),
             exit_code: None,
             health: None,
             ip_addresses: BTreeMap::new(),
+            oom_killed,
         })
     }
     async fn exec(

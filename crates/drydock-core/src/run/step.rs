@@ -170,7 +170,7 @@ async fn run_container<R: Runtime>(
     let (status, exit_code, error) = tokio::select! {
         code = ctx.runtime.wait(&id) => match code {
             Ok(0) => (Status::Passed, Some(0), None),
-            Ok(code) => (Status::Failed, Some(code), Some(format!("exited with code {code}"))),
+            Ok(code) => (Status::Failed, Some(code), Some(exit_reason(ctx, &id, code).await)),
             Err(e) => (Status::Errored, None, Some(e.to_string())),
         },
         _ = tokio::time::sleep(step.timeout) => {
@@ -209,6 +209,25 @@ async fn run_container<R: Runtime>(
         status,
         exit_code,
         error,
+    }
+}
+
+/// Why a step's container exited with `code`, for people: the OOM killer
+/// (docker's `OOMKilled`) or a SIGKILL from outside are told apart from an
+/// ordinary non-zero exit.
+async fn exit_reason<R: Runtime>(ctx: &Ctx<R>, id: &str, code: i64) -> String {
+    let oom = ctx
+        .runtime
+        .state(id)
+        .await
+        .map(|s| s.oom_killed)
+        .unwrap_or(false);
+    match code {
+        _ if oom => format!(
+            "killed by the kernel's OOM killer (exit {code}, OOMKilled): a process of the step needed more memory than the container could have; lower its memory use (e.g. fewer test workers) or give the engine more memory"
+        ),
+        137 => "killed by SIGKILL (exit 137), not by the OOM killer: something outside the step killed it (`docker kill`, `docker rm -f`, another tool's cleanup, or the engine restarting)".to_string(),
+        _ => format!("exited with code {code}"),
     }
 }
 

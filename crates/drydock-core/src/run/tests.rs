@@ -234,6 +234,32 @@ async fn step_endings_map_to_statuses_and_outcomes() {
     }
 }
 
+/// Exit 137 says whether the OOM killer or someone else's SIGKILL ended the step.
+#[tokio::test]
+async fn a_killed_step_says_whether_the_oom_killer_did_it() {
+    for (command, says) in [
+        (&["oom"][..], "OOM killer (exit 137, OOMKilled)"),
+        (&["exit", "137"][..], "killed by SIGKILL (exit 137), not by the OOM killer"),
+        (&["exit", "3"][..], "exited with code 3"),
+    ] {
+        let ran = run_with(
+            FakeRuntime::with_images(&[BASE]),
+            pipeline(vec![tier("t", vec![step("s", command)])]),
+            None,
+        )
+        .await;
+        let error = ran
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepFinished { error, .. } => error.clone(),
+                _ => None,
+            })
+            .unwrap();
+        assert!(error.contains(says), "{command:?}: {error}");
+    }
+}
+
 #[tokio::test]
 async fn a_missing_image_is_an_infrastructure_error_before_anything_starts() {
     let ran = run_with(
