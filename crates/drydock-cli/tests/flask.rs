@@ -28,7 +28,11 @@ async fn image_has(engine: &Engine, image: &str, path: &str, owner: &str) -> boo
 }
 
 fn summary(repo: &Repo, id: &str) -> serde_json::Value {
-    let path = repo.path().join(".drydock/results").join(id).join("summary.json");
+    let path = repo
+        .path()
+        .join(".drydock/results")
+        .join(id)
+        .join("summary.json");
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 

@@ -81,7 +81,10 @@ async fn image_has(engine: &Engine, image: &str, path: &str, id: &str) -> bool {
     };
     let container = engine.create_container(&spec).await.unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let found = engine.copy_out(&container, path, dest.path()).await.unwrap();
+    let found = engine
+        .copy_out(&container, path, dest.path())
+        .await
+        .unwrap();
     engine.remove_container(&container).await.unwrap();
     found
 }
@@ -111,7 +114,11 @@ async fn an_unnamed_stage_dockerfile_runs_lint_then_tests_and_a_lint_error_stops
     );
     assert!(junit_tests(&events, "pytest") >= 9, "{}", text(&output));
     assert!(
-        repo.path().join(".drydock/results").join(&id).join("summary.json").is_file(),
+        repo.path()
+            .join(".drydock/results")
+            .join(&id)
+            .join("summary.json")
+            .is_file(),
         "results go to .drydock/results by default"
     );
 
@@ -235,5 +242,7 @@ async fn a_stage_the_dockerfile_lacks_is_refused_before_anything_starts() {
         }
     }
     assert_nothing_left(&run_id("stage")).await;
-    assert!(!Path::new(&repo.path().join(".drydock/results")).join(run_id("stage")).exists());
+    assert!(!Path::new(&repo.path().join(".drydock/results"))
+        .join(run_id("stage"))
+        .exists());
 }

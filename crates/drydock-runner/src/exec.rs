@@ -10,9 +10,9 @@ use std::time::Instant;
 use drydock_core::deploy::{self, Outcome as DeployOutcome, Which};
 use drydock_core::events::{Event, Outcome};
 use drydock_core::pipeline::{self, Vars};
+use drydock_core::plan::ReleaseChoice;
 use drydock_core::release::{Entry, Ledger, NewEntry};
 use drydock_core::report::ResultsWriter;
-use drydock_core::plan::ReleaseChoice;
 use drydock_core::run::{
     run_pipeline, CancelReason, CancellationToken, GitInfo, RunCancel, RunOptions,
 };

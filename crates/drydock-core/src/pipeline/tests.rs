@@ -1122,7 +1122,10 @@ tiers:
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let steps = &p.tiers[0].steps;
-    assert_eq!(*steps[0].command().unwrap(), ["sleep", "5", "costs 5$", "$HOME"]);
+    assert_eq!(
+        *steps[0].command().unwrap(),
+        ["sleep", "5", "costs 5$", "$HOME"]
+    );
     assert_eq!(steps[1].command(), steps[0].command());
     assert_eq!(steps[1].env, steps[0].env);
     assert_eq!(steps[1].timeout, Duration::from_secs(90));

@@ -88,6 +88,9 @@ struct ServiceRefs {
     build: Option<(String, Pos)>,
 }
 
+/// Problems in the pipeline file (positions in it), and in other files it names.
+pub(crate) type Problems = (Vec<(Pos, String)>, Vec<Diagnostic>);
+
 /// The version-1 top-level `build:` block: one context whose targets are
 /// used by name.
 struct LegacyBuild {
@@ -181,11 +184,7 @@ impl<'v> Checker<'v> {
     /// Validates the whole document. On failure, every problem in file order.
     /// On failure: the problems in the pipeline file (in file order), and
     /// those in other files it names (Dockerfiles, env files, compose files).
-    pub(crate) fn check(
-        mut self,
-        root: &Node,
-        source_path: PathBuf,
-    ) -> Result<Pipeline, (Vec<(Pos, String)>, Vec<Diagnostic>)> {
+    pub(crate) fn check(mut self, root: &Node, source_path: PathBuf) -> Result<Pipeline, Problems> {
         let pipeline = self.pipeline(root, source_path);
         if self.errors.is_empty() && self.foreign.is_empty() {
             if let Some(p) = pipeline {
@@ -684,11 +683,6 @@ impl<'v> Checker<'v> {
                 tier: usize::MAX,
             });
         }
-        let legacy = match legacy {
-            Some(Some(l)) => Some(Some(l)),
-            Some(None) => Some(None),
-            None => None,
-        };
         let builds = self.resolve_builds(legacy.as_ref(), named, &uses);
 
         let release = match release {
@@ -1122,8 +1116,7 @@ impl<'v> Checker<'v> {
         let valid_part = |p: &str| {
             !p.is_empty()
                 && p.len() <= 64
-                && p
-                    .chars()
+                && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         };
         let ok = match user.split_once(':') {
@@ -1507,7 +1500,9 @@ impl<'v> Checker<'v> {
                 Some(other) => {
                     self.err(
                         pos,
-                        format!("unknown mount mode {other:?}: expected `ro` (the default) or `rw`"),
+                        format!(
+                            "unknown mount mode {other:?}: expected `ro` (the default) or `rw`"
+                        ),
                     );
                     continue;
                 }
@@ -1569,12 +1564,18 @@ impl<'v> Checker<'v> {
                 [source, target] => (*source, *target, None),
                 [source, target, mode] => (*source, *target, Some(mode.to_string())),
                 _ => {
-                    self.err(item.pos, format!("expected a {key} like {shape}, found {s:?}"));
+                    self.err(
+                        item.pos,
+                        format!("expected a {key} like {shape}, found {s:?}"),
+                    );
                     continue;
                 }
             };
             if source.is_empty() || target.is_empty() {
-                self.err(item.pos, format!("expected a {key} like {shape}, found {s:?}"));
+                self.err(
+                    item.pos,
+                    format!("expected a {key} like {shape}, found {s:?}"),
+                );
                 continue;
             }
             if let Err(why) = check_container_target(target) {
@@ -1716,7 +1717,9 @@ impl<'v> Checker<'v> {
                         };
                         self.err(
                             *pos,
-                            format!("unknown service `{name}` (not defined under `services:`{hint})"),
+                            format!(
+                                "unknown service `{name}` (not defined under `services:`{hint})"
+                            ),
                         );
                     }
                     continue;

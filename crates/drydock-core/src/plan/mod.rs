@@ -618,11 +618,7 @@ impl<'a> Planner<'a> {
             StepRun::Command(argv) => (spec.entrypoint.clone(), Some(argv.clone())),
             StepRun::Script(lines) => (
                 Some(spec.entrypoint.clone().unwrap_or_default()),
-                Some(vec![
-                    "sh".to_string(),
-                    "-c".to_string(),
-                    script_text(lines),
-                ]),
+                Some(vec!["sh".to_string(), "-c".to_string(), script_text(lines)]),
             ),
             StepRun::ImageDefault => (spec.entrypoint.clone(), None),
         };
@@ -667,7 +663,10 @@ pub fn script_text(lines: &[String]) -> String {
         if line.trim_end().contains('\n') {
             shown.push_str(" # (multi-line command)");
         }
-        script.push_str(&format!("printf '%s\\n' {}\n", shell_quote(&format!("$ {shown}"))));
+        script.push_str(&format!(
+            "printf '%s\\n' {}\n",
+            shell_quote(&format!("$ {shown}"))
+        ));
         script.push_str(line);
         if !line.ends_with('\n') {
             script.push('\n');

@@ -216,7 +216,12 @@ fn networks_trust_and_environment_follow_the_step() {
 fn scripts_run_in_sh_with_the_entrypoint_cleared_unless_given() {
     let repo = repo();
     let plan = plan_of(repo.path(), PIPELINE, ReleaseChoice::AsWritten);
-    let pytest = &plan.steps.iter().find(|s| s.name == "pytest").unwrap().container;
+    let pytest = &plan
+        .steps
+        .iter()
+        .find(|s| s.name == "pytest")
+        .unwrap()
+        .container;
     assert_eq!(pytest.entrypoint, Some(Vec::new()));
     let command = pytest.command.as_ref().unwrap();
     assert_eq!(&command[..2], ["sh", "-c"]);

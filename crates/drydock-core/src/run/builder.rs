@@ -89,7 +89,12 @@ async fn build_one<R: Runtime>(
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let (status, error, reused, image) = match result {
-        None => (Status::Cancelled, Some("interrupted".to_string()), false, None),
+        None => (
+            Status::Cancelled,
+            Some("interrupted".to_string()),
+            false,
+            None,
+        ),
         Some(Ok(built)) => (Status::Passed, None, built.reused, Some(built.image_id)),
         Some(Err(e @ EngineError::Build { .. })) => {
             (Status::Failed, Some(e.to_string()), false, None)

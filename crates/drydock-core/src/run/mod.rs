@@ -707,7 +707,9 @@ impl<R: Runtime> RunLoop<R> {
                         tier: tier_name.clone(),
                         step: step.clone(),
                         stream: LogStream::Stdout,
-                        line: format!("[drydock: {omitted} earlier lines of build output not kept]"),
+                        line: format!(
+                            "[drydock: {omitted} earlier lines of build output not kept]"
+                        ),
                     })
                     .await;
             }
@@ -849,7 +851,11 @@ impl<R: Runtime> RunLoop<R> {
                 Err(e) => tracing::warn!("teardown of run {run_id}: {e}"),
             }
         }
-        let _ = self.ctx.runtime.remove_network(&self.ctx.plan.network).await;
+        let _ = self
+            .ctx
+            .runtime
+            .remove_network(&self.ctx.plan.network)
+            .await;
         removed
     }
 }

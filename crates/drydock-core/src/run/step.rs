@@ -141,7 +141,12 @@ async fn run_container<R: Runtime>(
     for copy in &step.container.copies {
         if let Err(e) = ctx
             .runtime
-            .copy_in(&id, &copy.source, &copy.target, &skip_dirs(&ctx.plan.repo_root))
+            .copy_in(
+                &id,
+                &copy.source,
+                &copy.target,
+                &skip_dirs(&ctx.plan.repo_root),
+            )
             .await
         {
             return errored(e);

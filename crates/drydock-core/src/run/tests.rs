@@ -239,7 +239,10 @@ async fn step_endings_map_to_statuses_and_outcomes() {
 async fn a_killed_step_says_whether_the_oom_killer_did_it() {
     for (command, says) in [
         (&["oom"][..], "OOM killer (exit 137, OOMKilled)"),
-        (&["exit", "137"][..], "killed by SIGKILL (exit 137), not by the OOM killer"),
+        (
+            &["exit", "137"][..],
+            "killed by SIGKILL (exit 137), not by the OOM killer",
+        ),
         (&["exit", "3"][..], "exited with code 3"),
     ] {
         let ran = run_with(
