@@ -32,12 +32,15 @@ pub enum Status {
     Cancelled,
     /// An earlier tier failed.
     Skipped,
+    /// Failed, then passed on a retry (`retry:`): the step passes, and is
+    /// reported flaky.
+    Flaky,
 }
 
 impl Status {
-    /// True for `Passed`.
+    /// True for `Passed` and `Flaky`.
     pub fn is_success(self) -> bool {
-        self == Status::Passed
+        matches!(self, Status::Passed | Status::Flaky)
     }
 
     /// A short lower-case word for people.
@@ -49,6 +52,7 @@ impl Status {
             Status::Errored => "errored",
             Status::Cancelled => "cancelled",
             Status::Skipped => "skipped",
+            Status::Flaky => "flaky",
         }
     }
 }
@@ -114,6 +118,14 @@ impl CancelReason {
             CancelReason::SecondSignal => "interrupted by a second signal",
         }
     }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// Test counts from JUnit reports.
@@ -246,6 +258,34 @@ pub enum Event {
         junit: Option<String>,
         /// Whether a build reused an image with the same content digest.
         reused: bool,
+        /// How many times the step ran (more than 1 with `retry:`).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        attempts: u32,
+        /// Test cases that failed in an earlier attempt and passed in the last.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        flaky_tests: Vec<String>,
+        /// The step failed but may (`allow_failure: true`): a warning, not a failure.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allowed_failure: bool,
+    },
+    /// An attempt of a step with `retry:` failed and the step runs again.
+    /// The attempt's log lines were sent before this event; the next
+    /// attempt's follow it.
+    StepRetrying {
+        /// Tier name.
+        tier: String,
+        /// Step name.
+        step: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// How it ended.
+        status: Status,
+        /// Exit code, when the command ran.
+        exit_code: Option<i64>,
+        /// Why it failed.
+        error: Option<String>,
+        /// Failed test cases named by its JUnit report.
+        failed_tests: Vec<String>,
     },
     /// A step that did not run because an earlier tier failed or the run stopped.
     StepSkipped {
@@ -253,6 +293,9 @@ pub enum Event {
         tier: String,
         /// Step name.
         step: String,
+        /// Why, for people (`an earlier step failed`, `its need lint/flake8 failed`…).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A tier ended.
     TierFinished {

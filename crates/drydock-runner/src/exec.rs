@@ -671,14 +671,14 @@ impl Live {
                     .extend(failed_tests.iter().map(|t| format!("{tier}/{step}: {t}")));
                 true
             }
-            Event::StepSkipped { tier, step } => {
+            Event::StepSkipped { tier, step, reason } => {
                 self.summary.steps.push(StepSummary {
                     tier: tier.clone(),
                     step: step.clone(),
                     status: drydock_core::events::Status::Skipped,
                     duration_ms: 0,
                     tests: None,
-                    error: None,
+                    error: reason.clone(),
                 });
                 true
             }

@@ -20,9 +20,9 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, PipelineError};
 pub use interpolate::{interpolate, Vars, BUILTIN_VARS};
 pub use model::{
-    BuildSpec, ComposeOrigin, CopySpec, ImageSource, Mount, Pipeline, Probe, ReadySpec,
-    ReleaseSpec, ServiceSpec, StepRun, StepSpec, TierSpec, DEFAULT_READY_INTERVAL,
-    DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
+    BuildSpec, ComposeOrigin, CopySpec, ImageSource, Mount, NeedSpec, Pipeline, Probe, ReadySpec,
+    ReleaseSpec, SecretExpose, SecretSource, SecretSpec, ServiceSpec, StepRun, StepSpec, TierSpec,
+    When, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
 };
 pub use validate::is_registry;
 

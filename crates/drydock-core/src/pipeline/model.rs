@@ -26,6 +26,9 @@ pub struct Pipeline {
     pub tiers: Vec<TierSpec>,
     /// What a green run tags, if anything.
     pub release: Option<ReleaseSpec>,
+    /// Secrets steps and builds may ask for, by name (`secrets:`). Only
+    /// where their values come from is kept here, never a value.
+    pub secrets: Vec<SecretSpec>,
     /// The pipeline file as given to [`load`](super::load) (or the label given to
     /// [`parse_str`](super::parse_str)).
     pub source_path: PathBuf,
@@ -59,6 +62,8 @@ pub struct BuildSpec {
     pub args: BTreeMap<String, String>,
     /// Whether the run's CA bundle, proxies and pip settings are handed to the build.
     pub trust: bool,
+    /// Secrets the build gets as BuildKit secret mounts (`RUN --mount=type=secret,id=NAME`).
+    pub secrets: Vec<String>,
 }
 
 impl BuildSpec {
@@ -163,6 +168,63 @@ pub struct TierSpec {
     pub services: Vec<String>,
     /// Steps, run concurrently.
     pub steps: Vec<StepSpec>,
+    /// The default `when` of its steps.
+    pub when: When,
+}
+
+/// When a step runs, given how the run is going (GitLab CI's `when`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Only while nothing has failed (the default).
+    #[default]
+    OnSuccess,
+    /// Only once something has failed.
+    OnFailure,
+    /// Whatever happened, also after a cancel (within a bounded grace).
+    Always,
+}
+
+/// A step another step needs (`needs:`), resolved: its tier and full name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NeedSpec {
+    /// Tier name.
+    pub tier: String,
+    /// Step name (a matrix step's need names every combination).
+    pub step: String,
+}
+
+/// A secret of the pipeline: where its value comes from and how steps get it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretSpec {
+    /// Its name (`[A-Za-z_][A-Za-z0-9_]*`): the environment variable, or the
+    /// file `/run/secrets/<name>`, a step gets.
+    pub name: String,
+    /// Where the value is read at run time.
+    pub source: SecretSource,
+    /// How steps get it.
+    pub expose: SecretExpose,
+}
+
+/// Where a secret's value comes from (never the pipeline file itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// An environment variable of the drydock process.
+    Env(String),
+    /// A file outside the repository (absolute; `~/` expanded).
+    File(PathBuf),
+}
+
+/// How a step gets a secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretExpose {
+    /// An environment variable named after the secret (the default).
+    #[default]
+    Env,
+    /// A read-only file `/run/secrets/<name>`.
+    File,
 }
 
 /// A step: one container run.
@@ -198,9 +260,33 @@ pub struct StepSpec {
     pub collect: Vec<String>,
     /// Whether the step joins the run network and gets proxy / CA settings (default true).
     pub network: bool,
+    /// Steps it needs (`needs:`): it starts as soon as they passed, whatever
+    /// its tier's position. `None`: it waits for every earlier tier.
+    pub needs: Option<Vec<NeedSpec>>,
+    /// When it runs.
+    pub when: When,
+    /// How many more times a failed attempt is run again (0–5).
+    pub retry: u32,
+    /// A failure is a warning: the tier and the run still pass.
+    pub allow_failure: bool,
+    /// The matrix combination this step is (`[(PYTHON, 3.11)]`), empty otherwise.
+    pub matrix: Vec<(String, String)>,
+    /// Secrets it gets, by name.
+    pub secrets: Vec<String>,
+    /// Container paths kept in a cache volume of the pipeline across runs.
+    pub cache: Vec<String>,
 }
 
 impl StepSpec {
+    /// The name without its matrix suffix (`unit` for `unit [PYTHON=3.11]`).
+    pub fn base_name(&self) -> &str {
+        if self.matrix.is_empty() {
+            &self.name
+        } else {
+            self.name.split(" [").next().unwrap_or(&self.name)
+        }
+    }
+
     /// The argv of a `command:` step; `None` for `script:` and image-default steps.
     pub fn command(&self) -> Option<&Vec<String>> {
         match &self.run {

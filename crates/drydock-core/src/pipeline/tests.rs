@@ -101,6 +101,7 @@ fn the_documented_example_is_valid() {
             "0123456789abcdef0123456789abcdef01234567".to_string(),
         )]),
         trust: true,
+        secrets: Vec::new(),
     };
     assert_eq!(p.builds, vec![build("dev"), build("production")]);
     let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
@@ -162,6 +163,13 @@ fn the_documented_example_is_valid() {
                 read_only: true,
             }],
             copies: Vec::new(),
+            needs: None,
+            when: When::OnSuccess,
+            retry: 0,
+            allow_failure: false,
+            matrix: Vec::new(),
+            secrets: Vec::new(),
+            cache: Vec::new(),
             timeout: Duration::from_secs(300),
             junit: Some("/results/junit.xml".into()),
             collect: vec!["/results/perf.json".into()],
@@ -914,6 +922,97 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         30,
         "unknown build `ap` (did you mean `app`? declared builds: app)",
     ),
+    // --- needs, when, retry, matrix, secrets, cache
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], needs: [nope]}\n",
+        6,
+        51,
+        "unknown step `nope` in tier `t`",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], needs: [z/a]}\n",
+        6,
+        51,
+        "unknown tier `z` in need \"z/a\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], needs: [b]}\n      - {name: b, image: x, command: [x], needs: [a]}\n",
+        7,
+        51,
+        "the needs form a cycle",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], needs: [u/b]}\n  - name: u\n    steps:\n      - {name: b, image: x, command: [x]}\n",
+        6,
+        51,
+        "(a step without `needs` waits for every earlier tier)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], when: sometimes}\n",
+        6,
+        49,
+        "unknown `when` \"sometimes\"",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    when: allways\n    steps:\n      - {name: a, image: x, command: [x]}\n",
+        5,
+        11,
+        "unknown `when` \"allways\" (did you mean `always`?)",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], retry: 6}\n",
+        6,
+        50,
+        "retry must be a whole number from 0 to 5",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], matrix: {PY: []}}\n",
+        6,
+        56,
+        "matrix variable `PY` has no values",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], matrix: {}}\n",
+        6,
+        51,
+        "a matrix needs at least one variable",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], matrix: {PY: [3.11]}}\n",
+        6,
+        57,
+        "expected a string, found the number 3.11 (quote it",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], secrets: [TOKEN]}\n",
+        6,
+        53,
+        "unknown secret `TOKEN` (the pipeline has no `secrets:` section)",
+    ),
+    (
+        "version: 1\nname: app\nsecrets:\n  TOKEN: {env: DRYDOCK_TEST_UNSET_SECRET}\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], secrets: [TOKEN]}\n",
+        4,
+        16,
+        "secret `TOKEN` comes from the environment variable DRYDOCK_TEST_UNSET_SECRET, which is not set",
+    ),
+    (
+        "version: 1\nname: app\nsecrets:\n  TOKEN: hunter2\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x]}\n",
+        4,
+        10,
+        "must name where its value comes from",
+    ),
+    (
+        "version: 1\nname: app\nsecrets:\n  KEY: {file: src/key}\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x]}\n",
+        4,
+        15,
+        "the file must be absolute or start with ~/",
+    ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], cache: [relative]}\n",
+        6,
+        51,
+        "cache path \"relative\" must be an absolute container path",
+    ),
 ];
 
 #[test]
@@ -1129,4 +1228,93 @@ tiers:
     assert_eq!(steps[1].command(), steps[0].command());
     assert_eq!(steps[1].env, steps[0].env);
     assert_eq!(steps[1].timeout, Duration::from_secs(90));
+}
+
+#[test]
+fn a_matrix_expands_into_named_steps_with_their_variables() {
+    let repo = repo();
+    let p = parse(
+        &repo,
+        r#"
+version: 1
+name: app
+build:
+  context: images/app
+  args: { PY: "${PY:-3.9}" }
+tiers:
+  - name: t
+    steps:
+      - name: unit
+        build: dev
+        image_note: x
+"#
+        .replace("        image_note: x\n", "        command: [\"python${PY}\", \"${DB}\"]\n        matrix: { PY: [\"3.11\", \"3.12\"], DB: [\"15\", \"16\"] }\n        env: { DB: \"mine\" }\n      - name: report\n        image: alpine\n        command: [x]\n        needs: [unit]\n      - name: plain\n        build: dev\n        command: [x]\n")
+        .as_str(),
+    )
+    .unwrap_or_else(|e| panic!("{:#?}", e.diagnostics()));
+    let steps = &p.tiers[0].steps;
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "unit [PY=3.11, DB=15]",
+            "unit [PY=3.11, DB=16]",
+            "unit [PY=3.12, DB=15]",
+            "unit [PY=3.12, DB=16]",
+            "report",
+            "plain"
+        ]
+    );
+    assert_eq!(
+        *steps[1].command().unwrap(),
+        vec!["python3.11".to_string(), "16".to_string()]
+    );
+    assert_eq!(steps[3].env["PY"], "3.12");
+    assert_eq!(steps[3].env["DB"], "mine", "the step's own env wins");
+    assert_eq!(steps[3].base_name(), "unit");
+    // A need on the matrix step waits for every combination.
+    let needs: Vec<&str> = steps[4]
+        .needs
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|n| n.step.as_str())
+        .collect();
+    assert_eq!(needs, names[..4]);
+    // The build's args take each combination's variables: two arg sets, two
+    // builds besides the plain one.
+    let builds: Vec<(&str, &str)> = p
+        .builds
+        .iter()
+        .map(|b| (b.name.as_str(), b.args["PY"].as_str()))
+        .collect();
+    assert_eq!(
+        builds,
+        [
+            ("dev", "3.9"),
+            ("dev [PY=3.11]", "3.11"),
+            ("dev [PY=3.12]", "3.12")
+        ]
+    );
+    assert_eq!(steps[0].image, ImageSource::Build("dev [PY=3.11]".into()));
+    assert_eq!(steps[5].image, ImageSource::Build("dev".into()));
+}
+
+#[test]
+fn secrets_name_their_source_never_a_value() {
+    let repo = repo();
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "s3cr3t").unwrap();
+    let vars = vars().with_builtin("MY_TOKEN", "abc");
+    let source = format!(
+        "version: 1\nname: app\nsecrets:\n  TOKEN: {{env: MY_TOKEN}}\n  KEY: {{file: {}, as: file}}\ntiers:\n  - name: t\n    steps:\n      - {{name: a, image: x, command: [x], secrets: [TOKEN, KEY]}}\n",
+        key.path().display()
+    );
+    let p = parse_str(&source, "ci.yml", &repo.root, &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.secrets.len(), 2);
+    assert_eq!(p.secrets[0].source, SecretSource::Env("MY_TOKEN".into()));
+    assert_eq!(p.secrets[1].expose, SecretExpose::File);
+    assert_eq!(p.tiers[0].steps[0].secrets, vec!["TOKEN", "KEY"]);
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(!json.contains("abc") && !json.contains("s3cr3t"), "{json}");
 }

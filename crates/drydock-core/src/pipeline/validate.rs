@@ -12,13 +12,21 @@ use super::interpolate::{interpolate, Vars};
 use super::model::*;
 use super::tree::{Kind, Node, Pos, ScalarType};
 
+mod controls;
 mod deploy;
 
 const ROOT_KEYS: &[&str] = &[
-    "version", "name", "build", "builds", "services", "tiers", "release",
+    "version", "name", "build", "builds", "secrets", "services", "tiers", "release",
 ];
-const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "trust"];
-const NAMED_BUILD_KEYS: &[&str] = &["context", "dockerfile", "target", "args", "trust"];
+const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "trust", "secrets"];
+const NAMED_BUILD_KEYS: &[&str] = &[
+    "context",
+    "dockerfile",
+    "target",
+    "args",
+    "trust",
+    "secrets",
+];
 const SERVICE_KEYS: &[&str] = &[
     "image",
     "build",
@@ -33,7 +41,7 @@ const SERVICE_KEYS: &[&str] = &[
 ];
 const READY_KEYS: &[&str] = &["postgres", "exec", "healthcheck", "timeout", "interval"];
 const POSTGRES_KEYS: &[&str] = &["user", "password", "database"];
-const TIER_KEYS: &[&str] = &["name", "build", "services", "steps"];
+const TIER_KEYS: &[&str] = &["name", "build", "services", "steps", "when"];
 const STEP_KEYS: &[&str] = &[
     "name",
     "build",
@@ -51,6 +59,13 @@ const STEP_KEYS: &[&str] = &[
     "junit",
     "collect",
     "network",
+    "needs",
+    "when",
+    "retry",
+    "allow_failure",
+    "matrix",
+    "secrets",
+    "cache",
 ];
 const RELEASE_KEYS: &[&str] = &["target", "name", "channel", "registry"];
 
@@ -78,8 +93,25 @@ struct TierRefs {
     name: Option<String>,
     build: Vec<(String, Pos)>,
     services: Vec<(String, Pos)>,
-    /// (step name, build, position of the build value)
-    step_builds: Vec<(String, String, Pos)>,
+    /// Every step's build use: (step index in the tier, build, position,
+    /// the step's matrix variables).
+    step_builds: Vec<StepBuild>,
+    /// Every step's `needs` entries: (step index in the tier, entries).
+    step_needs: Vec<(usize, Vec<(String, Pos)>)>,
+}
+
+/// A step's use of a build.
+struct StepBuild {
+    /// Index of the step in its tier.
+    index: usize,
+    /// The step's name.
+    step: String,
+    /// The build's name.
+    build: String,
+    /// Where the build was named.
+    pos: Pos,
+    /// The step's matrix variables, if any.
+    vars: Option<Vars>,
 }
 
 /// Positions kept beside a service.
@@ -94,15 +126,19 @@ pub(crate) type Problems = (Vec<(Pos, String)>, Vec<Diagnostic>);
 /// The version-1 top-level `build:` block: one context whose targets are
 /// used by name.
 struct LegacyBuild {
-    context: PathBuf,
-    dockerfile: String,
-    args: BTreeMap<String, String>,
-    trust: bool,
+    base: BuildBase,
 }
 
-/// An entry of `builds:` and where its name and target were given.
-struct NamedBuild {
+/// A build declaration but its args, which are interpolated per use (a
+/// matrix step may give them variables): `spec.args` is empty until then.
+struct BuildBase {
     spec: BuildSpec,
+    args: Option<Node>,
+}
+
+/// An entry of `builds:` and where its name was given.
+struct NamedBuild {
+    base: BuildBase,
     name_pos: Pos,
 }
 
@@ -112,10 +148,18 @@ struct BuildUse {
     pos: Pos,
     /// Index of the tier that needs it (`usize::MAX`: the release).
     tier: usize,
+    /// The step (tier index, step index) that uses it, if a step does.
+    step: Option<(usize, usize)>,
+    /// The using step's matrix variables, if any.
+    vars: Option<Vars>,
 }
 
 pub(crate) struct Checker<'v> {
     vars: &'v Vars,
+    /// Variables of the matrix combination being checked (they win over `vars`).
+    matrix_vars: Option<Vars>,
+    /// Names under `secrets:` (`None`: the pipeline has no secrets section).
+    declared_secrets: Option<HashSet<String>>,
     repo_root: PathBuf,
     errors: Vec<(Pos, String)>,
     /// Every service name given under `services:`, valid or not (so that a
@@ -123,6 +167,8 @@ pub(crate) struct Checker<'v> {
     declared_services: HashSet<String>,
     /// Problems located in other files (Dockerfiles, env files, compose files).
     foreign: Vec<Diagnostic>,
+    /// The `secrets:` section.
+    secrets: Vec<SecretSpec>,
     /// Dockerfiles read so far, by path.
     dockerfiles: HashMap<PathBuf, Result<Vec<dockerfile::Stage>, ()>>,
 }
@@ -131,10 +177,13 @@ impl<'v> Checker<'v> {
     pub(crate) fn new(vars: &'v Vars, repo_root: PathBuf) -> Self {
         Checker {
             vars,
+            matrix_vars: None,
+            declared_secrets: None,
             repo_root,
             errors: Vec::new(),
             declared_services: HashSet::new(),
             foreign: Vec::new(),
+            secrets: Vec::new(),
             dockerfiles: HashMap::new(),
         }
     }
@@ -282,7 +331,8 @@ impl<'v> Checker<'v> {
     /// A string value, interpolated.
     fn string(&mut self, node: &Node) -> Option<String> {
         let raw = self.raw_string(node, "a string")?;
-        match interpolate(raw, self.vars) {
+        let vars = self.matrix_vars.as_ref().unwrap_or(self.vars);
+        match interpolate(raw, vars) {
             // No command line, environment or file name can hold a NUL.
             Ok(s) if s.contains('\0') => {
                 self.err(
@@ -595,6 +645,9 @@ impl<'v> Checker<'v> {
             .required(&f, "name")
             .and_then(|n| self.name(n, "pipeline name", true));
 
+        if let Some(node) = f.get("secrets") {
+            self.secrets_section(node);
+        }
         let legacy_key = f.key_pos("build");
         let legacy = f
             .get("build")
@@ -632,6 +685,8 @@ impl<'v> Checker<'v> {
                     name: build.clone(),
                     pos: *pos,
                     tier: i,
+                    step: None,
+                    vars: None,
                 });
             }
             for (service, _) in &tier.services {
@@ -645,15 +700,19 @@ impl<'v> Checker<'v> {
                             name: b.clone(),
                             pos: *pos,
                             tier: i,
+                            step: None,
+                            vars: None,
                         });
                     }
                 }
             }
-            for (_, build, pos) in &tier.step_builds {
+            for b in &tier.step_builds {
                 uses.push(BuildUse {
-                    name: build.clone(),
-                    pos: *pos,
+                    name: b.build.clone(),
+                    pos: b.pos,
                     tier: i,
+                    step: Some((i, b.index)),
+                    vars: b.vars.clone(),
                 });
             }
         }
@@ -665,6 +724,8 @@ impl<'v> Checker<'v> {
                     name: b.clone(),
                     pos: *pos,
                     tier: usize::MAX,
+                    step: None,
+                    vars: None,
                 });
             }
         }
@@ -681,9 +742,17 @@ impl<'v> Checker<'v> {
                 name: rel.target.clone(),
                 pos,
                 tier: usize::MAX,
+                step: None,
+                vars: None,
             });
         }
-        let builds = self.resolve_builds(legacy.as_ref(), named, &uses);
+        let (builds, renames) = self.resolve_builds(legacy.as_ref(), named, &uses);
+        for ((t, s), name) in renames {
+            if let Some(step) = tiers.get_mut(t).and_then(|t| t.steps.get_mut(s)) {
+                step.image = ImageSource::Build(name);
+            }
+        }
+        self.resolve_needs(&mut tiers, &tier_refs);
 
         let release = match release {
             Some((r, _)) => Some(r?),
@@ -695,6 +764,7 @@ impl<'v> Checker<'v> {
             services,
             tiers,
             release,
+            secrets: self.secrets.clone(),
             source_path,
             repo_root: self.repo_root.clone(),
         })
@@ -704,98 +774,160 @@ impl<'v> Checker<'v> {
     /// name used must be a `builds:` entry or a stage of the version-1 build
     /// block's Dockerfile (`legacy`: `None` when absent, `Some(None)` when
     /// present but invalid, in which case its targets are not reported again).
+    ///
+    /// A build's args are interpolated for each use: a matrix step's
+    /// variables may change them, and a build used with two different arg
+    /// sets is two builds (the second named `<build> [VAR=value, …]`).
+    /// Returns the builds and the steps whose build got such a name.
     fn resolve_builds(
         &mut self,
         legacy: Option<&Option<LegacyBuild>>,
         named: Vec<NamedBuild>,
         uses: &[BuildUse],
-    ) -> Vec<BuildSpec> {
+    ) -> (Vec<BuildSpec>, Vec<((usize, usize), String)>) {
         let mut out: Vec<BuildSpec> = Vec::new();
+        // (declared name, the name given to the variant) per variant.
+        let mut variants: Vec<(String, String)> = Vec::new();
+        let mut renames = Vec::new();
         let mut reported: HashSet<String> = HashSet::new();
         let mut used_named: HashSet<String> = HashSet::new();
         let mut order: Vec<&BuildUse> = uses.iter().collect();
-        // Tier order first (stable: file order within a tier), then the rest.
-        order.sort_by_key(|u| u.tier);
+        // Tier order first (stable: file order within a tier), then the
+        // rest; uses without matrix variables first, so that the plain name
+        // goes to the plain build.
+        order.sort_by_key(|u| (u.tier, u.vars.is_some()));
         for u in order {
-            if out.iter().any(|b| b.name == u.name) || reported.contains(&u.name) {
+            if reported.contains(&u.name) {
                 continue;
             }
-            if let Some(n) = named.iter().find(|n| n.spec.name == u.name) {
-                used_named.insert(u.name.clone());
-                out.push(n.spec.clone());
+            let Some((mut spec, args)) = self.declared_build(u, legacy, &named, &mut used_named)
+            else {
+                reported.insert(u.name.clone());
                 continue;
-            }
-            match legacy {
-                Some(Some(l)) => {
-                    let path = l.context.join(&l.dockerfile);
-                    let Some(stages) = self.stages(&path) else {
-                        reported.insert(u.name.clone());
-                        continue;
-                    };
-                    if !dockerfile::has_stage(&stages, &u.name) {
-                        reported.insert(u.name.clone());
-                        let shown = Self::label_of(&path);
-                        self.err(
-                            u.pos,
-                            format!(
-                                "unknown build `{}`: it is not a `builds:` entry, and {shown} has no stage named `{}` (its stages: {}){}",
-                                u.name,
-                                u.name,
-                                dockerfile::describe(&stages),
-                                if stages.iter().any(|s| s.name.is_none()) {
-                                    "; to build a Dockerfile's last stage, as `docker build` does, declare it under `builds:` without `target`"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        );
-                        continue;
-                    }
-                    out.push(BuildSpec {
-                        name: u.name.clone(),
-                        context: l.context.clone(),
-                        dockerfile: l.dockerfile.clone(),
-                        target: Some(u.name.clone()),
-                        args: l.args.clone(),
-                        trust: l.trust,
-                    });
-                }
-                Some(None) => {
-                    reported.insert(u.name.clone());
-                }
+            };
+            // Args, with the use's matrix variables.
+            let saved = std::mem::replace(&mut self.matrix_vars, u.vars.clone());
+            let before = self.errors.len();
+            let interpolated = match &args {
+                Some(node) => self.string_map(node, "build args"),
+                None => Some(BTreeMap::new()),
+            };
+            self.matrix_vars = saved;
+            let Some(interpolated) = interpolated.filter(|_| self.errors.len() == before) else {
+                continue;
+            };
+            spec.args = interpolated;
+            let existing = variants
+                .iter()
+                .filter(|(declared, _)| declared == &u.name)
+                .filter_map(|(_, given)| out.iter().find(|b| &b.name == given))
+                .find(|b| b.args == spec.args)
+                .map(|b| b.name.clone());
+            let given = match existing {
+                Some(name) => name,
                 None => {
-                    reported.insert(u.name.clone());
-                    let known: Vec<&str> = named.iter().map(|n| n.spec.name.as_str()).collect();
-                    let hint = match suggest(&u.name, &known) {
-                        Some(s) => format!("did you mean `{s}`? "),
-                        None => String::new(),
-                    };
-                    let declared = if known.is_empty() {
-                        "the pipeline declares no builds: add a `builds:` section".to_string()
+                    let taken = variants.iter().any(|(declared, _)| declared == &u.name);
+                    let given = if !taken {
+                        u.name.clone()
                     } else {
-                        format!("declared builds: {}", known.join(", "))
+                        // Named by the args that make it differ.
+                        let differing: Vec<String> = spec
+                            .args
+                            .iter()
+                            .filter(|(k, v)| {
+                                out.iter()
+                                    .find(|b| b.name == u.name)
+                                    .is_none_or(|b| b.args.get(*k) != Some(*v))
+                            })
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        format!("{} [{}]", u.name, differing.join(", "))
                     };
-                    self.err(
-                        u.pos,
-                        format!("unknown build `{}` ({hint}{declared})", u.name),
-                    );
+                    spec.name = given.clone();
+                    variants.push((u.name.clone(), given.clone()));
+                    out.push(spec);
+                    given
                 }
+            };
+            if let (Some(step), true) = (u.step, given != u.name) {
+                renames.push((step, given));
             }
         }
         // A mistyped name would also make its build look unused: say it once.
         let unknown_names = !reported.is_empty();
         for n in &named {
-            if !used_named.contains(&n.spec.name) && !unknown_names {
+            if !used_named.contains(&n.base.spec.name) && !unknown_names {
                 self.err(
                     n.name_pos,
                     format!(
                         "build `{}` is not used by any step, service, tier or the release",
-                        n.spec.name
+                        n.base.spec.name
                     ),
                 );
             }
         }
-        out
+        (out, renames)
+    }
+
+    /// The declaration a build use names (its spec without args, and its
+    /// args node), or `None` after reporting why there is none.
+    fn declared_build(
+        &mut self,
+        u: &BuildUse,
+        legacy: Option<&Option<LegacyBuild>>,
+        named: &[NamedBuild],
+        used_named: &mut HashSet<String>,
+    ) -> Option<(BuildSpec, Option<Node>)> {
+        if let Some(n) = named.iter().find(|n| n.base.spec.name == u.name) {
+            used_named.insert(u.name.clone());
+            return Some((n.base.spec.clone(), n.base.args.clone()));
+        }
+        match legacy {
+            Some(Some(l)) => {
+                let path = l.base.spec.context.join(&l.base.spec.dockerfile);
+                let stages = self.stages(&path)?;
+                if dockerfile::has_stage(&stages, &u.name) {
+                    let mut spec = l.base.spec.clone();
+                    spec.name = u.name.clone();
+                    spec.target = Some(u.name.clone());
+                    return Some((spec, l.base.args.clone()));
+                }
+                let shown = Self::label_of(&path);
+                self.err(
+                    u.pos,
+                    format!(
+                        "unknown build `{}`: it is not a `builds:` entry, and {shown} has no stage named `{}` (its stages: {}){}",
+                        u.name,
+                        u.name,
+                        dockerfile::describe(&stages),
+                        if stages.iter().any(|s| s.name.is_none()) {
+                            "; to build a Dockerfile's last stage, as `docker build` does, declare it under `builds:` without `target`"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                None
+            }
+            Some(None) => None,
+            None => {
+                let known: Vec<&str> = named.iter().map(|n| n.base.spec.name.as_str()).collect();
+                let hint = match suggest(&u.name, &known) {
+                    Some(s) => format!("did you mean `{s}`? "),
+                    None => String::new(),
+                };
+                let declared = if known.is_empty() {
+                    "the pipeline declares no builds: add a `builds:` section".to_string()
+                } else {
+                    format!("declared builds: {}", known.join(", "))
+                };
+                self.err(
+                    u.pos,
+                    format!("unknown build `{}` ({hint}{declared})", u.name),
+                );
+                None
+            }
+        }
     }
 
     /// The `builds:` section: name → build.
@@ -825,10 +957,10 @@ impl<'v> Checker<'v> {
             }
             seen.insert(name.to_string(), k.pos);
             let name_ok = self.check_name(name, k.pos, "build name", false);
-            if let Some(spec) = self.named_build(name, v, k.pos) {
+            if let Some(base) = self.named_build(name, v, k.pos) {
                 if name_ok {
                     out.push(NamedBuild {
-                        spec,
+                        base,
                         name_pos: k.pos,
                     });
                 }
@@ -837,16 +969,16 @@ impl<'v> Checker<'v> {
         out
     }
 
-    fn named_build(&mut self, name: &str, node: &Node, key_pos: Pos) -> Option<BuildSpec> {
+    fn named_build(&mut self, name: &str, node: &Node, key_pos: Pos) -> Option<BuildBase> {
         let what = format!("build `{name}`");
         let f = self.fields(node, key_pos, &what, NAMED_BUILD_KEYS)?;
-        let (context, dockerfile, args, trust) = self.build_fields(&f, key_pos)?;
+        let mut base = self.build_fields(&f, key_pos)?;
         let target_node = f.get("target");
         let target = match target_node {
             Some(t) => Some(self.name(t, "build target", false)?),
             None => None,
         };
-        let path = context.join(&dockerfile);
+        let path = base.spec.context.join(&base.spec.dockerfile);
         let stages = self.stages(&path)?;
         if let (Some(t), Some(node)) = (&target, target_node) {
             if !dockerfile::has_stage(&stages, t) {
@@ -861,23 +993,14 @@ impl<'v> Checker<'v> {
                 return None;
             }
         }
-        Some(BuildSpec {
-            name: name.to_string(),
-            context,
-            dockerfile,
-            target,
-            args,
-            trust,
-        })
+        base.spec.name = name.to_string();
+        base.spec.target = target;
+        Some(base)
     }
 
-    /// `context`, `dockerfile`, `args` and `trust` of a build mapping.
-    #[allow(clippy::type_complexity)]
-    fn build_fields(
-        &mut self,
-        f: &Fields,
-        owner: Pos,
-    ) -> Option<(PathBuf, String, BTreeMap<String, String>, bool)> {
+    /// `context`, `dockerfile`, `trust` and `secrets` of a build mapping,
+    /// and its `args` node (interpolated per use).
+    fn build_fields(&mut self, f: &Fields, owner: Pos) -> Option<BuildBase> {
         let context_node = self.required(f, "context");
         let context = context_node.and_then(|c| {
             let rel = self.string(c)?;
@@ -901,29 +1024,46 @@ impl<'v> Checker<'v> {
                 .unwrap_or(owner);
             dockerfile_ok = self.check_dockerfile(ctx, df, pos);
         }
-        let args = match f.get("args") {
-            Some(a) => self.string_map(a, "build args"),
-            None => Some(BTreeMap::new()),
-        };
+        // Checked for shape here, interpolated for each use.
+        let args = f.get("args");
+        if let Some(a) = args {
+            if !matches!(a.kind, Kind::Map(_)) {
+                self.err(
+                    a.pos,
+                    format!("expected a mapping for build args, found {}", a.describe()),
+                );
+                return None;
+            }
+        }
         let trust = match f.get("trust") {
             Some(t) => self.boolean(t),
             None => Some(true),
         };
+        let secrets = match f.get("secrets") {
+            Some(node) => self.secret_refs(node),
+            None => Some(Vec::new()),
+        };
         if !dockerfile_ok {
             return None;
         }
-        Some((context?, dockerfile?, args?, trust?))
+        Some(BuildBase {
+            spec: BuildSpec {
+                name: String::new(),
+                context: context?,
+                dockerfile: dockerfile?,
+                target: None,
+                args: BTreeMap::new(),
+                trust: trust?,
+                secrets: secrets?,
+            },
+            args: args.cloned(),
+        })
     }
 
     fn legacy_build(&mut self, node: &Node, owner: Pos) -> Option<LegacyBuild> {
         let f = self.fields(node, owner, "the build section", BUILD_KEYS)?;
-        let (context, dockerfile, args, trust) = self.build_fields(&f, owner)?;
-        Some(LegacyBuild {
-            context,
-            dockerfile,
-            args,
-            trust,
-        })
+        let base = self.build_fields(&f, owner)?;
+        Some(LegacyBuild { base })
     }
 
     /// Whether `dockerfile` is a file inside `context`; reports why not.
@@ -1292,6 +1432,11 @@ impl<'v> Checker<'v> {
 
         let mut steps = Some(Vec::new());
         let mut step_builds = Vec::new();
+        let mut step_needs = Vec::new();
+        let tier_when = match f.get("when") {
+            Some(w) => self.when(w),
+            None => Some(When::OnSuccess),
+        };
         let mut steps_given = false;
         if let Some(s) = f.get("steps") {
             match &s.kind {
@@ -1301,28 +1446,70 @@ impl<'v> Checker<'v> {
                     let mut list = Vec::new();
                     let mut ok = true;
                     for item in items {
-                        let step = self.step(item, &tier_what);
-                        let Some((spec, target)) = step else {
-                            ok = false;
-                            continue;
+                        // A matrix step is checked once per combination,
+                        // with the combination's variables.
+                        let combinations = match item_key(item, "matrix") {
+                            Some(m) => match self.matrix(m) {
+                                Some(c) => c,
+                                None => {
+                                    ok = false;
+                                    continue;
+                                }
+                            },
+                            None => vec![Vec::new()],
                         };
-                        let pos = name_value_pos(item).unwrap_or(item.pos);
-                        if let Some(first) = seen.get(&spec.name) {
-                            self.err(
-                                pos,
-                                format!(
-                                    "duplicate step name `{}` in {tier_what} (first defined at {first})",
-                                    spec.name
-                                ),
-                            );
-                            ok = false;
-                            continue;
+                        let needs = item_key(item, "needs").and_then(|n| self.need_entries(n));
+                        for combination in combinations {
+                            self.matrix_vars = (!combination.is_empty()).then(|| {
+                                combination.iter().fold(self.vars.clone(), |vars, (k, v)| {
+                                    vars.with_builtin(k, v.as_str())
+                                })
+                            });
+                            let step = self.step(item, &tier_what, tier_when.unwrap_or_default());
+                            let vars = self.matrix_vars.take();
+                            let Some((mut spec, target)) = step else {
+                                ok = false;
+                                continue;
+                            };
+                            if !combination.is_empty() {
+                                let suffix: Vec<String> = combination
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect();
+                                spec.name = format!("{} [{}]", spec.name, suffix.join(", "));
+                                // The combination's variables come first; `env` wins.
+                                for (k, v) in &combination {
+                                    spec.env.entry(k.clone()).or_insert_with(|| v.clone());
+                                }
+                                spec.matrix = combination;
+                            }
+                            let pos = name_value_pos(item).unwrap_or(item.pos);
+                            if let Some(first) = seen.get(&spec.name) {
+                                self.err(
+                                    pos,
+                                    format!(
+                                        "duplicate step name `{}` in {tier_what} (first defined at {first})",
+                                        spec.name
+                                    ),
+                                );
+                                ok = false;
+                                continue;
+                            }
+                            seen.insert(spec.name.clone(), pos);
+                            if let Some((build, pos)) = target {
+                                step_builds.push(StepBuild {
+                                    index: list.len(),
+                                    step: spec.name.clone(),
+                                    build,
+                                    pos,
+                                    vars,
+                                });
+                            }
+                            if let Some(needs) = &needs {
+                                step_needs.push((list.len(), needs.clone()));
+                            }
+                            list.push(spec);
                         }
-                        seen.insert(spec.name.clone(), pos);
-                        if let Some((t, p)) = target {
-                            step_builds.push((spec.name.clone(), t, p));
-                        }
-                        list.push(spec);
                     }
                     steps = ok.then_some(list);
                 }
@@ -1361,6 +1548,7 @@ impl<'v> Checker<'v> {
             build: build.clone().unwrap_or_default(),
             services: services.clone().unwrap_or_default(),
             step_builds,
+            step_needs,
         };
         let spec = (|| {
             Some(TierSpec {
@@ -1368,12 +1556,18 @@ impl<'v> Checker<'v> {
                 build: build?.into_iter().map(|(s, _)| s).collect(),
                 services: services?.into_iter().map(|(s, _)| s).collect(),
                 steps: steps?,
+                when: tier_when?,
             })
         })();
         (spec, Some(refs))
     }
 
-    fn step(&mut self, node: &Node, tier_what: &str) -> Option<(StepSpec, Option<(String, Pos)>)> {
+    fn step(
+        &mut self,
+        node: &Node,
+        tier_what: &str,
+        tier_when: When,
+    ) -> Option<(StepSpec, Option<(String, Pos)>)> {
         let mut f = self.fields(node, node.pos, &format!("a step of {tier_what}"), STEP_KEYS)?;
         let name = self
             .required(&f, "name")
@@ -1463,6 +1657,26 @@ impl<'v> Checker<'v> {
             Some(n) => self.boolean(n),
             None => Some(true),
         };
+        let when = match f.get("when") {
+            Some(w) => self.when(w),
+            None => Some(tier_when),
+        };
+        let retry = match f.get("retry") {
+            Some(r) => self.retry(r),
+            None => Some(0),
+        };
+        let allow_failure = match f.get("allow_failure") {
+            Some(a) => self.boolean(a),
+            None => Some(false),
+        };
+        let secrets = match f.get("secrets") {
+            Some(node) => self.secret_refs(node),
+            None => Some(Vec::new()),
+        };
+        let cache = match f.get("cache") {
+            Some(c) => self.cache_paths(c),
+            None => Some(Vec::new()),
+        };
         let (image, target_pos) = image?;
         let target = match (&image, target_pos) {
             (ImageSource::Build(t), Some(p)) => Some((t.clone(), p)),
@@ -1483,6 +1697,14 @@ impl<'v> Checker<'v> {
                 junit: junit?,
                 collect: collect?,
                 network: network?,
+                // Resolved once every tier is known.
+                needs: None,
+                when: when?,
+                retry: retry?,
+                allow_failure: allow_failure?,
+                matrix: Vec::new(),
+                secrets: secrets?,
+                cache: cache?,
             },
             target,
         ))
@@ -1680,7 +1902,10 @@ impl<'v> Checker<'v> {
     /// says when it is built).
     fn check_steps(&mut self, tiers: &[TierRefs], listed_at: &HashMap<String, (usize, Pos)>) {
         for (i, tier) in tiers.iter().enumerate() {
-            for (step, build, pos) in &tier.step_builds {
+            for StepBuild {
+                step, build, pos, ..
+            } in &tier.step_builds
+            {
                 if let Some((t, at)) = listed_at.get(build) {
                     if *t > i {
                         self.err(
@@ -1834,6 +2059,17 @@ pub(crate) fn check_image_reference(s: &str) -> Result<(), String> {
                 e.to_string()
             }
         })
+}
+
+/// The value of `key` in a mapping node, if it has one.
+fn item_key<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
+    match &node.kind {
+        Kind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| matches!(&k.kind, Kind::Scalar { text, .. } if text == key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
 }
 
 /// Position of the value of `name:` in a mapping node.

@@ -34,7 +34,8 @@ use serde::Serialize;
 
 use crate::engine::labels::RunLabels;
 use crate::pipeline::{
-    format_duration, BuildSpec, ImageSource, Pipeline, ReadySpec, StepRun, StepSpec,
+    format_duration, BuildSpec, ImageSource, Pipeline, ReadySpec, SecretSpec, StepRun, StepSpec,
+    When,
 };
 use crate::run::GitInfo;
 use crate::trust::{Trust, STEP_CA_PATH};
@@ -116,6 +117,8 @@ pub struct Plan {
     pub trust: Trust,
     /// Things worth knowing that are not errors (compose keys not applied…).
     pub notes: Vec<String>,
+    /// The pipeline's secrets: where each comes from (never a value).
+    pub secrets: Vec<SecretSpec>,
 }
 
 /// One build of the run.
@@ -268,6 +271,18 @@ pub struct PlannedStep {
     pub junit: Option<String>,
     /// More container paths to collect.
     pub collect: Vec<String>,
+    /// The steps it needs (`needs:`); `None`: it waits for every earlier tier.
+    pub needs: Option<Vec<StepId>>,
+    /// When it runs.
+    pub when: When,
+    /// How many more times a failed attempt runs again.
+    pub retry: u32,
+    /// Whether a failure is only a warning.
+    pub allow_failure: bool,
+    /// Secrets it gets, by name (values are read when the run starts).
+    pub secrets: Vec<String>,
+    /// Container paths backed by the pipeline's cache volumes.
+    pub cache: Vec<String>,
 }
 
 /// What a green run tags and where it pushes.
@@ -553,6 +568,25 @@ impl<'a> Planner<'a> {
         for b in &self.builds {
             tiers[b.tier].builds.push(b.id);
         }
+        // Needs, now that every step has an id.
+        for (tier, spec_tier) in pipeline.tiers.iter().enumerate() {
+            for (index, spec) in spec_tier.steps.iter().enumerate() {
+                let id = tiers[tier].steps[index];
+                steps[id.0].needs = spec.needs.as_ref().map(|needs| {
+                    needs
+                        .iter()
+                        .filter_map(|need| {
+                            let t = pipeline.tiers.iter().position(|t| t.name == need.tier)?;
+                            let s = pipeline.tiers[t]
+                                .steps
+                                .iter()
+                                .position(|s| s.name == need.step)?;
+                            Some(tiers[t].steps[s])
+                        })
+                        .collect()
+                });
+            }
+        }
 
         Plan {
             run_id: self.options.run_id.clone(),
@@ -569,6 +603,7 @@ impl<'a> Planner<'a> {
             release,
             trust: self.options.trust.clone(),
             notes: self.notes,
+            secrets: pipeline.secrets.clone(),
         }
     }
 
@@ -605,7 +640,7 @@ impl<'a> Planner<'a> {
             // only tiers that use services need the run network.
             if tier_has_services {
                 NetworkPlan::Run {
-                    aliases: vec![spec.name.clone()],
+                    aliases: vec![network_alias(&spec.name)],
                 }
             } else {
                 NetworkPlan::Bridge
@@ -649,8 +684,31 @@ impl<'a> Planner<'a> {
             timeout: spec.timeout,
             junit: spec.junit.clone(),
             collect: spec.collect.clone(),
+            needs: None,
+            when: spec.when,
+            retry: spec.retry,
+            allow_failure: spec.allow_failure,
+            secrets: spec.secrets.clone(),
+            cache: spec.cache.clone(),
         }
     }
+}
+
+/// A network alias for a step name: a DNS label (`unit [PYTHON=3.11]` →
+/// `unit-python-3.11`), at most 63 characters.
+fn network_alias(name: &str) -> String {
+    let mut alias = String::new();
+    for c in name.chars() {
+        match c {
+            c if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' => {
+                alias.push(c.to_ascii_lowercase())
+            }
+            _ if !alias.ends_with('-') => alias.push('-'),
+            _ => {}
+        }
+    }
+    let alias = alias.trim_matches('-');
+    alias.chars().take(63).collect()
 }
 
 /// The shell script a `script:` step runs with `sh -c`: `set -e`, then for

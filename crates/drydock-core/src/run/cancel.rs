@@ -18,6 +18,7 @@ pub use crate::events::CancelReason;
 pub struct RunCancel {
     reason: Arc<watch::Sender<Option<CancelReason>>>,
     token: CancellationToken,
+    hard: CancellationToken,
 }
 
 impl Default for RunCancel {
@@ -32,6 +33,7 @@ impl RunCancel {
         RunCancel {
             reason: Arc::new(watch::Sender::new(None)),
             token: CancellationToken::new(),
+            hard: CancellationToken::new(),
         }
     }
 
@@ -47,6 +49,9 @@ impl RunCancel {
         });
         if reason.stops_running_steps() {
             self.token.cancel();
+        }
+        if reason == CancelReason::SecondSignal {
+            self.hard.cancel();
         }
     }
 
@@ -74,6 +79,12 @@ impl RunCancel {
     /// The token the run's tasks watch (cancelled by reasons that stop steps).
     pub fn token(&self) -> CancellationToken {
         self.token.clone()
+    }
+
+    /// The token `when: always` steps watch: cancelled only by a second
+    /// signal, so that they run to the end after a first cancel.
+    pub fn hard_token(&self) -> CancellationToken {
+        self.hard.clone()
     }
 }
 

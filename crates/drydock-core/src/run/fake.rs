@@ -1,7 +1,8 @@
 //! A fake engine for scheduling tests: commands are interpreted, not run.
 //!
 //! Step commands: `["sleep", MS]` waits MS milliseconds, `["exit", N]` exits
-//! with N, `["oom"]` exits 137 with `OOMKilled` set, `["echo", WORDS…]`
+//! with N, `["oom"]` exits 137 with `OOMKilled` set, `["flaky", N]` fails
+//! its first N attempts, `["echo", WORDS…]`
 //! prints WORDS; anything else exits 0. A command
 //! whose first word is `missing` cannot be started. Builds of targets listed in
 //! `failing_builds` fail. Services named in `never_ready` fail every probe.
@@ -41,6 +42,8 @@ pub(crate) struct FakeRuntime {
     pub tags: Mutex<HashMap<String, String>>,
     /// When set, pushes of references containing `.0` fail with message `.1`.
     pub refuse_push: Option<(String, String)>,
+    /// Attempts started so far, by container name without its `-attemptN`.
+    pub attempts: Mutex<HashMap<String, u32>>,
 }
 
 impl FakeRuntime {
@@ -183,6 +186,15 @@ impl Runtime for FakeRuntime {
                 Some("sleep") => (argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(0), 0),
                 Some("exit") => (0, argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1)),
                 Some("oom") => (0, 137),
+                // ["flaky", N]: the first N attempts fail.
+                Some("flaky") => {
+                    let base = id.split("-attempt").next().unwrap_or(id).to_string();
+                    let mut attempts = self.attempts.lock().unwrap();
+                    let n = attempts.entry(base).or_insert(0);
+                    *n += 1;
+                    let failing: u32 = argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+                    (0, if *n <= failing { 1 } else { 0 })
+                }
                 _ => (0, 0),
             };
             let running_now = self.running_now.clone();

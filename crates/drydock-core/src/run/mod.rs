@@ -47,7 +47,7 @@ pub(crate) use service::probe_once;
 
 use crate::engine::{ContainerSpec, EngineError};
 use crate::events::{Event, LogStream, Outcome, Status, StepKind, TestCounts, TierPlan};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, When};
 use crate::plan::{
     BuildId, ContainerPlan, ImageRef, NetworkPlan, Plan, PlanOptions, ReleaseChoice, ServiceId,
     StepId,
@@ -295,12 +295,15 @@ pub(crate) enum Msg {
     BuildDone(BuildId, builder::BuildOutcome, Option<String>),
     /// A service is ready, or why it is not.
     Service(ServiceId, Result<(), String>),
-    /// A step ended; the handle removes its container in the background.
-    Step(StepId, step::StepOutcome, Option<JoinHandle<()>>),
+    /// A step ended; the handles remove its containers in the background.
+    Step(StepId, step::StepOutcome, Vec<JoinHandle<()>>),
 }
 
 /// Most build output lines kept for a tier that has not reached the build yet.
 const BUILD_BUFFER_LINES: usize = 20_000;
+
+/// How long `when: always` steps may take, in all, once a run is cancelled.
+pub const ALWAYS_GRACE: Duration = Duration::from_secs(120);
 
 enum BuildState {
     /// Building or waiting; output kept until its tier reports it.
@@ -314,11 +317,41 @@ enum BuildState {
     },
 }
 
+/// How a tier reports one of its builds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Report {
+    NotYet,
+    Streaming,
+    Done(Status),
+    Skipped,
+}
+
 enum ServiceState {
     NotStarted,
     Starting,
     Ready,
     Failed(String),
+}
+
+#[derive(Clone, PartialEq)]
+enum StepState {
+    Waiting,
+    Running,
+    Done {
+        status: Status,
+        allowed: bool,
+        tests: Option<TestCounts>,
+    },
+    Skipped,
+}
+
+struct TierProgress {
+    started: Option<Instant>,
+    open: bool,
+    closed: bool,
+    reports: Vec<Report>,
+    /// Why its services are not ready, once known.
+    service_error: Option<String>,
 }
 
 /// The single owner of a run's state.
@@ -328,17 +361,22 @@ struct RunLoop<R: Runtime> {
     rx: mpsc::UnboundedReceiver<Msg>,
     builds: Vec<BuildState>,
     services: Vec<ServiceState>,
-    steps: Vec<Option<step::StepOutcome>>,
+    steps: Vec<StepState>,
+    tiers: Vec<TierProgress>,
     /// Which build's output goes out live (its tier is reporting it).
     streaming: Option<(BuildId, String)>,
     builder_stop: CancellationToken,
     service_tasks: Vec<JoinHandle<()>>,
     step_tasks: Vec<JoinHandle<()>>,
     removals: Vec<JoinHandle<()>>,
+    /// The first failure: (outcome, message). Later on_success steps are skipped.
+    failure: Option<(Outcome, String)>,
     /// Reasons raised by the loop itself (a failed tier).
     own_reason: Option<CancelReason>,
     /// The strongest reason announced so far.
     announced: Option<CancelReason>,
+    /// When `when: always` steps must be done by, once the run is cancelled.
+    always_deadline: Option<Instant>,
 }
 
 impl<R: Runtime> RunLoop<R> {
@@ -363,13 +401,26 @@ impl<R: Runtime> RunLoop<R> {
                 .iter()
                 .map(|_| ServiceState::NotStarted)
                 .collect(),
-            steps: plan.steps.iter().map(|_| None).collect(),
+            steps: plan.steps.iter().map(|_| StepState::Waiting).collect(),
+            tiers: plan
+                .tiers
+                .iter()
+                .map(|t| TierProgress {
+                    started: None,
+                    open: false,
+                    closed: false,
+                    reports: t.builds.iter().map(|_| Report::NotYet).collect(),
+                    service_error: None,
+                })
+                .collect(),
             streaming: None,
             service_tasks: Vec::new(),
             step_tasks: Vec::new(),
             removals: Vec::new(),
+            failure: None,
             own_reason: None,
             announced: None,
+            always_deadline: None,
         }
     }
 
@@ -378,22 +429,38 @@ impl<R: Runtime> RunLoop<R> {
         self.own_reason.max(self.ctx.cancel.reason())
     }
 
+    /// Whether running steps are being stopped (a signal, a timeout, an API cancel).
+    fn cancelled(&self) -> bool {
+        self.reason().is_some_and(CancelReason::stops_running_steps)
+    }
+
     async fn announce_reason(&mut self) {
         let reason = self.reason();
         if reason > self.announced {
             self.announced = reason;
             if let Some(reason) = reason {
+                if reason.stops_running_steps() && self.always_deadline.is_none() {
+                    self.always_deadline = Some(Instant::now() + ALWAYS_GRACE);
+                    self.builder_stop.cancel();
+                }
                 self.ctx.emit(Event::Cancelling { reason }).await;
             }
         }
     }
 
-    /// Waits for one message (or a cancel) and applies it.
+    /// Waits for one message (or a cancel, or the always-grace deadline) and applies it.
     async fn pump(&mut self) {
         let cancel = self.ctx.cancel.clone();
+        let deadline = self.always_deadline;
         let msg = tokio::select! {
             msg = self.rx.recv() => msg,
             _ = cancel.changed(self.announced) => None,
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
         };
         match msg {
             Some(msg) => self.handle(msg).await,
@@ -442,11 +509,46 @@ impl<R: Runtime> RunLoop<R> {
                     Err(e) => ServiceState::Failed(e),
                 };
             }
-            Msg::Step(id, outcome, removal) => {
-                self.steps[id.0] = Some(outcome);
-                self.removals.extend(removal);
+            Msg::Step(id, outcome, removals) => {
+                self.removals.extend(removals);
+                let step = self.ctx.plan.step(id);
+                let allowed = step.allow_failure && !outcome.status.is_success();
+                if !outcome.status.is_success() && !allowed && self.failure.is_none() {
+                    let tier = &self.ctx.plan.tiers[step.tier].name;
+                    let outcome_kind = match outcome.status {
+                        Status::Errored => Outcome::Errored,
+                        Status::Cancelled => Outcome::Interrupted,
+                        _ => Outcome::Failed,
+                    };
+                    if outcome.status != Status::Cancelled {
+                        self.fail(
+                            outcome_kind,
+                            format!(
+                                "tier {tier} {}: step {} {}",
+                                tier_word(outcome.status),
+                                step.name,
+                                outcome.status.word()
+                            ),
+                        );
+                    }
+                }
+                self.steps[id.0] = StepState::Done {
+                    status: outcome.status,
+                    allowed,
+                    tests: outcome.tests,
+                };
             }
         }
+    }
+
+    /// Records the run's first failure: builds ahead stop, later
+    /// `on_success` steps are skipped.
+    fn fail(&mut self, outcome: Outcome, message: String) {
+        if self.failure.is_none() {
+            self.failure = Some((outcome, message));
+        }
+        self.builder_stop.cancel();
+        self.own_reason = self.own_reason.max(Some(CancelReason::FailedTier));
     }
 
     /// The image of a container: a reference as is, a build's image id once built.
@@ -487,8 +589,8 @@ impl<R: Runtime> RunLoop<R> {
     }
 
     /// Checks the images, creates the network, starts the services and the
-    /// builder, then runs the tiers. `Err` is an infrastructure failure
-    /// before any tier ran.
+    /// builder, then schedules tiers and steps until every tier is closed.
+    /// `Err` is an infrastructure failure before anything ran.
     async fn execute(&mut self) -> Result<(Outcome, Option<String>), String> {
         self.check_images().await?;
         let plan = self.ctx.plan.clone();
@@ -503,190 +605,172 @@ impl<R: Runtime> RunLoop<R> {
             }
         }
         builder::start(self.ctx.clone(), self.tx.clone(), self.builder_stop.clone());
-
-        let mut failure: Option<(Outcome, String)> = None;
-        for tier in 0..plan.tiers.len() {
+        loop {
             self.announce_reason().await;
-            if failure.is_some() || self.reason().is_some() {
-                self.skip_tier(tier).await;
-                continue;
+            while self.advance().await {}
+            if self.tiers.iter().all(|t| t.closed) {
+                break;
             }
-            let (status, error) = self.run_tier(tier).await;
-            if !status.is_success() {
-                self.builder_stop.cancel();
-                if status != Status::Cancelled {
-                    self.own_reason = self.own_reason.max(Some(CancelReason::FailedTier));
-                }
-                let outcome = match status {
-                    Status::Errored => Outcome::Errored,
-                    Status::Cancelled => Outcome::Interrupted,
-                    _ => Outcome::Failed,
-                };
-                failure = Some((
-                    outcome,
-                    format!("tier {} {}: {error}", plan.tiers[tier].name, status.word()),
-                ));
-            }
+            self.pump().await;
         }
         self.announce_reason().await;
-        Ok(match failure {
+        Ok(match self.failure.clone() {
             Some((outcome, message)) => (outcome, Some(message)),
+            None if self.cancelled() => (Outcome::Interrupted, Some("interrupted".to_string())),
             None => (Outcome::Passed, None),
         })
     }
 
-    async fn skip_tier(&mut self, tier: usize) {
+    /// Moves the run forward as far as the current state allows; true when
+    /// something changed (call again).
+    async fn advance(&mut self) -> bool {
         let plan = self.ctx.plan.clone();
-        for step in plan.tier_step_names(tier) {
+        let mut changed = false;
+        // The current tier: the first one not closed; it opens once every
+        // earlier tier closed.
+        let Some(current) = self.tiers.iter().position(|t| !t.closed) else {
+            return false;
+        };
+        if !self.tiers[current].open {
+            self.tiers[current].open = true;
+            self.start_tier(current).await;
+            changed = true;
+        }
+        if self.report_builds(current).await {
+            changed = true;
+        }
+        let builds_reported = self.tiers[current]
+            .reports
+            .iter()
+            .all(|r| matches!(r, Report::Done(_) | Report::Skipped));
+        if builds_reported && self.check_services(current) {
+            changed = true;
+        }
+        // Steps of every tier whose turn may have come.
+        for step in &plan.steps {
+            if self.steps[step.id.0] != StepState::Waiting {
+                continue;
+            }
+            let decision = self.decide(step.id, current, builds_reported);
+            match decision {
+                Decision::Wait => {}
+                Decision::Run { deadline } => {
+                    self.start_tier(step.tier).await;
+                    self.spawn_step(step.id, deadline);
+                    changed = true;
+                }
+                Decision::Skip(reason) => {
+                    self.start_tier(step.tier).await;
+                    self.steps[step.id.0] = StepState::Skipped;
+                    self.ctx
+                        .emit(Event::StepSkipped {
+                            tier: plan.tiers[step.tier].name.clone(),
+                            step: step.name.clone(),
+                            reason: Some(reason),
+                        })
+                        .await;
+                    changed = true;
+                }
+            }
+        }
+        // Close the current tier once everything in it is resolved.
+        let resolved =
+            |s: &StepId| matches!(self.steps[s.0], StepState::Done { .. } | StepState::Skipped);
+        if builds_reported && plan.tiers[current].steps.iter().all(resolved) {
+            self.close_tier(current).await;
+            changed = true;
+        }
+        changed
+    }
+
+    /// Emits `tier_started` the first time anything of the tier happens.
+    async fn start_tier(&mut self, tier: usize) {
+        if self.tiers[tier].started.is_none() {
+            self.tiers[tier].started = Some(Instant::now());
             self.ctx
-                .emit(Event::StepSkipped {
-                    tier: plan.tiers[tier].name.clone(),
-                    step,
+                .emit(Event::TierStarted {
+                    tier: self.ctx.plan.tiers[tier].name.clone(),
                 })
                 .await;
         }
-        self.ctx
-            .emit(Event::TierFinished {
-                tier: plan.tiers[tier].name.clone(),
-                status: Status::Skipped,
-                duration_ms: 0,
-                tests: TestCounts::default(),
-            })
-            .await;
     }
 
-    /// Every image reference of the plan must exist before anything starts.
-    async fn check_images(&self) -> Result<(), String> {
-        for reference in &self.ctx.plan.images {
-            if self
-                .ctx
-                .runtime
-                .image_exists(reference)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                continue;
-            }
-            if reference.starts_with("drydock/") {
-                return Err(format!(
-                    "image {reference} is not in the engine\n  hint: build the base images with `drydock images bootstrap`"
-                ));
-            }
-            // Where a registry is reachable, a pipeline may name registry images.
-            if let Err(e) = self.ctx.runtime.pull(reference).await {
-                return Err(format!(
-                    "image {reference} is not in the engine and pulling it failed: {e}\n  hint: build it, or make its registry reachable"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs one tier; returns its status and, when it did not pass, why.
-    async fn run_tier(&mut self, index: usize) -> (Status, String) {
+    /// Reports the current tier's builds in order: the one being streamed
+    /// ends when its build does; the next starts (its output so far, then
+    /// live). After a failure or a cancel, unreported builds are skipped.
+    async fn report_builds(&mut self, tier: usize) -> bool {
         let plan = self.ctx.plan.clone();
-        let tier = &plan.tiers[index];
-        let started = Instant::now();
-        self.ctx
-            .emit(Event::TierStarted {
-                tier: tier.name.clone(),
-            })
-            .await;
-        let mut tests = TestCounts::default();
-        let mut result: (Status, String) = (Status::Passed, String::new());
-
-        for (i, build) in tier.builds.iter().enumerate() {
-            let status = self.report_build(index, *build).await;
-            if !status.is_success() {
-                result = (
-                    status,
-                    format!("build {} {}", plan.build(*build).name, status.word()),
-                );
-                for later in &tier.builds[i + 1..] {
+        let tier_name = plan.tiers[tier].name.clone();
+        let mut changed = false;
+        for (i, build) in plan.tiers[tier].builds.iter().enumerate() {
+            match self.tiers[tier].reports[i] {
+                Report::Done(_) | Report::Skipped => continue,
+                Report::Streaming => {
+                    let BuildState::Done { outcome, .. } = &self.builds[build.0] else {
+                        return changed;
+                    };
+                    let outcome = outcome.clone();
+                    self.streaming = None;
+                    self.tiers[tier].reports[i] = Report::Done(outcome.status);
+                    if !outcome.status.is_success() && outcome.status != Status::Cancelled {
+                        let kind = if outcome.status == Status::Errored {
+                            Outcome::Errored
+                        } else {
+                            Outcome::Failed
+                        };
+                        self.fail(
+                            kind,
+                            format!(
+                                "tier {tier_name} {}: build {} {}",
+                                tier_word(outcome.status),
+                                plan.build(*build).name,
+                                outcome.status.word()
+                            ),
+                        );
+                    }
                     self.ctx
-                        .emit(Event::StepSkipped {
-                            tier: tier.name.clone(),
-                            step: plan.build(*later).step_name(),
+                        .emit(Event::StepFinished {
+                            tier: tier_name.clone(),
+                            step: plan.build(*build).step_name(),
+                            status: outcome.status,
+                            exit_code: None,
+                            duration_ms: outcome.duration_ms,
+                            log_tail: Vec::new(),
+                            error: outcome.error,
+                            tests: None,
+                            failed_tests: Vec::new(),
+                            junit: None,
+                            reused: outcome.reused,
+                            attempts: 1,
+                            flaky_tests: Vec::new(),
+                            allowed_failure: false,
                         })
                         .await;
+                    changed = true;
                 }
-                break;
+                Report::NotYet => {
+                    if self.failure.is_some() || self.cancelled() {
+                        self.tiers[tier].reports[i] = Report::Skipped;
+                        self.ctx
+                            .emit(Event::StepSkipped {
+                                tier: tier_name.clone(),
+                                step: plan.build(*build).step_name(),
+                                reason: Some(self.skip_reason()),
+                            })
+                            .await;
+                        changed = true;
+                        continue;
+                    }
+                    self.start_report(tier, *build).await;
+                    self.tiers[tier].reports[i] = Report::Streaming;
+                    return true;
+                }
             }
         }
-
-        if result.0.is_success() {
-            for service in &tier.services {
-                if let Err(e) = self.wait_for_service(*service).await {
-                    result = (
-                        if self.reason().is_some() {
-                            Status::Cancelled
-                        } else {
-                            Status::Errored
-                        },
-                        format!("service {} is not ready: {e}", plan.service(*service).name),
-                    );
-                    break;
-                }
-            }
-        }
-
-        if result.0.is_success() {
-            for step in &tier.steps {
-                self.spawn_step(*step);
-            }
-            while tier.steps.iter().any(|s| self.steps[s.0].is_none()) {
-                self.pump().await;
-            }
-            for step in &tier.steps {
-                let Some(outcome) = &self.steps[step.0] else {
-                    continue;
-                };
-                if let Some(counts) = outcome.tests {
-                    tests.add(&counts);
-                }
-                if !outcome.status.is_success() && result.0.is_success() {
-                    result = (
-                        outcome.status,
-                        format!("step {} {}", plan.step(*step).name, outcome.status.word()),
-                    );
-                }
-            }
-        } else {
-            for step in &tier.steps {
-                self.ctx
-                    .emit(Event::StepSkipped {
-                        tier: tier.name.clone(),
-                        step: plan.step(*step).name.clone(),
-                    })
-                    .await;
-            }
-        }
-
-        self.ctx
-            .emit(Event::TierFinished {
-                tier: tier.name.clone(),
-                status: result.0,
-                duration_ms: started.elapsed().as_millis() as u64,
-                tests,
-            })
-            .await;
-        result
+        changed
     }
 
-    fn spawn_step(&mut self, id: StepId) {
-        let step = self.ctx.plan.step(id).clone();
-        let image = self.image_of(step.container.image);
-        let ctx = self.ctx.clone();
-        let tx = self.tx.clone();
-        self.step_tasks.push(tokio::spawn(async move {
-            let (outcome, removal) = step::run_step(ctx, &step, image).await;
-            let _ = tx.send(Msg::Step(step.id, outcome, removal));
-        }));
-    }
-
-    /// Reports a build as a step of tier `tier`: its output so far and from
-    /// now on, and its outcome.
-    async fn report_build(&mut self, tier: usize, id: BuildId) -> Status {
+    async fn start_report(&mut self, tier: usize, id: BuildId) {
         let plan = self.ctx.plan.clone();
         let tier_name = plan.tiers[tier].name.clone();
         let step = plan.build(id).step_name();
@@ -724,61 +808,319 @@ impl<R: Runtime> RunLoop<R> {
                     .await;
             }
         }
-        self.streaming = Some((id, tier_name.clone()));
-        while matches!(self.builds[id.0], BuildState::Pending { .. }) {
-            self.pump().await;
-        }
-        self.streaming = None;
-        let BuildState::Done { outcome, .. } = &self.builds[id.0] else {
-            return Status::Errored;
-        };
-        let outcome = outcome.clone();
-        self.ctx
-            .emit(Event::StepFinished {
-                tier: tier_name,
-                step,
-                status: outcome.status,
-                exit_code: None,
-                duration_ms: outcome.duration_ms,
-                log_tail: Vec::new(),
-                error: outcome.error,
-                tests: None,
-                failed_tests: Vec::new(),
-                junit: None,
-                reused: outcome.reused,
-            })
-            .await;
-        outcome.status
+        self.streaming = Some((id, tier_name));
     }
 
-    async fn wait_for_service(&mut self, id: ServiceId) -> Result<(), String> {
-        // A service whose build has not finished yet starts when it does.
-        loop {
-            match &self.services[id.0] {
-                ServiceState::Ready => return Ok(()),
-                ServiceState::Failed(e) => return Err(e.clone()),
-                ServiceState::NotStarted => {
-                    if let ImageRef::Build(b) = self.ctx.plan.service(id).container.image {
-                        if let BuildState::Done { outcome, .. } = &self.builds[b.0] {
-                            if !outcome.status.is_success() {
-                                return Err(format!(
-                                    "its build {} {}",
-                                    self.ctx.plan.build(b).name,
-                                    outcome.status.word()
-                                ));
+    /// Once the current tier's builds are reported: records a service of
+    /// the tier that failed (the tier errors). True when something changed.
+    fn check_services(&mut self, tier: usize) -> bool {
+        if self.tiers[tier].service_error.is_some() {
+            return false;
+        }
+        let plan = self.ctx.plan.clone();
+        for service in &plan.tiers[tier].services {
+            let error = match &self.services[service.0] {
+                ServiceState::Failed(e) => Some(e.clone()),
+                ServiceState::NotStarted => match plan.service(*service).container.image {
+                    ImageRef::Build(b) => match &self.builds[b.0] {
+                        BuildState::Done { outcome, .. } if !outcome.status.is_success() => Some(
+                            format!("its build {} {}", plan.build(b).name, outcome.status.word()),
+                        ),
+                        _ => None,
+                    },
+                    ImageRef::Reference(_) => None,
+                },
+                _ => None,
+            };
+            if let Some(error) = error {
+                let message = format!(
+                    "service {} is not ready: {error}",
+                    plan.service(*service).name
+                );
+                self.tiers[tier].service_error = Some(message.clone());
+                if !self.cancelled() {
+                    self.fail(
+                        Outcome::Errored,
+                        format!("tier {} errored: {message}", plan.tiers[tier].name),
+                    );
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether every service of a tier is ready.
+    fn services_ready(&self, tier: usize) -> bool {
+        self.ctx.plan.tiers[tier]
+            .services
+            .iter()
+            .all(|s| matches!(self.services[s.0], ServiceState::Ready))
+    }
+
+    /// Why a step that will not run is skipped, in the run's current state.
+    fn skip_reason(&self) -> String {
+        if let Some(reason) = self.reason().filter(|r| r.stops_running_steps()) {
+            return reason.describe().to_string();
+        }
+        match &self.failure {
+            Some((_, message)) => format!("an earlier failure ({message})"),
+            None => "nothing failed".to_string(),
+        }
+    }
+
+    /// Whether step `id` runs now, waits, or is skipped.
+    fn decide(&self, id: StepId, current: usize, builds_reported: bool) -> Decision {
+        let plan = &self.ctx.plan;
+        let step = plan.step(id);
+        // Its dependencies: explicit needs, or every earlier tier (its tier
+        // being current with its builds reported).
+        let mut failed_need: Option<String> = None;
+        match &step.needs {
+            Some(needs) => {
+                for need in needs {
+                    match &self.steps[need.0] {
+                        StepState::Waiting | StepState::Running => return Decision::Wait,
+                        StepState::Done {
+                            status, allowed, ..
+                        } => {
+                            if !status.is_success() && !allowed {
+                                failed_need.get_or_insert_with(|| {
+                                    format!(
+                                        "its need {}/{} {}",
+                                        plan.tiers[plan.step(*need).tier].name,
+                                        plan.step(*need).name,
+                                        status.word()
+                                    )
+                                });
                             }
+                        }
+                        StepState::Skipped => {
+                            failed_need.get_or_insert_with(|| {
+                                format!(
+                                    "its need {}/{} was skipped",
+                                    plan.tiers[plan.step(*need).tier].name,
+                                    plan.step(*need).name
+                                )
+                            });
                         }
                     }
                 }
-                ServiceState::Starting => {}
             }
-            if self.reason().is_some_and(CancelReason::stops_running_steps) {
-                return Err("interrupted".to_string());
+            None => {
+                if step.tier != current || !builds_reported {
+                    return Decision::Wait;
+                }
             }
-            self.pump().await;
         }
+        let cancelled = self.cancelled();
+        let failed = self.failure.is_some();
+        // After a second signal nothing more runs.
+        if self.reason() == Some(CancelReason::SecondSignal) {
+            return Decision::Skip(CancelReason::SecondSignal.describe().to_string());
+        }
+        match step.when {
+            When::OnSuccess => {
+                if cancelled {
+                    return Decision::Skip(self.skip_reason());
+                }
+                if let Some(reason) = failed_need {
+                    return Decision::Skip(reason);
+                }
+                if failed {
+                    return Decision::Skip(self.skip_reason());
+                }
+            }
+            When::OnFailure => {
+                if cancelled {
+                    return Decision::Skip(self.skip_reason());
+                }
+                if !failed && failed_need.is_none() {
+                    // Nothing failed yet: its tier's other steps still could.
+                    if step.needs.is_none() && self.later_work_pending(id) {
+                        return Decision::Wait;
+                    }
+                    return Decision::Skip("nothing failed (`when: on_failure`)".to_string());
+                }
+            }
+            When::Always => {}
+        }
+        // Its image.
+        if let ImageRef::Build(b) = step.container.image {
+            match &self.builds[b.0] {
+                BuildState::Pending { .. } => return Decision::Wait,
+                BuildState::Done {
+                    image: None,
+                    outcome,
+                } => {
+                    return Decision::Skip(format!(
+                        "its build {} {}",
+                        plan.build(b).name,
+                        outcome.status.word()
+                    ));
+                }
+                BuildState::Done { .. } => {}
+            }
+        }
+        // Its tier's services: waited for in the normal flow; after a
+        // failure or a cancel, `always` and `on_failure` steps do not wait
+        // for services that may never come.
+        if !self.services_ready(step.tier) {
+            if let Some(error) = &self.tiers[step.tier].service_error {
+                if step.when == When::OnSuccess {
+                    return Decision::Skip(error.clone());
+                }
+            } else if !(cancelled || failed) {
+                return Decision::Wait;
+            }
+        }
+        let deadline = if cancelled {
+            match self.always_deadline {
+                Some(d) if d > Instant::now() => Some(d),
+                _ => {
+                    return Decision::Skip(format!(
+                        "the run was cancelled and the grace for `when: always` steps ({}) is over",
+                        crate::pipeline::format_duration(ALWAYS_GRACE)
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        Decision::Run { deadline }
     }
 
+    /// Whether anything that runs before step `id` could still fail.
+    fn later_work_pending(&self, id: StepId) -> bool {
+        let plan = &self.ctx.plan;
+        let tier = plan.step(id).tier;
+        plan.tiers[..=tier].iter().any(|t| {
+            t.steps.iter().any(|s| {
+                *s != id && matches!(self.steps[s.0], StepState::Running)
+                    || (*s != id
+                        && matches!(self.steps[s.0], StepState::Waiting)
+                        && plan.step(*s).when != When::OnFailure)
+            })
+        })
+    }
+
+    fn spawn_step(&mut self, id: StepId, deadline: Option<Instant>) {
+        let step = self.ctx.plan.step(id).clone();
+        let image = self.image_of(step.container.image);
+        // `always` steps keep running through a first cancel, within the grace.
+        let stop = if step.when == When::Always {
+            self.ctx.cancel.hard_token()
+        } else {
+            self.ctx.cancel.token()
+        };
+        self.steps[id.0] = StepState::Running;
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        self.step_tasks.push(tokio::spawn(async move {
+            let (outcome, removals) = step::run_step(ctx, &step, image, stop, deadline).await;
+            let _ = tx.send(Msg::Step(step.id, outcome, removals));
+        }));
+    }
+
+    async fn close_tier(&mut self, tier: usize) {
+        let plan = self.ctx.plan.clone();
+        let progress = &mut self.tiers[tier];
+        progress.closed = true;
+        let started = progress.started;
+        let mut tests = TestCounts::default();
+        let mut statuses: Vec<Status> = progress
+            .reports
+            .iter()
+            .filter_map(|r| match r {
+                Report::Done(s) => Some(*s),
+                _ => None,
+            })
+            .collect();
+        if progress.service_error.is_some() {
+            statuses.push(Status::Errored);
+        }
+        for step in &plan.tiers[tier].steps {
+            if let StepState::Done {
+                status,
+                allowed,
+                tests: counts,
+            } = &self.steps[step.0]
+            {
+                if let Some(counts) = counts {
+                    tests.add(counts);
+                }
+                statuses.push(if *allowed { Status::Passed } else { *status });
+            }
+        }
+        let status = if statuses.is_empty() {
+            Status::Skipped
+        } else if statuses.contains(&Status::Errored) {
+            Status::Errored
+        } else if let Some(s) = statuses
+            .iter()
+            .find(|s| matches!(s, Status::Failed | Status::TimedOut))
+        {
+            *s
+        } else if statuses.contains(&Status::Cancelled) {
+            Status::Cancelled
+        } else {
+            Status::Passed
+        };
+        self.ctx
+            .emit(Event::TierFinished {
+                tier: plan.tiers[tier].name.clone(),
+                status,
+                duration_ms: started.map_or(0, |s| s.elapsed().as_millis() as u64),
+                tests,
+            })
+            .await;
+    }
+
+    /// Every image reference of the plan must exist before anything starts.
+    async fn check_images(&self) -> Result<(), String> {
+        for reference in &self.ctx.plan.images {
+            if self
+                .ctx
+                .runtime
+                .image_exists(reference)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                continue;
+            }
+            if reference.starts_with("drydock/") {
+                return Err(format!(
+                    "image {reference} is not in the engine\n  hint: build the base images with `drydock images bootstrap`"
+                ));
+            }
+            // Where a registry is reachable, a pipeline may name registry images.
+            if let Err(e) = self.ctx.runtime.pull(reference).await {
+                return Err(format!(
+                    "image {reference} is not in the engine and pulling it failed: {e}\n  hint: build it, or make its registry reachable"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the loop does with a waiting step.
+enum Decision {
+    Wait,
+    Run { deadline: Option<Instant> },
+    Skip(String),
+}
+
+/// How a tier's failure reads: `failed`, `errored`, `timed out`.
+fn tier_word(status: Status) -> &'static str {
+    match status {
+        Status::Errored => "errored",
+        Status::TimedOut | Status::Failed => "failed",
+        other => other.word(),
+    }
+}
+
+impl<R: Runtime> RunLoop<R> {
     /// Tags the release build of a green run: `<name>:<sha>` and
     /// `<name>:<run id>` first; with a registry, pushes
     /// `<registry>/<name>:{sha,run id,channel}` (the channel last); only then

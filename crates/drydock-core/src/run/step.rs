@@ -1,11 +1,12 @@
 //! One step: a container from create to removal, its output streamed as events.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, Runtime};
 use crate::engine::{ContainerSpec, EngineError, LineBuffer, LogStream};
@@ -29,14 +30,19 @@ struct Ended {
 }
 
 /// Runs a step to the end and reports it; never panics on engine errors.
-/// `image` is the image to run, or why there is none. Returns how it ended
-/// and the background removal of its container (off the critical path; the
-/// teardown waits for it).
+/// `image` is the image to run, or why there is none; `stop` stops it (the
+/// run's token, or the hard token for `when: always` steps); `deadline`, when
+/// given, shortens its timeout. A failed or timed-out attempt runs again up to
+/// `retry` times, in a fresh container. Returns how it ended and the
+/// background removals of its containers (off the critical path; the
+/// teardown waits for them).
 pub(crate) async fn run_step<R: Runtime>(
     ctx: Arc<Ctx<R>>,
     step: &PlannedStep,
     image: Result<String, String>,
-) -> (StepOutcome, Option<tokio::task::JoinHandle<()>>) {
+    stop: CancellationToken,
+    deadline: Option<Instant>,
+) -> (StepOutcome, Vec<tokio::task::JoinHandle<()>>) {
     let started = Instant::now();
     let tier = ctx.plan.tiers[step.tier].name.clone();
     ctx.emit(Event::StepStarted {
@@ -46,38 +52,148 @@ pub(crate) async fn run_step<R: Runtime>(
         image: ctx.plan.describe_image(step.container.image),
     })
     .await;
+    let mut removals = Vec::new();
+    let mut failed_before: BTreeSet<String> = BTreeSet::new();
+    let mut attempt = 1u32;
+    loop {
+        let timeout = match deadline {
+            Some(d) => step
+                .timeout
+                .min(d.saturating_duration_since(Instant::now())),
+            None => step.timeout,
+        };
+        let run = run_attempt(&ctx, &tier, step, &image, attempt, &stop, timeout).await;
+        removals.extend(run.removal);
+        let retry = matches!(run.status, Status::Failed | Status::TimedOut)
+            && attempt <= step.retry
+            && !stop.is_cancelled();
+        if retry {
+            ctx.emit(Event::StepRetrying {
+                tier: tier.clone(),
+                step: step.name.clone(),
+                attempt,
+                status: run.status,
+                exit_code: run.exit_code,
+                error: run.error.clone(),
+                failed_tests: run.failed_tests.clone(),
+            })
+            .await;
+            failed_before.extend(run.failed_tests);
+            attempt += 1;
+            continue;
+        }
+        let status = if run.status.is_success() && attempt > 1 {
+            Status::Flaky
+        } else {
+            run.status
+        };
+        // Failed in an earlier attempt, not in the last one.
+        let flaky_tests: Vec<String> = failed_before
+            .iter()
+            .filter(|t| !run.failed_tests.contains(t))
+            .cloned()
+            .collect();
+        ctx.emit(Event::StepFinished {
+            tier,
+            step: step.name.clone(),
+            status,
+            exit_code: run.exit_code,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: run.error,
+            log_tail: if status.is_success() {
+                Vec::new()
+            } else {
+                run.tail.into_iter().collect()
+            },
+            tests: run.tests,
+            failed_tests: run.failed_tests,
+            junit: run.junit,
+            reused: false,
+            attempts: attempt,
+            flaky_tests,
+            allowed_failure: step.allow_failure && !status.is_success(),
+        })
+        .await;
+        return (
+            StepOutcome {
+                status,
+                tests: run.tests,
+            },
+            removals,
+        );
+    }
+}
+
+/// One attempt of a step: its container from create to (background) removal.
+struct Attempt {
+    status: Status,
+    exit_code: Option<i64>,
+    error: Option<String>,
+    tail: VecDeque<String>,
+    tests: Option<TestCounts>,
+    failed_tests: Vec<String>,
+    junit: Option<String>,
+    removal: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn run_attempt<R: Runtime>(
+    ctx: &Arc<Ctx<R>>,
+    tier: &str,
+    step: &PlannedStep,
+    image: &Result<String, String>,
+    attempt: u32,
+    stop: &CancellationToken,
+    timeout: Duration,
+) -> Attempt {
     let mut tail = VecDeque::new();
     let mut container_id = None;
     let ended = match image {
         Err(e) => Ended {
             status: Status::Errored,
             exit_code: None,
-            error: Some(e),
+            error: Some(e.clone()),
         },
         Ok(image) => {
-            let spec = ctx.container_spec(&step.container, image);
-            run_container(&ctx, &tier, step, &spec, &mut tail, &mut container_id).await
+            let mut spec = ctx.container_spec(&step.container, image.clone());
+            if attempt > 1 {
+                // The earlier attempt's container may still be going away.
+                spec.name = format!("{}-attempt{attempt}", spec.name);
+            }
+            run_container(
+                ctx,
+                tier,
+                step,
+                &spec,
+                &mut tail,
+                &mut container_id,
+                stop,
+                timeout,
+            )
+            .await
         }
     };
-
-    let artifacts = ctx
+    // Artifacts of the last attempt where people look; earlier ones beside.
+    let mut artifacts = ctx
         .options
         .results_dir
         .join("artifacts")
-        .join(&tier)
+        .join(tier)
         .join(&step.name);
+    if !ended.status.is_success() && attempt <= step.retry {
+        artifacts = artifacts.join(format!("attempt-{attempt}"));
+    }
     let mut tests = None;
     let mut failed_tests = Vec::new();
-    let mut junit_path = None;
+    let mut junit = None;
     let mut error = ended.error;
     let mut removal = None;
     if let Some(id) = &container_id {
         if let Some(report) = &step.junit {
-            match collect_junit(&ctx, id, report, &artifacts).await {
+            match collect_junit(ctx, id, report, &artifacts).await {
                 Ok(Some((relative, summary))) => {
                     tests = Some(summary.counts);
                     failed_tests = summary.failed;
-                    junit_path = Some(relative);
+                    junit = Some(relative);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -98,28 +214,19 @@ pub(crate) async fn run_step<R: Runtime>(
             }
         }));
     }
-    let status = ended.status;
-    ctx.emit(Event::StepFinished {
-        tier,
-        step: step.name.clone(),
-        status,
+    Attempt {
+        status: ended.status,
         exit_code: ended.exit_code,
-        duration_ms: started.elapsed().as_millis() as u64,
         error,
-        log_tail: if status.is_success() {
-            Vec::new()
-        } else {
-            tail.into_iter().collect()
-        },
+        tail,
         tests,
         failed_tests,
-        junit: junit_path,
-        reused: false,
-    })
-    .await;
-    (StepOutcome { status, tests }, removal)
+        junit,
+        removal,
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_container<R: Runtime>(
     ctx: &Arc<Ctx<R>>,
     tier: &str,
@@ -127,6 +234,8 @@ async fn run_container<R: Runtime>(
     spec: &ContainerSpec,
     tail: &mut VecDeque<String>,
     container_id: &mut Option<String>,
+    stop: &CancellationToken,
+    timeout: Duration,
 ) -> Ended {
     let errored = |e: EngineError| Ended {
         status: Status::Errored,
@@ -152,7 +261,7 @@ async fn run_container<R: Runtime>(
             return errored(e);
         }
     }
-    if ctx.cancel.is_cancelled() {
+    if stop.is_cancelled() {
         return Ended {
             status: Status::Cancelled,
             exit_code: None,
@@ -178,13 +287,13 @@ async fn run_container<R: Runtime>(
             Ok(code) => (Status::Failed, Some(code), Some(exit_reason(ctx, &id, code).await)),
             Err(e) => (Status::Errored, None, Some(e.to_string())),
         },
-        _ = tokio::time::sleep(step.timeout) => {
+        _ = tokio::time::sleep(timeout) => {
             let _ = ctx.runtime.stop(&id, ctx.options.stop_grace).await;
             (Status::TimedOut, None, Some(format!(
-                "timed out after {}", crate::pipeline::format_duration(step.timeout)
+                "timed out after {}", crate::pipeline::format_duration(timeout)
             )))
         }
-        _ = ctx.cancel.cancelled() => {
+        _ = stop.cancelled() => {
             let _ = ctx.runtime.stop(&id, ctx.options.stop_grace).await;
             (Status::Cancelled, None, Some("interrupted".to_string()))
         }

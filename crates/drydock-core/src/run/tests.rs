@@ -28,6 +28,13 @@ fn step(name: &str, command: &[&str]) -> StepSpec {
         workdir: None,
         mounts: Vec::new(),
         copies: Vec::new(),
+        needs: None,
+        when: Default::default(),
+        retry: 0,
+        allow_failure: false,
+        matrix: Vec::new(),
+        secrets: Vec::new(),
+        cache: Vec::new(),
         timeout: Duration::from_secs(30),
         junit: None,
         collect: Vec::new(),
@@ -37,6 +44,7 @@ fn step(name: &str, command: &[&str]) -> StepSpec {
 
 fn tier(name: &str, steps: Vec<StepSpec>) -> TierSpec {
     TierSpec {
+        when: Default::default(),
         name: name.to_string(),
         build: Vec::new(),
         services: Vec::new(),
@@ -56,11 +64,13 @@ fn pipeline(tiers: Vec<TierSpec>) -> Pipeline {
                 target: Some(target.to_string()),
                 args: BTreeMap::new(),
                 trust: false,
+                secrets: Vec::new(),
             })
             .collect(),
         services: Vec::new(),
         tiers,
         release: None,
+        secrets: Vec::new(),
         source_path: PathBuf::from("pipelines/demo.yml"),
         repo_root: PathBuf::from("/"),
     }
@@ -301,12 +311,14 @@ async fn a_missing_image_is_an_infrastructure_error_before_anything_starts() {
 async fn services_start_while_the_image_builds() {
     let mut p = pipeline(vec![
         TierSpec {
+            when: Default::default(),
             name: "build".into(),
             build: vec!["test".into()],
             services: vec![],
             steps: vec![],
         },
         TierSpec {
+            when: Default::default(),
             name: "integration".into(),
             build: vec![],
             services: vec!["db".into()],
@@ -344,6 +356,7 @@ async fn services_start_while_the_image_builds() {
 #[tokio::test]
 async fn a_service_that_never_gets_ready_errors_its_tier_within_the_deadline() {
     let mut p = pipeline(vec![TierSpec {
+        when: Default::default(),
         name: "integration".into(),
         build: vec![],
         services: vec!["db".into()],
@@ -375,6 +388,7 @@ async fn a_service_that_never_gets_ready_errors_its_tier_within_the_deadline() {
 async fn a_failed_build_fails_its_tier_and_names_the_instruction() {
     let p = pipeline(vec![
         TierSpec {
+            when: Default::default(),
             name: "build".into(),
             build: vec!["production".into(), "test".into()],
             services: vec![],
@@ -430,6 +444,7 @@ async fn cancelling_stops_running_steps_and_removes_everything() {
 #[tokio::test]
 async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
     let mut p = pipeline(vec![TierSpec {
+        when: Default::default(),
         name: "build".into(),
         build: vec!["production".into()],
         services: vec![],
@@ -460,6 +475,7 @@ async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
 
 fn release_pipeline(registry: &str) -> Pipeline {
     let mut p = pipeline(vec![TierSpec {
+        when: Default::default(),
         name: "build".into(),
         build: vec!["production".into()],
         services: vec![],
@@ -616,6 +632,7 @@ async fn step_output_arrives_as_log_events_and_the_run_is_bracketed() {
 async fn later_tiers_images_build_while_earlier_tiers_steps_run() {
     let p = pipeline(vec![
         TierSpec {
+            when: Default::default(),
             name: "lint".into(),
             build: vec!["dev".into()],
             services: vec![],
@@ -625,6 +642,7 @@ async fn later_tiers_images_build_while_earlier_tiers_steps_run() {
             }],
         },
         TierSpec {
+            when: Default::default(),
             name: "build".into(),
             build: vec!["production".into()],
             services: vec![],
@@ -668,6 +686,7 @@ async fn a_failing_tier_stops_the_builds_ahead_of_it() {
     let p = pipeline(vec![
         tier("unit", vec![step("broken", &["exit", "1"])]),
         TierSpec {
+            when: Default::default(),
             name: "build".into(),
             build: vec!["production".into(), "test".into()],
             services: vec![],
@@ -691,4 +710,270 @@ async fn a_failing_tier_stops_the_builds_ahead_of_it() {
             .any(|j| j.starts_with("built") || j == "build test"),
         "{journal:?}"
     );
+}
+
+// ----- needs, when, retry, allow_failure --------------------------------------
+
+fn started_steps(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepStarted { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn position(events: &[Event], matches: impl Fn(&Event) -> bool) -> usize {
+    events
+        .iter()
+        .position(matches)
+        .unwrap_or_else(|| panic!("no such event in {events:#?}"))
+}
+
+fn need(tier: &str, step: &str) -> crate::pipeline::NeedSpec {
+    crate::pipeline::NeedSpec {
+        tier: tier.into(),
+        step: step.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_step_with_needs_starts_before_an_unrelated_slow_step_of_an_earlier_tier_ends() {
+    let mut follow = step("follow", &["sleep", "10"]);
+    follow.needs = Some(vec![need("build", "fast")]);
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier(
+                "build",
+                vec![
+                    step("fast", &["sleep", "10"]),
+                    step("slow", &["sleep", "400"]),
+                ],
+            ),
+            tier("test", vec![follow, step("after", &["true"])]),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
+    let follow_started = position(
+        &ran.events,
+        |e| matches!(e, Event::StepStarted { step, .. } if step == "follow"),
+    );
+    let slow_finished = position(
+        &ran.events,
+        |e| matches!(e, Event::StepFinished { step, .. } if step == "slow"),
+    );
+    let after_started = position(
+        &ran.events,
+        |e| matches!(e, Event::StepStarted { step, .. } if step == "after"),
+    );
+    assert!(follow_started < slow_finished, "{:#?}", ran.events);
+    // A step without needs still waits for every earlier tier.
+    assert!(after_started > slow_finished);
+    // Each tier is announced once and finishes after its steps.
+    assert_eq!(
+        tier_statuses(&ran.events),
+        vec![
+            ("build".to_string(), Status::Passed),
+            ("test".to_string(), Status::Passed)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_need_skips_its_dependents_with_the_reason() {
+    let mut dependent = step("dependent", &["true"]);
+    dependent.needs = Some(vec![need("build", "broken")]);
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier("build", vec![step("broken", &["exit", "2"])]),
+            tier("test", vec![dependent]),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Failed);
+    let reason = ran
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepSkipped { step, reason, .. } if step == "dependent" => reason.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("build/broken failed"), "{reason}");
+}
+
+#[tokio::test]
+async fn when_decides_what_runs_after_a_failure() {
+    let with_when = |name: &str, when: crate::pipeline::When| {
+        let mut s = step(name, &["true"]);
+        s.when = when;
+        s
+    };
+    use crate::pipeline::When;
+    for (broken, expected) in [
+        (
+            true,
+            vec![
+                ("s", Status::Failed),
+                ("skipped-on-success", Status::Skipped),
+                ("on-failure", Status::Passed),
+                ("always", Status::Passed),
+            ],
+        ),
+        (
+            false,
+            vec![
+                ("s", Status::Passed),
+                ("skipped-on-success", Status::Passed),
+                ("on-failure", Status::Skipped),
+                ("always", Status::Passed),
+            ],
+        ),
+    ] {
+        let first = if broken {
+            step("s", &["exit", "1"])
+        } else {
+            step("s", &["true"])
+        };
+        let ran = run_with(
+            FakeRuntime::with_images(&[BASE]),
+            pipeline(vec![
+                tier("t", vec![first]),
+                tier(
+                    "after",
+                    vec![
+                        with_when("skipped-on-success", When::OnSuccess),
+                        with_when("on-failure", When::OnFailure),
+                        with_when("always", When::Always),
+                    ],
+                ),
+            ]),
+            None,
+        )
+        .await;
+        let mut got = finished_steps(&ran.events);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected: Vec<(String, Status)> = expected
+            .into_iter()
+            .map(|(s, st)| (s.to_string(), st))
+            .collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, expected, "broken={broken}");
+        assert_eq!(
+            ran.report.outcome,
+            if broken {
+                Outcome::Failed
+            } else {
+                Outcome::Passed
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn always_steps_run_after_a_cancel_and_the_run_stays_interrupted() {
+    let mut always = step("dump-logs", &["echo", "dumped"]);
+    always.when = crate::pipeline::When::Always;
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier("slow", vec![step("s", &["sleep", "10000"])]),
+            tier("next", vec![step("n", &["true"])]),
+            tier("report", vec![always]),
+        ]),
+        Some(Duration::from_millis(100)),
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Interrupted);
+    assert_eq!(ran.report.cancel_reason, Some(CancelReason::Signal));
+    assert_eq!(
+        finished_steps(&ran.events),
+        vec![
+            ("s".to_string(), Status::Cancelled),
+            ("n".to_string(), Status::Skipped),
+            ("dump-logs".to_string(), Status::Passed),
+        ]
+    );
+    assert!(ran
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Log { line, .. } if line == "dumped")));
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn a_step_passing_on_a_retry_is_flaky_and_its_failed_attempt_is_reported() {
+    let mut flaky = step("flaky", &["flaky", "1"]);
+    flaky.retry = 1;
+    let mut hopeless = step("hopeless", &["exit", "1"]);
+    hopeless.retry = 2;
+    hopeless.allow_failure = true;
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![tier("t", vec![flaky, hopeless])]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
+    let retries: Vec<(String, u32)> = ran
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepRetrying { step, attempt, .. } => Some((step.clone(), *attempt)),
+            _ => None,
+        })
+        .collect();
+    let mut retries_sorted = retries.clone();
+    retries_sorted.sort();
+    assert_eq!(
+        retries_sorted,
+        vec![
+            ("flaky".to_string(), 1),
+            ("hopeless".to_string(), 1),
+            ("hopeless".to_string(), 2)
+        ]
+    );
+    let finished: Vec<(String, Status, u32, bool)> = ran
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepFinished {
+                step,
+                status,
+                attempts,
+                allowed_failure,
+                ..
+            } => Some((step.clone(), *status, *attempts, *allowed_failure)),
+            _ => None,
+        })
+        .collect();
+    assert!(finished.contains(&("flaky".to_string(), Status::Flaky, 2, false)));
+    assert!(finished.contains(&("hopeless".to_string(), Status::Failed, 3, true)));
+    assert_eq!(
+        tier_statuses(&ran.events),
+        vec![("t".to_string(), Status::Passed)]
+    );
+    // Each attempt had its own container, all removed.
+    assert!(ran
+        .fake
+        .journal()
+        .iter()
+        .any(|j| j == "create drydock-r1-t-flaky-attempt2"));
+    assert_eq!(ran.fake.live_containers(), 0);
 }
