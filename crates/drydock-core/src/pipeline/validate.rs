@@ -120,6 +120,9 @@ struct ServiceRefs {
     build: Option<(String, Pos)>,
 }
 
+/// A step (tier index, step index) whose build got a variant's name.
+type Rename = ((usize, usize), String);
+
 /// Problems in the pipeline file (positions in it), and in other files it names.
 pub(crate) type Problems = (Vec<(Pos, String)>, Vec<Diagnostic>);
 
@@ -784,7 +787,7 @@ impl<'v> Checker<'v> {
         legacy: Option<&Option<LegacyBuild>>,
         named: Vec<NamedBuild>,
         uses: &[BuildUse],
-    ) -> (Vec<BuildSpec>, Vec<((usize, usize), String)>) {
+    ) -> (Vec<BuildSpec>, Vec<Rename>) {
         let mut out: Vec<BuildSpec> = Vec::new();
         // (declared name, the name given to the variant) per variant.
         let mut variants: Vec<(String, String)> = Vec::new();

@@ -714,16 +714,6 @@ async fn a_failing_tier_stops_the_builds_ahead_of_it() {
 
 // ----- needs, when, retry, allow_failure --------------------------------------
 
-fn started_steps(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::StepStarted { step, .. } => Some(step.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn position(events: &[Event], matches: impl Fn(&Event) -> bool) -> usize {
     events
         .iter()

@@ -8,6 +8,9 @@ use super::super::model::{NeedSpec, SecretExpose, SecretSource, SecretSpec, Tier
 use super::super::tree::{Kind, Node, Pos, ScalarType};
 use super::{check_container_target, is_var_name, suggest, Checker, TierRefs};
 
+/// A step by (tier index, step index).
+type StepAt = (usize, usize);
+
 const SECRET_KEYS: &[&str] = &["env", "file", "as"];
 /// Most combinations one `matrix` may expand into.
 pub(crate) const MAX_MATRIX_COMBINATIONS: usize = 64;
@@ -184,7 +187,7 @@ impl Checker<'_> {
     /// steps without `needs`, which wait for every earlier tier.
     pub(super) fn resolve_needs(&mut self, tiers: &mut [TierSpec], refs: &[TierRefs]) {
         // (tier, step index) → the steps it needs, with the position of the entry.
-        let mut explicit: HashMap<(usize, usize), Vec<((usize, usize), Pos)>> = HashMap::new();
+        let mut explicit: HashMap<StepAt, Vec<(StepAt, Pos)>> = HashMap::new();
         for (t, tier_refs) in refs.iter().enumerate() {
             let Some(tier) = tiers.get(t) else { continue };
             for (s, entries) in &tier_refs.step_needs {
