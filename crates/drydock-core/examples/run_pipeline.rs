@@ -49,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stop_grace: Duration::from_secs(10),
         // An embedding tool decides about releases; this example never tags.
         release: ReleaseChoice::Off,
+        no_retry: false,
     };
     let run =
         tokio::spawn(

@@ -347,3 +347,50 @@ pub enum Event {
         cancel_reason: Option<CancelReason>,
     },
 }
+
+impl Event {
+    /// Calls `f` on every free-text field of the event (log lines, errors,
+    /// log tails, test names): what may carry a secret a step printed. Used
+    /// to mask secrets before an event leaves the executor; a new variant
+    /// with text must be added here.
+    pub fn for_each_text(&mut self, f: &mut dyn FnMut(&mut String)) {
+        match self {
+            Event::Log { line, .. } => f(line),
+            Event::ServiceFailed {
+                error, log_tail, ..
+            } => {
+                f(error);
+                log_tail.iter_mut().for_each(&mut *f);
+            }
+            Event::StepFinished {
+                error,
+                log_tail,
+                failed_tests,
+                flaky_tests,
+                ..
+            } => {
+                if let Some(e) = error {
+                    f(e);
+                }
+                log_tail.iter_mut().for_each(&mut *f);
+                failed_tests.iter_mut().for_each(&mut *f);
+                flaky_tests.iter_mut().for_each(&mut *f);
+            }
+            Event::StepRetrying {
+                error,
+                failed_tests,
+                ..
+            } => {
+                if let Some(e) = error {
+                    f(e);
+                }
+                failed_tests.iter_mut().for_each(&mut *f);
+            }
+            Event::StepSkipped {
+                reason: Some(r), ..
+            } => f(r),
+            Event::RunFinished { error: Some(e), .. } => f(e),
+            _ => {}
+        }
+    }
+}

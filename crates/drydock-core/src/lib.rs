@@ -6,6 +6,7 @@
 //! pointed to, and rollbacks of it, are kept in the [`release`] ledger.
 
 pub mod bootstrap;
+pub mod cache;
 pub mod deploy;
 pub mod engine;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod plan;
 pub mod release;
 pub mod report;
 pub mod run;
+pub mod secrets;
 pub mod trust;
 
 /// The position-keeping YAML tree the pipeline loader is built on, for other

@@ -348,6 +348,7 @@ async fn execute_in(
         },
         stop_grace: shared.config.stop_grace,
         release,
+        no_retry: false,
     };
     let runtime = Arc::new(shared.engine.clone());
     // The runner's token (shutdown, API cancel) becomes the run's reason.

@@ -21,6 +21,10 @@ pub struct GcArgs {
     /// entries reference (and that are not a target's current build).
     #[arg(long)]
     pub images: bool,
+    /// Also remove the pipelines' caches (`cache:` volumes), except those a
+    /// running run holds; run sweeps never remove them.
+    #[arg(long)]
+    pub caches: bool,
 }
 
 /// Runs `drydock gc`.
@@ -50,6 +54,9 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
     if args.images {
         removed += gc_images(&engine, &args, verb).await?;
     }
+    if args.caches {
+        removed += gc_caches(&engine, &args, verb).await?;
+    }
     println!(
         "{} {removed} objects",
         if args.dry_run {
@@ -59,6 +66,39 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
         }
     );
     Ok(0)
+}
+
+/// Lists the pipelines' cache volumes and removes those no run holds.
+async fn gc_caches(engine: &Engine, args: &GcArgs, verb: &str) -> Result<usize, CliError> {
+    let state = drydock_core::cache::state_dir();
+    let caches: Vec<_> = engine
+        .labelled(labels::CACHE)
+        .await?
+        .into_iter()
+        .filter(|l| l.kind == "volume")
+        .collect();
+    let mut free = Vec::new();
+    for cache in caches {
+        let pipeline = cache.labels.get(labels::CACHE).cloned().unwrap_or_default();
+        let path = cache
+            .labels
+            .get(labels::CACHE_PATH)
+            .cloned()
+            .unwrap_or_default();
+        if drydock_core::cache::leased(&state, &cache.id) {
+            println!(
+                "keeping cache {} ({pipeline} {path}): a run holds it",
+                cache.id
+            );
+            continue;
+        }
+        println!("{verb} cache {} ({pipeline} {path})", cache.id);
+        free.push(cache);
+    }
+    if args.dry_run {
+        return Ok(0);
+    }
+    Ok(engine.remove_leftovers(&free).await?)
 }
 
 /// Release images built by pipelines that no channel's recent history

@@ -40,8 +40,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
     /// Seconds a stopped container gets before it is killed.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub stop_grace: u64,
+    /// Run every step once: ignore the steps' `retry:`.
+    #[arg(long)]
+    pub no_retry: bool,
 }
 
 /// Loads and validates a pipeline, with built-ins from git and the run id.
@@ -155,6 +158,7 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
             git,
             trust: trust_from(args.ca_bundle.as_ref())?,
             release: ReleaseChoice::AsWritten,
+            no_retry: false,
         },
     );
     if args.json {
@@ -269,6 +273,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         git: git.clone(),
         stop_grace: Duration::from_secs(args.stop_grace),
         release: ReleaseChoice::AsWritten,
+        no_retry: args.no_retry,
     };
     let runtime = Arc::new(engine.clone());
     let plan = plan::plan(&pipeline, &options.plan_options());

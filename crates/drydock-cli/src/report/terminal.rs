@@ -17,7 +17,10 @@ pub struct TerminalReporter {
     show_logs: bool,
     tiers: Vec<(String, Status, u64, TestCounts)>,
     failures: Vec<String>,
+    warnings: Vec<String>,
     results_dir: String,
+    /// The tier whose header was printed last.
+    current_tier: String,
 }
 
 impl TerminalReporter {
@@ -32,7 +35,19 @@ impl TerminalReporter {
             show_logs,
             tiers: Vec::new(),
             failures: Vec::new(),
+            warnings: Vec::new(),
             results_dir: String::new(),
+            current_tier: String::new(),
+        }
+    }
+
+    /// A step's name as shown: `tier/step` when its tier is not the one
+    /// whose header was printed last (a step started early by `needs`).
+    fn step_label(&self, tier: &str, step: &str) -> String {
+        if tier == self.current_tier {
+            step.to_string()
+        } else {
+            format!("{tier}/{step}")
         }
     }
 
@@ -51,6 +66,7 @@ fn status_mark(status: Status) -> String {
         Status::Passed => style("✔").green().to_string(),
         Status::Skipped => style("-").dim().to_string(),
         Status::Cancelled => style("■").yellow().to_string(),
+        Status::Flaky => style("✔").yellow().to_string(),
         _ => style("✘").red().bold().to_string(),
     }
 }
@@ -116,7 +132,39 @@ impl Reporter for TerminalReporter {
                 self.line(text);
             }
             Event::TierStarted { tier } => {
+                self.current_tier = tier.clone();
                 self.line(format!("{} {}", style("──").dim(), style(tier).bold()));
+            }
+            Event::Cancelling { reason } if reason.stops_running_steps() => {
+                self.line(format!(
+                    "{} stopping: {}",
+                    style("──").yellow(),
+                    reason.describe()
+                ));
+            }
+            Event::StepRetrying {
+                tier,
+                step,
+                attempt,
+                status,
+                exit_code,
+                error,
+                ..
+            } => {
+                let mut text = format!(
+                    "  {} {} attempt {attempt} {}",
+                    style("↻").yellow(),
+                    self.step_label(tier, step),
+                    status.word()
+                );
+                if let Some(code) = exit_code {
+                    text.push_str(&format!(" (exit {code})"));
+                }
+                if let Some(error) = error {
+                    text.push_str(&format!(": {error}"));
+                }
+                text.push_str("; running it again");
+                self.line(text);
             }
             Event::StepStarted { tier, step, .. } => {
                 if let Some(multi) = &self.multi {
@@ -149,6 +197,9 @@ impl Reporter for TerminalReporter {
                 tests,
                 failed_tests,
                 reused,
+                attempts,
+                flaky_tests,
+                allowed_failure,
                 ..
             } => {
                 if let Some(bar) = self.bars.remove(&(tier.clone(), step.clone())) {
@@ -157,19 +208,36 @@ impl Reporter for TerminalReporter {
                         multi.remove(&bar);
                     }
                 }
-                let mut text = format!(
-                    "  {} {step:<24} {:>7}",
-                    status_mark(*status),
-                    human_duration(*duration_ms)
-                );
+                let label = self.step_label(tier, step);
+                let mark = if *allowed_failure {
+                    style("!").yellow().bold().to_string()
+                } else {
+                    status_mark(*status)
+                };
+                let mut text = format!("  {mark} {label:<24} {:>7}", human_duration(*duration_ms));
                 if *reused {
                     text.push_str(&format!("  {}", style("(unchanged, reused)").dim()));
                 }
                 if let Some(tests) = tests {
                     text.push_str(&format!("  {}", counts_text(tests)));
                 }
+                if *status == Status::Flaky {
+                    text.push_str(&format!(
+                        "  {}",
+                        style(format!("flaky: passed on attempt {attempts}")).yellow()
+                    ));
+                    for test in flaky_tests.iter().take(20) {
+                        text.push_str(&format!("\n      {} {test}", style("FLAKY").yellow()));
+                    }
+                    self.warnings.push(format!("{tier}/{step} is flaky"));
+                }
                 if !status.is_success() {
-                    text.push_str(&format!("  {}", style(status.word()).red()));
+                    let word = if *allowed_failure {
+                        style(format!("{} (allowed to fail)", status.word())).yellow()
+                    } else {
+                        style(status.word().to_string()).red()
+                    };
+                    text.push_str(&format!("  {word}"));
                     if let Some(code) = exit_code {
                         text.push_str(&format!(" (exit {code})"));
                     }
@@ -182,16 +250,26 @@ impl Reporter for TerminalReporter {
                     for line in log_tail {
                         text.push_str(&format!("\n      {} {line}", style("│").dim()));
                     }
-                    self.failures.push(format!("{tier}/{step}"));
+                    if *allowed_failure {
+                        self.warnings
+                            .push(format!("{tier}/{step} failed (allowed)"));
+                    } else {
+                        self.failures.push(format!("{tier}/{step}"));
+                    }
                 }
                 self.line(text);
             }
-            Event::StepSkipped { step, .. } => {
+            Event::StepSkipped { tier, step, reason } => {
+                let label = self.step_label(tier, step);
+                let why = match reason {
+                    Some(reason) => format!("skipped: {reason}"),
+                    None => "skipped".to_string(),
+                };
                 self.line(format!(
-                    "  {} {step:<24} {:>7}  {}",
+                    "  {} {label:<24} {:>7}  {}",
                     status_mark(Status::Skipped),
                     "",
-                    style("skipped").dim()
+                    style(why).dim()
                 ));
             }
             Event::TierFinished {
@@ -248,6 +326,13 @@ impl Reporter for TerminalReporter {
                     format!("{verdict} run {run_id} in {}", human_duration(*duration_ms));
                 if let Some(error) = error {
                     text.push_str(&format!(": {error}"));
+                }
+                if !self.warnings.is_empty() {
+                    text.push_str(&format!(
+                        "\n  {} {}",
+                        style("warnings:").yellow(),
+                        self.warnings.join("; ")
+                    ));
                 }
                 text.push_str(&format!(
                     "\n  results: {}  ·  cleaned up {removed} objects",

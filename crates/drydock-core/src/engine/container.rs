@@ -59,6 +59,8 @@ pub struct ContainerSpec {
     pub network: Option<(String, Vec<String>)>,
     /// Host paths bound in.
     pub binds: Vec<BindMount>,
+    /// Named volumes mounted (volume name, container path), read-write.
+    pub volumes: Vec<(String, String)>,
     /// Poll the image's HEALTHCHECK at this interval instead of the image's own.
     pub health_interval: Option<Duration>,
     /// Container ports published on 127.0.0.1: (container port, host port; 0 = any free port).
@@ -135,6 +137,11 @@ impl Engine {
                 let mode = if b.read_only { "ro" } else { "rw" };
                 format!("{}:{}:{mode}", b.source.display(), b.target)
             })
+            .chain(
+                spec.volumes
+                    .iter()
+                    .map(|(volume, target)| format!("{volume}:{target}:rw")),
+            )
             .collect();
         let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
             .publish

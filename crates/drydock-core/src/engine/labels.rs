@@ -25,6 +25,13 @@ pub const DIGEST: &str = "drydock.digest";
 pub const DEPLOY: &str = "drydock.deploy";
 /// On the long-lived objects of a deploy: `app`, `proxy`, `service` or `network`.
 pub const DEPLOY_KIND: &str = "drydock.deploy.kind";
+/// On a pipeline cache volume (`cache:`): the pipeline it belongs to. Cache
+/// volumes carry no [`MANAGED`] label and no owner: no sweep removes them;
+/// `drydock gc --caches` does.
+pub const CACHE: &str = "drydock.cache";
+/// On a pipeline cache volume: the container path it caches.
+pub const CACHE_PATH: &str = "drydock.cache.path";
+
 /// The [`ROLE`] of a deploy's long-lived objects. They have no owner process
 /// (no [`PID`], [`RUN`]): the sweep never treats them as stale; only
 /// `drydock undeploy` removes them.

@@ -14,6 +14,7 @@ pub mod labels;
 mod network;
 mod registry;
 mod sweep;
+mod volume;
 
 pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
 pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};

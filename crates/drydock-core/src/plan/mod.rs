@@ -82,6 +82,8 @@ pub struct PlanOptions {
     pub trust: Trust,
     /// The release decision.
     pub release: ReleaseChoice,
+    /// Run every step once, whatever its `retry:` says (`drydock run --no-retry`).
+    pub no_retry: bool,
 }
 
 /// A pipeline compiled for one run.
@@ -686,7 +688,7 @@ impl<'a> Planner<'a> {
             collect: spec.collect.clone(),
             needs: None,
             when: spec.when,
-            retry: spec.retry,
+            retry: if self.options.no_retry { 0 } else { spec.retry },
             allow_failure: spec.allow_failure,
             secrets: spec.secrets.clone(),
             cache: spec.cache.clone(),

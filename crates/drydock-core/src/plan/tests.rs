@@ -35,6 +35,7 @@ fn options(release: ReleaseChoice) -> PlanOptions {
             env: BTreeMap::from([("HTTPS_PROXY".to_string(), "http://proxy:3128".to_string())]),
         },
         release,
+        no_retry: false,
     }
 }
 

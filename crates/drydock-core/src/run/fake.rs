@@ -107,6 +107,14 @@ impl Runtime for FakeRuntime {
         self.log(format!("network {name}"));
         Ok(())
     }
+    async fn create_volume(
+        &self,
+        name: &str,
+        _labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.log(format!("volume {name}"));
+        Ok(())
+    }
     async fn remove_network(&self, _name: &str) -> Result<(), EngineError> {
         Ok(())
     }

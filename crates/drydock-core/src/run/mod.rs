@@ -32,7 +32,7 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub stop_grace: Duration,
     /// Whether and where a green run releases.
     pub release: ReleaseChoice,
+    /// Run every step once, whatever its `retry:` says.
+    pub no_retry: bool,
 }
 
 impl RunOptions {
@@ -92,6 +94,7 @@ impl RunOptions {
             git: self.git.clone(),
             trust: self.trust.clone(),
             release: self.release.clone(),
+            no_retry: self.no_retry,
         }
     }
 
@@ -186,12 +189,35 @@ pub async fn run_plan<R: Runtime>(
     cancel: RunCancel,
 ) -> RunReport {
     let started = Instant::now();
+    // Secret values are read now, never kept in the plan; every event is
+    // masked from here on.
+    let (secrets, secret_error) =
+        match crate::secrets::read_values(&plan.secrets, |v| std::env::var(v).ok()) {
+            Ok(values) => (values, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+    let secret_files = match SecretFiles::write(&secrets) {
+        Ok(files) => files,
+        Err(e) => {
+            return refuse(
+                plan,
+                events,
+                started,
+                format!("cannot prepare secret files: {e}"),
+            )
+            .await;
+        }
+    };
     let ctx = Arc::new(Ctx {
         runtime,
         plan: Arc::new(plan.clone()),
         options,
         events,
         cancel,
+        masker: crate::secrets::Masker::new(&secrets),
+        secrets,
+        secret_files,
+        caches: std::sync::OnceLock::new(),
     });
     ctx.emit(Event::RunStarted {
         run_id: plan.run_id.clone(),
@@ -202,9 +228,17 @@ pub async fn run_plan<R: Runtime>(
     })
     .await;
     let mut run = RunLoop::new(ctx.clone());
-    let (mut outcome, mut error) = match run.execute().await {
+    let executed = match secret_error {
+        Some(e) => Err(e),
+        None => run.execute().await,
+    };
+    let (mut outcome, mut error) = match executed {
         Ok(ended) => ended,
-        Err(e) => (Outcome::Errored, Some(e)),
+        Err(e) => {
+            // Nothing ran: every planned tier and step still gets its end.
+            run.skip_everything(&e).await;
+            (Outcome::Errored, Some(e))
+        }
     };
     let mut released = None;
     if outcome == Outcome::Passed {
@@ -242,6 +276,66 @@ pub async fn run_plan<R: Runtime>(
     }
 }
 
+/// A run refused before it started (its secrets could not be prepared):
+/// `run_started` and `run_finished` only.
+async fn refuse(plan: &Plan, events: EventSender, started: Instant, error: String) -> RunReport {
+    let _ = events
+        .send(Event::RunFinished {
+            run_id: plan.run_id.clone(),
+            outcome: Outcome::Errored,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: Some(error.clone()),
+            removed: 0,
+            cancel_reason: None,
+        })
+        .await;
+    RunReport {
+        run_id: plan.run_id.clone(),
+        outcome: Outcome::Errored,
+        error: Some(error),
+        released: None,
+        cancel_reason: None,
+    }
+}
+
+/// Secrets exposed as files: written once per run into a private folder
+/// (mode 0700, files 0444 so that any container user can read them),
+/// bind-mounted read-only at `/run/secrets/<name>`, removed with the run.
+pub(crate) struct SecretFiles {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl SecretFiles {
+    fn write(secrets: &[crate::secrets::SecretValue]) -> std::io::Result<SecretFiles> {
+        use std::os::unix::fs::PermissionsExt;
+        let files: Vec<_> = secrets
+            .iter()
+            .filter(|s| s.expose == crate::pipeline::SecretExpose::File)
+            .collect();
+        if files.is_empty() {
+            return Ok(SecretFiles { dir: None });
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("drydock-secrets-")
+            .tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        for secret in files {
+            let path = dir.path().join(&secret.name);
+            std::fs::write(&path, &secret.value)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
+        }
+        Ok(SecretFiles { dir: Some(dir) })
+    }
+
+    /// The host file of a file-exposed secret.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join(name))
+    }
+}
+
+/// Where a step gets a file-exposed secret.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
 /// What every task of a run may read: nothing in it changes during the run.
 pub(crate) struct Ctx<R: Runtime> {
     pub runtime: Arc<R>,
@@ -249,12 +343,63 @@ pub(crate) struct Ctx<R: Runtime> {
     pub options: ExecOptions,
     pub events: EventSender,
     pub cancel: RunCancel,
+    /// Masks secret values in every event and collected file.
+    pub masker: Option<crate::secrets::Masker>,
+    /// The run's secret values.
+    pub secrets: Vec<crate::secrets::SecretValue>,
+    secret_files: SecretFiles,
+    /// Cache path → the volume this run mounts there (set once, before any step).
+    caches: std::sync::OnceLock<HashMap<String, String>>,
 }
 
 impl<R: Runtime> Ctx<R> {
-    pub async fn emit(&self, event: Event) {
+    pub async fn emit(&self, mut event: Event) {
+        if let Some(masker) = &self.masker {
+            event.for_each_text(&mut |text| {
+                let masked = masker.mask(text);
+                if masked != *text {
+                    *text = masked;
+                }
+            });
+        }
         // A reporter that went away must not stop the run.
         let _ = self.events.send(event).await;
+    }
+
+    /// The container spec of a step: its planned container plus the
+    /// secrets it asked for (environment variables or files).
+    pub fn step_spec(&self, step: &crate::plan::PlannedStep, image: String) -> ContainerSpec {
+        let mut spec = self.container_spec(&step.container, image);
+        for name in &step.secrets {
+            let Some(secret) = self.secrets.iter().find(|s| &s.name == name) else {
+                continue;
+            };
+            match secret.expose {
+                crate::pipeline::SecretExpose::Env => {
+                    spec.env.insert(
+                        name.clone(),
+                        String::from_utf8_lossy(&secret.value).into_owned(),
+                    );
+                }
+                crate::pipeline::SecretExpose::File => {
+                    if let Some(path) = self.secret_files.path(name) {
+                        spec.binds.push(crate::engine::BindMount {
+                            source: path,
+                            target: format!("{SECRETS_DIR}/{name}"),
+                            read_only: true,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(caches) = self.caches.get() {
+            for path in &step.cache {
+                if let Some(volume) = caches.get(path) {
+                    spec.volumes.push((volume.clone(), path.clone()));
+                }
+            }
+        }
+        spec
     }
 
     /// The engine's container spec for a planned container whose image is `image`.
@@ -377,6 +522,8 @@ struct RunLoop<R: Runtime> {
     announced: Option<CancelReason>,
     /// When `when: always` steps must be done by, once the run is cancelled.
     always_deadline: Option<Instant>,
+    /// The cache leases this run holds (released when the run ends).
+    leases: Vec<crate::cache::CacheLease>,
 }
 
 impl<R: Runtime> RunLoop<R> {
@@ -421,6 +568,7 @@ impl<R: Runtime> RunLoop<R> {
             own_reason: None,
             announced: None,
             always_deadline: None,
+            leases: Vec::new(),
         }
     }
 
@@ -599,6 +747,7 @@ impl<R: Runtime> RunLoop<R> {
             .create_network(&plan.network, plan.labels.with_role("network"))
             .await
             .map_err(|e| e.to_string())?;
+        self.lease_caches().await?;
         for service in &plan.services {
             if matches!(service.container.image, ImageRef::Reference(_)) {
                 self.start_service(service.id);
@@ -681,6 +830,73 @@ impl<R: Runtime> RunLoop<R> {
             changed = true;
         }
         changed
+    }
+
+    /// Leases the pipeline's caches (see [`crate::cache`]): each cache path
+    /// gets its volume, or a private one for this run when another run holds
+    /// the lease.
+    async fn lease_caches(&mut self) -> Result<(), String> {
+        let plan = self.ctx.plan.clone();
+        let mut paths: Vec<&String> = plan.steps.iter().flat_map(|s| &s.cache).collect();
+        paths.sort();
+        paths.dedup();
+        let mut volumes = HashMap::new();
+        let state = crate::cache::state_dir();
+        for path in paths {
+            let shared = crate::cache::volume_name(&plan.pipeline, path);
+            let lease = crate::cache::lease(&state, &shared)
+                .map_err(|e| format!("cannot lease cache {shared} in {}: {e}", state.display()))?;
+            let (volume, labels) = match lease {
+                Some(lease) => {
+                    self.leases.push(lease);
+                    (shared, crate::cache::cache_labels(&plan.pipeline, path))
+                }
+                None => {
+                    let private = format!("{shared}-{}", plan.run_id);
+                    tracing::info!(
+                        "cache {shared} is in use by another run: this run uses {private}"
+                    );
+                    (private, plan.labels.with_role("cache"))
+                }
+            };
+            self.ctx
+                .runtime
+                .create_volume(&volume, labels)
+                .await
+                .map_err(|e| e.to_string())?;
+            volumes.insert(path.clone(), volume);
+        }
+        let _ = self.ctx.caches.set(volumes);
+        Ok(())
+    }
+
+    /// After an error before anything ran: every planned build and step is
+    /// skipped with `why`, and every tier finishes `skipped`.
+    async fn skip_everything(&mut self, why: &str) {
+        let plan = self.ctx.plan.clone();
+        for tier in &plan.tiers {
+            if self.tiers[tier.index].closed {
+                continue;
+            }
+            self.tiers[tier.index].closed = true;
+            for step in plan.tier_step_names(tier.index) {
+                self.ctx
+                    .emit(Event::StepSkipped {
+                        tier: tier.name.clone(),
+                        step,
+                        reason: Some(why.to_string()),
+                    })
+                    .await;
+            }
+            self.ctx
+                .emit(Event::TierFinished {
+                    tier: tier.name.clone(),
+                    status: Status::Skipped,
+                    duration_ms: 0,
+                    tests: TestCounts::default(),
+                })
+                .await;
+        }
     }
 
     /// Emits `tier_started` the first time anything of the tier happens.

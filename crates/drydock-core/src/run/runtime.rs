@@ -27,6 +27,12 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<(), EngineError>;
     /// Removes a network.
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    /// Creates a named volume (an existing one of that name is kept as is).
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError>;
     /// Whether an image exists.
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError>;
     /// Pulls an image from its registry.
@@ -105,6 +111,13 @@ impl Runtime for Engine {
     }
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         Engine::remove_network(self, name).await
+    }
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        Engine::create_volume(self, name, labels).await
     }
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
         Ok(self.image(reference).await?.is_some())

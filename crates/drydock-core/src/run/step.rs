@@ -154,7 +154,7 @@ async fn run_attempt<R: Runtime>(
             error: Some(e.clone()),
         },
         Ok(image) => {
-            let mut spec = ctx.container_spec(&step.container, image.clone());
+            let mut spec = ctx.step_spec(step, image.clone());
             if attempt > 1 {
                 // The earlier attempt's container may still be going away.
                 spec.name = format!("{}-attempt{attempt}", spec.name);
@@ -205,6 +205,12 @@ async fn run_attempt<R: Runtime>(
             if let Err(e) = ctx.runtime.copy_out(id, path, &artifacts).await {
                 error.get_or_insert(format!("collecting {path}: {e}"));
             }
+        }
+        // Reports and artifacts may hold what the step printed.
+        if let Some(masker) = &ctx.masker {
+            let masker = masker.clone();
+            let dir = artifacts.clone();
+            let _ = tokio::task::spawn_blocking(move || masker.mask_files(&dir)).await;
         }
         let runtime = ctx.runtime.clone();
         let id = id.clone();

@@ -133,6 +133,7 @@ async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Du
         },
         stop_grace: Duration::from_secs(1),
         release: ReleaseChoice::AsWritten,
+        no_retry: false,
     };
     let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
     let events = collector.await.unwrap();
