@@ -5,6 +5,8 @@
 //! repository paths, so that a [`Pipeline`] is valid before anything runs.
 //! Problems come back as [`PipelineError`], displayed `FILE:LINE:COL: MESSAGE`.
 
+pub mod compose;
+pub mod dotenv;
 mod duration;
 mod error;
 mod interpolate;
