@@ -1,5 +1,6 @@
-//! Differential test of `pipeline::compose::load_service` against the real
-//! Docker Compose: for every service of the fixtures under
+//! Differential test of `pipeline::compose::load_service` (and through it of
+//! `pipeline::dotenv`) against the real Docker Compose: for every service of
+//! the fixtures under
 //! `tests/fixtures/compose/` (and of the repository's own
 //! `docker-compose.yml`), the image, build, environment, command, entrypoint,
 //! user, working directory, healthcheck and mounts drydock resolves must be
@@ -387,6 +388,10 @@ fn services_resolve_as_docker_compose_config_resolves_them() {
                 ("CACHE_TTL", "60"),
                 ("PY_VERSION", "3.11"),
             ],
+        ),
+        (
+            fixtures.join("dotenv/compose.yaml"),
+            vec![("FROM_ENV", "from-env"), ("ONLY_IN_ENV", "only")],
         ),
         (root.join("docker-compose.yml"), proxies.to_vec()),
     ];

@@ -562,6 +562,10 @@ mod tests {
             ("FROM_ENV", "FROM_ENV", "env value"),
             ("FROM_ENV\n", "FROM_ENV", "env value"),
             ("export FROM_ENV\n", "FROM_ENV", "env value"),
+            // A name alone does not hide the environment from later lines
+            // (in compose 1.29 it does: python-dotenv then sees no value).
+            ("FROM_ENV\nX=${FROM_ENV}!", "X", "env value!"),
+            ("NOT_SET\nX=${NOT_SET:-d}", "X", "d"),
         ];
         for (src, key, want) in cases {
             let got = parse_map(src, &env);
