@@ -43,7 +43,7 @@ pub(crate) mod template;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -229,8 +229,9 @@ pub fn load_service(
         dotenv: HashMap::new(),
         errors: Vec::new(),
         notes: Vec::new(),
+        noted: HashSet::new(),
         unset: BTreeSet::new(),
-        volumes_decl: None,
+        volumes_decl: HashMap::new(),
         service: service.to_string(),
     };
     loader.read_project_dotenv();
@@ -463,10 +464,12 @@ struct Loader<'l> {
     dotenv: HashMap<String, String>,
     errors: Vec<Diagnostic>,
     notes: Vec<String>,
+    /// The notes given so far (each is given once).
+    noted: HashSet<String>,
     /// Unset variables met while interpolating (each noted once).
     unset: BTreeSet<String>,
-    /// The top-level `volumes` section, if any.
-    volumes_decl: Option<Node>,
+    /// The top-level `volumes` section: name to declaration.
+    volumes_decl: HashMap<String, Node>,
     service: String,
 }
 
@@ -497,7 +500,7 @@ impl<'l> Loader<'l> {
             pos.col,
             message.as_ref()
         );
-        if !self.notes.contains(&line) {
+        if self.noted.insert(line.clone()) {
             self.notes.push(line);
         }
     }
@@ -571,6 +574,7 @@ impl<'l> Loader<'l> {
             return None;
         };
         let mut out: Vec<(&str, &Node, &Node)> = Vec::with_capacity(entries.len());
+        let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(entries.len());
         for (k, v) in entries {
             let key = match &k.kind {
                 Kind::Scalar { text, .. } if k.scalar_type() != Some(ScalarType::Null) => {
@@ -584,14 +588,15 @@ impl<'l> Loader<'l> {
                     continue;
                 }
             };
-            if let Some((_, first, _)) = out.iter().find(|(t, _, _)| *t == key) {
-                let first = first.pos;
+            if let Some(first) = seen.get(key) {
+                let first = *first;
                 self.err(
                     k.pos,
                     format!("duplicate key `{key}` in {what} (first given at {first})"),
                 );
                 continue;
             }
+            seen.insert(key, k.pos);
             out.push((key, k, v));
         }
         Some(out)
@@ -767,7 +772,17 @@ impl<'l> Loader<'l> {
         for (key, k, v) in &entries {
             match *key {
                 "services" => services = Some((*k, *v)),
-                "volumes" => self.volumes_decl = Some((*v).clone()),
+                "volumes" => {
+                    if let Kind::Map(decls) = &v.kind {
+                        for (k, d) in decls {
+                            if let Kind::Scalar { text, .. } = &k.kind {
+                                self.volumes_decl
+                                    .entry(text.clone())
+                                    .or_insert_with(|| d.clone());
+                            }
+                        }
+                    }
+                }
                 "include" => include = Some(k.pos),
                 _ => {}
             }
@@ -846,12 +861,18 @@ impl<'l> Loader<'l> {
         };
         let mut env_node = None;
         let mut env_files = None;
-        let mut targets: Vec<(String, Pos)> = Vec::new();
+        let mut targets: HashMap<String, Pos> = HashMap::new();
         for (key, k, v) in entries {
             if key.starts_with("x-") {
                 continue;
             }
-            match classify(key) {
+            let class = classify(key);
+            // `key:` with nothing (null) is the same as no key, for the keys
+            // drydock takes as for the others.
+            if v.scalar_type() == Some(ScalarType::Null) {
+                continue;
+            }
+            match class {
                 Some(KeyClass::Taken) => match key {
                     "image" => svc.image = self.image(v),
                     "build" => svc.build = self.build(v),
@@ -887,9 +908,7 @@ impl<'l> Loader<'l> {
                     );
                 }
                 Some(KeyClass::Refused(why)) => {
-                    if REFUSED_WHEN_TRUE.contains(&key)
-                        && v.scalar_type() == Some(ScalarType::Bool(false))
-                    {
+                    if REFUSED_WHEN_TRUE.contains(&key) && is_false(v) {
                         continue;
                     }
                     self.refuse(k.pos, key, why);
@@ -1048,18 +1067,18 @@ impl<'l> Loader<'l> {
                 }
             }
             Kind::Seq(items) => {
-                let mut seen: Vec<(&str, Pos)> = Vec::new();
+                let mut seen: HashMap<&str, Pos> = HashMap::new();
                 for item in items {
                     let raw = match &item.kind {
                         Kind::Scalar { text, .. } => text.as_str(),
                         _ => "",
                     };
-                    if let Some((_, first)) = seen.iter().find(|(t, _)| *t == raw) {
+                    if let Some(first) = seen.get(raw) {
                         let first = *first;
                         self.err(item.pos, format!("duplicate entry {raw:?} in {what} (first given at {first}); compose refuses it too"));
                         continue;
                     }
-                    seen.push((raw, item.pos));
+                    seen.insert(raw, item.pos);
                     let Some(s) = self.string(
                         item,
                         &format!("an entry of {what} (KEY=VALUE)"),
@@ -1363,12 +1382,9 @@ impl<'l> Loader<'l> {
 
     // ----- volumes ---------------------------------------------------------------
 
-    fn add_target(&mut self, target: &str, pos: Pos, targets: &mut Vec<(String, Pos)>) {
-        let norm = target.trim_end_matches('/');
-        if let Some((_, first)) = targets
-            .iter()
-            .find(|(t, _)| t.trim_end_matches('/') == norm)
-        {
+    fn add_target(&mut self, target: &str, pos: Pos, targets: &mut HashMap<String, Pos>) {
+        let norm = target.trim_end_matches('/').to_string();
+        if let Some(first) = targets.get(&norm) {
             let first = *first;
             self.err(
                 pos,
@@ -1376,10 +1392,15 @@ impl<'l> Loader<'l> {
             );
             return;
         }
-        targets.push((target.to_string(), pos));
+        targets.insert(norm, pos);
     }
 
-    fn volumes(&mut self, node: &Node, svc: &mut ComposeService, targets: &mut Vec<(String, Pos)>) {
+    fn volumes(
+        &mut self,
+        node: &Node,
+        svc: &mut ComposeService,
+        targets: &mut HashMap<String, Pos>,
+    ) {
         let Kind::Seq(items) = &node.kind else {
             self.err(
                 node.pos,
@@ -1401,7 +1422,7 @@ impl<'l> Loader<'l> {
         &mut self,
         item: &Node,
         svc: &mut ComposeService,
-        targets: &mut Vec<(String, Pos)>,
+        targets: &mut HashMap<String, Pos>,
     ) {
         let Some(spec) = self.string(item, "a volume (SOURCE:TARGET[:MODE])", false, false) else {
             return;
@@ -1485,7 +1506,7 @@ impl<'l> Loader<'l> {
         &mut self,
         item: &Node,
         svc: &mut ComposeService,
-        targets: &mut Vec<(String, Pos)>,
+        targets: &mut HashMap<String, Pos>,
     ) {
         let Some(entries) = self.entries(item, "a volume") else {
             return;
@@ -1632,14 +1653,7 @@ impl<'l> Loader<'l> {
 
     /// Checks a named volume against the top-level `volumes` section.
     fn named_volume(&mut self, name: &str, pos: Pos) -> bool {
-        let decl = self.volumes_decl.clone();
-        let entry = decl.as_ref().and_then(|d| match &d.kind {
-            Kind::Map(es) => es
-                .iter()
-                .find(|(k, _)| matches!(&k.kind, Kind::Scalar { text, .. } if text == name))
-                .map(|(_, v)| v.clone()),
-            _ => None,
-        });
+        let entry = self.volumes_decl.get(name).cloned();
         let Some(entry) = entry else {
             self.err(
                 pos,
@@ -1830,6 +1844,20 @@ impl<'l> Loader<'l> {
                 None
             }
         }
+    }
+}
+
+/// `false`, or a string compose casts to false (`"false"`, `no`, `off`, `n`).
+fn is_false(v: &Node) -> bool {
+    match (&v.kind, v.scalar_type()) {
+        (_, Some(ScalarType::Bool(b))) => !b,
+        (Kind::Scalar { text, .. }, Some(ScalarType::Str)) => {
+            matches!(
+                text.to_ascii_lowercase().as_str(),
+                "false" | "no" | "off" | "n"
+            )
+        }
+        _ => false,
     }
 }
 

@@ -42,7 +42,7 @@
 //! the environment, ends unquoted values at a tab before `#` too, and knows
 //! no `KEY: VALUE`. drydock follows v2.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -214,6 +214,7 @@ pub(crate) fn parse_env_with(
     };
     let mut out = Parsed::default();
     let mut seen: HashMap<String, String> = HashMap::new();
+    let mut noted: HashSet<String> = HashSet::new();
     let mut pos = 0usize;
     loop {
         // Statement start: skip blanks, line feeds and comment lines.
@@ -302,11 +303,11 @@ pub(crate) fn parse_env_with(
                 .or_else(|| seen.get(name).cloned())
                 .or_else(|| base(name))
         };
-        let interpolate = |raw: &str, unset: &mut Vec<String>| {
+        let interpolate = |raw: &str, unset: &mut Vec<String>, noted: &mut HashSet<String>| {
             template::substitute(raw, &vars)
                 .map(|e| {
                     for n in e.unset {
-                        if !unset.contains(&n) {
+                        if noted.insert(n.clone()) {
                             unset.push(n);
                         }
                     }
@@ -338,7 +339,7 @@ pub(crate) fn parse_env_with(
                     }
                 }
                 if q == '"' {
-                    interpolate(&unescape(&raw), &mut out.unset)?
+                    interpolate(&unescape(&raw), &mut out.unset, &mut noted)?
                 } else {
                     raw
                 }
@@ -350,7 +351,7 @@ pub(crate) fn parse_env_with(
                     raw = &raw[..i];
                 }
                 pos = line_end;
-                interpolate(raw.trim_end(), &mut out.unset)?
+                interpolate(raw.trim_end(), &mut out.unset, &mut noted)?
             }
         };
         seen.insert(key.clone(), value.clone());

@@ -8,6 +8,8 @@
 //! the merge entries into their mapping. Each merged entry keeps the position
 //! of the anchored original.
 
+use std::collections::HashSet;
+
 use crate::pipeline::tree::{Kind, Node, Pos};
 
 /// How deep a document may nest for this pass (deeper documents are refused
@@ -86,15 +88,21 @@ fn resolve_at(node: Node, depth: usize) -> Result<Node, (Pos, String)> {
                     }
                 }
             }
+            let mut present: HashSet<String> = explicit
+                .iter()
+                .filter_map(|(k, _)| key_text(k).map(str::to_string))
+                .collect();
             let mut out = explicit;
             for source in sources {
                 let Kind::Map(merged) = source.kind else {
                     continue;
                 };
                 for (k, v) in merged {
-                    let present = key_text(&k)
-                        .is_some_and(|t| out.iter().any(|(ok, _)| key_text(ok) == Some(t)));
-                    if !present {
+                    let new = match key_text(&k) {
+                        Some(t) => present.insert(t.to_string()),
+                        None => true,
+                    };
+                    if new {
                         out.push((k, v));
                     }
                 }

@@ -41,9 +41,12 @@ pub(crate) struct Expanded {
 /// Interpolates `input` as Docker Compose v2 does. The error is a message
 /// meant to follow a `file:line:col:` prefix.
 pub(crate) fn substitute(input: &str, lookup: Lookup) -> Result<Expanded, String> {
-    let mut unset = Vec::new();
+    let mut unset = Unset::default();
     let text = expand(input, lookup, 0, &mut unset)?;
-    Ok(Expanded { text, unset })
+    Ok(Expanded {
+        text,
+        unset: unset.names,
+    })
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -62,9 +65,16 @@ fn name_end(bytes: &[u8], start: usize) -> usize {
     i
 }
 
-fn note_unset(unset: &mut Vec<String>, name: &str) {
-    if !unset.iter().any(|n| n == name) {
-        unset.push(name.to_string());
+/// Unset names in order of appearance, each once.
+#[derive(Default)]
+struct Unset {
+    names: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+fn note_unset(unset: &mut Unset, name: &str) {
+    if unset.seen.insert(name.to_string()) {
+        unset.names.push(name.to_string());
     }
 }
 
@@ -124,12 +134,7 @@ fn operator(rest: &[u8]) -> Option<(Op, usize)> {
     }
 }
 
-fn expand(
-    input: &str,
-    lookup: Lookup,
-    depth: usize,
-    unset: &mut Vec<String>,
-) -> Result<String, String> {
+fn expand(input: &str, lookup: Lookup, depth: usize, unset: &mut Unset) -> Result<String, String> {
     if depth > MAX_NESTING {
         return Err(format!(
             "interpolation nested more than {MAX_NESTING} levels deep in {input:?}"

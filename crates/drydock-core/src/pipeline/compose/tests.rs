@@ -398,7 +398,7 @@ fn rules_one_case_each() {
             "keys that are notes name their key and line; false is harmless for refused booleans",
             &[(
                 "docker-compose.yml",
-                "services:\n  s:\n    image: x\n    container_name: fixed\n    networks:\n      default:\n        aliases: [database]\n    links: ['other:alias']\n    labels: {a: b}\n    stdin_open: true\n    tty: true\n    privileged: false\n    init: false\n    read_only: false\n    scale: 1\n    deploy:\n      restart_policy: {condition: on-failure}\n",
+                "services:\n  s:\n    image: x\n    container_name: fixed\n    networks:\n      default:\n        aliases: [database]\n    links: ['other:alias']\n    labels: {a: b}\n    stdin_open: true\n    tty: true\n    privileged: false\n    init: \"no\"\n    read_only: false\n    ports:\n    entrypoint:\n    scale: 1\n    deploy:\n      restart_policy: {condition: on-failure}\n",
             )],
             &[],
             |s| {
