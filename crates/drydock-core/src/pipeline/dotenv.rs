@@ -508,6 +508,7 @@ mod tests {
             (r#"KEY="\x07""#, "KEY", r"\x07"),
             (r#"KEY="\u12e4""#, "KEY", r"\u12e4"),
             (r#"KEY="a\cb""#, "KEY", r"a\cb"),
+            (r#"KEY="it\'s""#, "KEY", r"it\'s"),
             (r#"KEY="\012""#, "KEY", r"\012"),
             (r#"KEY="\0777""#, "KEY", r"\0777"),
             ("FOO.BAR=foobar", "FOO.BAR", "foobar"),
