@@ -99,9 +99,10 @@ pub struct ComposeService {
     pub working_dir: Option<String>,
     /// Host file and folder binds, in file order.
     pub binds: Vec<ComposeBind>,
-    /// Container paths of named and anonymous volumes and of `tmpfs` mounts:
-    /// they start as compose would start them (a new volume is filled from
-    /// the image) and are kept for the run only, never shared between runs.
+    /// Container paths of named and anonymous volumes and of `tmpfs` mounts,
+    /// in file order. Each should get storage of its own for the run only,
+    /// starting as a new compose volume starts (filled from the image's
+    /// content at that path), never shared between runs.
     pub ephemeral: Vec<String>,
     /// `healthcheck`, unless absent or disabled (`disable: true`, `test: [NONE]`).
     pub healthcheck: Option<ComposeHealthcheck>,
@@ -246,7 +247,11 @@ pub fn load_service(
                 "the compose file is empty (expected a mapping with `services`)".to_string(),
             ))
         }
-        Err(e) => return Err(vec![loader.diag(e.pos, e.message)]),
+        // tree.rs words its messages for pipeline files.
+        Err(e) => {
+            let message = e.message.replace("a pipeline file", "a compose file");
+            return Err(vec![loader.diag(e.pos, message)]);
+        }
     };
     let root = merge::resolve(root).map_err(|(pos, m)| vec![loader.diag(pos, m)])?;
     let result = loader.document(&root, path);
