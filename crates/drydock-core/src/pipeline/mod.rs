@@ -5,6 +5,7 @@
 //! repository paths, so that a [`Pipeline`] is valid before anything runs.
 //! Problems come back as [`PipelineError`], displayed `FILE:LINE:COL: MESSAGE`.
 
+pub mod compose;
 mod dockerfile;
 pub mod dotenv;
 mod duration;
