@@ -12,6 +12,7 @@ use super::interpolate::{interpolate, Vars};
 use super::model::*;
 use super::tree::{Kind, Node, Pos, ScalarType};
 
+mod compose_service;
 mod controls;
 mod deploy;
 
@@ -30,6 +31,7 @@ const NAMED_BUILD_KEYS: &[&str] = &[
 const SERVICE_KEYS: &[&str] = &[
     "image",
     "build",
+    "compose",
     "env",
     "env_file",
     "command",
@@ -136,13 +138,26 @@ struct LegacyBuild {
 /// matrix step may give them variables): `spec.args` is empty until then.
 struct BuildBase {
     spec: BuildSpec,
-    args: Option<Node>,
+    args: BuildArgs,
+}
+
+/// A build's args before interpolation.
+#[derive(Clone)]
+enum BuildArgs {
+    /// None given.
+    None,
+    /// The pipeline's `args:` mapping, interpolated per use.
+    Node(Node),
+    /// Already resolved (a compose service's build).
+    Fixed(BTreeMap<String, String>),
 }
 
 /// An entry of `builds:` and where its name was given.
 struct NamedBuild {
     base: BuildBase,
     name_pos: Pos,
+    /// Made for a compose service's `build:`.
+    from_compose: bool,
 }
 
 /// Every use of a build name, for resolution.
@@ -172,6 +187,8 @@ pub(crate) struct Checker<'v> {
     foreign: Vec<Diagnostic>,
     /// The `secrets:` section.
     secrets: Vec<SecretSpec>,
+    /// Builds of services taken from a compose file (`compose.<service>`).
+    compose_builds: Vec<NamedBuild>,
     /// Dockerfiles read so far, by path.
     dockerfiles: HashMap<PathBuf, Result<Vec<dockerfile::Stage>, ()>>,
 }
@@ -187,6 +204,7 @@ impl<'v> Checker<'v> {
             declared_services: HashSet::new(),
             foreign: Vec::new(),
             secrets: Vec::new(),
+            compose_builds: Vec::new(),
             dockerfiles: HashMap::new(),
         }
     }
@@ -655,7 +673,7 @@ impl<'v> Checker<'v> {
         let legacy = f
             .get("build")
             .map(|b| self.legacy_build(b, legacy_key.unwrap_or(b.pos)));
-        let named = match f.get("builds") {
+        let mut named = match f.get("builds") {
             Some(b) => self.named_builds(b),
             None => Vec::new(),
         };
@@ -666,6 +684,7 @@ impl<'v> Checker<'v> {
             self.services(s, &mut services, &mut service_refs);
         }
 
+        named.append(&mut self.compose_builds);
         let mut tiers = Vec::new();
         let mut tier_refs = Vec::new();
         if let Some(t) = self.required(&f, "tiers") {
@@ -812,8 +831,9 @@ impl<'v> Checker<'v> {
             let saved = std::mem::replace(&mut self.matrix_vars, u.vars.clone());
             let before = self.errors.len();
             let interpolated = match &args {
-                Some(node) => self.string_map(node, "build args"),
-                None => Some(BTreeMap::new()),
+                BuildArgs::Node(node) => self.string_map(node, "build args"),
+                BuildArgs::Fixed(args) => Some(args.clone()),
+                BuildArgs::None => Some(BTreeMap::new()),
             };
             self.matrix_vars = saved;
             let Some(interpolated) = interpolated.filter(|_| self.errors.len() == before) else {
@@ -857,8 +877,9 @@ impl<'v> Checker<'v> {
             }
         }
         // A mistyped name would also make its build look unused: say it once.
+        // (A compose service's build is its service's: reported with it.)
         let unknown_names = !reported.is_empty();
-        for n in &named {
+        for n in named.iter().filter(|n| !n.from_compose) {
             if !used_named.contains(&n.base.spec.name) && !unknown_names {
                 self.err(
                     n.name_pos,
@@ -880,7 +901,7 @@ impl<'v> Checker<'v> {
         legacy: Option<&Option<LegacyBuild>>,
         named: &[NamedBuild],
         used_named: &mut HashSet<String>,
-    ) -> Option<(BuildSpec, Option<Node>)> {
+    ) -> Option<(BuildSpec, BuildArgs)> {
         if let Some(n) = named.iter().find(|n| n.base.spec.name == u.name) {
             used_named.insert(u.name.clone());
             return Some((n.base.spec.clone(), n.base.args.clone()));
@@ -965,6 +986,7 @@ impl<'v> Checker<'v> {
                     out.push(NamedBuild {
                         base,
                         name_pos: k.pos,
+                        from_compose: false,
                     });
                 }
             }
@@ -1028,16 +1050,17 @@ impl<'v> Checker<'v> {
             dockerfile_ok = self.check_dockerfile(ctx, df, pos);
         }
         // Checked for shape here, interpolated for each use.
-        let args = f.get("args");
-        if let Some(a) = args {
-            if !matches!(a.kind, Kind::Map(_)) {
+        let args = match f.get("args") {
+            Some(a) if !matches!(a.kind, Kind::Map(_)) => {
                 self.err(
                     a.pos,
                     format!("expected a mapping for build args, found {}", a.describe()),
                 );
                 return None;
             }
-        }
+            Some(a) => BuildArgs::Node(a.clone()),
+            None => BuildArgs::None,
+        };
         let trust = match f.get("trust") {
             Some(t) => self.boolean(t),
             None => Some(true),
@@ -1059,7 +1082,7 @@ impl<'v> Checker<'v> {
                 trust: trust?,
                 secrets: secrets?,
             },
-            args: args.cloned(),
+            args,
         })
     }
 
@@ -1154,6 +1177,9 @@ impl<'v> Checker<'v> {
     ) -> Option<(ServiceSpec, Option<(String, Pos)>)> {
         let what = format!("service `{name}`");
         let f = self.fields(node, key_pos, &what, SERVICE_KEYS)?;
+        if let Some(compose) = f.get("compose") {
+            return self.compose_service(name, &f, compose);
+        }
         let image = self.image_source(&f, &what);
         let env = self.environment(&f);
         let command = match f.get("command") {
