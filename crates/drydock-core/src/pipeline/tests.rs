@@ -1013,6 +1013,12 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         51,
         "cache path \"relative\" must be an absolute container path",
     ),
+    (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        script:\n          - echo ok\n          - curl -H Accept: json x\n",
+        10,
+        13,
+        "YAML reads it as a mapping: quote the whole line",
+    ),
 ];
 
 #[test]

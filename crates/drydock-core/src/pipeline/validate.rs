@@ -2016,6 +2016,22 @@ impl<'v> Checker<'v> {
             );
             return None;
         }
+        // `- echo a: b` is a mapping in YAML, the classic trap of CI files.
+        if let Kind::Seq(items) = &node.kind {
+            for item in items {
+                if let Kind::Map(entries) = &item.kind {
+                    if let [(k, _)] = entries.as_slice() {
+                        if matches!(&k.kind, Kind::Scalar { plain: true, .. }) {
+                            self.err(
+                                item.pos,
+                                "this script line holds `: ` (or ends with `:`), so YAML reads it as a mapping: quote the whole line",
+                            );
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
         let before = self.errors.len();
         let lines = self.strings(node)?;
         if self.errors.len() > before {
