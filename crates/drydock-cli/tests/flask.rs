@@ -71,7 +71,14 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
     let statuses = tier_statuses(&green);
     assert_eq!(
         statuses.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
-        ["pre-build", "build", "image", "integration", "e2e", "report"]
+        [
+            "pre-build",
+            "build",
+            "image",
+            "integration",
+            "e2e",
+            "report"
+        ]
     );
     assert!(statuses.iter().all(|(_, s)| s == "passed"), "{statuses:?}");
     for tier in green["tiers"].as_array().unwrap() {
