@@ -174,7 +174,7 @@ async fn after_a_failure_on_failure_and_always_run() {
 async fn an_always_step_runs_after_sigint_and_the_run_still_exits_130() {
     let repo = Repo::fixture("controls");
     let id = run_id("interrupted");
-    let mut child = repo
+    let child = repo
         .drydock(&[
             "run",
             "pipelines/interrupted.yml",
