@@ -239,7 +239,7 @@ async fn a_secret_never_appears_in_output_events_logs_reports_or_labels() {
         if json {
             args.push("--json");
         }
-        let mut child = repo
+        let child = repo
             .drydock(&args)
             .env("DRYDOCK_TEST_TOKEN", &token)
             .stdout(std::process::Stdio::piped())
