@@ -324,6 +324,9 @@ async fn execute_in(
         std::thread::spawn(move || {
             let mut live = Live::default();
             while let Some(event) = rx.blocking_recv() {
+                // Nothing follows the end of the run: do not wait for a
+                // sender that a task given up on still holds.
+                let last = matches!(event, Event::RunFinished { .. });
                 if let Err(e) = results.handle(&event) {
                     tracing::warn!("results folder: {e}");
                 }
@@ -333,6 +336,9 @@ async fn execute_in(
                         .lock()
                         .unwrap()
                         .insert(id.clone(), live.summary.clone());
+                }
+                if last {
+                    break;
                 }
             }
             shared.live.lock().unwrap().insert(id, live.summary.clone());

@@ -252,10 +252,16 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     // Reporters write files and terminals: keep them off the async runtime.
     let consumer = std::thread::spawn(move || {
         while let Some(event) = rx.blocking_recv() {
+            // Nothing follows the end of the run: do not wait for a
+            // sender that a task given up on still holds.
+            let last = matches!(event, Event::RunFinished { .. });
             if let Err(e) = results.handle(&event) {
                 tracing::warn!("results folder: {e}");
             }
             reporter.handle(&event);
+            if last {
+                break;
+            }
         }
         reporter.finish();
     });
@@ -299,8 +305,11 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     Ok(report.outcome.exit_code() as u8)
 }
 
-/// First SIGINT/SIGTERM: cancel gracefully. Second: remove the run's objects now and exit 130.
-async fn watch_signals(cancel: RunCancel, engine: Engine, run_id: String) {
+/// First SIGINT/SIGTERM: cancel gracefully (running steps get the stop
+/// grace; `when: always` steps still run). Second: stop now — the run skips
+/// what is left, tears down in at most a second and writes `run_finished`;
+/// whatever the engine does, the process exits 130 within 2 s.
+async fn watch_signals(cancel: RunCancel, _engine: Engine, run_id: String) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -312,7 +321,11 @@ async fn watch_signals(cancel: RunCancel, engine: Engine, run_id: String) {
     eprintln!("\ndrydock: interrupted; stopping containers (again to force)…");
     cancel.cancel(CancelReason::Signal);
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("drydock: stopping now");
     cancel.cancel(CancelReason::SecondSignal);
-    let _ = engine.remove_run(&run_id).await;
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    eprintln!(
+        "drydock: the run did not end in time; containers of run {run_id} may be left: `drydock gc` removes them"
+    );
     std::process::exit(130);
 }

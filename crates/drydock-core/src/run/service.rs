@@ -18,13 +18,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Tier name used for service log lines.
 pub(crate) const SERVICES_TIER: &str = "services";
 
-/// Starts the service and waits for readiness; `Err` says why it is not ready.
+/// The task that streams a service's output; dropping it stops it.
+pub(crate) type LogFollower = tokio_util::task::AbortOnDropHandle<()>;
+
+/// Starts the service and waits for readiness; `Err` says why it is not
+/// ready. Also returns the task that streams its output, once it started.
 pub(crate) async fn start_and_probe<R: Runtime>(
     ctx: Arc<Ctx<R>>,
     service: &PlannedService,
     image: String,
-) -> Result<(), String> {
-    let result = start_and_probe_inner(&ctx, service, image).await;
+) -> (Result<(), String>, Option<LogFollower>) {
+    let mut follower = None;
+    let result = start_and_probe_inner(&ctx, service, image, &mut follower).await;
     if let Err((error, log_tail)) = &result {
         ctx.emit(Event::ServiceFailed {
             service: service.name.clone(),
@@ -33,13 +38,14 @@ pub(crate) async fn start_and_probe<R: Runtime>(
         })
         .await;
     }
-    result.map_err(|(error, _)| error)
+    (result.map_err(|(error, _)| error), follower)
 }
 
 async fn start_and_probe_inner<R: Runtime>(
     ctx: &Arc<Ctx<R>>,
     service: &PlannedService,
     image: String,
+    follower: &mut Option<LogFollower>,
 ) -> Result<(), (String, Vec<String>)> {
     let no_tail = |e: String| (e, Vec::new());
     let mut spec = ctx.container_spec(&service.container, image.clone());
@@ -68,7 +74,11 @@ async fn start_and_probe_inner<R: Runtime>(
         image,
     })
     .await;
-    follow_service_logs(ctx.clone(), service.name.clone(), id.clone());
+    *follower = Some(follow_service_logs(
+        ctx.clone(),
+        service.name.clone(),
+        id.clone(),
+    ));
 
     let Some(ready) = &service.ready else {
         return Ok(());
@@ -198,8 +208,8 @@ async fn tail_lines<R: Runtime>(ctx: &Ctx<R>, id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) {
-    tokio::spawn(async move {
+fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) -> LogFollower {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
         let mut buffer = LineBuffer::default();
         while let Some(Ok(chunk)) = stream.next().await {
@@ -213,5 +223,5 @@ fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String
                 .await;
             }
         }
-    });
+    }))
 }

@@ -351,14 +351,16 @@ async fn exit_reason<R: Runtime>(ctx: &Ctx<R>, id: &str, code: i64) -> String {
     }
 }
 
-/// Streams a container's output as [`Event::Log`] lines; returns the last lines.
+/// Streams a container's output as [`Event::Log`] lines; returns the last
+/// lines. The task ends when its handle is dropped (a step that is given up
+/// on must not keep the run's event stream open).
 fn follow_logs<R: Runtime>(
     ctx: Arc<Ctx<R>>,
     tier: String,
     step: String,
     id: String,
-) -> tokio::task::JoinHandle<VecDeque<String>> {
-    tokio::spawn(async move {
+) -> tokio_util::task::AbortOnDropHandle<VecDeque<String>> {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
         let mut stdout = LineBuffer::default();
         let mut stderr = LineBuffer::default();
@@ -399,7 +401,7 @@ fn follow_logs<R: Runtime>(
             }
         }
         tail
-    })
+    }))
 }
 
 /// Copies the JUnit report out and summarizes it; `None` when the step wrote none.
