@@ -283,9 +283,10 @@ impl Builder {
         }
     }
 
-    /// Where the next item goes, for messages: `tiers[0].steps[2].env`.
+    /// Where the next item goes, for messages: `tiers[0].steps[2].env`
+    /// (deep paths are shortened in the middle).
     fn path(&self) -> String {
-        let mut path = String::new();
+        let mut segments: Vec<String> = Vec::new();
         for open in &self.stack {
             if open.map {
                 let key = open
@@ -298,22 +299,22 @@ impl Builder {
                         _ => None,
                     });
                 if let Some(key) = key {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.extend(key.chars().take(40));
+                    let dot = if segments.is_empty() { "" } else { "." };
+                    segments.push(format!("{dot}{}", key.chars().take(40).collect::<String>()));
                 } else if open.items.len() % 2 == 1 {
-                    path.push_str(".<key>");
+                    segments.push(".<key>".to_string());
                 }
             } else {
-                path.push_str(&format!("[{}]", open.items.len()));
+                segments.push(format!("[{}]", open.items.len()));
             }
         }
-        if path.is_empty() {
-            "the document".to_string()
-        } else {
-            format!("`{path}`")
+        if segments.is_empty() {
+            return "the document".to_string();
         }
+        if segments.len() > 8 {
+            segments.splice(4..segments.len() - 3, ["…".to_string()]);
+        }
+        format!("`{}`", segments.concat())
     }
 
     /// Counts `size` more nodes for an item at `pos` (`copy`: an alias, or
@@ -632,7 +633,7 @@ mod tests {
             let err = parse(&src).unwrap_err();
             assert_eq!(err.pos.line, 2, "{err:?}");
             assert!(err.message.contains("deeper than 64 levels"), "{err:?}");
-            assert!(err.message.starts_with("`x[0][0]"), "{err:?}");
+            assert!(err.message.starts_with("`x[0][0][0]…[0][0][0]`"), "{err:?}");
             let flow = format!("x: {}1{}\n", "[".repeat(depth), "]".repeat(depth));
             assert!(parse(&flow).is_err());
         }
