@@ -75,19 +75,23 @@ pub fn parse_str(
         file_label,
         "the pipeline file is empty (expected a mapping with version, name and tiers)",
     )?;
-    let over = limits::check(&root);
-    if !over.is_empty() {
-        return Err(invalid(file_label, over));
-    }
     let repo_root = repo_root
         .canonicalize()
         .map_err(|source| PipelineError::Io {
             path: repo_root.to_path_buf(),
             source,
         })?;
-    validate::Checker::new(vars, repo_root)
-        .check(&root, PathBuf::from(file_label))
-        .map_err(|errors| invalid(file_label, errors))
+    // Limits and validation problems together, in file order.
+    let mut over = limits::check(&root);
+    match validate::Checker::new(vars, repo_root).check(&root, PathBuf::from(file_label)) {
+        Ok(pipeline) if over.is_empty() => Ok(pipeline),
+        Ok(_) => Err(invalid(file_label, over)),
+        Err(mut errors) => {
+            errors.append(&mut over);
+            errors.sort_by_key(|e| e.0);
+            Err(invalid(file_label, errors))
+        }
+    }
 }
 
 /// Validates a deploy config (see [`crate::deploy::config`]) held in memory.

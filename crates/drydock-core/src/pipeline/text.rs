@@ -203,17 +203,20 @@ fn end_pos(text: &str) -> Pos {
 }
 
 /// UTF-16 or UTF-32, told by a byte order mark or, without one, by where the
-/// NUL bytes of an ASCII first character are (YAML 1.2, section 5.2).
+/// NUL bytes of ASCII first characters are (YAML 1.2, section 5.2). Without
+/// a byte order mark two ASCII characters are required (one for UTF-32), so
+/// that a UTF-8 file that merely starts with a NUL byte is reported as such.
 fn wide_encoding(bytes: &[u8]) -> Option<&'static str> {
+    let ascii = |b: &u8| b.is_ascii() && *b != 0;
     match bytes {
         [0, 0, 0xfe, 0xff, ..] => Some("UTF-32BE"),
         [0xff, 0xfe, 0, 0, ..] => Some("UTF-32LE"),
         [0xfe, 0xff, ..] => Some("UTF-16BE"),
         [0xff, 0xfe, ..] => Some("UTF-16LE"),
-        [0, 0, 0, b, ..] if b.is_ascii() && *b != 0 => Some("UTF-32BE"),
-        [b, 0, 0, 0, ..] if b.is_ascii() && *b != 0 => Some("UTF-32LE"),
-        [0, b, ..] if b.is_ascii() && *b != 0 => Some("UTF-16BE"),
-        [b, 0, ..] if b.is_ascii() && *b != 0 => Some("UTF-16LE"),
+        [0, 0, 0, b, ..] if ascii(b) => Some("UTF-32BE"),
+        [b, 0, 0, 0, ..] if ascii(b) => Some("UTF-32LE"),
+        [0, b, 0, c, ..] if ascii(b) && ascii(c) => Some("UTF-16BE"),
+        [b, 0, c, 0, ..] if ascii(b) && ascii(c) => Some("UTF-16LE"),
         _ => None,
     }
 }
@@ -276,6 +279,9 @@ mod tests {
             .unwrap_err()
             .message
             .contains("UTF-32BE"));
+        // A UTF-8 file that starts with NUL is not taken for UTF-16.
+        let e = check_bytes(b"\0version: 1\n").unwrap_err();
+        assert!(e.message.contains("U+0000"), "{e:?}");
 
         let e = check_bytes(b"a: 1\nb: caf\xe9\n").unwrap_err();
         assert_eq!(e.pos, p(2, 7));

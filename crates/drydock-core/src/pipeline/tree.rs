@@ -211,6 +211,7 @@ pub const MAX_SCALAR_BYTES: usize = 128 * 1024;
 /// A [`SyntaxError`] at the first problem.
 pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
     let text = super::text::check_text(source)?;
+    check_directives(text)?;
     let mut builder = Builder::default();
     // The event iterator, not `Parser::load`: `load` recurses once per
     // nesting level (50,000 nested `- ` overflow the stack before any limit
@@ -219,7 +220,15 @@ pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
     loop {
         let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
             pos: Pos::from_marker(*e.marker()),
-            message: e.info().to_string(),
+            message: match e.info() {
+                // The scanner's own limit on `[`/`{` nesting (it scans ahead
+                // of the events, so it can be reached before MAX_DEPTH is).
+                "recursion limit exceeded" => format!(
+                    "flow lists and mappings are nested deeper than {MAX_DEPTH} levels \
+                     (drydock's limit)"
+                ),
+                info => info.to_string(),
+            },
         })?;
         let end = event == Event::StreamEnd;
         builder.on_event(event, mark);
@@ -230,6 +239,35 @@ pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
             return Ok(builder.root);
         }
     }
+}
+
+/// Refuses a `%YAML` directive of another major version (YAML 1.2, section
+/// 6.8.1: such documents "should be rejected"); the parser ignores it.
+fn check_directives(text: &str) -> Result<(), SyntaxError> {
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("---") || !(line.starts_with('%') || line.starts_with('#')) {
+            if !line.trim().is_empty() {
+                break;
+            }
+            continue;
+        }
+        let Some(version) = line.strip_prefix("%YAML") else {
+            continue;
+        };
+        let version = version.split('#').next().unwrap_or("").trim();
+        if version.split('.').next() != Some("1") {
+            return Err(SyntaxError {
+                pos: Pos {
+                    line: i + 1,
+                    col: 1,
+                },
+                message: format!(
+                    "YAML version {version} is not supported (drydock reads YAML 1.2)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Parses the bytes of a YAML file: [`super::text::check_bytes`], then [`parse`].
