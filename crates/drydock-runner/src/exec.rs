@@ -24,9 +24,20 @@ use crate::Shared;
 
 /// The run's own log (`run.log` in its results folder): runner messages and
 /// every step's output, prefixed `[tier/step]`, flushed line by line so the
-/// API can stream it.
+/// API can stream it. At most [`MAX_RUN_LOG_BYTES`] of step output are
+/// written (one line then says so; the full output is in the step's `.log`);
+/// runner messages are always written.
 #[derive(Clone)]
-pub struct RunLog(Arc<Mutex<Option<std::fs::File>>>);
+pub struct RunLog(Arc<Mutex<RunLogFile>>);
+
+/// Most bytes of step output in a `run.log`.
+pub const MAX_RUN_LOG_BYTES: u64 = 64 << 20;
+
+struct RunLogFile {
+    file: Option<std::fs::File>,
+    output_bytes: u64,
+    capped: bool,
+}
 
 impl RunLog {
     /// Opens (appending) `dir/run.log`.
@@ -37,15 +48,41 @@ impl RunLog {
             .append(true)
             .open(dir.join("run.log"))
             .ok();
-        RunLog(Arc::new(Mutex::new(file)))
+        RunLog(Arc::new(Mutex::new(RunLogFile {
+            file,
+            output_bytes: 0,
+            capped: false,
+        })))
     }
 
     /// Appends one line.
     pub fn line(&self, text: &str) {
-        if let Some(f) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = log.file.as_mut() {
             let _ = f.write_all(text.as_bytes());
             let _ = f.write_all(b"\n");
         }
+    }
+
+    /// Appends a line of step output, within [`MAX_RUN_LOG_BYTES`].
+    pub fn output(&self, text: &str) {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if log.capped {
+            return;
+        }
+        log.output_bytes += text.len() as u64 + 1;
+        if log.output_bytes > MAX_RUN_LOG_BYTES {
+            log.capped = true;
+            drop(log);
+            self.note(&format!(
+                "step output past {} MiB is not in run.log; each step's full log is in \
+                 logs/<tier>/<step>.log (see summary.json)",
+                MAX_RUN_LOG_BYTES >> 20
+            ));
+            return;
+        }
+        drop(log);
+        self.line(text);
     }
 
     /// A runner message (`drydock: …`).
@@ -647,7 +684,7 @@ impl Live {
             Event::Log {
                 tier, step, line, ..
             } => {
-                log.line(&format!("[{tier}/{step}] {line}"));
+                log.output(&format!("[{tier}/{step}] {line}"));
                 false
             }
             Event::StepStarted { tier, step, .. } => {
@@ -710,6 +747,14 @@ impl Live {
             Event::Released { tags, .. } => {
                 self.summary.released = tags.clone();
                 true
+            }
+            Event::Warning {
+                tier,
+                step,
+                message,
+            } => {
+                log.note(&format!("warning: {tier}/{step}: {message}"));
+                false
             }
             Event::ServiceFailed { service, error, .. } => {
                 log.note(&format!("service {service} failed: {error}"));

@@ -17,6 +17,7 @@ pub struct TerminalReporter {
     show_logs: bool,
     tiers: Vec<(String, Status, u64, TestCounts)>,
     failures: Vec<String>,
+    warnings: Vec<String>,
     results_dir: String,
 }
 
@@ -32,6 +33,7 @@ impl TerminalReporter {
             show_logs,
             tiers: Vec::new(),
             failures: Vec::new(),
+            warnings: Vec::new(),
             results_dir: String::new(),
         }
     }
@@ -186,6 +188,19 @@ impl Reporter for TerminalReporter {
                 }
                 self.line(text);
             }
+            Event::Warning {
+                tier,
+                step,
+                message,
+            } => {
+                let text = format!("{tier}/{step}: {message}");
+                self.line(format!(
+                    "  {} {}",
+                    style("!").yellow().bold(),
+                    style(&text).yellow()
+                ));
+                self.warnings.push(text);
+            }
             Event::StepSkipped { step, .. } => {
                 self.line(format!(
                     "  {} {step:<24} {:>7}  {}",
@@ -247,6 +262,9 @@ impl Reporter for TerminalReporter {
                     format!("{verdict} run {run_id} in {}", human_duration(*duration_ms));
                 if let Some(error) = error {
                     text.push_str(&format!(": {error}"));
+                }
+                for warning in &self.warnings {
+                    text.push_str(&format!("\n  {} {warning}", style("warning:").yellow()));
                 }
                 text.push_str(&format!(
                     "\n  results: {}  ·  cleaned up {removed} objects",

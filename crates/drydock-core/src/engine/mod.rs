@@ -13,8 +13,9 @@ pub mod labels;
 mod network;
 mod registry;
 mod sweep;
+pub mod terminal;
 
-pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
+pub use build::{split_tag, BuildProgress, BuildRequest, Built};
 pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
 pub use client::{Engine, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
@@ -25,3 +26,4 @@ pub use registry::{
     ENV_USER,
 };
 pub use sweep::Leftover;
+pub use terminal::{render_lines, strip_ansi, LineBuffer};

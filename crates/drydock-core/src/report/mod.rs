@@ -3,4 +3,4 @@
 pub mod junit;
 mod results;
 
-pub use results::{ResultsWriter, StepRecord, Summary};
+pub use results::{OutputLimits, OutputRecord, RawLog, ResultsWriter, StepRecord, Summary};

@@ -11,7 +11,7 @@ use super::{RunCtx, Runtime};
 use crate::engine::{BindMount, ContainerSpec, EngineError, LineBuffer, LogStream};
 use crate::events::{Event, Status, StepKind, TestCounts};
 use crate::pipeline::StepSpec;
-use crate::report::junit;
+use crate::report::{junit, RawLog};
 use crate::trust::STEP_CA_PATH;
 
 /// Lines of output kept for the failure report.
@@ -129,16 +129,30 @@ pub(crate) async fn run_step<R: Runtime>(
     let mut error = ended.error;
     if let Some(id) = &container_id {
         if let Some(report) = &step.junit {
-            match collect_junit(&ctx, id, report, &artifacts).await {
+            // A report that cannot be read does not change how the step
+            // ended, but its tests are not counted: people must see that.
+            let warning = match collect_junit(&ctx, id, report, &artifacts).await {
                 Ok(Some((relative, summary))) => {
                     tests = Some(summary.counts);
                     failed_tests = summary.failed;
                     junit_path = Some(relative);
+                    summary.warning
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    error.get_or_insert(format!("JUnit report {report}: {e}"));
-                }
+                Ok(None) if ended.status.is_success() => Some(format!(
+                    "the step wrote no JUnit report at {report}: its tests are not counted"
+                )),
+                Ok(None) => None,
+                Err(e) => Some(format!(
+                    "JUnit report {report} cannot be read, its tests are not counted: {e}"
+                )),
+            };
+            if let Some(message) = warning {
+                ctx.emit(Event::Warning {
+                    tier: tier.clone(),
+                    step: step.name.clone(),
+                    message,
+                })
+                .await;
             }
         }
         for path in &step.collect {
@@ -266,6 +280,7 @@ fn follow_logs<R: Runtime>(
 ) -> tokio::task::JoinHandle<VecDeque<String>> {
     tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
+        let mut raw = RawLog::create(&ctx.options.results_dir, &tier, &step).await;
         let mut stdout = LineBuffer::default();
         let mut stderr = LineBuffer::default();
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
@@ -287,12 +302,12 @@ fn follow_logs<R: Runtime>(
         };
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
-            let text = String::from_utf8_lossy(&chunk.bytes);
+            raw.write(&chunk.bytes).await;
             let buffer = match chunk.stream {
                 LogStream::Stdout => &mut stdout,
                 LogStream::Stderr => &mut stderr,
             };
-            for event in emit_lines(buffer.push(&text), chunk.stream, &mut tail) {
+            for event in emit_lines(buffer.push(&chunk.bytes), chunk.stream, &mut tail) {
                 ctx.emit(event).await;
             }
         }
@@ -304,6 +319,7 @@ fn follow_logs<R: Runtime>(
                 ctx.emit(event).await;
             }
         }
+        raw.finish().await;
         tail
     })
 }
