@@ -25,5 +25,5 @@ pub use registry::{
     registry_host, CredentialsError, PushFailure, RegistryAuth, ENV_PASSWORD, ENV_PASSWORD_FILE,
     ENV_USER,
 };
-pub use sweep::Leftover;
+pub use sweep::{owner_alive, Leftover};
 pub use terminal::{render_lines, strip_ansi, LineBuffer};
