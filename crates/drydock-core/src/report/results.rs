@@ -174,11 +174,20 @@ impl StepLog {
         PathBuf::from(name)
     }
 
-    /// Appends one line (its text, then a newline).
+    /// Appends one line of the step's output (its text, then a newline).
     fn line(&mut self, text: &str) -> std::io::Result<()> {
-        let n = text.len() as u64 + 1;
         self.output.lines += 1;
-        self.output.bytes += n;
+        self.output.bytes += text.len() as u64 + 1;
+        self.write_line(text)
+    }
+
+    /// Appends a line of drydock's own (not counted as output).
+    fn note(&mut self, text: &str) -> std::io::Result<()> {
+        self.write_line(text)
+    }
+
+    fn write_line(&mut self, text: &str) -> std::io::Result<()> {
+        let n = text.len() as u64 + 1;
         if self.head_bytes + n <= self.limits.log_head_bytes && self.tail.is_none() {
             self.head_bytes += n;
             self.head.write_all(text.as_bytes())?;
@@ -444,7 +453,7 @@ impl ResultsWriter {
             } => {
                 let text = format!("{tier}/{step}: {message}");
                 let log = self.log_file(tier, step)?;
-                log.line(&format!("drydock: warning: {message}"))?;
+                log.note(&format!("drydock: warning: {message}"))?;
                 log.warnings.push(message.clone());
                 self.summary.warnings.push(text);
             }
@@ -460,7 +469,7 @@ impl ResultsWriter {
             } => {
                 let log = self.log_file(tier, step)?;
                 if let Some(error) = error {
-                    log.line(&format!("drydock: {error}"))?;
+                    log.note(&format!("drydock: {error}"))?;
                 }
                 log.close()?;
                 let mut output = log.output.clone();
