@@ -60,20 +60,35 @@ async fn terminal_output_is_rendered_kept_raw_and_bounded() {
         ]
     );
     assert!(!log.contains('\x1b'), "no escape byte in the log");
-    assert!(log.lines().any(|l| l.contains("bytes of output left out here")));
+    assert!(log
+        .lines()
+        .any(|l| l.contains("bytes of output left out here")));
     let last: Vec<&str> = log.lines().rev().take(2).collect();
-    assert_eq!(last, ["drydock: exited with code 3", "final line"], "{} lines", log.lines().count());
+    assert_eq!(
+        last,
+        ["drydock: exited with code 3", "final line"],
+        "{} lines",
+        log.lines().count()
+    );
 
     // The raw bytes, as written.
     let raw = std::fs::read(results.join("logs/t/s.raw")).unwrap();
     assert!(raw.starts_with(b"\x1b[1;32mgreen\x1b(B\x1b[m plain\n"));
     assert!(raw.ends_with(b"\x1b[31mfinal line\x1b[0m\n"));
     // 60,000 lines of 1,000 bytes and 214 bytes of the rest.
-    assert_eq!(raw.len(), 60000 * 1000 + 214, "every byte kept (under the 64 MiB cap)");
+    assert_eq!(
+        raw.len(),
+        60000 * 1000 + 214,
+        "every byte kept (under the 64 MiB cap)"
+    );
 
     // events.ndjson bounded; the failure tail rendered.
     let events = std::fs::read_to_string(results.join("events.ndjson")).unwrap();
-    assert!(events.len() < 17 << 20, "events.ndjson is {} bytes", events.len());
+    assert!(
+        events.len() < 17 << 20,
+        "events.ndjson is {} bytes",
+        events.len()
+    );
     assert!(events.contains("is not in events.ndjson"));
     assert!(!events.contains("\\u001b"), "no escape sequence in events");
     let finished: serde_json::Value = events
@@ -90,8 +105,14 @@ async fn terminal_output_is_rendered_kept_raw_and_bounded() {
     assert_eq!(summary["truncated"], true);
     let output = &summary["steps"][0]["output"];
     assert_eq!(output["lines"], 60006);
-    assert!(output["log_omitted_bytes"].as_u64().unwrap() > 0, "{output}");
-    assert!(output["events_omitted_lines"].as_u64().unwrap() > 40000, "{output}");
+    assert!(
+        output["log_omitted_bytes"].as_u64().unwrap() > 0,
+        "{output}"
+    );
+    assert!(
+        output["events_omitted_lines"].as_u64().unwrap() > 40000,
+        "{output}"
+    );
     assert_eq!(output["raw_log"], "logs/t/s.raw");
     assert_eq!(output["raw_omitted_bytes"], 0);
 }
