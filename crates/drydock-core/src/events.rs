@@ -287,6 +287,19 @@ pub enum Event {
         /// Failed test cases named by its JUnit report.
         failed_tests: Vec<String>,
     },
+    /// Something people must see that did not change how a step ended: a
+    /// JUnit report that could not be read (its tests are then not
+    /// counted), for one. Shown on the terminal, kept in the step's log and
+    /// in `summary.json`. (Added after the first release of the event
+    /// stream: readers of older streams never see it.)
+    Warning {
+        /// Tier name.
+        tier: String,
+        /// Step name.
+        step: String,
+        /// What happened and what it means, for people.
+        message: String,
+    },
     /// A step that did not run because an earlier tier failed or the run stopped.
     StepSkipped {
         /// Tier name.
@@ -390,6 +403,7 @@ impl Event {
                 reason: Some(r), ..
             } => f(r),
             Event::RunFinished { error: Some(e), .. } => f(e),
+            Event::Warning { message, .. } => f(message),
             _ => {}
         }
     }

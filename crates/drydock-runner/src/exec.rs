@@ -27,9 +27,20 @@ use crate::Shared;
 
 /// The run's own log (`run.log` in its results folder): runner messages and
 /// every step's output, prefixed `[tier/step]`, flushed line by line so the
-/// API can stream it.
+/// API can stream it. At most [`MAX_RUN_LOG_BYTES`] of step output are
+/// written (one line then says so; the full output is in the step's `.log`);
+/// runner messages are always written.
 #[derive(Clone)]
-pub struct RunLog(Arc<Mutex<Option<std::fs::File>>>);
+pub struct RunLog(Arc<Mutex<RunLogFile>>);
+
+/// Most bytes of step output in a `run.log`.
+pub const MAX_RUN_LOG_BYTES: u64 = 64 << 20;
+
+struct RunLogFile {
+    file: Option<std::fs::File>,
+    output_bytes: u64,
+    capped: bool,
+}
 
 impl RunLog {
     /// Opens (appending) `dir/run.log`.
@@ -40,15 +51,41 @@ impl RunLog {
             .append(true)
             .open(dir.join("run.log"))
             .ok();
-        RunLog(Arc::new(Mutex::new(file)))
+        RunLog(Arc::new(Mutex::new(RunLogFile {
+            file,
+            output_bytes: 0,
+            capped: false,
+        })))
     }
 
     /// Appends one line.
     pub fn line(&self, text: &str) {
-        if let Some(f) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = log.file.as_mut() {
             let _ = f.write_all(text.as_bytes());
             let _ = f.write_all(b"\n");
         }
+    }
+
+    /// Appends a line of step output, within [`MAX_RUN_LOG_BYTES`].
+    pub fn output(&self, text: &str) {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if log.capped {
+            return;
+        }
+        log.output_bytes += text.len() as u64 + 1;
+        if log.output_bytes > MAX_RUN_LOG_BYTES {
+            log.capped = true;
+            drop(log);
+            self.note(&format!(
+                "step output past {} MiB is not in run.log; each step's full log is in \
+                 logs/<tier>/<step>.log (see summary.json)",
+                MAX_RUN_LOG_BYTES >> 20
+            ));
+            return;
+        }
+        drop(log);
+        self.line(text);
     }
 
     /// A runner message (`drydock: …`).
@@ -85,9 +122,21 @@ pub async fn recover(shared: &Arc<Shared>) {
             mirror.remove_worktree(&shared.worktree_dir(&run.id)).await;
         }
         RunLog::open(&shared.results_dir(&run.id)).note("interrupted: the runner stopped");
-        if shared.config.requeue_interrupted {
-            requeue_interrupted(shared, run, "the runner restarted");
+        if !shared.config.requeue_interrupted {
+            continue;
         }
+        // A run found `running` at start-up is one the runner died during. If
+        // it was itself the re-queue of such a run, the runner died twice on
+        // this commit: something in it may be what kills the runner, and
+        // re-queuing it again would make the runner crash-loop.
+        if run.trigger.starts_with(RESTART_REQUEUE) {
+            let reason = "interrupted again: the runner died twice while running this commit                           (it may be what stops the runner); not re-queued again. Re-run it                           through the API once the cause is known";
+            let _ = shared.store.set_reason(&run.id, reason);
+            RunLog::open(&shared.results_dir(&run.id)).note(reason);
+            tracing::error!(run = %run.id, "{reason}");
+            continue;
+        }
+        requeue_interrupted(shared, run, RESTART_WHY);
     }
     match shared.engine.reap_dead_runs().await {
         Ok(0) => {}
@@ -95,6 +144,11 @@ pub async fn recover(shared: &Arc<Shared>) {
         Err(e) => tracing::warn!("cannot remove leftovers of dead runs: {e}"),
     }
 }
+
+/// Why a run found `running` at start-up is re-queued.
+const RESTART_WHY: &str = "the runner restarted";
+/// The trigger of such a re-queue (see [`requeue_interrupted`]).
+const RESTART_REQUEUE: &str = "re-queued: the runner restarted";
 
 fn requeue_interrupted(shared: &Shared, run: &Run, why: &str) {
     match shared.enqueue(NewRun {
@@ -270,32 +324,14 @@ async fn execute_in(
     }
 
     // 2. Load and validate the pipeline of that commit.
-    let path = worktree.join(&repo.pipeline);
-    if !path.is_file() {
-        return EndingError::new(
-            RunState::Errored,
-            format!("no pipeline file {} at commit {tested}", repo.pipeline),
-        );
-    }
-    let source = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            return EndingError::new(
-                RunState::Errored,
-                format!("cannot read {}: {e}", repo.pipeline),
-            )
-        }
-    };
     let vars = pipeline_vars(shared)
         .with_builtin("DRYDOCK_RUN_ID", run.id.as_str())
         .with_builtin("DRYDOCK_GIT_SHA", tested.as_str())
         .with_builtin("DRYDOCK_GIT_SHORT_SHA", &tested[..12])
         .with_builtin("DRYDOCK_GIT_BRANCH", run.branch.as_str());
-    let pipeline = match pipeline::parse_str(&source, &repo.pipeline, worktree, &vars) {
+    let pipeline = match load_pipeline(worktree, &repo.pipeline, &tested, &vars).await {
         Ok(p) => p,
-        Err(e) => {
-            return EndingError::new(RunState::Errored, format!("invalid pipeline: {e}"));
-        }
+        Err(reason) => return EndingError::new(RunState::Errored, reason),
     };
     // Deploy on green: only the central branch releases, to the configured channel.
     let deploys =
@@ -485,6 +521,34 @@ async fn execute_in(
     ending
 }
 
+/// Reads and validates the pipeline file `relative` of a worktree, off the
+/// async runtime. Whatever the file holds, the answer is a located reason
+/// (`pipelines/ci.yml:LINE:COL: …`), never a crash: the file comes from
+/// anyone who can push, and parsing is bounded (see [`drydock_core::yaml`]).
+pub async fn load_pipeline(
+    worktree: &Path,
+    relative: &str,
+    tested: &str,
+    vars: &Vars,
+) -> Result<drydock_core::pipeline::Pipeline, String> {
+    let path = worktree.join(relative);
+    if !path.is_file() {
+        return Err(format!("no pipeline file {relative} at commit {tested}"));
+    }
+    let (worktree, relative, vars) = (worktree.to_path_buf(), relative.to_string(), vars.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        let bytes = drydock_core::yaml::read_limited(&path)
+            .map_err(|e| format!("cannot read {relative}: {e}"))?;
+        pipeline::parse_bytes(&bytes, &relative, &worktree, &vars)
+            .map_err(|e| format!("invalid pipeline: {e}"))
+    })
+    .await;
+    match loaded {
+        Ok(result) => result,
+        Err(e) => Err(format!("internal error while reading the pipeline: {e}")),
+    }
+}
+
 /// Environment for `${NAME}` in pipelines: the process environment minus
 /// anything holding one of the runner's secrets.
 fn pipeline_vars(shared: &Shared) -> Vars {
@@ -560,9 +624,9 @@ async fn deploy_on_green(
     log.note(&format!("deploying channel {channel} with {config_file}"));
     let result = async {
         let path = worktree.join(config_file);
-        let source = std::fs::read_to_string(&path)
+        let bytes = drydock_core::yaml::read_limited(&path)
             .map_err(|e| format!("cannot read the deploy config {config_file}: {e}"))?;
-        let config = deploy::config::parse_str(&source, config_file, channel, vars)
+        let config = deploy::config::parse_bytes(&bytes, config_file, channel, vars)
             .map_err(|e| format!("invalid deploy config: {e}"))?;
         summary.address = Some(format!("http://127.0.0.1:{}", config.app.publish));
         let mut ledger = Ledger::open(&Ledger::default_path()).map_err(|e| e.to_string())?;
@@ -644,7 +708,7 @@ impl Live {
             Event::Log {
                 tier, step, line, ..
             } => {
-                log.line(&format!("[{tier}/{step}] {line}"));
+                log.output(&format!("[{tier}/{step}] {line}"));
                 false
             }
             Event::StepStarted { tier, step, .. } => {
@@ -707,6 +771,14 @@ impl Live {
             Event::Released { tags, .. } => {
                 self.summary.released = tags.clone();
                 true
+            }
+            Event::Warning {
+                tier,
+                step,
+                message,
+            } => {
+                log.note(&format!("warning: {tier}/{step}: {message}"));
+                false
             }
             Event::ServiceFailed { service, error, .. } => {
                 log.note(&format!("service {service} failed: {error}"));

@@ -66,10 +66,7 @@ pub fn load_pipeline(path: &Path, run_id: &str, git: &GitInfo) -> Result<Pipelin
 pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
     let mut message = error.to_string();
     if let Some((line, col)) = error.location() {
-        if let Some(text) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.lines().nth(line.saturating_sub(1)).map(str::to_string))
-        {
+        if let Some((text, col)) = excerpt(path, line, col) {
             message.push_str(&format!(
                 "\n  {line:>4} | {text}\n       | {}^",
                 " ".repeat(col.saturating_sub(1))
@@ -85,6 +82,43 @@ pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
         }
     }
     CliError::invalid(message)
+}
+
+/// The line `line` of the file, cut to about 100 characters around column
+/// `col` and with control characters shown as `?` (so that the excerpt
+/// never drives the terminal), and the column in the excerpt. The file is
+/// read as far as drydock reads YAML files, whatever it holds.
+fn excerpt(path: &Path, line: usize, col: usize) -> Option<(String, usize)> {
+    const WIDTH: usize = 100;
+    let bytes = drydock_core::yaml::read_limited(path).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // Line breaks as YAML counts them: LF, CRLF, CR.
+    let chars: Vec<char> = text
+        .replace("\r\n", "\n")
+        .split(['\n', '\r'])
+        .nth(line.checked_sub(1)?)?
+        .chars()
+        .collect();
+    let start = col.saturating_sub(WIDTH / 2 + 1).min(chars.len());
+    let end = (start + WIDTH).min(chars.len());
+    let mut shown: String = chars[start..end]
+        .iter()
+        .map(|&c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect();
+    let mut col = col - start;
+    if start > 0 {
+        shown.insert(0, '…');
+        col += 1;
+    }
+    if end < chars.len() {
+        shown.push('…');
+    }
+    Some((shown, col))
 }
 
 /// The commit being run: sha and branch from git, when the folder is a repository.

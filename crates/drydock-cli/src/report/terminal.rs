@@ -259,6 +259,19 @@ impl Reporter for TerminalReporter {
                 }
                 self.line(text);
             }
+            Event::Warning {
+                tier,
+                step,
+                message,
+            } => {
+                let text = format!("{tier}/{step}: {message}");
+                self.line(format!(
+                    "  {} {}",
+                    style("!").yellow().bold(),
+                    style(&text).yellow()
+                ));
+                self.warnings.push(text);
+            }
             Event::StepSkipped { tier, step, reason } => {
                 let label = self.step_label(tier, step);
                 let why = match reason {
@@ -327,12 +340,8 @@ impl Reporter for TerminalReporter {
                 if let Some(error) = error {
                     text.push_str(&format!(": {error}"));
                 }
-                if !self.warnings.is_empty() {
-                    text.push_str(&format!(
-                        "\n  {} {}",
-                        style("warnings:").yellow(),
-                        self.warnings.join("; ")
-                    ));
+                for warning in &self.warnings {
+                    text.push_str(&format!("\n  {} {warning}", style("warning:").yellow()));
                 }
                 text.push_str(&format!(
                     "\n  results: {}  ·  cleaned up {removed} objects",

@@ -9,6 +9,7 @@ use futures::StreamExt;
 
 use super::buildkit::{Attempt, Builder};
 use super::context::BuildContext;
+pub use super::terminal::{strip_ansi, LineBuffer};
 use super::{labels, Engine, EngineError};
 
 /// One image build: a context, an optional target stage and build args.
@@ -290,83 +291,9 @@ pub fn split_tag(reference: &str) -> (&str, &str) {
     }
 }
 
-/// Removes ANSI escape sequences (build output of RUN steps carries colours).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Longest line kept whole; longer output is split.
-const MAX_LINE: usize = 64 * 1024;
-
-/// Reassembles lines from chunks that are not line-aligned.
-#[derive(Default, Debug)]
-pub struct LineBuffer {
-    partial: String,
-}
-
-impl LineBuffer {
-    /// Adds a chunk and returns the complete lines it finished (without `\n` or `\r`).
-    pub fn push(&mut self, chunk: &str) -> Vec<String> {
-        self.partial.push_str(chunk);
-        let mut lines = Vec::new();
-        while let Some(pos) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=pos).collect();
-            lines.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
-        }
-        while self.partial.len() > MAX_LINE {
-            // A newline-free flood: emit it in pieces so memory stays bounded.
-            let mut cut = MAX_LINE;
-            while !self.partial.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let piece: String = self.partial.drain(..cut).collect();
-            lines.push(strip_ansi(&piece));
-        }
-        lines
-    }
-
-    /// Returns what remains as a last line, if anything.
-    pub fn finish(&mut self) -> Vec<String> {
-        let rest = std::mem::take(&mut self.partial);
-        if rest.is_empty() {
-            Vec::new()
-        } else {
-            vec![strip_ansi(rest.trim_end_matches('\r'))]
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_are_reassembled_across_chunks() {
-        let mut buffer = LineBuffer::default();
-        assert!(buffer.push("Step 1/2 : FR").is_empty());
-        assert_eq!(
-            buffer.push("OM x\n\u{1b}[91mred\u{1b}[0m\r\nta"),
-            vec!["Step 1/2 : FROM x", "red"]
-        );
-        assert_eq!(buffer.finish(), vec!["ta"]);
-        assert!(buffer.finish().is_empty());
-    }
 
     #[test]
     fn a_failing_from_step_hints_at_bootstrap() {

@@ -209,7 +209,7 @@ impl Engine {
                         _ => {}
                     }
                     if let Some(text) = stream {
-                        progress.output("", &text, on_progress);
+                        progress.output("", text.as_bytes(), on_progress);
                     }
                 }
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
@@ -332,8 +332,8 @@ impl Progress {
             }
         }
         for log in status.logs {
-            let text = String::from_utf8_lossy(&log.msg).into_owned();
-            self.output(&log.vertex, &text, on_progress);
+            // Raw bytes: a UTF-8 sequence may be split between two messages.
+            self.output(&log.vertex, &log.msg, on_progress);
         }
     }
 
@@ -341,7 +341,7 @@ impl Progress {
     fn output(
         &mut self,
         vertex: &str,
-        text: &str,
+        text: &[u8],
         on_progress: &mut (dyn FnMut(BuildProgress) + Send),
     ) {
         let lines = self.logs.entry(vertex.to_string()).or_default().push(text);

@@ -5,7 +5,10 @@ mod results;
 
 use std::path::{Path, PathBuf};
 
-pub use results::{ResultsWriter, StepRecord, Summary};
+pub use results::{
+    OutputLimits, OutputRecord, RawLog, ResultsWriter, StepRecord, Summary, LOG_TAIL_SEGMENT_BYTES,
+    MAX_EVENT_LOG_BYTES, MAX_LOG_HEAD_BYTES, MAX_RAW_BYTES, MAX_RUN_EVENT_LOG_BYTES,
+};
 
 /// drydock's own folder in a repository (`<repo>/.drydock/`): the default
 /// results live under it. It ignores itself for git (it holds a `.gitignore`

@@ -204,16 +204,21 @@ async fn tail_lines<R: Runtime>(ctx: &Ctx<R>, id: &str) -> Vec<String> {
     ctx.runtime
         .tail_logs(id, super::step::TAIL_LINES)
         .await
-        .map(|text| text.lines().map(str::to_string).collect())
+        .map(crate::engine::render_lines)
         .unwrap_or_default()
 }
 
 fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) -> LogFollower {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
+        let mut raw =
+            crate::report::RawLog::create(&ctx.options.results_dir, SERVICES_TIER, &service).await;
         let mut buffer = LineBuffer::default();
+        let mut last = crate::engine::LogStream::Stdout;
         while let Some(Ok(chunk)) = stream.next().await {
-            for line in buffer.push(&String::from_utf8_lossy(&chunk.bytes)) {
+            raw.write(&chunk.bytes).await;
+            last = chunk.stream;
+            for line in buffer.push(&chunk.bytes) {
                 ctx.emit(Event::Log {
                     tier: SERVICES_TIER.to_string(),
                     step: service.clone(),
@@ -223,5 +228,15 @@ fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String
                 .await;
             }
         }
+        for line in buffer.finish() {
+            ctx.emit(Event::Log {
+                tier: SERVICES_TIER.to_string(),
+                step: service.clone(),
+                stream: last,
+                line,
+            })
+            .await;
+        }
+        raw.finish().await;
     }))
 }

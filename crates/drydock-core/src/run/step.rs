@@ -12,7 +12,7 @@ use super::{Ctx, Runtime};
 use crate::engine::{ContainerSpec, EngineError, LineBuffer, LogStream};
 use crate::events::{Event, Status, StepKind, TestCounts};
 use crate::plan::PlannedStep;
-use crate::report::junit;
+use crate::report::{junit, RawLog};
 
 /// Lines of output kept for the failure report.
 pub(crate) const TAIL_LINES: usize = 30;
@@ -189,16 +189,30 @@ async fn run_attempt<R: Runtime>(
     let mut removal = None;
     if let Some(id) = &container_id {
         if let Some(report) = &step.junit {
-            match collect_junit(ctx, id, report, &artifacts).await {
+            // A report that cannot be read does not change how the step
+            // ended, but its tests are not counted: people must see that.
+            let warning = match collect_junit(ctx, id, report, &artifacts).await {
                 Ok(Some((relative, summary))) => {
                     tests = Some(summary.counts);
                     failed_tests = summary.failed;
                     junit = Some(relative);
+                    summary.warning
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    error.get_or_insert(format!("JUnit report {report}: {e}"));
-                }
+                Ok(None) if ended.status.is_success() => Some(format!(
+                    "the step wrote no JUnit report at {report}: its tests are not counted"
+                )),
+                Ok(None) => None,
+                Err(e) => Some(format!(
+                    "JUnit report {report} cannot be read, its tests are not counted: {e}"
+                )),
+            };
+            if let Some(message) = warning {
+                ctx.emit(Event::Warning {
+                    tier: tier.to_string(),
+                    step: step.name.clone(),
+                    message,
+                })
+                .await;
             }
         }
         for path in &step.collect {
@@ -362,6 +376,7 @@ fn follow_logs<R: Runtime>(
 ) -> tokio_util::task::AbortOnDropHandle<VecDeque<String>> {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
+        let mut raw = RawLog::create(&ctx.options.results_dir, &tier, &step).await;
         let mut stdout = LineBuffer::default();
         let mut stderr = LineBuffer::default();
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
@@ -383,12 +398,12 @@ fn follow_logs<R: Runtime>(
         };
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
-            let text = String::from_utf8_lossy(&chunk.bytes);
+            raw.write(&chunk.bytes).await;
             let buffer = match chunk.stream {
                 LogStream::Stdout => &mut stdout,
                 LogStream::Stderr => &mut stderr,
             };
-            for event in emit_lines(buffer.push(&text), chunk.stream, &mut tail) {
+            for event in emit_lines(buffer.push(&chunk.bytes), chunk.stream, &mut tail) {
                 ctx.emit(event).await;
             }
         }
@@ -400,6 +415,7 @@ fn follow_logs<R: Runtime>(
                 ctx.emit(event).await;
             }
         }
+        raw.finish().await;
         tail
     }))
 }
