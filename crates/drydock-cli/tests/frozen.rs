@@ -109,8 +109,8 @@ async fn start_run(repo: &Repo, proxy: &Proxy, id: &str) -> tokio::process::Chil
 fn last_event(output: &std::process::Output) -> serde_json::Value {
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .unwrap_or_default()
 }
 

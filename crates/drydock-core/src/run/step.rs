@@ -14,6 +14,9 @@ use crate::events::{Event, Status, StepKind, TestCounts};
 use crate::plan::PlannedStep;
 use crate::report::{junit, RawLog};
 
+/// How long a step's output may keep arriving after its container exited.
+const LOG_DRAIN_LIMIT: Duration = Duration::from_secs(600);
+
 /// Lines of output kept for the failure report.
 pub(crate) const TAIL_LINES: usize = 30;
 
@@ -318,9 +321,18 @@ async fn run_container<R: Runtime>(
             (Status::Cancelled, None, Some("interrupted".to_string()))
         }
     };
-    // The log stream ends when the container exits; do not hang on a stuck engine.
-    if let Ok(Ok(lines)) = tokio::time::timeout(std::time::Duration::from_secs(10), logs).await {
-        *tail = lines;
+    // The log stream ends once the engine has sent all the container's
+    // output, which takes a while after a step that printed a lot: wait for
+    // it, so that the step's last lines come before its end. A stuck engine
+    // is the liveness ping's business (the run abandons its steps).
+    match tokio::time::timeout(LOG_DRAIN_LIMIT, logs).await {
+        Ok(Ok(lines)) => *tail = lines,
+        Ok(Err(_)) => {}
+        Err(_) => tracing::warn!(
+            "the output of step {} did not end within {}s of its exit",
+            step.name,
+            LOG_DRAIN_LIMIT.as_secs()
+        ),
     }
     // With an init process the engine starts the container fine and the init
     // reports the missing command itself (exit 126/127): say so plainly.
