@@ -255,11 +255,20 @@ pub struct RawLog {
     written: u64,
     omitted: u64,
     max: u64,
+    /// Masks the run's secrets, when it has any.
+    mask: Option<crate::secrets::MaskStream>,
 }
 
 impl RawLog {
-    /// Creates `logs/<tier>/<step>.raw` under `results_dir`.
-    pub async fn create(results_dir: &Path, tier: &str, step: &str) -> RawLog {
+    /// Creates `logs/<tier>/<step>.raw` under `results_dir`; with a
+    /// `masker`, the run's secrets are replaced by `***` (also when split
+    /// between chunks), as everywhere else in the results folder.
+    pub async fn create(
+        results_dir: &Path,
+        tier: &str,
+        step: &str,
+        masker: Option<&crate::secrets::Masker>,
+    ) -> RawLog {
         let path = results_dir.join(raw_log_path(tier, step));
         let file = async {
             if let Some(parent) = path.parent() {
@@ -281,11 +290,19 @@ impl RawLog {
             written: 0,
             omitted: 0,
             max: MAX_RAW_BYTES,
+            mask: masker.map(crate::secrets::Masker::stream),
         }
     }
 
     /// Appends bytes (what is past [`MAX_RAW_BYTES`] is only counted).
     pub async fn write(&mut self, bytes: &[u8]) {
+        match self.mask.as_mut().map(|m| m.push(bytes)) {
+            Some(masked) => self.write_out(&masked).await,
+            None => self.write_out(bytes).await,
+        }
+    }
+
+    async fn write_out(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
         let room = self.max.saturating_sub(self.written) as usize;
         let (keep, drop) = bytes.split_at(bytes.len().min(room));
@@ -305,6 +322,9 @@ impl RawLog {
     /// Flushes the file and records what was left out.
     pub async fn finish(mut self) {
         use tokio::io::AsyncWriteExt;
+        if let Some(rest) = self.mask.as_mut().map(|m| m.finish()) {
+            self.write_out(&rest).await;
+        }
         if let Some(mut file) = self.file.take() {
             let _ = file.flush().await;
         }
@@ -659,7 +679,7 @@ mod tests {
     #[tokio::test]
     async fn raw_logs_keep_the_bytes_and_count_what_is_left_out() {
         let dir = tempfile::tempdir().unwrap();
-        let mut raw = RawLog::create(dir.path(), "t", "s").await;
+        let mut raw = RawLog::create(dir.path(), "t", "s", None).await;
         raw.write(b"\x1b[31mred\x1b(B\x1b[m\r\n\xff").await;
         raw.finish().await;
         let path = dir.path().join(raw_log_path("t", "s"));
@@ -667,7 +687,7 @@ mod tests {
             std::fs::read(&path).unwrap(),
             b"\x1b[31mred\x1b(B\x1b[m\r\n\xff"
         );
-        let mut raw = RawLog::create(dir.path(), "t", "s").await;
+        let mut raw = RawLog::create(dir.path(), "t", "s", None).await;
         raw.max = 10;
         raw.write(b"0123456").await;
         raw.write(b"789abcdef").await;

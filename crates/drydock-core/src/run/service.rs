@@ -211,8 +211,13 @@ async fn tail_lines<R: Runtime>(ctx: &Ctx<R>, id: &str) -> Vec<String> {
 fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) -> LogFollower {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
-        let mut raw =
-            crate::report::RawLog::create(&ctx.options.results_dir, SERVICES_TIER, &service).await;
+        let mut raw = crate::report::RawLog::create(
+            &ctx.options.results_dir,
+            SERVICES_TIER,
+            &service,
+            ctx.masker.as_ref(),
+        )
+        .await;
         let mut buffer = LineBuffer::default();
         let mut last = crate::engine::LogStream::Stdout;
         while let Some(Ok(chunk)) = stream.next().await {

@@ -388,7 +388,8 @@ fn follow_logs<R: Runtime>(
 ) -> tokio_util::task::AbortOnDropHandle<VecDeque<String>> {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
-        let mut raw = RawLog::create(&ctx.options.results_dir, &tier, &step).await;
+        let mut raw =
+            RawLog::create(&ctx.options.results_dir, &tier, &step, ctx.masker.as_ref()).await;
         let mut stdout = LineBuffer::default();
         let mut stderr = LineBuffer::default();
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
