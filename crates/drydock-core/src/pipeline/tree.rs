@@ -487,8 +487,45 @@ fn tag_name(tag: Option<Tag>) -> Option<String> {
     })
 }
 
+/// Tags of YAML's core schema, the only ones drydock reads: any other tag
+/// (`!!binary`, `!!set`, `!!timestamp`, a local `!custom`…) would change
+/// what a value means, so it is refused rather than ignored.
+const CORE_TAGS: &[&str] = &[
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:map",
+];
+
+/// Why a tag is not accepted, if it is not.
+fn tag_problem(tag: &Option<Tag>) -> Option<String> {
+    let name = tag_name(tag.clone())?;
+    if CORE_TAGS.contains(&name.as_str()) {
+        return None;
+    }
+    let shown = match name.strip_prefix("tag:yaml.org,2002:") {
+        Some(suffix) => format!("!!{suffix}"),
+        None => name,
+    };
+    Some(format!(
+        "unsupported YAML tag `{shown}`: drydock reads YAML's core schema only (!!str, !!int, !!float, !!bool, !!null, !!seq, !!map); drop the tag"
+    ))
+}
+
 impl Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        let tag = match &ev {
+            Event::Scalar(_, _, _, tag) => tag.clone(),
+            Event::SequenceStart(_, tag) | Event::MappingStart(_, tag) => tag.clone(),
+            _ => None,
+        };
+        if let Some(problem) = tag_problem(&tag) {
+            self.fail(Pos::from_marker(mark), problem);
+            return;
+        }
         let pos = Pos::from_marker(mark);
         match ev {
             Event::DocumentStart => {
@@ -552,6 +589,31 @@ mod tests {
 
     fn p(line: usize, col: usize) -> Pos {
         Pos { line, col }
+    }
+
+    #[test]
+    fn only_core_schema_tags_are_read() {
+        // Located at the tagged value.
+        for (src, col) in [
+            ("a: [!!binary aGVsbG8=]\n", 14),
+            ("a: !custom x\n", 12),
+            ("a: !!set {x: null}\n", 10),
+            ("a: !<tag:example.com,2000:x> y\n", 30),
+        ] {
+            let err = parse(src).unwrap_err();
+            assert_eq!(err.pos, p(1, col), "{src:?}: {err:?}");
+            assert!(
+                err.message.contains("unsupported YAML tag"),
+                "{src:?}: {err:?}"
+            );
+        }
+        for src in [
+            "a: !!str 5\n",
+            "a: !!map {b: !!int 1}\n",
+            "a: !!seq [!!null ~]\n",
+        ] {
+            assert!(parse(src).is_ok(), "{src:?}");
+        }
     }
 
     #[test]
