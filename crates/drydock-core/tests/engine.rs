@@ -405,8 +405,12 @@ async fn refuse_buildkit(listener: tokio::net::UnixListener, refused: Arc<Atomic
                 .to_string();
             if line.contains("/build?") && line.contains("version=2") {
                 refused.fetch_add(1, AtomicOrdering::SeqCst);
-                // Drain the (chunked) context first, as a daemon would.
-                while !head.ends_with(b"0\r\n\r\n") {
+                // Drain a chunked body first, as a daemon would (a BuildKit
+                // build sends its context over the session, not as a body).
+                let chunked = String::from_utf8_lossy(&head)
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked");
+                while chunked && !head.ends_with(b"0\r\n\r\n") {
                     match client.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => head.extend_from_slice(&buf[..n]),

@@ -6,13 +6,17 @@ mod buildkit;
 mod client;
 mod container;
 pub mod context;
+mod dockerfile;
 pub mod dockerignore;
 mod error;
+mod filesync;
 mod image;
 pub mod labels;
 mod network;
 mod registry;
+mod session;
 mod sweep;
+mod trustplan;
 
 pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
 pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
@@ -25,3 +29,4 @@ pub use registry::{
     ENV_USER,
 };
 pub use sweep::Leftover;
+pub use trustplan::NOTE_PREFIX;

@@ -38,7 +38,7 @@ use crate::engine::labels::RunLabels;
 use crate::engine::{BuildProgress, BuildRequest, EngineError};
 use crate::events::{Event, LogStream, Outcome, Status, StepKind, TestCounts, TierPlan};
 use crate::pipeline::{ImageSource, Pipeline, TierSpec};
-use crate::trust::{Trust, TRUST_CONTEXT_PATH};
+use crate::trust::Trust;
 
 /// The sending half of a run's event stream.
 pub type EventSender = mpsc::Sender<Event>;
@@ -530,12 +530,11 @@ pub(crate) fn build_request<R: Runtime>(
         .build
         .as_ref()
         .ok_or_else(|| "the pipeline has no build section".to_string())?;
-    let mut extra_files = Vec::new();
+    let mut ca_bundle = None;
     let mut transient_args = BTreeMap::new();
     if build.trust {
-        if let Some(ca) = ctx.options.trust.ca_bytes().map_err(|e| e.to_string())? {
-            extra_files.push((TRUST_CONTEXT_PATH.to_string(), ca));
-        }
+        // The engine decides how the bundle reaches the build (docs/trust.md).
+        ca_bundle = ctx.options.trust.ca_bytes().map_err(|e| e.to_string())?;
         transient_args = ctx.options.trust.env.clone();
     }
     let mut labels = HashMap::from([
@@ -554,7 +553,9 @@ pub(crate) fn build_request<R: Runtime>(
         context: BuildContext {
             dir: build.context.clone(),
             dockerfile: build.dockerfile.clone(),
-            extra_files,
+            extra_files: Vec::new(),
+            // The run's own results may lie inside the context.
+            never_send: vec![ctx.options.results_dir.clone()],
         },
         target: Some(target.to_string()),
         args: build.args.clone(),
@@ -562,6 +563,7 @@ pub(crate) fn build_request<R: Runtime>(
         labels,
         tag: Some(format!("drydock-build/{}:{target}", ctx.pipeline.name)),
         no_cache: false,
+        ca_bundle,
     })
 }
 
