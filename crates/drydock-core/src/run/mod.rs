@@ -447,6 +447,9 @@ async fn run_tier<R: Runtime>(
     result
 }
 
+/// How many of a build's last output lines are searched for its cause.
+const CAUSE_TAIL_LINES: usize = 200;
+
 /// Reports the build of one target as a step of `tier`: its output (live if
 /// it is still building) and its outcome.
 async fn build_target<R: Runtime>(
@@ -469,13 +472,23 @@ async fn build_target<R: Runtime>(
     let mut progress = slot.take_progress();
     let done = slot.done();
     tokio::pin!(done);
-    let emit_line = |progress: BuildProgress| Event::Log {
-        tier: tier.name.clone(),
-        step: step.clone(),
-        stream: LogStream::Stdout,
-        line: match progress {
+    // The last lines of the build's output, for the cause of a failure.
+    let tail: Mutex<std::collections::VecDeque<String>> = Mutex::default();
+    let emit_line = |progress: BuildProgress| {
+        let line = match progress {
             BuildProgress::Step(line) | BuildProgress::Output(line) => line,
-        },
+        };
+        let mut tail = tail.lock().expect("build tail lock");
+        if tail.len() == CAUSE_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        Event::Log {
+            tier: tier.name.clone(),
+            step: step.clone(),
+            stream: LogStream::Stdout,
+            line,
+        }
     };
     let outcome = loop {
         let next = async {
@@ -495,12 +508,19 @@ async fn build_target<R: Runtime>(
             ctx.emit(emit_line(line)).await;
         }
     }
+    let cause = if matches!(outcome.status, Status::Failed | Status::Errored) {
+        let tail: Vec<String> = tail.lock().expect("build tail lock").drain(..).collect();
+        crate::report::cause::explain(&tail)
+    } else {
+        Vec::new()
+    };
     ctx.emit(Event::StepFinished {
         tier: tier.name.clone(),
         step,
         status: outcome.status,
         exit_code: None,
         duration_ms: outcome.duration_ms,
+        cause,
         log_tail: Vec::new(),
         error: outcome.error,
         tests: None,

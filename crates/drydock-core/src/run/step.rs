@@ -164,6 +164,7 @@ pub(crate) async fn run_step<R: Runtime>(
         exit_code: ended.exit_code,
         duration_ms: started.elapsed().as_millis() as u64,
         error,
+        cause: Vec::new(),
         log_tail: if status.is_success() {
             Vec::new()
         } else {
