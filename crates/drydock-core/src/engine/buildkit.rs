@@ -162,6 +162,15 @@ impl Engine {
         Builder::from_u8(self.builder.load(Ordering::Relaxed))
     }
 
+    /// The same engine connection with its own choice of builder (its
+    /// clones share it; this engine keeps its own). BuildKit falls back to
+    /// the classic builder where the daemon turns out not to offer it.
+    pub fn with_builder(&self, builder: Builder) -> Engine {
+        let mut engine = self.clone();
+        engine.builder = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(builder as u8));
+        engine
+    }
+
     /// Switches this engine (and its clones) to the classic builder.
     pub(super) fn fall_back_to_classic(&self, reason: &str) {
         let was = self.builder.swap(Builder::Classic as u8, Ordering::Relaxed);

@@ -230,20 +230,24 @@ fn items(dir: &SyncDir, request: &SyncRequest) -> Result<Vec<Item>, ContextError
             let mut out: Vec<Item> = Vec::with_capacity(walked.len());
             for w in walked {
                 let e = w.entry;
-                let perm = e.mode & 0o777;
-                let special = (if e.mode & 0o4000 != 0 {
-                    GO_MODE_SETUID
+                // `docker build` (classic) copies files as root and chowns
+                // them, which clears setuid and setgid on everything but
+                // folders; BuildKit would keep them. Send what docker build
+                // ends up with.
+                let mode = if e.kind == EntryKind::Dir {
+                    e.mode
                 } else {
-                    0
-                }) | (if e.mode & 0o2000 != 0 {
-                    GO_MODE_SETGID
-                } else {
-                    0
-                }) | (if e.mode & 0o1000 != 0 {
-                    GO_MODE_STICKY
-                } else {
-                    0
-                });
+                    e.mode & !0o6000
+                };
+                let special = [
+                    (0o4000, GO_MODE_SETUID),
+                    (0o2000, GO_MODE_SETGID),
+                    (0o1000, GO_MODE_STICKY),
+                ]
+                .iter()
+                .filter(|(unix, _)| mode & unix != 0)
+                .fold(0, |bits, (_, go)| bits | go);
+                let perm = mode & 0o777;
                 let kind_bits = match e.kind {
                     EntryKind::Dir => GO_MODE_DIR,
                     EntryKind::Symlink => GO_MODE_SYMLINK,
@@ -611,9 +615,10 @@ mod tests {
                 String::new(),
             ),
             file(".drydock-trust/ca.crt", 0o644, 3),
-            file("app.sh", GO_MODE_SETUID | 0o755, 10),
+            // Setuid cleared, as docker build's copy clears it.
+            file("app.sh", 0o755, 10),
             // A hard link: the first name, no content of its own.
-            ("b-link".into(), GO_MODE_SETUID | 0o755, 0, "app.sh".into()),
+            ("b-link".into(), 0o755, 0, "app.sh".into()),
             ("s-link".into(), GO_MODE_SYMLINK | 0o777, 0, "app.sh".into()),
             // The excluded folder entered for `!vendor/keep`: 0755, as the
             // classic daemon creates it.
