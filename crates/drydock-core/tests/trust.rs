@@ -21,7 +21,9 @@ use drydock_core::trust::Trust;
 use common::{engine_test, write_files, Scope, PYTHON};
 
 /// An unmodified Dockerfile: pip from PyPI, apt's HTTPS client against the
-/// Debian mirror, a non-root user, and a copy of the whole context.
+/// Debian mirror, a non-root user, a proxy setting (a predefined build arg:
+/// in `RUN`'s environment, not in the history), and a copy of the whole
+/// context.
 const DOCKERFILE: &str = "\
 FROM drydock/python:3.11
 RUN pip install six==1.16.0
@@ -29,8 +31,12 @@ RUN /usr/lib/apt/apt-helper download-file https://deb.debian.org/debian/dists/bo
 USER nobody
 RUN python3 -c \"import urllib.request as u; print(u.urlopen('https://pypi.org/simple/six/').status)\"
 USER root
+RUN echo \"proxy setting seen: $NO_PROXY\"
 COPY . /usr/src/app
 ";
+
+/// A proxy setting that must reach `RUN` but not the image.
+const NO_PROXY: &str = "no-proxy.drydock-test.invalid";
 
 /// Strings drydock uses for the bundle that must appear nowhere in the image.
 const DRYDOCK_PATHS: &[&str] = &[
@@ -224,6 +230,9 @@ async fn an_unmodified_dockerfile_trusts_the_proxy_and_keeps_no_trace_of_it() {
         // BuildKit with the bundle: green.
         let mut request = s.build_request(dir.path(), "trust-proxy", None);
         request.ca_bundle = Some(host.clone().into_bytes());
+        request
+            .transient_args
+            .insert("NO_PROXY".to_string(), NO_PROXY.to_string());
         // Really download (no layer cache from an earlier run).
         request.no_cache = true;
         let mut progress = Vec::new();
@@ -245,11 +254,20 @@ async fn an_unmodified_dockerfile_trusts_the_proxy_and_keeps_no_trace_of_it() {
         );
         assert!(
             log.iter()
-                .any(|l| l.contains("the CA bundle is mounted") && l.contains("in 3 of 3 RUN")),
+                .any(|l| l.contains("the CA bundle is mounted") && l.contains("in 4 of 4 RUN")),
+            "{log:#?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.trim() == format!("proxy setting seen: {NO_PROXY}")),
             "{log:#?}"
         );
         // No trace: layers (file names and contents), config, history.
-        let needles = needles(&proxy);
+        let mut needles = needles(&proxy);
+        needles.push((
+            "the proxy setting".to_string(),
+            NO_PROXY.as_bytes().to_vec(),
+        ));
         let saved = save(&built.image_id).await;
         let findings = search_saved(&saved, &needles);
         assert!(findings.is_empty(), "found in the image: {findings:#?}");

@@ -179,8 +179,8 @@ impl Engine {
     /// The files of [`SYSTEM_BUNDLES`] that exist as regular files in
     /// `image` (empty when the image is not in the engine: BuildKit pulls
     /// it or fails). Looked at once per image id through a container that
-    /// is created, never started, and removed; `labels` (plus role
-    /// `probe`) mark it meanwhile.
+    /// is created, never started, and removed; `labels` plus this process's
+    /// run labels with role `probe` mark it meanwhile.
     pub(crate) async fn system_bundles(
         &self,
         image: &str,
@@ -197,9 +197,16 @@ impl Engine {
         {
             return Ok(found.clone());
         }
+        // Owner labels of this process (pid, start time, host) on top of
+        // the build's: `drydock gc` removes the probe if the process dies
+        // before it does.
+        let pipeline = labels.get(labels::PIPELINE).map_or("build", String::as_str);
+        let run = labels
+            .get(labels::RUN)
+            .cloned()
+            .unwrap_or_else(|| format!("probe-{:08x}", rand::random::<u32>()));
         let mut probe_labels = labels.clone();
-        probe_labels.insert(labels::MANAGED.to_string(), "true".to_string());
-        probe_labels.insert(labels::ROLE.to_string(), "probe".to_string());
+        probe_labels.extend(labels::RunLabels::for_this_process(&run, pipeline).with_role("probe"));
         let spec = ContainerSpec {
             name: format!("drydock-probe-{:016x}", rand::random::<u64>()),
             image: info.id.clone(),
