@@ -123,6 +123,19 @@ const CASES: &[(&str, Setup)] = &[
         let path = std::ffi::CString::new(r.join("pipe").as_os_str().as_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
     }),
+    // Thousands of requests for small files over one session: BuildKit
+    // asks faster than files are sent (h2 drops a connection whose small
+    // frames pile up unread).
+    ("many-small-files", |r| {
+        for i in 0..2500 {
+            file(
+                r,
+                &format!("d{}/f{i}", i % 25),
+                format!("{i}\n").as_bytes(),
+                0o644,
+            );
+        }
+    }),
     ("device-node-as-root", |r| {
         file(r, "main.txt", b"main\n", 0o644);
         if unsafe { libc::geteuid() } == 0 {

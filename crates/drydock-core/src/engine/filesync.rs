@@ -373,47 +373,71 @@ async fn diff_copy(
             let _ = tx.send(Ok(WirePacket::of(PACKET_STAT))).await;
         }
     };
-    let requests = async {
+    // The receiver's packets are read as they come, whatever the files
+    // being sent meanwhile: h2 closes a connection whose peer leaves many
+    // small frames unread ("too many small DATA frames"). At most one
+    // request per file, so the queue is bounded by the entries sent.
+    let (queue_tx, mut queue) = mpsc::unbounded_channel::<Received>();
+    let read = async move {
         while let Some(packet) = incoming.next().await {
-            let packet = match packet {
-                Ok(p) => p,
+            let received = match packet {
                 Err(status) => {
                     tracing::debug!(%status, "file sync: receiver went away");
-                    return;
+                    Received::Gone
                 }
+                Ok(p) if p.r#type == PACKET_REQ => Received::Request(p.id),
+                Ok(p) if p.r#type == PACKET_FIN => Received::Fin,
+                Ok(p) if p.r#type == PACKET_ERR => {
+                    Received::Error(String::from_utf8_lossy(&p.data).into_owned())
+                }
+                Ok(_) => continue,
             };
-            match packet.r#type {
-                PACKET_REQ => {
-                    let content = files.lock().expect("file sync ids").remove(&packet.id);
+            let last = !matches!(received, Received::Request(_));
+            if queue_tx.send(received).is_err() || last {
+                return;
+            }
+        }
+        let _ = queue_tx.send(Received::Gone);
+    };
+    let requests = async {
+        while let Some(received) = queue.recv().await {
+            match received {
+                Received::Request(id) => {
+                    let content = files.lock().expect("file sync ids").remove(&id);
                     let Some(content) = content else {
                         let _ = tx
-                            .send(Ok(error_packet(&format!("invalid file id {}", packet.id))))
+                            .send(Ok(error_packet(&format!("invalid file id {id}"))))
                             .await;
                         return;
                     };
-                    if let Err(e) = send_file(packet.id, content, &tx).await {
+                    if let Err(e) = send_file(id, content, &tx).await {
                         let _ = tx.send(Ok(error_packet(&e))).await;
                         return;
                     }
                 }
-                PACKET_FIN => {
+                Received::Fin => {
                     let _ = tx.send(Ok(WirePacket::of(PACKET_FIN))).await;
                     return;
                 }
-                PACKET_ERR => {
-                    tracing::warn!(
-                        "build context transfer failed on the engine's side: {}",
-                        String::from_utf8_lossy(&packet.data)
-                    );
+                Received::Error(message) => {
+                    tracing::warn!("build context transfer failed on the engine's side: {message}");
                     return;
                 }
-                _ => {}
+                Received::Gone => return,
             }
         }
     };
     // The requests end the exchange (FIN); stats may still be queued then
     // only if the receiver broke off.
-    tokio::join!(stats, requests);
+    tokio::join!(stats, read, requests);
+}
+
+/// What the receiver sent.
+enum Received {
+    Request(u32),
+    Fin,
+    Error(String),
+    Gone,
 }
 
 fn error_packet(message: &str) -> WirePacket {
