@@ -6,7 +6,7 @@
 //! target) must be equal. Tests may run the docker CLI; the product never
 //! does. Every image carries this test's run label and is removed at the end.
 //!
-//! Documented deviation (docs/builds.md, "Build contexts"): BuildKit's copy
+//! Documented deviation (docs/build-context.md, "Deviations"): BuildKit's copy
 //! drops named pipes and turns device nodes into empty files (BuildKit 0.8,
 //! whatever the client sends); [`buildkit_expected`] states it. The
 //! device-node case makes a node only as root.

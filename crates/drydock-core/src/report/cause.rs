@@ -3,7 +3,7 @@
 //! events), where "exit code: 1" alone says nothing.
 //!
 //! [`explain`] is a pure function over the log tail. Lines are matched
-//! against the [`RULES`] table, most telling kind first (a TLS error
+//! against a table of kinds, most telling kind first (a TLS error
 //! explains a pip "no matching distribution" that follows it); each kind
 //! keeps its last distinct lines, the result keeps log order, and it is
 //! bounded: at most [`MAX_LINES`] lines of at most [`MAX_CHARS`]
