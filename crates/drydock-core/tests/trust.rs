@@ -197,6 +197,36 @@ fn fake_save(files: &[(&str, &[u8])]) -> Vec<u8> {
     outer.into_inner().unwrap()
 }
 
+/// The entry paths of the top layer of a `docker save` archive.
+fn last_layer_paths(saved: &[u8]) -> Vec<String> {
+    let mut manifest = None;
+    let mut outer = tar::Archive::new(saved);
+    for entry in outer.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("manifest.json") {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).unwrap();
+            manifest = Some(text);
+        }
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&manifest.unwrap()).unwrap();
+    let last = manifest[0]["Layers"].as_array().unwrap().last().unwrap();
+    let last = last.as_str().unwrap().to_string();
+    let mut outer = tar::Archive::new(saved);
+    for entry in outer.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some(last.as_str()) {
+            let mut layer = tar::Archive::new(&mut entry);
+            return layer
+                .entries()
+                .unwrap()
+                .map(|f| String::from_utf8_lossy(&f.unwrap().path_bytes()).into_owned())
+                .collect();
+        }
+    }
+    panic!("no layer {last} in the archive")
+}
+
 fn lines(progress: &[BuildProgress]) -> Vec<String> {
     progress
         .iter()
@@ -344,6 +374,57 @@ async fn an_unmodified_dockerfile_trusts_the_proxy_and_keeps_no_trace_of_it() {
             }
             other => panic!("the classic builder built a leaky Dockerfile: {other:?}"),
         }
+    })
+    .await;
+}
+
+/// A base image without a system CA bundle: no mount (which would leave
+/// BuildKit's mount-point folders in the layer), and the log says why.
+#[tokio::test]
+async fn a_base_without_a_system_bundle_gets_no_mount_and_no_stub() {
+    engine_test("trust-nobundle", &[PYTHON], |s: Scope| async move {
+        let buildkit = s.engine.with_builder(Builder::BuildKit);
+        let base_dir = tempfile::tempdir().unwrap();
+        write_files(
+            base_dir.path(),
+            &[(
+                "Dockerfile",
+                "FROM drydock/python:3.11\nRUN rm -r /etc/ssl/certs\n",
+            )],
+        );
+        let base_request = s.build_request(base_dir.path(), "trust-nobundle-base", None);
+        let base_tag = base_request.tag.clone().unwrap();
+        let (base, _) = s.build(&base_request).await;
+        base.unwrap_or_else(|e| panic!("base: {e}"));
+
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &[(
+                "Dockerfile",
+                &format!("FROM {base_tag}\nRUN test ! -e /etc/ssl/certs && echo no bundle here\n"),
+            )],
+        );
+        let mut request = s.build_request(dir.path(), "trust-nobundle", None);
+        request.ca_bundle = Some(b"-----BEGIN CERTIFICATE-----\nnot used\n".to_vec());
+        request.no_cache = true;
+        let mut progress = Vec::new();
+        let built = buildkit
+            .build(&request, |p| progress.push(p))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{:#?}", lines(&progress)));
+        let log = lines(&progress);
+        assert!(
+            log.iter().any(|l| l.contains("in 0 of 1 RUN")
+                && l.contains("not at line 2 (no system CA bundle in the image there)")),
+            "{log:#?}"
+        );
+        assert!(log.iter().any(|l| l.trim() == "no bundle here"), "{log:#?}");
+        // The layer of that RUN holds nothing under etc/ssl.
+        let saved = save(&built.image_id).await;
+        let paths = last_layer_paths(&saved);
+        assert!(paths.iter().any(|p| p.starts_with("etc")), "{paths:?}");
+        assert!(paths.iter().all(|p| !p.starts_with("etc/ssl")), "{paths:?}");
     })
     .await;
 }
