@@ -59,8 +59,12 @@ pub struct Built {
 
 impl Engine {
     /// Builds `request`, or reuses the image that carries the same content
-    /// digest. Progress lines go to `on_progress`. A failing instruction is
-    /// reported as [`EngineError::Build`] naming that instruction.
+    /// digest. Progress lines go to `on_progress`, starting with lines
+    /// beginning [`super::NOTE_PREFIX`] that say how the CA bundle reaches
+    /// the build (`docs/trust.md`). A failing instruction is reported as
+    /// [`EngineError::Build`] naming that instruction; so is, before
+    /// anything is built, a Dockerfile that uses `.drydock-trust` next to a
+    /// whole-context copy when the classic builder would have to build it.
     pub async fn build(
         &self,
         request: &BuildRequest,
