@@ -721,6 +721,7 @@ impl Live {
                 status,
                 duration_ms,
                 error,
+                cause,
                 tests,
                 failed_tests,
                 ..
@@ -729,13 +730,22 @@ impl Live {
                     "{tier}/{step} {} in {duration_ms} ms",
                     status.word()
                 ));
+                for line in cause {
+                    log.note(&format!("{tier}/{step} cause: {line}"));
+                }
                 self.summary.steps.push(StepSummary {
                     tier: tier.clone(),
                     step: step.clone(),
                     status: *status,
                     duration_ms: *duration_ms,
                     tests: *tests,
-                    error: error.clone(),
+                    // The cause lines follow the error on the status page.
+                    error: error.clone().map(|e| {
+                        std::iter::once(e)
+                            .chain(cause.iter().map(|c| format!("cause: {c}")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    }),
                 });
                 self.summary
                     .failed_tests

@@ -596,7 +596,10 @@ async fn timeout_and_cancel() {
         .iter()
         .any(|l| l.kind == "container")
     {
-        assert!(started.elapsed() < Duration::from_secs(60), "the step never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the step never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -459,6 +459,9 @@ pub const ENGINE_UNRESPONSIVE_AFTER: Duration = Duration::from_secs(20);
 /// How long the teardown may take after a second signal or a lost engine.
 pub const HURRIED_TEARDOWN: Duration = Duration::from_secs(1);
 
+/// How many of a build's last output lines are searched for its cause.
+const CAUSE_TAIL_LINES: usize = 200;
+
 /// Most build output lines kept for a tier that has not reached the build yet.
 const BUILD_BUFFER_LINES: usize = 20_000;
 
@@ -541,6 +544,8 @@ struct RunLoop<R: Runtime> {
     leases: Vec<crate::cache::CacheLease>,
     /// Why the engine is considered lost, once it is.
     engine_lost: Option<String>,
+    /// The last lines of each build's output, for the cause of a failure.
+    build_tails: Vec<VecDeque<String>>,
     /// The liveness watchdog.
     watchdog: Option<JoinHandle<()>>,
 }
@@ -590,6 +595,7 @@ impl<R: Runtime> RunLoop<R> {
             leases: Vec::new(),
             engine_lost: None,
             watchdog: None,
+            build_tails: plan.builds.iter().map(|_| VecDeque::new()).collect(),
         }
     }
 
@@ -640,6 +646,11 @@ impl<R: Runtime> RunLoop<R> {
     async fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::BuildProgress(id, line) => {
+                let tail = &mut self.build_tails[id.0];
+                if tail.len() == CAUSE_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
                 if let Some((streaming, tier)) = &self.streaming {
                     if *streaming == id {
                         let event = Event::Log {
@@ -939,6 +950,7 @@ impl<R: Runtime> RunLoop<R> {
                         attempts: 1,
                         flaky_tests: Vec::new(),
                         allowed_failure: false,
+                        cause: Vec::new(),
                     },
                     Report::NotYet => Event::StepSkipped {
                         tier: tier.name.clone(),
@@ -974,6 +986,7 @@ impl<R: Runtime> RunLoop<R> {
                                 attempts: 1,
                                 flaky_tests: Vec::new(),
                                 allowed_failure: false,
+                                cause: Vec::new(),
                             })
                             .await;
                     }
@@ -1106,8 +1119,15 @@ impl<R: Runtime> RunLoop<R> {
                             ),
                         );
                     }
+                    let cause = if outcome.status.is_success() {
+                        Vec::new()
+                    } else {
+                        let tail: Vec<String> = self.build_tails[build.0].drain(..).collect();
+                        crate::report::cause::explain(&tail)
+                    };
                     self.ctx
                         .emit(Event::StepFinished {
+                            cause,
                             tier: tier_name.clone(),
                             step: plan.build(*build).step_name(),
                             status: outcome.status,
