@@ -230,6 +230,7 @@ pub async fn bootstrap(
             tag: Some(image.tag.clone()),
             no_cache: force,
             ca_bundle: None,
+            secrets: Default::default(),
         };
         let tag = image.tag.clone();
         let built = engine

@@ -36,6 +36,28 @@ pub struct BuildRequest {
     /// `docs/trust.md` for what reaches which builder. Not part of the
     /// digest, except where it is injected as a context file.
     pub ca_bundle: Option<Vec<u8>>,
+    /// Secrets the Dockerfile mounts (`RUN --mount=type=secret,id=NAME`),
+    /// by id. Only BuildKit can mount them: with the classic builder a
+    /// build that has secrets is refused ([`EngineError::Build`]). Their
+    /// names are part of the digest, never their values, which reach no
+    /// layer, history entry or label.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+}
+
+/// The classic builder cannot mount secrets: a build that has some is
+/// refused, naming them, rather than built without them.
+fn refuse_secrets_without_buildkit(request: &BuildRequest, what: &str) -> Result<(), EngineError> {
+    if request.secrets.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Build {
+        what: what.to_string(),
+        step: None,
+        message: format!(
+            "the build mounts secrets ({}), which only BuildKit can do, and the classic builder is in use (DRYDOCK_BUILDER=classic, DOCKER_BUILDKIT=0, or the engine refused BuildKit); build with BuildKit, or drop the build's `secrets`",
+            request.secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    })
 }
 
 /// Progress of a build.
@@ -95,7 +117,12 @@ impl Engine {
         };
         let digest = {
             let context = request.context.clone();
-            let args = request.args.clone();
+            // Secret names (not values) are part of what the build is; a
+            // key with a space cannot be a build arg's name.
+            let mut args = request.args.clone();
+            for name in request.secrets.keys() {
+                args.insert(format!("(secret) {name}"), "mounted".to_string());
+            }
             let target = request.target.clone();
             tokio::task::spawn_blocking(move || context.digest(&args, target.as_deref()))
                 .await
@@ -134,9 +161,10 @@ impl Engine {
         trustplan::emit(&plan.notes, &mut on_progress);
         let image_id = match self.builder() {
             Builder::BuildKit => {
-                let (sent_dockerfile, secrets, notes) =
+                let (sent_dockerfile, mut secrets, notes) =
                     trustplan::buildkit_mounts(self, request, &dockerfile, &plan).await;
                 trustplan::emit(&notes, &mut on_progress);
+                secrets.extend(request.secrets.clone());
                 let sent = Sent {
                     dockerfile_name,
                     dockerfile: sent_dockerfile,
@@ -157,6 +185,7 @@ impl Engine {
                     Attempt::Failed(e) => return Err(e),
                     Attempt::Unavailable(reason) => {
                         self.fall_back_to_classic(&reason);
+                        refuse_secrets_without_buildkit(request, &what)?;
                         self.build_classic(
                             request,
                             &what,
@@ -169,6 +198,7 @@ impl Engine {
                 }
             }
             Builder::Classic => {
+                refuse_secrets_without_buildkit(request, &what)?;
                 self.build_classic(request, &what, image_labels, build_args, &mut on_progress)
                     .await?
             }

@@ -71,7 +71,13 @@ async fn build_one<R: Runtime>(
     stop: &CancellationToken,
 ) -> (BuildOutcome, Option<String>) {
     let started = Instant::now();
-    let request = match build_request(&ctx.plan, build, &ctx.plan.trust, &ctx.options.results_dir) {
+    let request = match build_request(
+        &ctx.plan,
+        build,
+        &ctx.plan.trust,
+        &ctx.options.results_dir,
+        &ctx.secrets,
+    ) {
         Ok(request) => request,
         Err(e) => return (BuildOutcome::not_built(Status::Errored, &e), None),
     };
@@ -120,6 +126,7 @@ pub(crate) fn build_request(
     build: &PlannedBuild,
     trust: &Trust,
     results_dir: &std::path::Path,
+    secrets: &[crate::secrets::SecretValue],
 ) -> Result<BuildRequest, String> {
     let mut ca_bundle = None;
     let mut transient_args = BTreeMap::new();
@@ -154,5 +161,10 @@ pub(crate) fn build_request(
         tag: Some(build.tag.clone()),
         no_cache: false,
         ca_bundle,
+        secrets: secrets
+            .iter()
+            .filter(|s| build.secrets.contains(&s.name))
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect(),
     })
 }

@@ -177,6 +177,7 @@ impl Scope {
             tag: Some(self.tag(what)),
             no_cache: false,
             ca_bundle: None,
+            secrets: Default::default(),
         }
     }
 
