@@ -115,7 +115,8 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     );
     let log1 = first.stderr.lock().unwrap().clone();
 
-    // Restart: the run is interrupted, its containers reaped, a retry queued and run.
+    // Restart: the dead process's lease expires at once, its containers are
+    // reaped, and the run is reclaimed as its second attempt and passes.
     let restarted = Instant::now();
     let second = RunnerProcess::start(&config);
     let reaped_after = wait_for(
@@ -123,30 +124,28 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
         Duration::from_secs(60),
         || containers_of(&id).is_empty().then(|| restarted.elapsed()),
     );
-    let retry = wait_for("the re-queued run to pass", Duration::from_secs(90), || {
+    let retry = wait_for("the reclaimed run to pass", Duration::from_secs(90), || {
         let runs = second.runs();
-        let old = runs.iter().find(|r| r["id"] == id.as_str())?;
-        assert_eq!(old["state"], "interrupted", "{old}");
-        let retry = runs.iter().find(|r| r["retry_of"] == id.as_str())?.clone();
-        (retry["state"] != "queued" && retry["state"] != "running").then_some(retry)
+        let run = runs.iter().find(|r| r["id"] == id.as_str())?.clone();
+        (run["state"] != "queued" && run["state"] != "running").then_some(run)
     });
     assert_eq!(retry["state"], "passed", "{retry}");
     assert_eq!(retry["sha"], origin.head("main").as_str());
-    let retry_id = retry["id"].as_str().unwrap();
-    assert!(containers_of(retry_id).is_empty());
-    let old = second
-        .runs()
-        .into_iter()
-        .find(|r| r["id"] == id.as_str())
-        .unwrap();
-    assert!(
-        old["reason"].as_str().unwrap().contains("re-queued as run"),
-        "{old}"
-    );
+    assert_eq!(retry["attempt"], 2, "{retry}");
+    assert_eq!(retry["lost"], 1, "{retry}");
+    assert!(containers_of(&format!("{id}-a2")).is_empty());
+    let detail = http(second.addr, "GET", &format!("/api/runs/{id}"), &[], b"").json();
+    let outcomes: Vec<&str> = detail["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap_or("running"))
+        .collect();
+    assert_eq!(outcomes, ["lost", "passed"], "{detail}");
     eprintln!(
-        "kill -9 mid-run: restart reaped the dead run's containers in {} ms; retry {} passed",
+        "kill -9 mid-run: restart reaped the dead run's containers in {} ms; attempt 2 of {} passed",
         reaped_after.as_millis(),
-        retry_id
+        id
     );
     // A rejected webhook is logged, without the secret.
     let rejected = http(
@@ -159,8 +158,8 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     assert_eq!(rejected.status, 401);
     let page = http(second.addr, "GET", "/", &[], b"");
 
-    // SIGTERM mid-run: the run is stopped, its containers removed, and it is
-    // recorded interrupted with a queued retry for the next start.
+    // SIGTERM mid-run: the run is stopped, its containers removed, and it
+    // goes back to the queue (released: not a lost attempt) for the next start.
     origin.write("later.txt", "x");
     let sha = origin.commit("another slow one");
     git(
@@ -183,21 +182,19 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     let store =
         drydock_runner::store::SqliteStore::open(&state.path().join("runner.sqlite")).unwrap();
     use drydock_runner::store::{RunState, Store};
-    let run = store.get(&stopped).unwrap().unwrap();
-    assert_eq!(run.state, RunState::Interrupted, "{run:?}");
-    assert!(run.reason.unwrap().contains("re-queued as run"));
-    let queued = store
-        .list(&drydock_runner::store::RunFilter {
-            state: Some(RunState::Queued),
-            ..Default::default()
-        })
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    assert!(
-        queued
-            .iter()
-            .any(|r| r.retry_of.as_deref() == Some(stopped.as_str())),
-        "{queued:?}"
-    );
+    let run = rt.block_on(store.get(&stopped)).unwrap().unwrap();
+    assert_eq!(run.state, RunState::Queued, "{run:?}");
+    assert_eq!((run.attempt, run.lost), (1, 0), "{run:?}");
+    assert!(run
+        .reason
+        .unwrap()
+        .contains("stopped during attempt 1; queued again"));
+    let attempts = rt.block_on(store.attempts(&stopped)).unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("released"));
     assert!(log2.contains("webhook rejected"), "{log2}");
     for text in [&log1, &log2, &page.body] {
         assert!(!text.contains(SECRET) && !text.contains(TOKEN));
