@@ -911,6 +911,58 @@ mod tests {
     }
 
     #[test]
+    fn store_name_lease_and_attempts() {
+        let c = parse("repos: []\n").unwrap();
+        assert_eq!(c.store, StoreSpec::Sqlite);
+        assert_eq!(
+            (c.name.clone(), c.lease, c.max_attempts),
+            (None, Duration::from_secs(30), 3)
+        );
+        let c = parse(
+            "repos: []\nstore: postgres://ci:pw@db.internal/drydock\nname: build-2\nlease: 10s\nmax_attempts: 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreSpec::Postgres(Secret::new("postgres://ci:pw@db.internal/drydock"))
+        );
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the address is never printed"
+        );
+        assert_eq!(c.name.as_deref(), Some("build-2"));
+        assert_eq!((c.lease, c.max_attempts), (Duration::from_secs(10), 5));
+        let c = parse("repos: []\nstore: { env: HOOK }\n");
+        assert!(c
+            .unwrap_err()
+            .to_string()
+            .contains("`store`: expected `sqlite` or a postgres:// address"),);
+        let cases = [
+            (
+                "store: mysql://x\n",
+                "2:8: `store`: expected `sqlite` or a postgres://",
+            ),
+            ("name: -x\n", "2:7: `name`"),
+            ("lease: 100ms\n", "2:8: `lease`: at least 1s"),
+            (
+                "max_attempts: 0\n",
+                "2:15: `max_attempts`: expected an integer of at least 1",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = parse(&format!("repos: []\n{line}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("/etc/runner.yml:{want}")),
+                "{line}: {e}"
+            );
+        }
+        assert!(valid_runner_name("r1.example-host_2"));
+        assert!(!valid_runner_name(&"x".repeat(64)));
+    }
+
+    #[test]
     fn branch_names() {
         assert!(valid_branch("ready/$(touch${IFS}/tmp/pwned)"));
         assert!(valid_branch("main"));

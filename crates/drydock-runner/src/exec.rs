@@ -139,14 +139,15 @@ async fn keep_leases_once(shared: &Arc<Shared>) {
 /// give others).
 pub type Executor = Arc<dyn Fn(Arc<Shared>, Run, Lease) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// The executor that runs pipelines: [`execute`].
+pub fn default_executor() -> Executor {
+    Arc::new(|shared, run, lease| Box::pin(execute(shared, run, lease)))
+}
+
 /// The dispatcher: claims runs while fewer than `concurrency` run here
 /// (woken by new work, or polling every third of the lease).
 pub async fn dispatch(shared: Arc<Shared>) {
-    dispatch_with(
-        shared,
-        Arc::new(|shared, run, lease| Box::pin(execute(shared, run, lease))),
-    )
-    .await
+    dispatch_with(shared, default_executor()).await
 }
 
 /// [`dispatch`] with another executor. A run whose executor panics ends

@@ -286,6 +286,16 @@ impl Runner {
     /// runner left, reaps leftovers of dead runs on the engine, and starts
     /// the dispatcher, the lease keeper, the pollers and the HTTP server.
     pub async fn start(config: Config) -> Result<Runner, StartError> {
+        Runner::start_with(config, exec::default_executor()).await
+    }
+
+    /// [`Runner::start`] with another executor of claimed runs (the one
+    /// [`exec::default_executor`] gives runs pipelines): for embedders that
+    /// wrap it, and for tests.
+    pub async fn start_with(
+        config: Config,
+        executor: exec::Executor,
+    ) -> Result<Runner, StartError> {
         let state = &config.state_dir;
         for sub in ["", "git", "worktrees", "results"] {
             std::fs::create_dir_all(state.join(sub)).map_err(|e| {
@@ -401,7 +411,7 @@ impl Runner {
         );
         exec::recover(&shared).await;
         let mut tasks = vec![
-            tokio::spawn(exec::dispatch(shared.clone())),
+            tokio::spawn(exec::dispatch_with(shared.clone(), executor)),
             tokio::spawn(exec::keep_leases(shared.clone())),
         ];
         if let Some(events) = shared.store.subscribe() {

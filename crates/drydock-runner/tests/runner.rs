@@ -656,3 +656,59 @@ async fn candidates_queue_in_order() {
     let _ = (a, b);
     runner.stop().await;
 }
+
+/// A run whose task panics ends `errored` with the panic's message instead
+/// of staying `running`, and its repository's next candidate is tested and
+/// lands (the merge queue does not stall).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_run_ends_errored_and_the_queue_goes_on() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    origin.push_branch("ready/boom", "origin/main", "a.txt", "a", "a");
+    let b = origin.push_branch("ready/b", "origin/main", "b.txt", "b", "b");
+    let text = origin.config(state.path(), "off", "");
+    let config = Config::parse(&text, &state.path().join("runner.yml"), &|n| {
+        n.starts_with("DRYDOCK_TEST_").then(|| TOKEN.to_string())
+    })
+    .unwrap();
+    let executor: drydock_runner::exec::Executor = Arc::new(|shared, run, lease| {
+        Box::pin(async move {
+            if run.branch == "ready/boom" {
+                panic!("boom in {}", run.id);
+            }
+            drydock_runner::exec::execute(shared, run, lease).await
+        })
+    });
+    let runner = Runner::start_with(config, executor).await.unwrap();
+    let store = runner.shared().store.clone();
+    let mut ids = Vec::new();
+    for branch in ["ready/boom", "ready/b"] {
+        let run = runner
+            .shared()
+            .enqueue(drydock_runner::store::NewRun {
+                repo: "app".into(),
+                branch: branch.into(),
+                sha: origin.head(branch),
+                kind: RunKind::Candidate,
+                trigger: "test".into(),
+                retry_of: None,
+            })
+            .await
+            .unwrap();
+        ids.push(run.id);
+    }
+    let boom = finished(&store, "the panicked run", |r| r.id == ids[0]).await;
+    assert_eq!(boom.state, RunState::Errored, "{boom:?}");
+    let reason = boom.reason.unwrap();
+    assert!(
+        reason.contains("panicked: boom in") && reason.contains(&ids[0]),
+        "{reason}"
+    );
+    let next = finished(&store, "the next candidate", |r| r.id == ids[1]).await;
+    assert_eq!(next.state, RunState::Passed, "{next:?}");
+    assert!(next.reason.unwrap().contains("fast-forwarded"));
+    assert_eq!(origin.head("main"), b);
+    assert_eq!(store.count(RunState::Running).await.unwrap(), 0);
+    assert!(runner.shared().running.lock().unwrap().is_empty());
+    runner.stop().await;
+}
