@@ -22,7 +22,16 @@ struct RunnerProcess {
 
 impl RunnerProcess {
     fn start(config: &Path) -> RunnerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        Self::start_on(config, None)
+    }
+
+    /// A runner on `store` (a PostgreSQL address), else on SQLite.
+    fn start_on(config: &Path, store: Option<&str>) -> RunnerProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drydock"));
+        if let Some(store) = store {
+            cmd.env("DRYDOCK_RUNNER_STORE", store);
+        }
+        let mut child = cmd
             .args(["runner", "--config"])
             .arg(config)
             .env("DRYDOCK_TEST_HOOK_SECRET", SECRET)
@@ -257,14 +266,28 @@ fn timed(addr: SocketAddr, path: &str) -> (Duration, usize) {
     (times[times.len() / 2], len)
 }
 
-/// 1,000 queued runs: the runner's memory and API latency (prints figures).
+/// 1,000 queued runs on SQLite: the runner's memory and API latency
+/// (prints figures).
 #[test]
 #[ignore = "measurement: cargo test -p drydock-cli --test runner -- --ignored --nocapture"]
 fn queue_of_1000_runs() {
+    measure_queue_of_1000_runs(None, "sqlite");
+}
+
+/// The same on PostgreSQL (a throw-away server on this machine).
+#[test]
+#[ignore = "measurement: cargo test -p drydock-cli --test runner -- --ignored --nocapture"]
+fn queue_of_1000_runs_on_postgres() {
+    let pg = common::pg::Postgres::start();
+    let url = pg.create_database("measure");
+    measure_queue_of_1000_runs(Some(&url), "postgres");
+}
+
+fn measure_queue_of_1000_runs(store: Option<&str>, label: &str) {
     let origin = Origin::new();
     let state = tempfile::tempdir().unwrap();
     let config = write_config(&origin, state.path(), "");
-    let runner = RunnerProcess::start(&config);
+    let runner = RunnerProcess::start_on(&config, store);
     let pid = runner.child.id();
     let first = wait_for("the first run", Duration::from_secs(60), || {
         runner
@@ -327,7 +350,7 @@ fn queue_of_1000_runs() {
         hook.push(started(&sha) - sent);
         std::thread::sleep(Duration::from_millis(1700));
     }
-    eprintln!("push → run start (ms): poll every 500 ms {poll:?}; webhook {hook:?}");
+    eprintln!("{label}: push → run start (ms): poll every 500 ms {poll:?}; webhook {hook:?}");
     let idle = rss_kib(pid);
     let (lat_idle, _) = timed(runner.addr, "/api/runs?limit=100");
     let auth = format!("Bearer {TOKEN}");
@@ -355,11 +378,11 @@ fn queue_of_1000_runs() {
     let (lat_page, len_page) = timed(runner.addr, "/");
     let (lat_badge, _) = timed(runner.addr, "/badge/app/main.svg");
     eprintln!(
-        "1,000 reruns queued in {} ms ({queued} still queued when measured)",
+        "{label}: 1,000 reruns queued in {} ms ({queued} still queued when measured)",
         enqueue.as_millis()
     );
-    eprintln!("runner RSS: {idle} KiB idle, {full} KiB with the queue full");
-    eprintln!("median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
+    eprintln!("{label}: runner RSS: {idle} KiB idle, {full} KiB with the queue full");
+    eprintln!("{label}: median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
     runner.terminate();
 }
 

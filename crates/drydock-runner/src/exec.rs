@@ -179,7 +179,7 @@ pub async fn dispatch_with(shared: Arc<Shared>, executor: Executor) {
             }
             tokio::select! {
                 _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep(shared.tick()) => {}
+                _ = tokio::time::sleep(shared.queue_poll()) => {}
                 _ = shared.shutdown.cancelled() => break None,
             }
         };

@@ -271,6 +271,13 @@ impl Shared {
     pub fn tick(&self) -> Duration {
         (self.config.lease / 3).max(Duration::from_millis(100))
     }
+
+    /// How often the dispatcher looks at the queue without being woken
+    /// (wake-ups come from this runner, and from the others through the
+    /// store's notifications): at most every 2 s.
+    pub fn queue_poll(&self) -> Duration {
+        self.tick().min(Duration::from_secs(2))
+    }
 }
 
 /// A started runner.

@@ -214,9 +214,11 @@ async fn handle_push(
     } else {
         format!("{hook}:{delivery}")
     };
-    match shared.store.first_delivery(&delivery_id).await {
-        Ok(true) => {}
-        Ok(false) => {
+    // A delivery is recorded once its push is queued (below), so that one
+    // cut short (the runner died) is handled again when it is redelivered.
+    match shared.store.delivery_seen(&delivery_id).await {
+        Ok(false) => {}
+        Ok(true) => {
             tracing::warn!(hook, %peer, delivery, "webhook ignored: replayed delivery");
             return (
                 StatusCode::OK,
@@ -303,7 +305,13 @@ async fn handle_push(
         trigger: format!("webhook:{hook}"),
         retry_of: None,
     };
-    match shared.observe(new).await {
+    let queued = shared.observe(new).await;
+    if queued.is_ok() {
+        if let Err(e) = shared.store.first_delivery(&delivery_id).await {
+            tracing::warn!(hook, delivery, "cannot record the delivery: {e}");
+        }
+    }
+    match queued {
         Ok(Some(run)) => (StatusCode::ACCEPTED, Json(json!({ "queued": run.id }))).into_response(),
         Ok(None) => (
             StatusCode::ACCEPTED,
@@ -387,11 +395,11 @@ async fn api_run(State(shared): State<AppState>, Path(id): Path<String>) -> Resp
     Json(value).into_response()
 }
 
-/// The address of the runner that keeps a run's log, when it is another
-/// runner of the fleet and this one has no copy.
+/// The address of the runner that keeps a run's log (the one that ran its
+/// latest attempt), when it is another runner of the fleet.
 async fn log_elsewhere(shared: &Shared, run: &Run) -> Option<String> {
     let runner = run.runner.as_deref()?;
-    if runner == shared.identity.name || shared.results_dir(&run.id).join("run.log").is_file() {
+    if runner == shared.identity.name {
         return None;
     }
     let runners = shared.store.runners().await.ok()?;

@@ -196,8 +196,10 @@ async fn queue_order_claims_and_fenced_finish() {
             store.head("app", "main").await.unwrap(),
             Some("b".repeat(40))
         );
+        assert!(!store.delivery_seen("d1").await.unwrap());
         assert!(store.first_delivery("d1").await.unwrap());
         assert!(!store.first_delivery("d1").await.unwrap());
+        assert!(store.delivery_seen("d1").await.unwrap());
         let listed = store
             .list(&RunFilter {
                 branch: Some("ready/b".into()),

@@ -524,6 +524,9 @@ pub trait Store: Send + Sync {
     /// Records a webhook delivery id; false when it was seen before (a replay).
     async fn first_delivery(&self, id: &str) -> StoreResult<bool>;
 
+    /// Whether a webhook delivery id was recorded.
+    async fn delivery_seen(&self, id: &str) -> StoreResult<bool>;
+
     /// Registers this runner process under its name. Refused (`Err` with
     /// the runner holding the name) while another live process — one on
     /// another host or state folder that beat less than `lease` ago — holds

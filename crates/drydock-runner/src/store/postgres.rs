@@ -633,6 +633,14 @@ impl Store for PgStore {
         Ok(n > 0)
     }
 
+    async fn delivery_seen(&self, id: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT 1 FROM deliveries WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn register_runner(
         &self,
         me: &RunnerInfo,

@@ -488,6 +488,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delivery_seen(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call(move |conn| {
+            conn.query_row("SELECT 1 FROM deliveries WHERE id = ?1", [id], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_some())
+        })
+        .await
+    }
+
     async fn register_runner(
         &self,
         me: &RunnerInfo,
