@@ -169,6 +169,28 @@ fn try_http(
     Some((status, body))
 }
 
+/// The `Location` of a 307 answer to `GET path`.
+fn redirect(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let head = raw.split("\r\n\r\n").next()?;
+    if !head.starts_with("HTTP/1.1 307") {
+        return None;
+    }
+    head.lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .map(str::to_string)
+}
+
 /// The runners of the fleet: each slot is a name, a config, a log and the
 /// live process (none while it is down).
 struct Fleet {
@@ -212,6 +234,9 @@ struct Outcome {
     kills: usize,
     kills_mid_run: usize,
     lost_attempts: u32,
+    /// Workers that found their run reclaimed (their lease had expired
+    /// while they lived: a stall longer than the lease) and stopped.
+    stale_stopped: usize,
     runs: usize,
     push_to_final_ms: Vec<i64>,
     wall: Duration,
@@ -711,6 +736,32 @@ fn chaos(setup: Chaos) -> Outcome {
             "the page names {name}"
         );
     }
+    // A run's log stays on the machine that ran it: another runner sends
+    // people there.
+    let asked = fleet.lock().unwrap().names[0].clone();
+    if let Some(run) = runs.iter().find(|r| r["runner"] != asked.as_str()) {
+        let id = run["id"].as_str().unwrap();
+        let location = redirect(addrs[0], &format!("/api/runs/{id}/log"))
+            .unwrap_or_else(|| panic!("{asked} does not redirect the log of {id}"));
+        let target: SocketAddr = location
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let log = http(target, "GET", &format!("/api/runs/{id}/log"), &[], b"");
+        assert_eq!(log.status, 200);
+        assert!(
+            log.body.contains(&format!(
+                "attempt {} by runner {}",
+                run["attempt"],
+                run["runner"].as_str().unwrap()
+            )),
+            "{}",
+            log.body
+        );
+    }
 
     // ---- Every commit: exactly one final result, the expected one.
     let mut push_to_final = Vec::new();
@@ -736,8 +787,19 @@ fn chaos(setup: Chaos) -> Outcome {
     let mut lost_attempts = 0;
     let mut all_engine_ids = Vec::new();
     let mut finished_lines: HashMap<String, usize> = HashMap::new();
+    let mut stale_stopped = 0;
+    if let Ok(dir) = std::env::var("DRYDOCK_CHAOS_LOGS") {
+        let f = fleet.lock().unwrap();
+        for (name, log) in f.names.iter().zip(&f.logs) {
+            let _ = std::fs::write(
+                Path::new(&dir).join(format!("{label}-{name}.log")),
+                &*log.lock().unwrap(),
+            );
+        }
+    }
     for log in &fleet.lock().unwrap().logs {
         let text = strip_ansi(&log.lock().unwrap());
+        stale_stopped += text.matches("lease lost: the run was reclaimed").count();
         for line in text.lines().filter(|l| l.contains("run finished")) {
             if let Some(id) = line
                 .split("run=")
@@ -848,6 +910,7 @@ fn chaos(setup: Chaos) -> Outcome {
         kills,
         kills_mid_run,
         lost_attempts,
+        stale_stopped,
         runs: runs.len(),
         push_to_final_ms: push_to_final,
         wall,
@@ -865,10 +928,11 @@ fn report(what: &str, o: &Outcome) {
         ("runs", o.runs),
     ]);
     eprintln!(
-        "{what}: {by_kind:?}; {} SIGKILLs ({} mid-run), {} attempts lost and reclaimed; push → final: median {} ms, max {} ms; wall {:.1} s",
+        "{what}: {by_kind:?}; {} SIGKILLs ({} mid-run), {} attempts lost and reclaimed, {} live workers fenced off; push → final: median {} ms, max {} ms; wall {:.1} s",
         o.kills,
         o.kills_mid_run,
         o.lost_attempts,
+        o.stale_stopped,
         median(&o.push_to_final_ms),
         o.push_to_final_ms.iter().max().unwrap(),
         o.wall.as_secs_f64()

@@ -243,6 +243,40 @@ fn invalid_configuration_is_located_and_exits_2() {
     );
 }
 
+/// A second runner on the same state folder is refused (exit 3, saying
+/// which process holds it); the first keeps serving.
+#[test]
+fn a_second_runner_on_the_same_state_folder_is_refused() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(&origin, state.path(), "");
+    let first = RunnerProcess::start(&config);
+    let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(["runner", "--config"])
+        .arg(&config)
+        .env("DRYDOCK_TEST_HOOK_SECRET", SECRET)
+        .env("DRYDOCK_TEST_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the state folder {} is in use by another runner (pid {})",
+            state.path().display(),
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    wait_for(
+        "the first runner still serving",
+        Duration::from_secs(60),
+        || (!first.runs().is_empty()).then_some(()),
+    );
+    first.terminate();
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()

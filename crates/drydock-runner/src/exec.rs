@@ -370,7 +370,7 @@ pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
         id: run.id.clone(),
     };
     let lease_state = Arc::new(LeaseState::default());
-    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+    let heartbeats = AbortOnDrop(tokio::spawn(heartbeat(
         shared.clone(),
         lease.clone(),
         handle.clone(),
@@ -417,6 +417,9 @@ pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
         let _lock = shared.repo_locks[&run.repo].lock().await;
         mirror.remove_worktree(&worktree).await;
     }
+    // From here on the run's end is recorded (fenced): no more renewals (a
+    // heartbeat after the end would find the run no longer running).
+    drop(heartbeats);
     let summary = shared.live.lock().unwrap().remove(&run.id);
     if lease_state.lost.load(Ordering::SeqCst) {
         log.note(&format!(
