@@ -680,7 +680,8 @@ async fn page_index(State(shared): State<AppState>) -> Response {
     // The fleet: every runner sharing the store.
     let runners = shared.store.runners().await.unwrap_or_default();
     let now = crate::store::now_ms();
-    let alive_within = crate::store::now_ms() - now + 2 * shared.config.lease.as_millis() as i64;
+    // A runner that beat within two leases is alive.
+    let alive_within = 2 * shared.config.lease.as_millis() as i64;
     body.push_str("<table id=\"runners\"><thead><tr><th>runner</th><th>where</th><th>last seen</th></tr></thead><tbody>");
     for r in &runners {
         let ago = (now - r.seen_ms).max(0);
