@@ -306,6 +306,36 @@ fn engine_objects(engine_id: &str) -> Vec<String> {
     out
 }
 
+/// The engine ids among `ids` that still label a container, network or
+/// volume (three listings, whatever the number of ids).
+fn engine_leftovers(ids: &[String]) -> Vec<String> {
+    let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut left = Vec::new();
+    for args in [
+        vec!["ps", "-a"],
+        vec!["network", "ls"],
+        vec!["volume", "ls"],
+    ] {
+        let out = Command::new("docker")
+            .args(&args)
+            .args([
+                "--filter",
+                "label=drydock.run",
+                "--format",
+                "{{.Label \"drydock.run\"}}",
+            ])
+            .output()
+            .unwrap();
+        left.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| ids.contains(l.trim()))
+                .map(String::from),
+        );
+    }
+    left
+}
+
 fn engine_ids(run: &Value) -> Vec<String> {
     let id = run["id"].as_str().unwrap();
     let attempts = run["attempt"].as_u64().unwrap_or(1).max(1);
@@ -882,11 +912,43 @@ fn chaos(setup: Chaos) -> Outcome {
     }
 
     // ---- Nothing of the runs left in the engine; no worktree left.
+    // Leftovers of lost attempts are swept again a few seconds after they
+    // were lost (the engine may finish creating a container after the
+    // runner that asked for it died): give that time.
+    let settle = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < settle && !engine_leftovers(&all_engine_ids).is_empty() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     for id in &all_engine_ids {
-        assert!(
-            engine_objects(id).is_empty(),
-            "{id} left objects in the engine"
-        );
+        let left = engine_objects(id);
+        if !left.is_empty() {
+            let detail = Command::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{.Name}} {{.State.Status}} {{.Created}} {{json .Config.Labels}}",
+                ])
+                .args(&left)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let f = fleet.lock().unwrap();
+            let logs: Vec<String> = f
+                .logs
+                .iter()
+                .flat_map(|l| {
+                    strip_ansi(&l.lock().unwrap())
+                        .lines()
+                        .filter(|line| line.contains(id.split("-a").next().unwrap_or(id)))
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "{id} left objects in the engine: {detail}\n{}",
+                logs.join("\n")
+            );
+        }
     }
     {
         let mut f = fleet.lock().unwrap();

@@ -69,11 +69,23 @@ impl RunLog {
 pub async fn recover(shared: &Arc<Shared>) {
     let me = &shared.identity;
     match shared.store.expire_runner(&me.name, &me.owner).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            "{n} run(s) a previous process of runner {} left running will be reclaimed",
-            me.name
-        ),
+        Ok(runs) => {
+            if !runs.is_empty() {
+                tracing::info!(
+                    "{} run(s) a previous process of runner {} left running will be reclaimed",
+                    runs.len(),
+                    me.name
+                );
+            }
+            // The dead process ran them on this engine: remove what they
+            // left now, and again a little later (a container the engine
+            // was still creating when the process died appears after it).
+            for run in &runs {
+                let id = engine_run_id(&run.id, run.attempt);
+                let _ = shared.engine.remove_run(&id).await;
+                sweep_later(shared, id);
+            }
+        }
         Err(e) => tracing::error!("cannot expire the runs a previous process left: {e}"),
     }
     keep_leases_once(shared).await;
@@ -107,7 +119,40 @@ pub async fn keep_leases(shared: Arc<Shared>) {
     }
 }
 
+/// Removes the engine objects of a lost attempt (`engine_id`) again a
+/// little later: twice a tick and twice a lease from now. A runner killed
+/// while the engine was creating a container leaves one that appears after
+/// it died, so after the first removal.
+pub fn sweep_later(shared: &Shared, engine_id: String) {
+    let now = Instant::now();
+    let mut sweeps = shared.sweeps.lock().unwrap();
+    sweeps.push((now + 2 * shared.tick(), engine_id.clone()));
+    sweeps.push((now + 2 * shared.config.lease, engine_id));
+}
+
+async fn sweep_due(shared: &Shared) {
+    let due: Vec<String> = {
+        let mut sweeps = shared.sweeps.lock().unwrap();
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = sweeps.drain(..).partition(|(at, _)| *at <= now);
+        *sweeps = later;
+        due.into_iter().map(|(_, id)| id).collect()
+    };
+    for id in due {
+        match shared.engine.remove_run(&id).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(engine_run = %id, "removed {n} late leftovers of a lost attempt")
+            }
+            Err(e) => {
+                tracing::warn!(engine_run = %id, "cannot remove leftovers of a lost attempt: {e}")
+            }
+        }
+    }
+}
+
 async fn keep_leases_once(shared: &Arc<Shared>) {
+    sweep_due(shared).await;
     let me = &shared.identity;
     match shared.store.touch_runner(&me.name, &me.owner).await {
         Ok(true) => {}
@@ -396,10 +441,9 @@ pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
         // Earlier attempts may have left containers on this engine (when
         // their runner shared it) and a worktree in this state folder.
         for attempt in 1..lease.attempt {
-            let _ = shared
-                .engine
-                .remove_run(&engine_run_id(&run.id, attempt))
-                .await;
+            let id = engine_run_id(&run.id, attempt);
+            let _ = shared.engine.remove_run(&id).await;
+            sweep_later(shared, id);
         }
         if let Some(mirror) = shared.mirrors.get(&run.repo) {
             let _lock = shared.repo_locks[&run.repo].lock().await;

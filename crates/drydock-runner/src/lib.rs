@@ -218,6 +218,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// The state folder's lock, held while the runner lives.
     pub state_lock: StateLock,
+    /// Engine run ids whose leftovers are removed again at a later time
+    /// (lost attempts: see [`exec::sweep_later`]).
+    pub sweeps: Mutex<Vec<(std::time::Instant, String)>>,
 }
 
 impl Shared {
@@ -409,6 +412,7 @@ impl Runner {
             repo_locks,
             shutdown: CancellationToken::new(),
             state_lock,
+            sweeps: Mutex::new(Vec::new()),
         });
         tracing::info!(
             "runner {} ({}) on store {}",

@@ -636,11 +636,9 @@ async fn runner_names_are_unique_in_the_fleet() {
             .is_ok());
         assert!(!store.touch_runner("build-1", "o1").await.unwrap());
         assert!(store.touch_runner("build-1", "o3").await.unwrap());
-        assert_eq!(
-            store.expire_runner("build-1", "o3").await.unwrap(),
-            1,
-            "{k}"
-        );
+        let mine = store.expire_runner("build-1", "o3").await.unwrap();
+        assert_eq!(mine.len(), 1, "{k}");
+        assert_eq!((mine[0].id.as_str(), mine[0].attempt), (run.id.as_str(), 1));
         let expired = store.expire_leases(&POLICY).await.unwrap();
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].id, run.id);

@@ -542,9 +542,9 @@ pub trait Store: Send + Sync {
     async fn touch_runner(&self, name: &str, owner: &str) -> StoreResult<bool>;
 
     /// Runs still held by a previous (dead) process of this runner: their
-    /// leases expire now, so that they are reclaimed at once. Returns how
-    /// many.
-    async fn expire_runner(&self, name: &str, owner: &str) -> StoreResult<u64>;
+    /// leases expire now, so that they are reclaimed at once. Returns them
+    /// (as they were: their `attempt` is the one the dead process ran).
+    async fn expire_runner(&self, name: &str, owner: &str) -> StoreResult<Vec<Run>>;
 
     /// The runners sharing the store, by name.
     async fn runners(&self) -> StoreResult<Vec<RunnerInfo>>;

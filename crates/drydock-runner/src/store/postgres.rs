@@ -688,15 +688,17 @@ impl Store for PgStore {
         Ok(n > 0)
     }
 
-    async fn expire_runner(&self, name: &str, owner: &str) -> StoreResult<u64> {
+    async fn expire_runner(&self, name: &str, owner: &str) -> StoreResult<Vec<Run>> {
         let client = self.client().await?;
-        Ok(client
-            .execute(
+        let rows = client
+            .query(
                 "UPDATE runs SET lease_until_ms = 0
-                 WHERE state = 'running' AND runner = $1 AND owner IS DISTINCT FROM $2",
+                 WHERE state = 'running' AND runner = $1 AND owner IS DISTINCT FROM $2
+                 RETURNING *",
                 &[&name, &owner],
             )
-            .await?)
+            .await?;
+        Ok(rows.iter().map(from_row).collect())
     }
 
     async fn runners(&self) -> StoreResult<Vec<RunnerInfo>> {

@@ -547,16 +547,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn expire_runner(&self, name: &str, owner: &str) -> StoreResult<u64> {
+    async fn expire_runner(&self, name: &str, owner: &str) -> StoreResult<Vec<Run>> {
         let (name, owner) = (name.to_string(), owner.to_string());
         self.call(move |conn| {
-            let n = conn.execute(
+            let mut stmt = conn.prepare(&format!(
                 "UPDATE runs SET lease_until_ms = 0
                  WHERE state = 'running' AND (runner = ?1 OR runner IS NULL)
-                   AND (owner IS NULL OR owner <> ?2)",
-                params![name, owner],
-            )?;
-            Ok(n as u64)
+                   AND (owner IS NULL OR owner <> ?2)
+                 RETURNING {COLUMNS}"
+            ))?;
+            let rows = stmt.query_map(params![name, owner], from_row)?;
+            rows.collect()
         })
         .await
     }
