@@ -9,8 +9,9 @@
 //! - Wake-ups: a trigger notifies `drydock_queue` whenever a run becomes
 //!   queued or stops running; a cancel request notifies `drydock_cancel`
 //!   with the run id. Each store keeps one `LISTEN` connection (reconnected
-//!   when it drops) and hands the notifications to [`Store::subscribe`]rs;
-//!   runners poll as well, so a lost notification only costs a poll.
+//!   when it drops) and hands the notifications to whoever subscribed
+//!   ([`Store::subscribe`]); runners poll as well, so a lost notification
+//!   only costs a poll.
 //! - Migrations (`migrations/postgres`) run under an advisory lock, so
 //!   runners starting together migrate once.
 
