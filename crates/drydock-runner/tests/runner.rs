@@ -728,3 +728,93 @@ async fn a_panicking_run_ends_errored_and_the_queue_goes_on() {
     assert!(runner.shared().running.lock().unwrap().is_empty());
     runner.stop().await;
 }
+
+/// Two runners sharing one PostgreSQL queue: a cancel asked at one runner
+/// stops the run the other runs (the request is persisted and reaches the
+/// worker through the store), which ends `cancelled` with its containers
+/// gone; both runners' APIs show the run with the runner that ran it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_asked_at_one_runner_stops_the_run_at_another() {
+    let pg = tokio::task::block_in_place(common::pg::Postgres::start);
+    let url = tokio::task::block_in_place(|| pg.create_database("pair"));
+    let origin = Origin::new();
+    origin.push_branch(
+        "feature/slow",
+        "origin/main",
+        "pipelines/ci.yml",
+        &pipeline(r#"["sleep", "60"]"#),
+        "slow",
+    );
+    let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |state: &Path, name: &str, poll: &str| {
+        let text = origin.config(state, poll, "").replace(
+            "listen: 127.0.0.1:0\n",
+            &format!("listen: 127.0.0.1:0\nstore: {url}\nname: {name}\nlease: 3s\n"),
+        );
+        Config::parse(&text, &state.join("runner.yml"), &|n| {
+            n.starts_with("DRYDOCK_TEST_").then(|| TOKEN.to_string())
+        })
+        .unwrap()
+    };
+    // `a` polls and runs; `b` only serves (concurrency 0 is not allowed, so
+    // it starts once `a` has claimed the run).
+    let a = Runner::start(start(state_a.path(), "a", "300ms"))
+        .await
+        .unwrap();
+    let store = a.shared().store.clone();
+    let begun = Instant::now();
+    let run = loop {
+        let runs = store.list(&RunFilter::default()).await.unwrap();
+        if let Some(r) = runs
+            .into_iter()
+            .find(|r| r.branch == "feature/slow" && r.state == RunState::Running)
+        {
+            break r;
+        }
+        assert!(begun.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let b = Runner::start(start(state_b.path(), "b", "off"))
+        .await
+        .unwrap();
+    assert_eq!(run.runner.as_deref(), Some("a"));
+    let log = state_a.path().join("results").join(&run.id).join("run.log");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("check/probe started")
+    {
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (addr_b, id) = (b.addr(), run.id.clone());
+    let (reply, seen_at_b) = tokio::task::spawn_blocking(move || {
+        let seen = http(addr_b, "GET", &format!("/api/runs/{id}"), &[], b"");
+        let reply = http(
+            addr_b,
+            "POST",
+            &format!("/api/runs/{id}/cancel"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            b"",
+        );
+        (reply, seen)
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen_at_b.json()["runner"], "a", "{}", seen_at_b.body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.json()["state"], "running");
+    let cancelled = finished(&store, "the cancelled run", |r| r.id == run.id).await;
+    assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+    assert_eq!(
+        cancelled.reason.as_deref(),
+        Some("cancelled through the API")
+    );
+    assert!(containers_of(&run.id).is_empty(), "containers left");
+    b.stop().await;
+    a.stop().await;
+    drop(store);
+    tokio::task::block_in_place(move || drop(pg));
+}
