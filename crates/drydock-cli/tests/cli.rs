@@ -361,6 +361,53 @@ async fn an_interrupted_run_exits_130_and_removes_everything() {
     }
 }
 
+/// `drydock gc --all` refuses to remove the objects of a run that is still
+/// alive, naming it, unless `--force` is given. (Scoped with `--run` to this
+/// test's own run: other runs share the engine.)
+#[tokio::test]
+async fn gc_all_refuses_objects_of_live_runs_unless_forced() {
+    let repo = Repo::fixture("tiny");
+    let id = run_id("live");
+    let mut child = repo
+        .drydock(&["run", "pipelines/slow.yml", "--run-id", &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_step_container(&id).await;
+    let engine = engine().await;
+    let before = engine.labelled(&format!("drydock.run={id}")).await.unwrap();
+
+    let refused = repo.run(&["gc", "--all", "--run", &id], &[]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("refusing to remove"), "{said}");
+    assert!(said.contains(&id), "the run is named: {said}");
+    assert!(said.contains("--force"), "{said}");
+    let after = engine.labelled(&format!("drydock.run={id}")).await.unwrap();
+    assert_eq!(after.len(), before.len(), "nothing was removed");
+
+    // Plain gc leaves live runs alone, silently.
+    let plain = repo.run(&["gc", "--run", &id], &[]).await;
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain));
+    assert!(!engine
+        .labelled(&format!("drydock.run={id}"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let forced = repo
+        .run(&["gc", "--all", "--force", "--run", &id], &[])
+        .await;
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced));
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the run ends once its step is gone")
+        .unwrap();
+    assert_ne!(status.code(), Some(0));
+    assert_nothing_left(&id).await;
+}
+
 /// SIGKILL leaves labelled leftovers; `drydock gc` removes them.
 #[tokio::test]
 async fn a_killed_run_leaves_labelled_leftovers_that_gc_removes() {
@@ -381,7 +428,8 @@ async fn a_killed_run_leaves_labelled_leftovers_that_gc_removes() {
     assert!(left.iter().any(|l| l.kind == "container"), "{left:?}");
     assert!(left.iter().any(|l| l.kind == "network"), "{left:?}");
 
-    let dry = repo.run(&["gc", "--dry-run"], &[]).await;
+    // Scoped to this test's run: other runs share the engine.
+    let dry = repo.run(&["gc", "--dry-run", "--run", &id], &[]).await;
     assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
     assert!(
         String::from_utf8_lossy(&dry.stdout).contains(&id),
@@ -397,7 +445,7 @@ async fn a_killed_run_leaves_labelled_leftovers_that_gc_removes() {
         left.len()
     );
 
-    let gc = repo.run(&["gc"], &[]).await;
+    let gc = repo.run(&["gc", "--run", &id], &[]).await;
     assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
     assert_nothing_left(&id).await;
 }

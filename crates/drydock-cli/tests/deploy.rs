@@ -257,11 +257,29 @@ async fn deploys_switch_without_failed_requests_and_roll_back() {
     let out = repo.run(&["deploy", &channel], &[]).await;
     assert_eq!(out.status.code(), Some(0), "deploy A: {}", text(&out));
     assert_eq!(get(addr).as_deref(), Ok("A"));
-    // The sweep of dead runs leaves deploys alone, even though the app
-    // container inherits the run labels of the (dead) run that built its image.
-    let out = repo.run(&["gc", "--all"], &[]).await;
+    // The sweep leaves deploys alone, even though the app container inherits
+    // the run labels of the (dead) run that built its image: not even
+    // `gc --all --force` would pick them. Asked as a dry run, so that this
+    // test removes nothing it did not create (other runs share the engine).
+    let deploy_objects = engine()
+        .await
+        .labelled(&format!("drydock.deploy={channel}"))
+        .await
+        .unwrap();
+    assert!(!deploy_objects.is_empty());
+    let out = repo
+        .run(&["gc", "--all", "--force", "--dry-run"], &[])
+        .await;
     assert_eq!(out.status.code(), Some(0), "gc: {}", text(&out));
-    assert_eq!(get(addr).as_deref(), Ok("A"), "gc took the deploy down");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for object in &deploy_objects {
+        let short = &object.id[..object.id.len().min(12)];
+        assert!(
+            !listed.contains(short),
+            "gc would remove {short}:\n{listed}"
+        );
+    }
+    assert_eq!(get(addr).as_deref(), Ok("A"));
 
     // ----- B under load: nothing fails ------------------------------------------
     release(&repo, &channel, "B").await;

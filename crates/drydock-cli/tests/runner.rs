@@ -731,3 +731,58 @@ fn deploy_on_green_deploys_each_green_central_commit() {
         "the stable address still answers"
     );
 }
+
+/// `drydock runner --config conf/runner.yml`, the README's invocation, from
+/// another folder, with relative `state_dir` and repository `url`: both are
+/// relative to the configuration's folder, and runs work (every path handed
+/// to git is absolute).
+#[test]
+fn relative_paths_in_the_configuration_work_from_any_folder() {
+    let origin = Origin::new();
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::os::unix::fs::symlink(origin.bare(), root.path().join("origin.git")).unwrap();
+    std::fs::write(
+        conf.join("runner.yml"),
+        "listen: 127.0.0.1:0\nstate_dir: state\nrun_timeout: 2m\nrepos:\n  - name: app\n    url: ../origin.git\n    poll: 300ms\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(["runner", "--config", "conf/runner.yml"])
+        .current_dir(root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("drydock runs");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = BufReader::new(child.stderr.take().unwrap());
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in lines.lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("runner did not start: {}", stderr.lock().unwrap()))
+        .parse()
+        .unwrap();
+    let run = wait_for("the main run to finish", Duration::from_secs(120), || {
+        let reply = http(addr, "GET", "/api/runs?limit=10", &[], b"");
+        let runs = reply.json()["runs"].as_array()?.clone();
+        runs.into_iter()
+            .find(|r| r["state"] != "queued" && r["state"] != "running")
+    });
+    // SAFETY: sending SIGTERM to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(run["state"], "passed", "{run}\n{}", stderr.lock().unwrap());
+    assert!(conf.join("state/runner.sqlite").is_file());
+    assert!(!root.path().join("state").exists());
+}

@@ -248,6 +248,12 @@ pub enum Event {
         duration_ms: u64,
         /// Why it failed, for people.
         error: Option<String>,
+        /// The lines of its output that explain the failure (a TLS error, a
+        /// missing package, a traceback's last line…), picked by
+        /// [`crate::report::cause::explain`]; empty when it passed or nothing
+        /// telling was found.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cause: Vec<String>,
         /// The last lines of its output (on failure).
         log_tail: Vec<String>,
         /// Counts from its JUnit report, when it has one.
@@ -286,6 +292,19 @@ pub enum Event {
         error: Option<String>,
         /// Failed test cases named by its JUnit report.
         failed_tests: Vec<String>,
+    },
+    /// Something people must see that did not change how a step ended: a
+    /// JUnit report that could not be read (its tests are then not
+    /// counted), for one. Shown on the terminal, kept in the step's log and
+    /// in `summary.json`. (Added after the first release of the event
+    /// stream: readers of older streams never see it.)
+    Warning {
+        /// Tier name.
+        tier: String,
+        /// Step name.
+        step: String,
+        /// What happened and what it means, for people.
+        message: String,
     },
     /// A step that did not run because an earlier tier failed or the run stopped.
     StepSkipped {
@@ -364,6 +383,7 @@ impl Event {
             }
             Event::StepFinished {
                 error,
+                cause,
                 log_tail,
                 failed_tests,
                 flaky_tests,
@@ -372,6 +392,7 @@ impl Event {
                 if let Some(e) = error {
                     f(e);
                 }
+                cause.iter_mut().for_each(&mut *f);
                 log_tail.iter_mut().for_each(&mut *f);
                 failed_tests.iter_mut().for_each(&mut *f);
                 flaky_tests.iter_mut().for_each(&mut *f);
@@ -390,7 +411,46 @@ impl Event {
                 reason: Some(r), ..
             } => f(r),
             Event::RunFinished { error: Some(e), .. } => f(e),
+            Event::Warning { message, .. } => f(message),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(cause: Vec<String>) -> Event {
+        Event::StepFinished {
+            tier: "t".into(),
+            step: "build x".into(),
+            status: Status::Failed,
+            exit_code: None,
+            duration_ms: 1,
+            error: Some("build of x failed".into()),
+            cause,
+            log_tail: Vec::new(),
+            tests: None,
+            failed_tests: Vec::new(),
+            junit: None,
+            reused: false,
+            attempts: 1,
+            flaky_tests: Vec::new(),
+            allowed_failure: false,
+        }
+    }
+
+    #[test]
+    fn step_finished_carries_its_cause_only_when_there_is_one() {
+        let with = finished(vec!["E: Unable to locate package nope".into()]);
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["cause"][0], "E: Unable to locate package nope");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), with);
+        let without = finished(Vec::new());
+        let json = serde_json::to_value(&without).unwrap();
+        assert!(json.get("cause").is_none(), "{json}");
+        // Events written before the field existed still read.
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), without);
     }
 }

@@ -215,6 +215,14 @@ impl Masker {
         Some(out)
     }
 
+    /// A streaming masker for raw output written in chunks (see [`MaskStream`]).
+    pub fn stream(&self) -> MaskStream {
+        MaskStream {
+            masker: self.clone(),
+            pending: Vec::new(),
+        }
+    }
+
     /// Masks every file under `dir` in place (collected reports and
     /// artifacts). Files that cannot be read are left as they are.
     pub fn mask_files(&self, dir: &std::path::Path) {
@@ -237,6 +245,39 @@ impl Masker {
                 _ => {}
             }
         }
+    }
+}
+
+/// Masks a byte stream that arrives in chunks: a secret split between two
+/// chunks is still masked. Holds back the bytes that could be the start of
+/// a secret (fewer than the longest pattern) until more arrive or the
+/// stream ends.
+#[derive(Debug)]
+pub struct MaskStream {
+    masker: Masker,
+    pending: Vec<u8>,
+}
+
+impl MaskStream {
+    /// Takes a chunk; returns the masked bytes that are safe to write now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(chunk);
+        let keep = self.masker.matcher.max_pattern_len().saturating_sub(1);
+        let mut cut = self.pending.len().saturating_sub(keep);
+        // A match that starts before the cut is written whole.
+        for m in self.masker.matcher.find_iter(&self.pending) {
+            if m.start() < cut && m.end() > cut {
+                cut = m.end();
+            }
+        }
+        let ready: Vec<u8> = self.pending.drain(..cut).collect();
+        self.masker.mask_bytes(&ready).unwrap_or(ready)
+    }
+
+    /// The rest, masked, at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.pending);
+        self.masker.mask_bytes(&rest).unwrap_or(rest)
     }
 }
 
@@ -304,6 +345,20 @@ mod tests {
             std::fs::read(dir.path().join("bin")).unwrap(),
             b"\x00\x01***\xff"
         );
+    }
+
+    #[test]
+    fn a_stream_masks_secrets_split_between_chunks() {
+        let masker = Masker::new(&[secret("s3cr3t-value")]).unwrap();
+        let input = b"one s3cr3t-value two s3cr3t-value three";
+        // Every way of cutting the input into two chunks.
+        for cut in 0..input.len() {
+            let mut stream = masker.stream();
+            let mut out = stream.push(&input[..cut]);
+            out.extend(stream.push(&input[cut..]));
+            out.extend(stream.finish());
+            assert_eq!(out, b"one *** two *** three", "cut at {cut}");
+        }
     }
 
     #[test]

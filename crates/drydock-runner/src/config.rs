@@ -29,6 +29,11 @@
 //!     # deploy: { channel: staging, config: deploy/staging.yml }
 //! ```
 //!
+//! Relative paths (`state_dir`, a local `url`, a secret's `file`) are
+//! relative to the folder of the configuration file, whatever folder the
+//! runner is started from; they are made absolute when the file is read, so
+//! every path handed to git is absolute.
+//!
 //! Secrets are read from the environment or a file, never written in the
 //! configuration, and never printed ([`Secret`]'s `Debug` is redacted).
 
@@ -210,10 +215,30 @@ impl Config {
 
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let bytes = yaml::read_limited(path).map_err(|e| ConfigError {
             message: format!("{}: cannot read: {e}", path.display()),
         })?;
-        Self::parse(&source, path, &|name| std::env::var(name).ok())
+        Self::parse_bytes(&bytes, path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::parse`] of the bytes of a configuration file: UTF-8 only,
+    /// no control characters, at most [`yaml::MAX_FILE_BYTES`] (see
+    /// [`drydock_core::yaml`]); every refusal is located.
+    pub fn parse_bytes(
+        bytes: &[u8],
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let source = yaml::check_bytes(bytes).map_err(|e| ConfigError {
+            message: format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.pos.line,
+                e.pos.col,
+                e.message
+            ),
+        })?;
+        Self::parse(source, path, env)
     }
 
     /// Validates configuration text; `env` looks up environment variables.
@@ -231,13 +256,16 @@ impl Config {
             Ok(None) => return Err(err(Pos::START, "the configuration is empty".into())),
             Err(e) => return Err(err(e.pos, e.message)),
         };
-        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        // Relative paths in the file are relative to the file's folder, made
+        // absolute here: git runs in other folders (`git -C <mirror> …`).
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut c = Checker {
             errors: Vec::new(),
             env,
             base: base.clone(),
         };
-        let config = c.config(&root, path, &base);
+        let config = c.config(&root, &absolute, &base);
         match (config, c.errors.into_iter().min_by_key(|(p, _)| *p)) {
             (_, Some((pos, m))) => Err(err(pos, m)),
             (Some(config), None) => Ok(config),
@@ -255,15 +283,32 @@ pub struct ConfigError {
 }
 
 /// Glob match where `*` matches any run of characters (including `/`).
+///
+/// Linear backtracking to the last `*` only (the usual wildcard matcher), so
+/// a pattern such as `*a*a*a*a*b` against a long branch name from a webhook
+/// takes O(pattern × text) steps, not exponential time.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    fn rec(p: &[u8], t: &[u8]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((b'*', rest)) => (0..=t.len()).any(|i| rec(rest, &t[i..])),
-            Some((c, rest)) => t.first() == Some(c) && rec(rest, &t[1..]),
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and the text position it was tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            // Let the last `*` swallow one more character.
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
         }
     }
-    rec(pattern.as_bytes(), text.as_bytes())
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// A git branch name the runner accepts: what `git check-ref-format --branch`
@@ -282,6 +327,35 @@ pub fn valid_branch(name: &str) -> bool {
         && !name
             .chars()
             .any(|c| c.is_ascii_control() || " ~^:?*[\\\x7f".contains(c))
+}
+
+/// A repository URL as git will see it from any folder: a local path
+/// (no `scheme://`, and no `host:` before the first `/`, git's own rule for
+/// telling scp-like addresses from paths) is made absolute against `base`.
+pub fn absolute_url(base: &Path, url: &str) -> String {
+    let scp_like = url
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'));
+    if url.contains("://") || scp_like || Path::new(url).is_absolute() {
+        return url.to_string();
+    }
+    base.join(url).to_string_lossy().into_owned()
+}
+
+/// Reads a secret file: UTF-8, at most 64 KiB (a device or a huge file
+/// given by mistake is refused rather than read without end).
+fn read_secret(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    const MAX: u64 = 64 * 1024;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX {
+        return Err(std::io::Error::other("larger than 64 KiB; not a secret"));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
 }
 
 struct Checker<'a> {
@@ -413,7 +487,7 @@ impl Checker<'_> {
             },
             Some("file") => {
                 let path = self.base.join(&name);
-                match std::fs::read_to_string(&path) {
+                match read_secret(&path) {
                     Ok(v) => v,
                     Err(e) => {
                         self.fail(
@@ -719,7 +793,7 @@ impl Checker<'_> {
                         if s.is_empty() || s.starts_with('-') {
                             self.fail(v.pos, "`url`: expected a path or URL git can fetch");
                         } else {
-                            url = Some(s);
+                            url = Some(absolute_url(&self.base, &s));
                         }
                     }
                 }
@@ -971,5 +1045,74 @@ mod tests {
         }
         assert!(glob("ready/*", "ready/a/b"));
         assert!(!glob("ready/*", "main"));
+        let cases = [
+            ("*", "", true),
+            ("", "", true),
+            ("", "a", false),
+            ("a*", "a", true),
+            ("*a", "ba", true),
+            ("*a", "ab", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("**x", "yyx", true),
+            ("r*/*z", "r/a/b/z", true),
+            ("main", "main", true),
+            ("main", "mainx", false),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(glob(p, t), want, "{p} {t}");
+        }
+        // Exponential for a naive backtracking matcher; instant here.
+        let started = std::time::Instant::now();
+        let pattern = format!("{}b", "*a".repeat(30));
+        assert!(!glob(&pattern, &"a".repeat(255)));
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file_and_absolute() {
+        let env = |_: &str| None;
+        let src = "state_dir: state\nrepos:\n  - name: app\n    url: ../git/app.git\n  - name: b\n    url: git@example.com:b.git\n  - name: c\n    url: https://example.com/c.git\n";
+        let c = Config::parse(src, Path::new("runner.yml"), &env).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.state_dir, cwd.join("state"));
+        assert!(c.path.is_absolute());
+        assert_eq!(c.repos[0].url, cwd.join("../git/app.git").to_string_lossy());
+        assert_eq!(c.repos[1].url, "git@example.com:b.git");
+        assert_eq!(c.repos[2].url, "https://example.com/c.git");
+        let c = Config::parse(src, Path::new("conf/runner.yml"), &env).unwrap();
+        assert_eq!(c.state_dir, cwd.join("conf/state"));
+        let c = parse("repos: []\n").unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/.drydock-runner"));
+    }
+
+    #[test]
+    fn hostile_bytes_are_refused_with_a_location() {
+        let env = |_: &str| None;
+        let path = Path::new("/etc/runner.yml");
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"repos: []\n# \0\nconcurency: 2\n",
+                "/etc/runner.yml:2:3: the control character U+0000",
+            ),
+            (
+                b"repos: []\nx: \xff\n",
+                "/etc/runner.yml:2:4: invalid UTF-8",
+            ),
+            (
+                b"\xff\xfer\0e\0",
+                "/etc/runner.yml:1:1: the file is encoded in UTF-16LE",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let e = Config::parse_bytes(bytes, path, &env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{bytes:?}: {e}");
+        }
+        assert!(Config::parse_bytes(b"\xef\xbb\xbfrepos: []\n", path, &env).is_ok());
+        let deep = format!("repos:\n  {}x\n", "- ".repeat(50_000));
+        let e = Config::parse(&deep, path, &env).unwrap_err().to_string();
+        assert!(e.contains("nested deeper than 64"), "{e}");
     }
 }

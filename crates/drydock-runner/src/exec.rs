@@ -30,9 +30,20 @@ use crate::{RunHandle, Shared};
 
 /// The run's own log (`run.log` in its results folder): runner messages and
 /// every step's output, prefixed `[tier/step]`, flushed line by line so the
-/// API can stream it.
+/// API can stream it. At most [`MAX_RUN_LOG_BYTES`] of step output are
+/// written (one line then says so; the full output is in the step's `.log`);
+/// runner messages are always written.
 #[derive(Clone)]
-pub struct RunLog(Arc<Mutex<Option<std::fs::File>>>);
+pub struct RunLog(Arc<Mutex<RunLogFile>>);
+
+/// Most bytes of step output in a `run.log`.
+pub const MAX_RUN_LOG_BYTES: u64 = 64 << 20;
+
+struct RunLogFile {
+    file: Option<std::fs::File>,
+    output_bytes: u64,
+    capped: bool,
+}
 
 impl RunLog {
     /// Opens (appending) `dir/run.log`.
@@ -43,15 +54,41 @@ impl RunLog {
             .append(true)
             .open(dir.join("run.log"))
             .ok();
-        RunLog(Arc::new(Mutex::new(file)))
+        RunLog(Arc::new(Mutex::new(RunLogFile {
+            file,
+            output_bytes: 0,
+            capped: false,
+        })))
     }
 
     /// Appends one line.
     pub fn line(&self, text: &str) {
-        if let Some(f) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = log.file.as_mut() {
             let _ = f.write_all(text.as_bytes());
             let _ = f.write_all(b"\n");
         }
+    }
+
+    /// Appends a line of step output, within [`MAX_RUN_LOG_BYTES`].
+    pub fn output(&self, text: &str) {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if log.capped {
+            return;
+        }
+        log.output_bytes += text.len() as u64 + 1;
+        if log.output_bytes > MAX_RUN_LOG_BYTES {
+            log.capped = true;
+            drop(log);
+            self.note(&format!(
+                "step output past {} MiB is not in run.log; each step's full log is in \
+                 logs/<tier>/<step>.log (see summary.json)",
+                MAX_RUN_LOG_BYTES >> 20
+            ));
+            return;
+        }
+        drop(log);
+        self.line(text);
     }
 
     /// A runner message (`drydock: …`).
@@ -572,32 +609,14 @@ async fn execute_in(
     }
 
     // 2. Load and validate the pipeline of that commit.
-    let path = worktree.join(&repo.pipeline);
-    if !path.is_file() {
-        return EndingError::new(
-            RunState::Errored,
-            format!("no pipeline file {} at commit {tested}", repo.pipeline),
-        );
-    }
-    let source = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            return EndingError::new(
-                RunState::Errored,
-                format!("cannot read {}: {e}", repo.pipeline),
-            )
-        }
-    };
     let vars = pipeline_vars(shared)
         .with_builtin("DRYDOCK_RUN_ID", run.id.as_str())
         .with_builtin("DRYDOCK_GIT_SHA", tested.as_str())
         .with_builtin("DRYDOCK_GIT_SHORT_SHA", &tested[..12])
         .with_builtin("DRYDOCK_GIT_BRANCH", run.branch.as_str());
-    let pipeline = match pipeline::parse_str(&source, &repo.pipeline, worktree, &vars) {
+    let pipeline = match load_pipeline(worktree, &repo.pipeline, &tested, &vars).await {
         Ok(p) => p,
-        Err(e) => {
-            return EndingError::new(RunState::Errored, format!("invalid pipeline: {e}"));
-        }
+        Err(reason) => return EndingError::new(RunState::Errored, reason),
     };
     // Deploy on green: only the central branch releases, to the configured channel.
     let deploys =
@@ -626,6 +645,9 @@ async fn execute_in(
         std::thread::spawn(move || {
             let mut live = Live::default();
             while let Some(event) = rx.blocking_recv() {
+                // Nothing follows the end of the run: do not wait for a
+                // sender that a task given up on still holds.
+                let last = matches!(event, Event::RunFinished { .. });
                 if let Err(e) = results.handle(&event) {
                     tracing::warn!("results folder: {e}");
                 }
@@ -635,6 +657,9 @@ async fn execute_in(
                         .lock()
                         .unwrap()
                         .insert(id.clone(), live.summary.clone());
+                }
+                if last {
+                    break;
                 }
             }
             shared.live.lock().unwrap().insert(id, live.summary.clone());
@@ -780,6 +805,34 @@ async fn execute_in(
     ending
 }
 
+/// Reads and validates the pipeline file `relative` of a worktree, off the
+/// async runtime. Whatever the file holds, the answer is a located reason
+/// (`pipelines/ci.yml:LINE:COL: …`), never a crash: the file comes from
+/// anyone who can push, and parsing is bounded (see [`drydock_core::yaml`]).
+pub async fn load_pipeline(
+    worktree: &Path,
+    relative: &str,
+    tested: &str,
+    vars: &Vars,
+) -> Result<drydock_core::pipeline::Pipeline, String> {
+    let path = worktree.join(relative);
+    if !path.is_file() {
+        return Err(format!("no pipeline file {relative} at commit {tested}"));
+    }
+    let (worktree, relative, vars) = (worktree.to_path_buf(), relative.to_string(), vars.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        let bytes = drydock_core::yaml::read_limited(&path)
+            .map_err(|e| format!("cannot read {relative}: {e}"))?;
+        pipeline::parse_bytes(&bytes, &relative, &worktree, &vars)
+            .map_err(|e| format!("invalid pipeline: {e}"))
+    })
+    .await;
+    match loaded {
+        Ok(result) => result,
+        Err(e) => Err(format!("internal error while reading the pipeline: {e}")),
+    }
+}
+
 /// Environment for `${NAME}` in pipelines: the process environment minus
 /// anything holding one of the runner's secrets (webhook secret, API token,
 /// the store's address, which may hold a password).
@@ -864,9 +917,9 @@ async fn deploy_on_green(
     log.note(&format!("deploying channel {channel} with {config_file}"));
     let result = async {
         let path = worktree.join(config_file);
-        let source = std::fs::read_to_string(&path)
+        let bytes = drydock_core::yaml::read_limited(&path)
             .map_err(|e| format!("cannot read the deploy config {config_file}: {e}"))?;
-        let config = deploy::config::parse_str(&source, config_file, channel, vars)
+        let config = deploy::config::parse_bytes(&bytes, config_file, channel, vars)
             .map_err(|e| format!("invalid deploy config: {e}"))?;
         summary.address = Some(format!("http://127.0.0.1:{}", config.app.publish));
         let mut ledger = Ledger::open(&Ledger::default_path()).map_err(|e| e.to_string())?;
@@ -948,7 +1001,7 @@ impl Live {
             Event::Log {
                 tier, step, line, ..
             } => {
-                log.line(&format!("[{tier}/{step}] {line}"));
+                log.output(&format!("[{tier}/{step}] {line}"));
                 false
             }
             Event::StepStarted { tier, step, .. } => {
@@ -961,6 +1014,7 @@ impl Live {
                 status,
                 duration_ms,
                 error,
+                cause,
                 tests,
                 failed_tests,
                 ..
@@ -969,13 +1023,22 @@ impl Live {
                     "{tier}/{step} {} in {duration_ms} ms",
                     status.word()
                 ));
+                for line in cause {
+                    log.note(&format!("{tier}/{step} cause: {line}"));
+                }
                 self.summary.steps.push(StepSummary {
                     tier: tier.clone(),
                     step: step.clone(),
                     status: *status,
                     duration_ms: *duration_ms,
                     tests: *tests,
-                    error: error.clone(),
+                    // The cause lines follow the error on the status page.
+                    error: error.clone().map(|e| {
+                        std::iter::once(e)
+                            .chain(cause.iter().map(|c| format!("cause: {c}")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    }),
                 });
                 self.summary
                     .failed_tests
@@ -1011,6 +1074,14 @@ impl Live {
             Event::Released { tags, .. } => {
                 self.summary.released = tags.clone();
                 true
+            }
+            Event::Warning {
+                tier,
+                step,
+                message,
+            } => {
+                log.note(&format!("warning: {tier}/{step}: {message}"));
+                false
             }
             Event::ServiceFailed { service, error, .. } => {
                 log.note(&format!("service {service} failed: {error}"));

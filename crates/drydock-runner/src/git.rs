@@ -54,6 +54,12 @@ where
     }
 }
 
+/// `path` made absolute against the current folder (without resolving
+/// symlinks); as given when the current folder cannot be read.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Whether `s` looks like a full object name.
 pub fn is_sha(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.chars().all(|c| c.is_ascii_hexdigit())
@@ -82,8 +88,11 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Creates the bare repository when missing.
+    /// Creates the bare repository when missing. A relative `path` is made
+    /// absolute (against the current folder): git commands run with
+    /// `-C <mirror>` would resolve it against the mirror otherwise.
     pub async fn ensure(path: PathBuf, url: &str) -> Result<Mirror, GitError> {
+        let path = absolute(&path);
         if !path.join("HEAD").is_file() {
             if let Some(parent) = path.parent() {
                 let _ = std::fs::create_dir_all(parent);
@@ -165,8 +174,10 @@ impl Mirror {
             .is_ok()
     }
 
-    /// Adds a detached worktree of `sha` at `dir`.
+    /// Adds a detached worktree of `sha` at `dir` (made absolute first: git
+    /// runs in the mirror, where a relative path means something else).
     pub async fn add_worktree(&self, dir: &Path, sha: &str) -> Result<(), GitError> {
+        let dir = &absolute(dir);
         if !is_sha(sha) {
             return Err(GitError {
                 command: "worktree add".into(),
@@ -188,6 +199,7 @@ impl Mirror {
 
     /// Removes a worktree (and its folder), then prunes stale entries.
     pub async fn remove_worktree(&self, dir: &Path) {
+        let dir = &absolute(dir);
         let _ = self
             .git([
                 OsStr::new("worktree"),

@@ -149,7 +149,49 @@ async fn hook_github(
         Some(_) => {}
     }
     let event = header(&headers, "x-github-event").unwrap_or("push");
-    handle_push(&shared, "github", peer, delivery, event == "push", &body).await
+    // The signature covers the raw body, whatever its content type.
+    let payload = match github_payload(header(&headers, "content-type"), &body) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(hook = "github", %peer, delivery, "webhook rejected: {why}");
+            return reject(StatusCode::BAD_REQUEST, why);
+        }
+    };
+    handle_push(
+        &shared,
+        "github",
+        peer,
+        delivery,
+        event == "push",
+        &body,
+        &payload,
+    )
+    .await
+}
+
+/// The JSON of a GitHub delivery: the body itself (`application/json`), or
+/// the `payload` field of a form (`application/x-www-form-urlencoded`, the
+/// content type GitHub's webhook form preselects). A missing content type is
+/// taken as JSON.
+pub fn github_payload<'b>(
+    content_type: Option<&str>,
+    body: &'b [u8],
+) -> Result<std::borrow::Cow<'b, [u8]>, &'static str> {
+    let media = content_type
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" | "" => Ok(body.into()),
+        "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
+            .find(|(k, _)| k == "payload")
+            .map(|(_, v)| v.into_owned().into_bytes().into())
+            .ok_or("a form delivery without a `payload` field"),
+        _ => Err("unsupported content type (expected application/json or application/x-www-form-urlencoded)"),
+    }
 }
 
 async fn hook_gitlab(
@@ -186,11 +228,79 @@ async fn hook_gitlab(
         delivery,
         event == "Push Hook",
         &body,
+        &body,
     )
     .await
 }
 
+/// What a push delivery asks for, read from its JSON (see [`parse_push`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushRequest {
+    /// A branch moved to a commit; `names` are the repository's names and
+    /// URLs the delivery gives (matched against the configuration).
+    Push {
+        /// The branch.
+        branch: String,
+        /// The commit it points to now.
+        after: String,
+        /// `name`, `full_name`, clone URLs… of the repository.
+        names: Vec<String>,
+    },
+    /// Nothing to run (a tag, a deleted branch): why.
+    Ignored(&'static str),
+}
+
+/// Reads a push delivery's JSON: `ref`, `after` and the repository's names.
+/// Every field is checked (a branch name git accepts, a full commit id); a
+/// refusal is `(400, why)`.
+pub fn parse_push(payload: &[u8]) -> Result<PushRequest, &'static str> {
+    let payload: Value = match serde_json::from_slice(payload) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return Err("malformed JSON body"),
+    };
+    let refname = payload.get("ref").and_then(Value::as_str);
+    let after = payload.get("after").and_then(Value::as_str);
+    let (Some(refname), Some(after)) = (refname, after) else {
+        return Err("a push needs `ref` and `after`");
+    };
+    let Some(branch) = refname.strip_prefix("refs/heads/") else {
+        return Ok(PushRequest::Ignored("not a branch"));
+    };
+    if !is_sha(after) || !valid_branch(branch) {
+        return Err("invalid branch name or commit id");
+    }
+    if after.bytes().all(|b| b == b'0') {
+        return Ok(PushRequest::Ignored("branch deleted"));
+    }
+    let project = payload
+        .get("repository")
+        .or_else(|| payload.get("project"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let names = [
+        "name",
+        "full_name",
+        "path_with_namespace",
+        "clone_url",
+        "ssh_url",
+        "git_http_url",
+        "git_ssh_url",
+        "url",
+    ]
+    .iter()
+    .filter_map(|k| project.get(k).and_then(Value::as_str))
+    .map(str::to_string)
+    .collect();
+    Ok(PushRequest::Push {
+        branch: branch.to_string(),
+        after: after.to_string(),
+        names,
+    })
+}
+
 /// A verified delivery: replay check, then the push's branch and commit.
+/// `body` is the raw body (its digest names deliveries without an id),
+/// `payload` its JSON.
 async fn handle_push(
     shared: &Shared,
     hook: &str,
@@ -198,14 +308,12 @@ async fn handle_push(
     delivery: &str,
     is_push: bool,
     body: &[u8],
+    payload: &[u8],
 ) -> Response {
-    let payload: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            tracing::warn!(hook, %peer, delivery, "webhook rejected: malformed JSON body");
-            return reject(StatusCode::BAD_REQUEST, "malformed JSON body");
-        }
-    };
+    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+        tracing::warn!(hook, %peer, delivery, "webhook rejected: malformed JSON body");
+        return reject(StatusCode::BAD_REQUEST, "malformed JSON body");
+    }
     // The delivery id: the header, else a digest of the signed body.
     let delivery_id = if delivery.is_empty() {
         format!("{hook}:body:{}", hex::encode(Sha256::digest(body)))
@@ -238,40 +346,21 @@ async fn handle_push(
         )
             .into_response();
     }
-    let refname = payload.get("ref").and_then(Value::as_str);
-    let after = payload.get("after").and_then(Value::as_str);
-    let (Some(refname), Some(after)) = (refname, after) else {
-        tracing::warn!(hook, %peer, delivery, "webhook rejected: push without ref or after");
-        return reject(StatusCode::BAD_REQUEST, "a push needs `ref` and `after`");
+    let (branch, after, names) = match parse_push(payload) {
+        Ok(PushRequest::Push {
+            branch,
+            after,
+            names,
+        }) => (branch, after, names),
+        Ok(PushRequest::Ignored(why)) => {
+            return (StatusCode::OK, Json(json!({ "ignored": why }))).into_response()
+        }
+        Err(why) => {
+            tracing::warn!(hook, %peer, delivery, "webhook rejected: {why}");
+            return reject(StatusCode::BAD_REQUEST, why);
+        }
     };
-    let Some(branch) = refname.strip_prefix("refs/heads/") else {
-        return (StatusCode::OK, Json(json!({ "ignored": "not a branch" }))).into_response();
-    };
-    if !is_sha(after) || !valid_branch(branch) {
-        tracing::warn!(hook, %peer, delivery, "webhook rejected: invalid branch or commit");
-        return reject(StatusCode::BAD_REQUEST, "invalid branch name or commit id");
-    }
-    if after.bytes().all(|b| b == b'0') {
-        return (StatusCode::OK, Json(json!({ "ignored": "branch deleted" }))).into_response();
-    }
-    let project = payload
-        .get("repository")
-        .or_else(|| payload.get("project"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let names: Vec<&str> = [
-        "name",
-        "full_name",
-        "path_with_namespace",
-        "clone_url",
-        "ssh_url",
-        "git_http_url",
-        "git_ssh_url",
-        "url",
-    ]
-    .iter()
-    .filter_map(|k| project.get(k).and_then(Value::as_str))
-    .collect();
+    let (branch, after) = (branch.as_str(), after.as_str());
     let repo = shared.config.repos.iter().find(|r| {
         names
             .iter()

@@ -588,23 +588,23 @@ async fn timeout_and_cancel() {
             http(addr, "GET", &format!("/api/runs/{id}/log"), &[], b"")
         })
     };
-    // Cancel once its step runs (the machine may be slow to get there).
-    let log = state
-        .path()
-        .join("results")
-        .join(&to_cancel.id)
-        .join("run.log");
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("check/probe started")
+    // Cancel once its step runs (a container of the run exists).
+    let engine = drydock_core::engine::Engine::connect().await.unwrap();
+    let started = Instant::now();
+    while !engine
+        .labelled(&format!("drydock.run={}", to_cancel.id))
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.kind == "container")
     {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_secs(60),
             "the step never started"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let id = to_cancel.id.clone();
     let reply = tokio::task::spawn_blocking(move || {
         http(

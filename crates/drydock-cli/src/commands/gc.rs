@@ -1,6 +1,8 @@
 //! `drydock gc`: remove what dead runs left, and release images nobody needs.
 
-use drydock_core::engine::{labels, Engine};
+use std::collections::BTreeMap;
+
+use drydock_core::engine::{labels, owner_alive, Engine, Leftover};
 use drydock_core::release::Ledger;
 
 use crate::error::CliError;
@@ -8,9 +10,16 @@ use crate::error::CliError;
 /// Arguments of `drydock gc`.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// Also remove containers and networks of runs that still look alive.
+    /// Also remove containers and networks of runs that still look alive:
+    /// refused (exit 2, naming the runs) when some do, unless --force.
     #[arg(long)]
     pub all: bool,
+    /// With --all: remove objects of live runs too (their steps die).
+    #[arg(long, requires = "all")]
+    pub force: bool,
+    /// Only objects of this run (repeatable): what a test or script made.
+    #[arg(long = "run", value_name = "RUN_ID")]
+    pub runs: Vec<String>,
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
@@ -27,7 +36,32 @@ pub struct GcArgs {
     pub caches: bool,
 }
 
+/// The runs that own `objects`, for people: `ID (pipeline P, pid N on H)`.
+fn describe_runs(objects: &[&Leftover]) -> Vec<String> {
+    let mut runs: BTreeMap<String, String> = BTreeMap::new();
+    for o in objects {
+        let get = |k: &str| o.labels.get(k).map(String::as_str).unwrap_or("?");
+        runs.entry(get(labels::RUN).to_string()).or_insert_with(|| {
+            format!(
+                "{} (pipeline {}, pid {} on {})",
+                get(labels::RUN),
+                get(labels::PIPELINE),
+                get(labels::PID),
+                get(labels::HOST)
+            )
+        });
+    }
+    runs.into_values().collect()
+}
+
 /// Runs `drydock gc`.
+///
+/// Without `--all`, only objects of dead runs (owner process gone, see
+/// [`owner_alive`]) are removed. `--all` asks for the objects of live runs
+/// too; they are refused (exit 2, nothing removed, the runs named) unless
+/// `--force` is given, since removing them kills the steps of runs in
+/// progress (another terminal, the runner, another engineer's tests).
+/// `--run` restricts everything to the given runs.
 pub async fn run(args: GcArgs) -> Result<u8, CliError> {
     let engine = Engine::connect().await?;
     let verb = if args.dry_run {
@@ -35,16 +69,42 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
     } else {
         "removing"
     };
-    let stale = engine.stale(args.all).await?;
+    let found: Vec<Leftover> = engine
+        .stale(true)
+        .await?
+        .into_iter()
+        .filter(|l| {
+            args.runs.is_empty() || l.run_id().is_some_and(|r| args.runs.iter().any(|w| w == r))
+        })
+        .collect();
+    let (live, dead): (Vec<&Leftover>, Vec<&Leftover>) =
+        found.iter().partition(|l| owner_alive(&l.labels));
+    let mut stale: Vec<Leftover> = dead.into_iter().cloned().collect();
+    if args.all && !live.is_empty() {
+        if args.force {
+            stale.extend(live.iter().map(|l| (*l).clone()));
+        } else {
+            let message = format!(
+                "refusing to remove {} objects of {} runs that are still alive (their owner \
+                 process runs, or they belong to another host):\n  {}\n\
+                 removing them would kill those runs' steps; pass --force to remove them \
+                 anyway, or --run RUN_ID to pick runs",
+                live.len(),
+                describe_runs(&live).len(),
+                describe_runs(&live).join("\n  ")
+            );
+            if !args.dry_run {
+                return Err(CliError::invalid(message));
+            }
+            println!("would refuse: {message}");
+        }
+    }
     for item in &stale {
         println!(
             "{verb} {} {} (run {})",
             item.kind,
             &item.id[..item.id.len().min(12)],
-            item.labels
-                .get(labels::RUN)
-                .map(String::as_str)
-                .unwrap_or("?")
+            item.run_id().unwrap_or("?")
         );
     }
     let mut removed = 0;

@@ -66,10 +66,7 @@ pub fn load_pipeline(path: &Path, run_id: &str, git: &GitInfo) -> Result<Pipelin
 pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
     let mut message = error.to_string();
     if let Some((line, col)) = error.location() {
-        if let Some(text) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.lines().nth(line.saturating_sub(1)).map(str::to_string))
-        {
+        if let Some((text, col)) = excerpt(path, line, col) {
             message.push_str(&format!(
                 "\n  {line:>4} | {text}\n       | {}^",
                 " ".repeat(col.saturating_sub(1))
@@ -85,6 +82,43 @@ pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
         }
     }
     CliError::invalid(message)
+}
+
+/// The line `line` of the file, cut to about 100 characters around column
+/// `col` and with control characters shown as `?` (so that the excerpt
+/// never drives the terminal), and the column in the excerpt. The file is
+/// read as far as drydock reads YAML files, whatever it holds.
+fn excerpt(path: &Path, line: usize, col: usize) -> Option<(String, usize)> {
+    const WIDTH: usize = 100;
+    let bytes = drydock_core::yaml::read_limited(path).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // Line breaks as YAML counts them: LF, CRLF, CR.
+    let chars: Vec<char> = text
+        .replace("\r\n", "\n")
+        .split(['\n', '\r'])
+        .nth(line.checked_sub(1)?)?
+        .chars()
+        .collect();
+    let start = col.saturating_sub(WIDTH / 2 + 1).min(chars.len());
+    let end = (start + WIDTH).min(chars.len());
+    let mut shown: String = chars[start..end]
+        .iter()
+        .map(|&c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect();
+    let mut col = col - start;
+    if start > 0 {
+        shown.insert(0, '…');
+        col += 1;
+    }
+    if end < chars.len() {
+        shown.push('…');
+    }
+    Some((shown, col))
 }
 
 /// The commit being run: sha and branch from git, when the folder is a repository.
@@ -252,10 +286,16 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     // Reporters write files and terminals: keep them off the async runtime.
     let consumer = std::thread::spawn(move || {
         while let Some(event) = rx.blocking_recv() {
+            // Nothing follows the end of the run: do not wait for a
+            // sender that a task given up on still holds.
+            let last = matches!(event, Event::RunFinished { .. });
             if let Err(e) = results.handle(&event) {
                 tracing::warn!("results folder: {e}");
             }
             reporter.handle(&event);
+            if last {
+                break;
+            }
         }
         reporter.finish();
     });
@@ -299,8 +339,11 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     Ok(report.outcome.exit_code() as u8)
 }
 
-/// First SIGINT/SIGTERM: cancel gracefully. Second: remove the run's objects now and exit 130.
-async fn watch_signals(cancel: RunCancel, engine: Engine, run_id: String) {
+/// First SIGINT/SIGTERM: cancel gracefully (running steps get the stop
+/// grace; `when: always` steps still run). Second: stop now — the run skips
+/// what is left, tears down in at most a second and writes `run_finished`;
+/// whatever the engine does, the process exits 130 within 2 s.
+async fn watch_signals(cancel: RunCancel, _engine: Engine, run_id: String) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -312,7 +355,11 @@ async fn watch_signals(cancel: RunCancel, engine: Engine, run_id: String) {
     eprintln!("\ndrydock: interrupted; stopping containers (again to force)…");
     cancel.cancel(CancelReason::Signal);
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("drydock: stopping now");
     cancel.cancel(CancelReason::SecondSignal);
-    let _ = engine.remove_run(&run_id).await;
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    eprintln!(
+        "drydock: the run did not end in time; containers of run {run_id} may be left: `drydock gc` removes them"
+    );
     std::process::exit(130);
 }

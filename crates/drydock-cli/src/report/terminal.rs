@@ -193,6 +193,7 @@ impl Reporter for TerminalReporter {
                 exit_code,
                 duration_ms,
                 error,
+                cause,
                 log_tail,
                 tests,
                 failed_tests,
@@ -244,6 +245,9 @@ impl Reporter for TerminalReporter {
                     if let Some(error) = error {
                         text.push_str(&format!("\n      {}", style(error).red()));
                     }
+                    for line in cause {
+                        text.push_str(&format!("\n      {} {line}", style("cause:").yellow()));
+                    }
                     for test in failed_tests.iter().take(20) {
                         text.push_str(&format!("\n      {} {test}", style("FAILED").red()));
                     }
@@ -258,6 +262,19 @@ impl Reporter for TerminalReporter {
                     }
                 }
                 self.line(text);
+            }
+            Event::Warning {
+                tier,
+                step,
+                message,
+            } => {
+                let text = format!("{tier}/{step}: {message}");
+                self.line(format!(
+                    "  {} {}",
+                    style("!").yellow().bold(),
+                    style(&text).yellow()
+                ));
+                self.warnings.push(text);
             }
             Event::StepSkipped { tier, step, reason } => {
                 let label = self.step_label(tier, step);
@@ -327,12 +344,8 @@ impl Reporter for TerminalReporter {
                 if let Some(error) = error {
                     text.push_str(&format!(": {error}"));
                 }
-                if !self.warnings.is_empty() {
-                    text.push_str(&format!(
-                        "\n  {} {}",
-                        style("warnings:").yellow(),
-                        self.warnings.join("; ")
-                    ));
+                for warning in &self.warnings {
+                    text.push_str(&format!("\n  {} {warning}", style("warning:").yellow()));
                 }
                 text.push_str(&format!(
                     "\n  results: {}  ·  cleaned up {removed} objects",

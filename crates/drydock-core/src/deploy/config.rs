@@ -92,11 +92,30 @@ pub fn default_path(repo_root: &Path, channel: &str) -> PathBuf {
 /// Reads and validates the deploy config at `path`, which must deploy
 /// `channel`. `${VAR}` in string values is interpolated from `vars`.
 pub fn load(path: &Path, channel: &str, vars: &Vars) -> Result<DeployConfig, PipelineError> {
-    let source = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
+    let bytes = crate::pipeline::text::read_limited(path).map_err(|source| PipelineError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_str(&source, &path.to_string_lossy(), channel, vars)
+    parse_bytes(&bytes, &path.to_string_lossy(), channel, vars)
+}
+
+/// [`load`] of the bytes of a deploy config: checked as pipeline files are
+/// ([`crate::pipeline::parse_bytes`]), then [`parse_str`].
+pub fn parse_bytes(
+    bytes: &[u8],
+    file_label: &str,
+    channel: &str,
+    vars: &Vars,
+) -> Result<DeployConfig, PipelineError> {
+    let source = crate::pipeline::text::check_bytes(bytes).map_err(|e| {
+        PipelineError::Syntax(crate::pipeline::Diagnostic {
+            file: file_label.to_string(),
+            line: e.pos.line,
+            col: e.pos.col,
+            message: e.message,
+        })
+    })?;
+    parse_str(source, file_label, channel, vars)
 }
 
 /// [`load`] of YAML held in memory; `file_label` names it in errors.

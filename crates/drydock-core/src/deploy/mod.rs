@@ -556,7 +556,7 @@ pub async fn deploy(
         let log_tail = engine
             .tail_logs(&id, TAIL_LINES)
             .await
-            .map(|t| t.lines().map(str::to_string).collect())
+            .map(crate::engine::render_lines)
             .unwrap_or_default();
         let _ = engine.remove_container(&id).await;
         return Ok(Outcome::Failed {
@@ -821,7 +821,7 @@ async fn wait_service_ready(
                 let tail = engine
                     .tail_logs(id, TAIL_LINES)
                     .await
-                    .map(|t| t.lines().map(str::to_string).collect())
+                    .map(crate::engine::render_lines)
                     .unwrap_or_default();
                 return Err(not_ready(
                     format!("not ready after {}: {why}", format_duration(ready.timeout)),

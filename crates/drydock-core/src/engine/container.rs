@@ -197,7 +197,7 @@ impl Engine {
             name: Some(spec.name.clone()),
             ..Default::default()
         };
-        match self.docker.create_container(Some(options), body).await {
+        match self.quick.create_container(Some(options), body).await {
             Ok(response) => Ok(response.id),
             Err(source) if status_of(&source) == Some(404) => Err(EngineError::ImageMissing {
                 image: spec.image.clone(),
@@ -296,7 +296,7 @@ impl Engine {
                 .collect()
         };
         let stats = futures::future::join_all(candidates.into_iter().map(|path| {
-            self.docker
+            self.quick
                 .get_container_archive_info(id, Some(ContainerArchiveInfoOptions { path }))
         }))
         .await;
@@ -321,7 +321,7 @@ impl Engine {
 
     /// Waits for a container to stop and returns its exit code.
     pub async fn wait_container(&self, id: &str) -> Result<i64, EngineError> {
-        let mut stream = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        let mut stream = self.quick.wait_container(id, None::<WaitContainerOptions>);
         match stream.next().await {
             Some(Ok(response)) => Ok(response.status_code),
             // The engine reports a non-zero exit as an error carrying the code.
@@ -350,7 +350,7 @@ impl Engine {
             ..Default::default()
         };
         let op = format!("logs of {id}");
-        self.docker.logs(id, Some(options)).filter_map(move |item| {
+        self.quick.logs(id, Some(options)).filter_map(move |item| {
             let op = op.clone();
             async move {
                 use bollard::container::LogOutput;
@@ -380,7 +380,7 @@ impl Engine {
             tail: lines.to_string(),
             ..Default::default()
         };
-        let mut stream = self.docker.logs(id, Some(options));
+        let mut stream = self.quick.logs(id, Some(options));
         let mut text = String::new();
         while let Some(item) = stream.next().await {
             let chunk = item.map_err(|e| EngineError::api(format!("logs of {id}"), e))?;
@@ -432,7 +432,7 @@ impl Engine {
             }),
             ..Default::default()
         };
-        self.docker
+        self.quick
             .update_container(id, body)
             .await
             .map_err(|e| EngineError::api(format!("update restart policy of {id}"), e))
@@ -489,7 +489,11 @@ impl Engine {
             t: Some(grace.as_secs() as i32),
             ..Default::default()
         };
-        match self.docker.stop_container(id, Some(options)).await {
+        match self
+            .with_deadline(grace)
+            .stop_container(id, Some(options))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => Ok(()),
             Err(e) => Err(EngineError::api(format!("stop container {id}"), e)),
@@ -501,7 +505,7 @@ impl Engine {
         let options = KillContainerOptions {
             signal: "SIGKILL".to_string(),
         };
-        match self.docker.kill_container(id, Some(options)).await {
+        match self.quick.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(EngineError::api(format!("kill container {id}"), e)),
@@ -515,7 +519,7 @@ impl Engine {
             v: true,
             ..Default::default()
         };
-        match self.docker.remove_container(id, Some(options)).await {
+        match self.quick.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
             // 409: removal already in progress.
@@ -598,7 +602,7 @@ impl Engine {
         let mut file = tokio::fs::File::create(&tar_path)
             .await
             .map_err(io("create", &tar_path))?;
-        let mut stream = self.docker.download_from_container(
+        let mut stream = self.quick.download_from_container(
             id,
             Some(DownloadFromContainerOptions {
                 path: container_path.to_string(),

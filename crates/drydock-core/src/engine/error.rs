@@ -91,17 +91,33 @@ pub enum EngineError {
         /// Why.
         message: String,
     },
+    /// The engine did not answer a call within its deadline (frozen,
+    /// overloaded, or its connection hangs).
+    #[error("the Docker Engine did not answer `{op}` within {}s (is it frozen or overloaded?)", after.as_secs())]
+    Unresponsive {
+        /// The call.
+        op: String,
+        /// Its deadline.
+        after: std::time::Duration,
+    },
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
 }
 
 impl EngineError {
-    /// Wraps a client error with the operation it belongs to.
+    /// Wraps a client error with the operation it belongs to; the client's
+    /// own timeout becomes [`EngineError::Unresponsive`].
     pub fn api(op: impl Into<String>, source: bollard::errors::Error) -> Self {
-        EngineError::Api {
-            op: op.into(),
-            source,
+        match source {
+            bollard::errors::Error::RequestTimeoutError => EngineError::Unresponsive {
+                op: op.into(),
+                after: super::client::SHORT_CALL_TIMEOUT,
+            },
+            source => EngineError::Api {
+                op: op.into(),
+                source,
+            },
         }
     }
 

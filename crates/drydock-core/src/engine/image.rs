@@ -29,7 +29,7 @@ pub struct ImageInfo {
 impl Engine {
     /// Inspects an image; `Ok(None)` when it does not exist.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
-        match self.docker.inspect_image(reference).await {
+        match self.quick.inspect_image(reference).await {
             Ok(image) => {
                 let config = image.config.unwrap_or_default();
                 Ok(Some(ImageInfo {
@@ -55,7 +55,7 @@ impl Engine {
         &self,
         reference: &str,
     ) -> Result<Option<Vec<String>>, EngineError> {
-        match self.docker.inspect_image(reference).await {
+        match self.quick.inspect_image(reference).await {
             Ok(image) => Ok(image
                 .config
                 .and_then(|c| c.healthcheck)

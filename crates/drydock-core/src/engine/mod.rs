@@ -7,16 +7,21 @@ mod client;
 mod container;
 pub mod context;
 mod copy;
+mod dockerfile;
 pub mod dockerignore;
 mod error;
+mod filesync;
 mod image;
 pub mod labels;
 mod network;
 mod registry;
+mod session;
 mod sweep;
+pub mod terminal;
+mod trustplan;
 mod volume;
 
-pub use build::{split_tag, strip_ansi, BuildProgress, BuildRequest, Built, LineBuffer};
+pub use build::{split_tag, BuildProgress, BuildRequest, Built};
 pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
 pub use client::{Engine, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
@@ -26,4 +31,6 @@ pub use registry::{
     registry_host, CredentialsError, PushFailure, RegistryAuth, ENV_PASSWORD, ENV_PASSWORD_FILE,
     ENV_USER,
 };
-pub use sweep::Leftover;
+pub use sweep::{owner_alive, Leftover};
+pub use terminal::{render_lines, strip_ansi, LineBuffer};
+pub use trustplan::NOTE_PREFIX;

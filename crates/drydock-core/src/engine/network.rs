@@ -33,7 +33,7 @@ impl Engine {
 
     /// Removes a network; gone already is fine.
     pub async fn remove_network(&self, name_or_id: &str) -> Result<(), EngineError> {
-        match self.docker.remove_network(name_or_id).await {
+        match self.quick.remove_network(name_or_id).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => Ok(()),
             Err(e) => Err(EngineError::api(format!("remove network {name_or_id}"), e)),
@@ -67,7 +67,7 @@ impl Engine {
                 ..Default::default()
             }),
         };
-        self.docker
+        self.quick
             .connect_network(network, request)
             .await
             .map_err(|e| EngineError::api(format!("connect {container} to network {network}"), e))
@@ -83,7 +83,7 @@ impl Engine {
             container: container.to_string(),
             force: Some(true),
         };
-        match self.docker.disconnect_network(network, request).await {
+        match self.quick.disconnect_network(network, request).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
             Err(e) => Err(EngineError::api(

@@ -14,7 +14,7 @@ impl Engine {
         name: &str,
         labels: HashMap<String, String>,
     ) -> Result<(), EngineError> {
-        self.docker
+        self.quick
             .create_volume(VolumeCreateRequest {
                 name: Some(name.to_string()),
                 labels: Some(labels),

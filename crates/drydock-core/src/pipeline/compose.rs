@@ -247,11 +247,7 @@ pub fn load_service(
                 "the compose file is empty (expected a mapping with `services`)".to_string(),
             ))
         }
-        // tree.rs words its messages for pipeline files.
-        Err(e) => {
-            let message = e.message.replace("a pipeline file", "a compose file");
-            return Err(vec![loader.diag(e.pos, message)]);
-        }
+        Err(e) => return Err(vec![loader.diag(e.pos, e.message)]),
     };
     let root = merge::resolve(root).map_err(|(pos, m)| vec![loader.diag(pos, m)])?;
     let result = loader.document(&root, path);

@@ -11,7 +11,9 @@ pub mod dotenv;
 mod duration;
 mod error;
 mod interpolate;
+mod limits;
 mod model;
+pub(crate) mod text;
 pub(crate) mod tree;
 mod validate;
 
@@ -20,6 +22,10 @@ use std::path::{Path, PathBuf};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, PipelineError};
 pub use interpolate::{interpolate, Vars, BUILTIN_VARS};
+pub use limits::{
+    MAX_ARGS, MAX_ENV_ENTRIES, MAX_EXEC_BYTES, MAX_SERVICES, MAX_STEPS, MAX_STEPS_PER_TIER,
+    MAX_TIERS,
+};
 pub use model::{
     BuildSpec, ComposeOrigin, CopySpec, ImageSource, Mount, NeedSpec, Pipeline, Probe, ReadySpec,
     ReleaseSpec, SecretExpose, SecretSource, SecretSpec, ServiceSpec, StepRun, StepSpec, TierSpec,
@@ -31,17 +37,37 @@ pub use validate::is_registry;
 ///
 /// Repository paths in the file are resolved against `repo_root` (see
 /// [`find_repo_root`]); `vars` feeds `${NAME}` interpolation. Errors name
-/// `path` as given.
+/// `path` as given. At most [`text::MAX_FILE_BYTES`] bytes are read; see
+/// [`parse_bytes`] for what else is refused.
 pub fn load(path: &Path, repo_root: &Path, vars: &Vars) -> Result<Pipeline, PipelineError> {
-    let source = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
+    let bytes = text::read_limited(path).map_err(|source| PipelineError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_str(&source, &path.to_string_lossy(), repo_root, vars)
+    parse_bytes(&bytes, &path.to_string_lossy(), repo_root, vars)
+}
+
+/// Validates the bytes of a pipeline file: UTF-8 only (a leading byte order
+/// mark is skipped), no control characters, at most 1 MiB, then as
+/// [`parse_str`]. Every refusal is located (`FILE:LINE:COL`).
+pub fn parse_bytes(
+    bytes: &[u8],
+    file_label: &str,
+    repo_root: &Path,
+    vars: &Vars,
+) -> Result<Pipeline, PipelineError> {
+    let source = text::check_bytes(bytes)
+        .map_err(|e| PipelineError::Syntax(diagnostic(file_label, e.pos, e.message)))?;
+    parse_str(source, file_label, repo_root, vars)
 }
 
 /// Validates pipeline YAML held in memory; `file_label` names it in errors
 /// and becomes [`Pipeline::source_path`].
+///
+/// The text and the tree are bounded (see [`crate::yaml`]): control
+/// characters, a byte order mark other than a leading one, more than 1 MiB,
+/// nesting, alias expansion, entries and scalar lengths over drydock's limits
+/// are errors at the place they occur.
 pub fn parse_str(
     source: &str,
     file_label: &str,
@@ -59,9 +85,17 @@ pub fn parse_str(
             path: repo_root.to_path_buf(),
             source,
         })?;
-    validate::Checker::new(vars, repo_root)
-        .check(&root, PathBuf::from(file_label))
-        .map_err(|(errors, foreign)| invalid_with(file_label, errors, foreign))
+    // Limits and validation problems together, in file order.
+    let mut over = limits::check(&root);
+    match validate::Checker::new(vars, repo_root).check(&root, PathBuf::from(file_label)) {
+        Ok(pipeline) if over.is_empty() => Ok(pipeline),
+        Ok(_) => Err(invalid(file_label, over)),
+        Err((mut errors, foreign)) => {
+            errors.append(&mut over);
+            errors.sort_by_key(|e| e.0);
+            Err(invalid_with(file_label, errors, foreign))
+        }
+    }
 }
 
 /// Validates a deploy config (see [`crate::deploy::config`]) held in memory.

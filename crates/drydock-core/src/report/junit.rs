@@ -1,12 +1,49 @@
 //! JUnit XML: counting the tests of a report and merging reports into one.
+//!
+//! Reports come from many tools (pytest, Maven Surefire, Go's go-junit-report,
+//! Jest, …) and many of them do not agree on the details, so:
+//!
+//! - counts come from the `<testcase>` elements actually present (a case with
+//!   `<failure>` failed, `<error>` errored, `<skipped>` was skipped), never
+//!   from `tests=`/`failures=` attributes, which are missing, wrong or, with
+//!   nested `<testsuite>` elements, counted twice when summed; when the
+//!   attributes disagree with the cases, a warning says so;
+//! - the encoding is the one of the byte order mark (UTF-8, UTF-16) or of the
+//!   XML declaration (`encoding="ISO-8859-1"`…, decoded with `encoding_rs`);
+//!   bytes that are invalid in it become U+FFFD;
+//! - memory is bounded whatever the size of the file: it is streamed, and a
+//!   single tag, text, comment or CDATA section larger than
+//!   [`MAX_EVENT_BYTES`] makes the report unreadable (with that reason)
+//!   rather than being held in memory; nesting deeper than [`MAX_DEPTH`]
+//!   too; at most [`MAX_FAILED_NAMES`] failed cases are named;
+//! - entities are never expanded beyond XML's five predefined ones and
+//!   character references: a DTD is ignored (no "billion laughs", no
+//!   external entity is ever fetched), an undefined `&name;` is kept as text;
+//! - a report whose root is not `<testsuites>` or `<testsuite>`, that is not
+//!   well-formed, or that ends inside an element is an error naming the
+//!   file: the step records it as a warning ([`crate::events::Event::Warning`]).
+//!
+//! [`merge_files`] writes one `<testsuites>` document that is always
+//! well-formed: every event is re-serialized (names checked, text escaped,
+//! characters XML 1.0 forbids written as `#xNN` as pytest does), and nested
+//! suites are flattened so that no test case is counted twice.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
-use quick_xml::events::{BytesStart, Event as Xml};
+use quick_xml::events::{BytesCData, BytesDecl, BytesEnd, BytesStart, BytesText, Event as Xml};
 use quick_xml::{Reader, Writer};
 
 use crate::events::TestCounts;
+
+/// Largest single tag, text, comment or CDATA section read (16 MiB).
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+/// Deepest element nesting read.
+pub const MAX_DEPTH: usize = 256;
+/// Most failed test cases named in a summary (all are counted).
+pub const MAX_FAILED_NAMES: usize = 1_000;
+/// Longest test case name kept, in characters.
+const MAX_NAME_CHARS: usize = 500;
 
 /// Errors reading or writing JUnit XML.
 #[derive(Debug, thiserror::Error)]
@@ -20,12 +57,12 @@ pub enum JunitError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not well-formed XML.
+    /// The file is not a well-formed JUnit XML report.
     #[error("{path}: not a JUnit XML report: {message}")]
     Malformed {
         /// The file.
         path: String,
-        /// What the parser said.
+        /// What is wrong.
         message: String,
     },
 }
@@ -33,226 +70,806 @@ pub enum JunitError {
 /// What one report says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JunitSummary {
-    /// Counts summed over its test suites.
+    /// Counts from its test cases.
     pub counts: TestCounts,
-    /// `classname::name` of every failed or errored test case.
+    /// `classname::name` of failed or errored test cases (at most
+    /// [`MAX_FAILED_NAMES`]).
     pub failed: Vec<String>,
+    /// Something people should know about the report (its attributes
+    /// disagree with its test cases, say).
+    pub warning: Option<String>,
+}
+
+// ------------------------------------------------------------------ reading
+
+/// The encoding of a report: its byte order mark, else its XML declaration,
+/// else UTF-8.
+fn sniff_encoding(head: &[u8]) -> &'static encoding_rs::Encoding {
+    if let Some((encoding, _)) = encoding_rs::Encoding::for_bom(head) {
+        return encoding;
+    }
+    match head {
+        [0x3c, 0, 0x3f, 0, ..] => return encoding_rs::UTF_16LE,
+        [0, 0x3c, 0, 0x3f, ..] => return encoding_rs::UTF_16BE,
+        _ => {}
+    }
+    // `<?xml version="1.0" encoding="…"?>`, in an ASCII-compatible encoding.
+    let end = head.iter().position(|&b| b == b'>').unwrap_or(head.len());
+    let decl = &head[..end];
+    if decl.starts_with(b"<?xml") {
+        if let Some(at) = find(decl, b"encoding") {
+            let rest = &decl[at + b"encoding".len()..];
+            let rest = rest.trim_ascii_start().strip_prefix(b"=").unwrap_or(rest);
+            let rest = rest.trim_ascii_start();
+            if let Some((&quote, value)) = rest.split_first() {
+                if let Some(close) = value.iter().position(|&b| b == quote) {
+                    if let Some(encoding) = encoding_rs::Encoding::for_label(&value[..close]) {
+                        // A declaration cannot select UTF-16 for bytes that are not.
+                        if encoding != encoding_rs::UTF_16LE && encoding != encoding_rs::UTF_16BE {
+                            return encoding;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    encoding_rs::UTF_8
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A report as UTF-8, whatever its encoding, with every XML construct
+/// bounded in size (see [`Bounded`]).
+fn utf8_reader(mut source: impl Read + 'static) -> std::io::Result<impl BufRead> {
+    let mut head = vec![0u8; 1024];
+    let mut n = 0;
+    while n < head.len() {
+        match source.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    head.truncate(n);
+    let encoding = sniff_encoding(&head);
+    let whole = std::io::Cursor::new(head).chain(source);
+    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+        .encoding(Some(encoding))
+        .bom_override(true)
+        .build(whole);
+    Ok(BufReader::with_capacity(64 * 1024, Bounded::new(decoded)))
+}
+
+/// Fails a read when one XML construct (tag, text, comment, CDATA section,
+/// processing instruction, DOCTYPE) grows past [`MAX_EVENT_BYTES`]:
+/// `quick-xml` holds a whole event in memory, so this bounds its memory.
+/// A small lexer over the bytes: it knows where constructs end (quotes in
+/// tags, `-->`, `]]>`, `?>`, brackets in a DOCTYPE).
+struct Bounded<R> {
+    inner: R,
+    state: Lex,
+    /// Bytes of the current construct so far.
+    len: usize,
+    /// What follows a `<`, while its kind is not known yet.
+    opening: Vec<u8>,
+    /// The last bytes seen (to find `-->`, `]]>`, `?>`).
+    recent: [u8; 3],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    Text,
+    /// Just after `<`, before the kind of construct is known.
+    Open,
+    /// In a tag; the quote of an attribute value being read.
+    Tag(Option<u8>),
+    Comment,
+    CData,
+    Pi,
+    /// A `<!…>` declaration; the bracket depth of a DOCTYPE's internal subset.
+    Decl(u32),
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R) -> Self {
+        Bounded {
+            inner,
+            state: Lex::Text,
+            len: 0,
+            opening: Vec::with_capacity(8),
+            recent: [0; 3],
+        }
+    }
+
+    fn back_to_text(&mut self) {
+        self.state = Lex::Text;
+        self.len = 0;
+    }
+
+    /// The next state of a construct that has just been told apart (the
+    /// byte that told it is processed in that state).
+    fn classify(&mut self, b: u8) {
+        const COMMENT: &[u8] = b"!--";
+        const CDATA: &[u8] = b"![CDATA[";
+        self.opening.push(b);
+        let o = self.opening.as_slice();
+        self.state = if o == COMMENT {
+            Lex::Comment
+        } else if o == CDATA {
+            Lex::CData
+        } else if COMMENT.starts_with(o) || CDATA.starts_with(o) {
+            Lex::Open
+        } else if o[0] == b'!' {
+            Lex::Decl(0)
+        } else if o[0] == b'?' {
+            Lex::Pi
+        } else {
+            Lex::Tag(None)
+        };
+        if matches!(self.state, Lex::Decl(_) | Lex::Tag(_)) {
+            self.step(b);
+        }
+    }
+
+    /// One byte inside a known construct.
+    fn step(&mut self, b: u8) {
+        let ends = |s: &[u8]| self.recent.ends_with(s);
+        match self.state {
+            Lex::Tag(None) => match b {
+                b'"' | b'\'' => self.state = Lex::Tag(Some(b)),
+                b'>' => self.back_to_text(),
+                _ => {}
+            },
+            Lex::Tag(Some(q)) if b == q => self.state = Lex::Tag(None),
+            Lex::Comment if ends(b"-->") => self.back_to_text(),
+            Lex::CData if ends(b"]]>") => self.back_to_text(),
+            Lex::Pi if ends(b"?>") => self.back_to_text(),
+            Lex::Decl(depth) => match b {
+                b'[' => self.state = Lex::Decl(depth + 1),
+                b']' => self.state = Lex::Decl(depth.saturating_sub(1)),
+                b'>' if depth == 0 => self.back_to_text(),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn feed(&mut self, b: u8) -> std::io::Result<()> {
+        self.recent = [self.recent[1], self.recent[2], b];
+        self.len += 1;
+        match self.state {
+            Lex::Text if b == b'<' => {
+                self.state = Lex::Open;
+                self.len = 1;
+                self.opening.clear();
+            }
+            Lex::Text => {}
+            Lex::Open => self.classify(b),
+            _ => self.step(b),
+        }
+        if self.len > MAX_EVENT_BYTES {
+            return Err(std::io::Error::other(format!(
+                "a single tag, text, comment or CDATA section is larger than {} MiB",
+                MAX_EVENT_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            self.feed(b)?;
+        }
+        Ok(n)
+    }
+}
+
+/// An element name or attribute key as text, when it is a valid XML name
+/// (what [`merge_files`] writes must be well-formed).
+fn xml_name(raw: &[u8]) -> Option<&str> {
+    let name = std::str::from_utf8(raw).ok()?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let start = |c: char| c.is_alphabetic() || c == '_' || c == ':';
+    (start(first)
+        && chars.all(|c| start(c) || c.is_alphanumeric() || matches!(c, '-' | '.' | '\u{b7}')))
+    .then_some(name)
+}
+
+/// An attribute's value: unescaped, or (an undefined entity) as written.
+fn attr_value(a: &quick_xml::events::attributes::Attribute) -> String {
+    match a.unescape_value() {
+        Ok(v) => v.into_owned(),
+        Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
+    }
 }
 
 fn attr(element: &BytesStart, name: &[u8]) -> Option<String> {
     element
         .attributes()
+        .with_checks(false)
         .flatten()
         .find(|a| a.key.as_ref() == name)
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+        .map(|a| attr_value(&a))
 }
 
-fn number(element: &BytesStart, name: &[u8]) -> u64 {
-    attr(element, name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+fn number(element: &BytesStart, name: &[u8]) -> Option<u64> {
+    attr(element, name).and_then(|v| v.trim().parse().ok())
 }
 
-/// Reads a JUnit XML text and sums its `<testsuite>` counts.
-pub fn summarize(xml: &str, label: &str) -> Result<JunitSummary, JunitError> {
-    let mut reader = Reader::from_str(xml);
-    let mut summary = JunitSummary::default();
-    let mut current_case: Option<String> = None;
+/// How a test case ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CaseOutcome {
+    Passed,
+    Failed,
+    Errored,
+    Skipped,
+}
+
+impl CaseOutcome {
+    fn add_to(self, counts: &mut TestCounts) {
+        counts.tests += 1;
+        match self {
+            CaseOutcome::Passed => {}
+            CaseOutcome::Failed => counts.failures += 1,
+            CaseOutcome::Errored => counts.errors += 1,
+            CaseOutcome::Skipped => counts.skipped += 1,
+        }
+    }
+}
+
+/// One pass over a report: the element structure as callbacks, with the
+/// checks every pass makes (root element, depth, well-formedness, the end).
+/// `on` receives every event with the names of the open elements.
+fn walk(
+    source: impl Read + 'static,
+    label: &str,
+    mut on: impl FnMut(&Xml, &[String]) -> Result<(), JunitError>,
+) -> Result<(), JunitError> {
+    let malformed = |message: String| JunitError::Malformed {
+        path: label.to_string(),
+        message,
+    };
+    let input = utf8_reader(source).map_err(|source| JunitError::Io {
+        path: label.to_string(),
+        source,
+    })?;
+    let mut reader = Reader::from_reader(input);
+    reader.config_mut().check_end_names = true;
+    let mut buf = Vec::new();
+    let mut open: Vec<String> = Vec::new();
+    let mut roots = 0;
     loop {
-        match reader.read_event() {
-            Ok(Xml::Start(e)) | Ok(Xml::Empty(e)) if e.name().as_ref() == b"testsuite" => {
-                summary.counts.add(&TestCounts {
-                    tests: number(&e, b"tests"),
-                    failures: number(&e, b"failures"),
-                    errors: number(&e, b"errors"),
-                    skipped: number(&e, b"skipped"),
-                });
-            }
-            Ok(Xml::Start(e)) if e.name().as_ref() == b"testcase" => {
-                let class = attr(&e, b"classname").unwrap_or_default();
-                let name = attr(&e, b"name").unwrap_or_default();
-                current_case = Some(if class.is_empty() {
-                    name
-                } else {
-                    format!("{class}::{name}")
-                });
-            }
-            Ok(Xml::End(e)) if e.name().as_ref() == b"testcase" => current_case = None,
-            Ok(Xml::Start(e)) | Ok(Xml::Empty(e))
-                if matches!(e.name().as_ref(), b"failure" | b"error") =>
-            {
-                if let Some(case) = current_case.take() {
-                    summary.failed.push(case);
+        buf.clear();
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| malformed(format!("{e} (near byte {})", reader.buffer_position())))?;
+        match &event {
+            Xml::Eof => break,
+            Xml::Start(e) | Xml::Empty(e) => {
+                let name = xml_name(e.name().as_ref())
+                    .ok_or_else(|| {
+                        malformed(format!(
+                            "invalid element name {:?}",
+                            String::from_utf8_lossy(e.name().as_ref())
+                        ))
+                    })?
+                    .to_string();
+                if open.is_empty() {
+                    roots += 1;
+                    if roots > 1 {
+                        return Err(malformed("more than one root element".into()));
+                    }
+                    if name != "testsuites" && name != "testsuite" {
+                        return Err(malformed(format!(
+                            "the root element is <{name}>, not <testsuites> or <testsuite>"
+                        )));
+                    }
+                }
+                if open.len() >= MAX_DEPTH {
+                    return Err(malformed(format!(
+                        "elements nested deeper than {MAX_DEPTH}"
+                    )));
+                }
+                on(&event, &open)?;
+                if matches!(event, Xml::Start(_)) {
+                    open.push(name);
                 }
             }
-            Ok(Xml::Eof) => break,
-            Ok(_) => {}
-            Err(e) => {
-                return Err(JunitError::Malformed {
-                    path: label.to_string(),
-                    message: e.to_string(),
-                })
+            Xml::End(_) => {
+                open.pop();
+                on(&event, &open)?;
             }
+            Xml::Text(t) if open.is_empty() => {
+                if !t.iter().all(u8::is_ascii_whitespace) {
+                    return Err(malformed("text outside the root element".into()));
+                }
+            }
+            _ => on(&event, &open)?,
+        }
+    }
+    if let Some(name) = open.last() {
+        return Err(malformed(format!(
+            "the file ends inside <{name}> (cut short?)"
+        )));
+    }
+    if roots == 0 {
+        return Err(malformed("no <testsuites> or <testsuite> element".into()));
+    }
+    Ok(())
+}
+
+/// Counts and failed cases of a report read from `source`.
+fn summarize_reader(source: impl Read + 'static, label: &str) -> Result<JunitSummary, JunitError> {
+    let mut summary = JunitSummary::default();
+    let mut case: Option<(String, CaseOutcome)> = None;
+    // Counts the outermost suites' attributes claim, when they all say.
+    let mut declared = Some(TestCounts::default());
+    let mut root_declared: Option<TestCounts> = None;
+    walk(source, label, |event, open| {
+        let in_suite = open.iter().any(|n| n == "testsuite");
+        match event {
+            Xml::Start(e) | Xml::Empty(e) => match e.name().as_ref() {
+                b"testsuites" if open.is_empty() => {
+                    root_declared = declared_counts(e);
+                }
+                b"testsuite" if !in_suite => {
+                    declared = match (declared, declared_counts(e)) {
+                        (Some(mut sum), Some(c)) => {
+                            sum.add(&c);
+                            Some(sum)
+                        }
+                        _ => None,
+                    };
+                }
+                b"testcase" if case.is_none() => {
+                    let class = attr(e, b"classname").unwrap_or_default();
+                    let name = attr(e, b"name").unwrap_or_default();
+                    let full = if class.is_empty() {
+                        name
+                    } else {
+                        format!("{class}::{name}")
+                    };
+                    let full: String = full.chars().take(MAX_NAME_CHARS).collect();
+                    if matches!(event, Xml::Empty(_)) {
+                        CaseOutcome::Passed.add_to(&mut summary.counts);
+                    } else {
+                        case = Some((full, CaseOutcome::Passed));
+                    }
+                }
+                child => {
+                    if let Some((_, outcome @ CaseOutcome::Passed)) = &mut case {
+                        *outcome = match child {
+                            b"failure" => CaseOutcome::Failed,
+                            b"error" => CaseOutcome::Errored,
+                            b"skipped" => CaseOutcome::Skipped,
+                            _ => CaseOutcome::Passed,
+                        };
+                    }
+                }
+            },
+            Xml::End(e)
+                if e.name().as_ref() == b"testcase" && !open.iter().any(|n| n == "testcase") =>
+            {
+                if let Some((name, outcome)) = case.take() {
+                    outcome.add_to(&mut summary.counts);
+                    if matches!(outcome, CaseOutcome::Failed | CaseOutcome::Errored)
+                        && summary.failed.len() < MAX_FAILED_NAMES
+                    {
+                        summary.failed.push(name);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let claimed = root_declared.or(declared);
+    if let Some(claimed) = claimed {
+        if claimed != summary.counts {
+            summary.warning = Some(format!(
+                "{label}: its attributes say {}, its test cases say {}; counted from the test cases",
+                describe(&claimed),
+                describe(&summary.counts)
+            ));
         }
     }
     Ok(summary)
 }
 
-/// Reads and summarizes a JUnit XML file.
-pub fn summarize_file(path: &Path) -> Result<JunitSummary, JunitError> {
-    let text = std::fs::read_to_string(path).map_err(|source| JunitError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    summarize(&text, &path.display().to_string())
-}
-
-/// Merges reports into one `<testsuites>` document. Each input is
-/// `(suite prefix, xml)`; every `<testsuite>` keeps its content and gets the
-/// name `prefix` (or `prefix/original` when the original had a name other
-/// than pytest's default).
-pub fn merge<'a>(
-    reports: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<String, JunitError> {
-    let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
-    let mut total = TestCounts::default();
-    let mut body = Writer::new(Vec::new());
-    for (prefix, xml) in reports {
-        let mut reader = Reader::from_str(xml);
-        let mut depth_in_suite = 0usize;
-        loop {
-            let event = reader.read_event().map_err(|e| JunitError::Malformed {
-                path: prefix.to_string(),
-                message: e.to_string(),
-            })?;
-            match event {
-                Xml::Eof => break,
-                Xml::Start(e) if e.name().as_ref() == b"testsuite" => {
-                    total.add(&counts_of(&e));
-                    body.write_event(Xml::Start(renamed(&e, prefix)))
-                        .map_err(io_error)?;
-                    depth_in_suite = 1;
-                }
-                Xml::Empty(e) if e.name().as_ref() == b"testsuite" => {
-                    total.add(&counts_of(&e));
-                    body.write_event(Xml::Empty(renamed(&e, prefix)))
-                        .map_err(io_error)?;
-                }
-                other if depth_in_suite > 0 => {
-                    match &other {
-                        Xml::Start(_) => depth_in_suite += 1,
-                        Xml::End(_) => depth_in_suite -= 1,
-                        _ => {}
-                    }
-                    body.write_event(other).map_err(io_error)?;
-                }
-                _ => {}
-            }
-        }
-    }
-    writer
-        .write_event(Xml::Decl(quick_xml::events::BytesDecl::new(
-            "1.0",
-            Some("UTF-8"),
-            None,
-        )))
-        .map_err(io_error)?;
-    let mut root = BytesStart::new("testsuites");
-    root.push_attribute(("name", "drydock"));
-    root.push_attribute(("tests", total.tests.to_string().as_str()));
-    root.push_attribute(("failures", total.failures.to_string().as_str()));
-    root.push_attribute(("errors", total.errors.to_string().as_str()));
-    root.push_attribute(("skipped", total.skipped.to_string().as_str()));
-    writer.write_event(Xml::Start(root)).map_err(io_error)?;
-    let mut out = writer.into_inner();
-    out.write_all(b"\n")
-        .map_err(|e| io_error(quick_xml::Error::Io(e.into())))?;
-    out.extend_from_slice(&body.into_inner());
-    out.extend_from_slice(b"\n</testsuites>\n");
-    String::from_utf8(out).map_err(|e| JunitError::Malformed {
-        path: "merged report".to_string(),
-        message: e.to_string(),
+/// `tests`/`failures`/`errors`/`skipped` of a suite, when `tests` is given.
+fn declared_counts(e: &BytesStart) -> Option<TestCounts> {
+    Some(TestCounts {
+        tests: number(e, b"tests")?,
+        failures: number(e, b"failures").unwrap_or(0),
+        errors: number(e, b"errors").unwrap_or(0),
+        skipped: number(e, b"skipped")
+            .or_else(|| number(e, b"disabled"))
+            .unwrap_or(0),
     })
 }
 
-fn counts_of(e: &BytesStart) -> TestCounts {
-    TestCounts {
-        tests: number(e, b"tests"),
-        failures: number(e, b"failures"),
-        errors: number(e, b"errors"),
-        skipped: number(e, b"skipped"),
-    }
+fn describe(c: &TestCounts) -> String {
+    format!(
+        "{} tests, {} failures, {} errors, {} skipped",
+        c.tests, c.failures, c.errors, c.skipped
+    )
 }
 
-fn renamed(e: &BytesStart, prefix: &str) -> BytesStart<'static> {
-    let original = attr(e, b"name").unwrap_or_default();
-    let name = if original.is_empty() || original == "pytest" {
-        prefix.to_string()
-    } else {
-        format!("{prefix}/{original}")
-    };
-    let mut out = BytesStart::new("testsuite");
-    out.push_attribute(("name", name.as_str()));
-    for a in e.attributes().flatten() {
-        if a.key.as_ref() != b"name" {
-            out.push_attribute(a);
+/// Reads a JUnit XML text and counts its test cases.
+pub fn summarize(xml: &str, label: &str) -> Result<JunitSummary, JunitError> {
+    summarize_reader(std::io::Cursor::new(xml.as_bytes().to_vec()), label)
+}
+
+/// Reads and summarizes a JUnit XML file (streamed: any size).
+pub fn summarize_file(path: &Path) -> Result<JunitSummary, JunitError> {
+    let label = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| JunitError::Io {
+        path: label.clone(),
+        source,
+    })?;
+    summarize_reader(file, &label)
+}
+
+// ------------------------------------------------------------------ merging
+
+/// What [`merge_files`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Counts of every report merged.
+    pub total: TestCounts,
+    /// Reports left out, with why.
+    pub skipped: Vec<String>,
+}
+
+/// Characters XML 1.0 forbids even escaped, written as `#xNN` (as pytest does).
+fn xml_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..);
+    if text.chars().all(allowed) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if allowed(c) {
+                c.to_string()
+            } else {
+                format!("#x{:02X}", c as u32)
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// A start tag re-built from decoded, checked parts; `counts` replaces the
+/// count attributes, `name` the `name` attribute.
+fn rebuilt(
+    e: &BytesStart,
+    element: &str,
+    name: Option<&str>,
+    counts: Option<&TestCounts>,
+) -> Result<BytesStart<'static>, String> {
+    let mut out = BytesStart::new(element.to_string());
+    let mut seen = std::collections::HashSet::new();
+    if let Some(name) = name {
+        out.push_attribute(("name", xml_text(name).as_ref()));
+        seen.insert("name".to_string());
+    }
+    if let Some(c) = counts {
+        for (k, v) in [
+            ("tests", c.tests),
+            ("failures", c.failures),
+            ("errors", c.errors),
+            ("skipped", c.skipped),
+        ] {
+            out.push_attribute((k, v.to_string().as_str()));
+            seen.insert(k.to_string());
         }
     }
-    out.into_owned()
+    for a in e.attributes().with_checks(false).flatten() {
+        let key = xml_name(a.key.as_ref()).ok_or_else(|| {
+            format!(
+                "invalid attribute name {:?}",
+                String::from_utf8_lossy(a.key.as_ref())
+            )
+        })?;
+        // Duplicates would not be well-formed; count attributes are replaced.
+        if counts.is_some() && key == "disabled" || !seen.insert(key.to_string()) {
+            continue;
+        }
+        out.push_attribute((key, xml_text(&attr_value(&a)).as_ref()));
+    }
+    Ok(out)
 }
 
-fn io_error(e: impl std::fmt::Display) -> JunitError {
+/// Where an output suite (a run of direct children of one input suite,
+/// between its nested suites) starts, for both passes to agree on.
+#[derive(Default)]
+struct Groups {
+    /// Per output suite: its name and counts, in document order.
+    suites: Vec<(String, TestCounts)>,
+}
+
+/// Walks one report and calls `emit` with each event to copy, framed by
+/// `Open(name)`/`Close` of flattened output suites. Both passes use it.
+enum Out<'e, 'a> {
+    Open(&'e str),
+    Event(&'e Xml<'a>),
+    Close,
+}
+
+fn flatten(
+    path: &Path,
+    prefix: &str,
+    mut emit: impl FnMut(Out) -> Result<(), JunitError>,
+) -> Result<(), JunitError> {
+    let label = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| JunitError::Io {
+        path: label.clone(),
+        source,
+    })?;
+    // Names of the open input suites (outermost first), and whether an
+    // output suite is open, and the depth of elements inside a group.
+    let mut suites: Vec<String> = Vec::new();
+    let mut group_open = false;
+    let mut inner_depth = 0usize;
+    walk(file, &label, |event, _open| {
+        match event {
+            Xml::Start(e) | Xml::Empty(e)
+                if inner_depth == 0 && e.name().as_ref() == b"testsuite" =>
+            {
+                if group_open {
+                    emit(Out::Close)?;
+                    group_open = false;
+                }
+                if matches!(event, Xml::Start(_)) {
+                    suites.push(attr(e, b"name").unwrap_or_default());
+                }
+            }
+            Xml::End(e) if inner_depth == 0 && e.name().as_ref() == b"testsuite" => {
+                if group_open {
+                    emit(Out::Close)?;
+                    group_open = false;
+                }
+                suites.pop();
+            }
+            Xml::Start(e) | Xml::Empty(e)
+                if inner_depth == 0 && e.name().as_ref() == b"testsuites" => {}
+            Xml::End(e) if inner_depth == 0 && e.name().as_ref() == b"testsuites" => {
+                // The root: the last group ends with it (or at the end of the report).
+                let close = std::mem::take(&mut group_open);
+                if close {
+                    emit(Out::Close)?;
+                }
+            }
+            Xml::Start(_) | Xml::Empty(_) => {
+                if !group_open {
+                    let mut name = prefix.to_string();
+                    for s in suites.iter().filter(|s| !s.is_empty() && *s != "pytest") {
+                        name.push('/');
+                        name.push_str(s);
+                    }
+                    emit(Out::Open(&name))?;
+                    group_open = true;
+                }
+                if matches!(event, Xml::Start(_)) {
+                    inner_depth += 1;
+                }
+                emit(Out::Event(event))?;
+            }
+            Xml::End(_) => {
+                inner_depth = inner_depth.saturating_sub(1);
+                emit(Out::Event(event))?;
+            }
+            Xml::Text(_) | Xml::CData(_) if inner_depth > 0 => emit(Out::Event(event))?,
+            // Whitespace between suites, comments, PIs, the declaration and
+            // any DOCTYPE are not copied.
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if group_open {
+        emit(Out::Close)?;
+    }
+    Ok(())
+}
+
+/// Pass 1: the output suites of a report and their counts.
+fn plan(path: &Path, prefix: &str) -> Result<Groups, JunitError> {
+    let mut groups = Groups::default();
+    let mut case: Option<CaseOutcome> = None;
+    let mut depth = 0usize;
+    flatten(path, prefix, |out| {
+        match out {
+            Out::Open(name) => groups
+                .suites
+                .push((name.to_string(), TestCounts::default())),
+            Out::Close => {}
+            Out::Event(event) => {
+                let counts = &mut groups.suites.last_mut().expect("inside a group").1;
+                match event {
+                    Xml::Start(e) | Xml::Empty(e)
+                        if depth == 0 && e.name().as_ref() == b"testcase" =>
+                    {
+                        if matches!(event, Xml::Empty(_)) {
+                            CaseOutcome::Passed.add_to(counts);
+                        } else {
+                            case = Some(CaseOutcome::Passed);
+                        }
+                    }
+                    Xml::Start(e) | Xml::Empty(e) if depth == 1 => {
+                        if let Some(outcome @ CaseOutcome::Passed) = &mut case {
+                            *outcome = match e.name().as_ref() {
+                                b"failure" => CaseOutcome::Failed,
+                                b"error" => CaseOutcome::Errored,
+                                b"skipped" => CaseOutcome::Skipped,
+                                _ => CaseOutcome::Passed,
+                            };
+                        }
+                    }
+                    Xml::End(e) if depth == 1 && e.name().as_ref() == b"testcase" => {
+                        if let Some(outcome) = case.take() {
+                            outcome.add_to(counts);
+                        }
+                    }
+                    _ => {}
+                }
+                match event {
+                    Xml::Start(_) => depth += 1,
+                    Xml::End(_) => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(groups)
+}
+
+fn write_error(e: impl std::fmt::Display) -> JunitError {
     JunitError::Malformed {
         path: "merged report".to_string(),
         message: e.to_string(),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PYTEST: &str = r#"<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest" errors="0" failures="1" skipped="1" tests="3" time="0.1"><testcase classname="tests.unit.test_a" name="test_ok" time="0.01"/><testcase classname="tests.unit.test_a" name="test_bad" time="0.01"><failure message="assert 1 == 2">trace</failure></testcase><testcase classname="tests.unit.test_a" name="test_skip"><skipped message="x"/></testcase></testsuite></testsuites>"#;
-
-    #[test]
-    fn pytest_reports_are_counted_with_failed_cases_named() {
-        let summary = summarize(PYTEST, "r.xml").unwrap();
-        assert_eq!(
-            summary.counts,
-            TestCounts {
-                tests: 3,
-                failures: 1,
-                errors: 0,
-                skipped: 1
+/// Merges the reports `(suite prefix, file)` into one `<testsuites>`
+/// document written to `out`: each report's test cases under suites named
+/// `prefix` (or `prefix/<suite name>` for named, nested suites other than
+/// pytest's default), with counts from the cases. A report that cannot be
+/// read is left out and named in [`Merged::skipped`] (and in a comment of
+/// the merged file). Memory is bounded as for reading (two streamed passes
+/// per report).
+pub fn merge_files<'a>(
+    reports: impl IntoIterator<Item = (&'a str, &'a Path)>,
+    out: &Path,
+) -> Result<Merged, JunitError> {
+    let mut merged = Merged::default();
+    let mut plans = Vec::new();
+    for (prefix, path) in reports {
+        match plan(path, prefix) {
+            Ok(groups) => {
+                for (_, c) in &groups.suites {
+                    merged.total.add(c);
+                }
+                plans.push((prefix, path, groups));
             }
-        );
-        assert_eq!(summary.counts.passed(), 1);
-        assert_eq!(summary.failed, vec!["tests.unit.test_a::test_bad"]);
+            Err(e) => merged.skipped.push(format!("{prefix}: {e}")),
+        }
     }
-
-    #[test]
-    fn malformed_reports_are_errors_naming_the_file() {
-        let err = summarize("<testsuite><testcase></testsuite>", "bad.xml").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("bad.xml: not a JUnit XML report"),
-            "{err}"
-        );
+    let file = std::fs::File::create(out).map_err(|source| JunitError::Io {
+        path: out.display().to_string(),
+        source,
+    })?;
+    let mut w = Writer::new_with_indent(std::io::BufWriter::new(file), b' ', 2);
+    w.write_event(Xml::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .map_err(write_error)?;
+    let mut root = BytesStart::new("testsuites");
+    root.push_attribute(("name", "drydock"));
+    for (k, v) in [
+        ("tests", merged.total.tests),
+        ("failures", merged.total.failures),
+        ("errors", merged.total.errors),
+        ("skipped", merged.total.skipped),
+    ] {
+        root.push_attribute((k, v.to_string().as_str()));
     }
-
-    #[test]
-    fn merging_keeps_every_case_and_totals_the_counts() {
-        let merged = merge([("unit/unit", PYTEST), ("integration/it", PYTEST)]).unwrap();
-        let summary = summarize(&merged, "merged").unwrap();
-        assert_eq!(summary.counts.tests, 6);
-        assert_eq!(summary.failed.len(), 2);
-        assert!(
-            merged.contains(r#"<testsuite name="unit/unit""#),
-            "{merged}"
+    w.write_event(Xml::Start(root)).map_err(write_error)?;
+    for note in &merged.skipped {
+        // A comment may not hold `--`.
+        let text = format!(
+            " drydock: left out: {} ",
+            xml_text(note).replace("--", "- -")
         );
-        assert!(
-            merged.contains(r#"<testsuites name="drydock" tests="6" failures="2""#),
-            "{merged}"
-        );
+        w.write_event(Xml::Comment(BytesText::from_escaped(
+            text.trim_end_matches('-'),
+        )))
+        .map_err(write_error)?;
     }
+    for (prefix, path, groups) in plans {
+        let mut next = groups.suites.iter();
+        // Elements written for this report and still open: closed if the
+        // report turns out unreadable in this pass (it changed on disk), so
+        // that the merged file stays well-formed.
+        let mut written: Vec<String> = Vec::new();
+        let result = flatten(path, prefix, |o| {
+            match o {
+                Out::Open(_) => {
+                    let (name, counts) = next
+                        .next()
+                        .ok_or_else(|| write_error("the report changed while merging"))?;
+                    let start = rebuilt(
+                        &BytesStart::new("testsuite"),
+                        "testsuite",
+                        Some(name),
+                        Some(counts),
+                    )
+                    .map_err(write_error)?;
+                    w.write_event(Xml::Start(start)).map_err(write_error)?;
+                    written.push("testsuite".to_string());
+                }
+                Out::Close => {
+                    w.write_event(Xml::End(BytesEnd::new("testsuite")))
+                        .map_err(write_error)?;
+                    written.pop();
+                }
+                Out::Event(event) => match event {
+                    Xml::Start(e) | Xml::Empty(e) => {
+                        let name = xml_name(e.name().as_ref()).unwrap_or("invalid").to_string();
+                        let start = rebuilt(e, &name, None, None).map_err(write_error)?;
+                        if matches!(event, Xml::Start(_)) {
+                            w.write_event(Xml::Start(start)).map_err(write_error)?;
+                            written.push(name);
+                        } else {
+                            w.write_event(Xml::Empty(start)).map_err(write_error)?;
+                        }
+                    }
+                    Xml::End(_) => {
+                        if let Some(name) = written.pop() {
+                            w.write_event(Xml::End(BytesEnd::new(name)))
+                                .map_err(write_error)?;
+                        }
+                    }
+                    Xml::Text(t) => {
+                        let text = match t.unescape() {
+                            Ok(s) => s.into_owned(),
+                            Err(_) => String::from_utf8_lossy(t).into_owned(),
+                        };
+                        w.write_event(Xml::Text(BytesText::new(&xml_text(&text))))
+                            .map_err(write_error)?;
+                    }
+                    Xml::CData(c) => {
+                        let text = String::from_utf8_lossy(c).into_owned();
+                        w.write_event(Xml::CData(BytesCData::new(xml_text(&text).into_owned())))
+                            .map_err(write_error)?;
+                    }
+                    _ => {}
+                },
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            while let Some(name) = written.pop() {
+                w.write_event(Xml::End(BytesEnd::new(name)))
+                    .map_err(write_error)?;
+            }
+            merged.skipped.push(format!("{prefix}: {e}"));
+        }
+    }
+    w.write_event(Xml::End(BytesEnd::new("testsuites")))
+        .map_err(write_error)?;
+    w.get_mut()
+        .write_all(b"\n")
+        .and_then(|_| w.get_mut().flush())
+        .map_err(|source| JunitError::Io {
+            path: out.display().to_string(),
+            source,
+        })?;
+    Ok(merged)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,16 @@
-//! Reports built from a run's events: JUnit merging and the results folder.
+//! Reports built from a run's events: JUnit merging, the results folder,
+//! and the root causes of failures ([`cause`]).
 
+pub mod cause;
 pub mod junit;
 mod results;
 
 use std::path::{Path, PathBuf};
 
-pub use results::{ResultsWriter, StepRecord, Summary};
+pub use results::{
+    OutputLimits, OutputRecord, RawLog, ResultsWriter, StepRecord, Summary, LOG_TAIL_SEGMENT_BYTES,
+    MAX_EVENT_LOG_BYTES, MAX_LOG_HEAD_BYTES, MAX_RAW_BYTES, MAX_RUN_EVENT_LOG_BYTES,
+};
 
 /// drydock's own folder in a repository (`<repo>/.drydock/`): the default
 /// results live under it. It ignores itself for git (it holds a `.gitignore`

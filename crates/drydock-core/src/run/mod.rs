@@ -257,7 +257,13 @@ pub async fn run_plan<R: Runtime>(
             error = Some("interrupted".to_string());
         }
     }
-    let removed = run.teardown().await;
+    let (removed, left) = run.teardown().await;
+    if let Some(left) = left {
+        error = Some(match error {
+            Some(e) => format!("{e}; {left}"),
+            None => left,
+        });
+    }
     ctx.emit(Event::RunFinished {
         run_id: plan.run_id.clone(),
         outcome,
@@ -442,7 +448,19 @@ pub(crate) enum Msg {
     Service(ServiceId, Result<(), String>),
     /// A step ended; the handles remove its containers in the background.
     Step(StepId, step::StepOutcome, Vec<JoinHandle<()>>),
+    /// The engine has not answered pings for [`ENGINE_UNRESPONSIVE_AFTER`].
+    EngineLost(String),
 }
+
+/// How often the run pings the engine.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// An engine that answers no ping for this long ends the run (`errored`).
+pub const ENGINE_UNRESPONSIVE_AFTER: Duration = Duration::from_secs(20);
+/// How long the teardown may take after a second signal or a lost engine.
+pub const HURRIED_TEARDOWN: Duration = Duration::from_secs(1);
+
+/// How many of a build's last output lines are searched for its cause.
+const CAUSE_TAIL_LINES: usize = 200;
 
 /// Most build output lines kept for a tier that has not reached the build yet.
 const BUILD_BUFFER_LINES: usize = 20_000;
@@ -524,6 +542,12 @@ struct RunLoop<R: Runtime> {
     always_deadline: Option<Instant>,
     /// The cache leases this run holds (released when the run ends).
     leases: Vec<crate::cache::CacheLease>,
+    /// Why the engine is considered lost, once it is.
+    engine_lost: Option<String>,
+    /// The last lines of each build's output, for the cause of a failure.
+    build_tails: Vec<VecDeque<String>>,
+    /// The liveness watchdog.
+    watchdog: Option<JoinHandle<()>>,
 }
 
 impl<R: Runtime> RunLoop<R> {
@@ -569,6 +593,9 @@ impl<R: Runtime> RunLoop<R> {
             announced: None,
             always_deadline: None,
             leases: Vec::new(),
+            engine_lost: None,
+            watchdog: None,
+            build_tails: plan.builds.iter().map(|_| VecDeque::new()).collect(),
         }
     }
 
@@ -619,6 +646,11 @@ impl<R: Runtime> RunLoop<R> {
     async fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::BuildProgress(id, line) => {
+                let tail = &mut self.build_tails[id.0];
+                if tail.len() == CAUSE_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
                 if let Some((streaming, tier)) = &self.streaming {
                     if *streaming == id {
                         let event = Event::Log {
@@ -656,6 +688,12 @@ impl<R: Runtime> RunLoop<R> {
                     Ok(()) => ServiceState::Ready,
                     Err(e) => ServiceState::Failed(e),
                 };
+            }
+            Msg::EngineLost(why) => {
+                if self.engine_lost.is_none() {
+                    self.fail(Outcome::Errored, why.clone());
+                    self.engine_lost = Some(why);
+                }
             }
             Msg::Step(id, outcome, removals) => {
                 self.removals.extend(removals);
@@ -731,8 +769,13 @@ impl<R: Runtime> RunLoop<R> {
         let ctx = self.ctx.clone();
         let tx = self.tx.clone();
         self.service_tasks.push(tokio::spawn(async move {
-            let result = service::start_and_probe(ctx, &service, image).await;
+            let (result, follower) = service::start_and_probe(ctx, &service, image).await;
             let _ = tx.send(Msg::Service(service.id, result));
+            // This task lives while the service's output streams; aborting
+            // it (at teardown) stops the follower too.
+            if let Some(follower) = follower {
+                let _ = follower.await;
+            }
         }));
     }
 
@@ -754,8 +797,19 @@ impl<R: Runtime> RunLoop<R> {
             }
         }
         builder::start(self.ctx.clone(), self.tx.clone(), self.builder_stop.clone());
+        self.watchdog = Some(self.start_watchdog());
         loop {
             self.announce_reason().await;
+            // A lost engine or a second signal: stop waiting for anything.
+            if let Some(why) = self.engine_lost.clone() {
+                self.abandon(Status::Errored, &why).await;
+                break;
+            }
+            if self.reason() == Some(CancelReason::SecondSignal) {
+                self.abandon(Status::Cancelled, CancelReason::SecondSignal.describe())
+                    .await;
+                break;
+            }
             while self.advance().await {}
             if self.tiers.iter().all(|t| t.closed) {
                 break;
@@ -830,6 +884,127 @@ impl<R: Runtime> RunLoop<R> {
             changed = true;
         }
         changed
+    }
+
+    /// Pings the engine every [`PING_INTERVAL`]; when no ping was answered
+    /// for [`ENGINE_UNRESPONSIVE_AFTER`], tells the loop the engine is lost
+    /// (streams such as a step's wait would otherwise hang for ever).
+    fn start_watchdog(&self) -> JoinHandle<()> {
+        let runtime = self.ctx.runtime.clone();
+        let tx = self.tx.clone();
+        let host = runtime.describe();
+        tokio::spawn(async move {
+            let mut last_answer = Instant::now();
+            loop {
+                tokio::time::sleep(PING_INTERVAL).await;
+                match runtime.ping().await {
+                    Ok(()) => last_answer = Instant::now(),
+                    Err(e) if last_answer.elapsed() >= ENGINE_UNRESPONSIVE_AFTER => {
+                        let _ = tx.send(Msg::EngineLost(format!(
+                            "the Docker Engine ({host}) has not answered for {}s ({e}); the run stopped waiting for it",
+                            last_answer.elapsed().as_secs()
+                        )));
+                        return;
+                    }
+                    Err(e) => tracing::warn!("the engine did not answer a ping: {e}"),
+                }
+            }
+        })
+    }
+
+    /// Stops waiting: running steps end with `status` (their tasks are
+    /// aborted), the build being reported too, waiting steps and unreported
+    /// builds are skipped, and every tier finishes. Used when the engine is
+    /// lost and after a second signal.
+    async fn abandon(&mut self, status: Status, why: &str) {
+        let plan = self.ctx.plan.clone();
+        self.builder_stop.cancel();
+        for task in self
+            .step_tasks
+            .drain(..)
+            .chain(self.service_tasks.drain(..))
+        {
+            task.abort();
+        }
+        for tier in &plan.tiers {
+            let progress = &self.tiers[tier.index];
+            if progress.closed {
+                continue;
+            }
+            let reports = progress.reports.clone();
+            for (i, build) in tier.builds.iter().enumerate() {
+                let step = plan.build(*build).step_name();
+                let event = match reports[i] {
+                    Report::Streaming => Event::StepFinished {
+                        tier: tier.name.clone(),
+                        step,
+                        status,
+                        exit_code: None,
+                        duration_ms: 0,
+                        error: Some(why.to_string()),
+                        log_tail: Vec::new(),
+                        tests: None,
+                        failed_tests: Vec::new(),
+                        junit: None,
+                        reused: false,
+                        attempts: 1,
+                        flaky_tests: Vec::new(),
+                        allowed_failure: false,
+                        cause: Vec::new(),
+                    },
+                    Report::NotYet => Event::StepSkipped {
+                        tier: tier.name.clone(),
+                        step,
+                        reason: Some(why.to_string()),
+                    },
+                    _ => continue,
+                };
+                self.ctx.emit(event).await;
+            }
+            for step in &tier.steps {
+                let name = plan.step(*step).name.clone();
+                match self.steps[step.0] {
+                    StepState::Running => {
+                        self.steps[step.0] = StepState::Done {
+                            status,
+                            allowed: false,
+                            tests: None,
+                        };
+                        self.ctx
+                            .emit(Event::StepFinished {
+                                tier: tier.name.clone(),
+                                step: name,
+                                status,
+                                exit_code: None,
+                                duration_ms: 0,
+                                error: Some(why.to_string()),
+                                log_tail: Vec::new(),
+                                tests: None,
+                                failed_tests: Vec::new(),
+                                junit: None,
+                                reused: false,
+                                attempts: 1,
+                                flaky_tests: Vec::new(),
+                                allowed_failure: false,
+                                cause: Vec::new(),
+                            })
+                            .await;
+                    }
+                    StepState::Waiting => {
+                        self.steps[step.0] = StepState::Skipped;
+                        self.ctx
+                            .emit(Event::StepSkipped {
+                                tier: tier.name.clone(),
+                                step: name,
+                                reason: Some(why.to_string()),
+                            })
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+            self.close_tier(tier.index).await;
+        }
     }
 
     /// Leases the pipeline's caches (see [`crate::cache`]): each cache path
@@ -944,8 +1119,15 @@ impl<R: Runtime> RunLoop<R> {
                             ),
                         );
                     }
+                    let cause = if outcome.status.is_success() {
+                        Vec::new()
+                    } else {
+                        let tail: Vec<String> = self.build_tails[build.0].drain(..).collect();
+                        crate::report::cause::explain(&tail)
+                    };
                     self.ctx
                         .emit(Event::StepFinished {
+                            cause,
                             tier: tier_name.clone(),
                             step: plan.build(*build).step_name(),
                             status: outcome.status,
@@ -1388,8 +1570,31 @@ impl<R: Runtime> RunLoop<R> {
         }))
     }
 
-    /// Removes everything the run created; returns how many objects went.
-    async fn teardown(&mut self) -> usize {
+    /// Removes everything the run created; returns how many objects went
+    /// and, when some may be left, why. After a second signal or with a lost
+    /// engine it takes at most [`HURRIED_TEARDOWN`].
+    async fn teardown(&mut self) -> (usize, Option<String>) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+        let hurried =
+            self.engine_lost.is_some() || self.reason() == Some(CancelReason::SecondSignal);
+        if !hurried {
+            return (self.remove_everything().await, None);
+        }
+        match tokio::time::timeout(HURRIED_TEARDOWN, self.remove_everything()).await {
+            Ok(removed) => (removed, None),
+            Err(_) => (
+                0,
+                Some(format!(
+                    "containers, networks and volumes of run {} may be left in the engine; `drydock gc` removes them once the engine answers",
+                    self.ctx.plan.run_id
+                )),
+            ),
+        }
+    }
+
+    async fn remove_everything(&mut self) -> usize {
         self.builder_stop.cancel();
         for task in self.service_tasks.drain(..) {
             task.abort();

@@ -19,6 +19,10 @@ use crate::engine::{
 pub trait Runtime: Send + Sync + 'static {
     /// A description for people (address and version).
     fn describe(&self) -> String;
+    /// Whether the engine answers (a liveness ping, bounded in time).
+    async fn ping(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Creates a network for the run.
     async fn create_network(
         &self,
@@ -101,6 +105,9 @@ impl Runtime for Engine {
             self.api_version(),
             self.builder()
         )
+    }
+    async fn ping(&self) -> Result<(), EngineError> {
+        Engine::ping(self).await
     }
     async fn create_network(
         &self,

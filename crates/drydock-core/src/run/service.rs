@@ -18,13 +18,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Tier name used for service log lines.
 pub(crate) const SERVICES_TIER: &str = "services";
 
-/// Starts the service and waits for readiness; `Err` says why it is not ready.
+/// The task that streams a service's output; dropping it stops it.
+pub(crate) type LogFollower = tokio_util::task::AbortOnDropHandle<()>;
+
+/// Starts the service and waits for readiness; `Err` says why it is not
+/// ready. Also returns the task that streams its output, once it started.
 pub(crate) async fn start_and_probe<R: Runtime>(
     ctx: Arc<Ctx<R>>,
     service: &PlannedService,
     image: String,
-) -> Result<(), String> {
-    let result = start_and_probe_inner(&ctx, service, image).await;
+) -> (Result<(), String>, Option<LogFollower>) {
+    let mut follower = None;
+    let result = start_and_probe_inner(&ctx, service, image, &mut follower).await;
     if let Err((error, log_tail)) = &result {
         ctx.emit(Event::ServiceFailed {
             service: service.name.clone(),
@@ -33,13 +38,14 @@ pub(crate) async fn start_and_probe<R: Runtime>(
         })
         .await;
     }
-    result.map_err(|(error, _)| error)
+    (result.map_err(|(error, _)| error), follower)
 }
 
 async fn start_and_probe_inner<R: Runtime>(
     ctx: &Arc<Ctx<R>>,
     service: &PlannedService,
     image: String,
+    follower: &mut Option<LogFollower>,
 ) -> Result<(), (String, Vec<String>)> {
     let no_tail = |e: String| (e, Vec::new());
     let mut spec = ctx.container_spec(&service.container, image.clone());
@@ -68,7 +74,11 @@ async fn start_and_probe_inner<R: Runtime>(
         image,
     })
     .await;
-    follow_service_logs(ctx.clone(), service.name.clone(), id.clone());
+    *follower = Some(follow_service_logs(
+        ctx.clone(),
+        service.name.clone(),
+        id.clone(),
+    ));
 
     let Some(ready) = &service.ready else {
         return Ok(());
@@ -194,16 +204,26 @@ async fn tail_lines<R: Runtime>(ctx: &Ctx<R>, id: &str) -> Vec<String> {
     ctx.runtime
         .tail_logs(id, super::step::TAIL_LINES)
         .await
-        .map(|text| text.lines().map(str::to_string).collect())
+        .map(crate::engine::render_lines)
         .unwrap_or_default()
 }
 
-fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) {
-    tokio::spawn(async move {
+fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) -> LogFollower {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
+        let mut raw = crate::report::RawLog::create(
+            &ctx.options.results_dir,
+            SERVICES_TIER,
+            &service,
+            ctx.masker.as_ref(),
+        )
+        .await;
         let mut buffer = LineBuffer::default();
+        let mut last = crate::engine::LogStream::Stdout;
         while let Some(Ok(chunk)) = stream.next().await {
-            for line in buffer.push(&String::from_utf8_lossy(&chunk.bytes)) {
+            raw.write(&chunk.bytes).await;
+            last = chunk.stream;
+            for line in buffer.push(&chunk.bytes) {
                 ctx.emit(Event::Log {
                     tier: SERVICES_TIER.to_string(),
                     step: service.clone(),
@@ -213,5 +233,15 @@ fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String
                 .await;
             }
         }
-    });
+        for line in buffer.finish() {
+            ctx.emit(Event::Log {
+                tier: SERVICES_TIER.to_string(),
+                step: service.clone(),
+                stream: last,
+                line,
+            })
+            .await;
+        }
+        raw.finish().await;
+    }))
 }

@@ -12,7 +12,10 @@ use super::{Ctx, Runtime};
 use crate::engine::{ContainerSpec, EngineError, LineBuffer, LogStream};
 use crate::events::{Event, Status, StepKind, TestCounts};
 use crate::plan::PlannedStep;
-use crate::report::junit;
+use crate::report::{junit, RawLog};
+
+/// How long a step's output may keep arriving after its container exited.
+const LOG_DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
 /// Lines of output kept for the failure report.
 pub(crate) const TAIL_LINES: usize = 30;
@@ -88,6 +91,13 @@ pub(crate) async fn run_step<R: Runtime>(
             run.status
         };
         // Failed in an earlier attempt, not in the last one.
+        // The lines that explain a failure, from its last output.
+        let cause = if status.is_success() {
+            Vec::new()
+        } else {
+            let tail: Vec<String> = run.tail.iter().cloned().collect();
+            crate::report::cause::explain(&tail)
+        };
         let flaky_tests: Vec<String> = failed_before
             .iter()
             .filter(|t| !run.failed_tests.contains(t))
@@ -112,6 +122,7 @@ pub(crate) async fn run_step<R: Runtime>(
             attempts: attempt,
             flaky_tests,
             allowed_failure: step.allow_failure && !status.is_success(),
+            cause,
         })
         .await;
         return (
@@ -189,16 +200,30 @@ async fn run_attempt<R: Runtime>(
     let mut removal = None;
     if let Some(id) = &container_id {
         if let Some(report) = &step.junit {
-            match collect_junit(ctx, id, report, &artifacts).await {
+            // A report that cannot be read does not change how the step
+            // ended, but its tests are not counted: people must see that.
+            let warning = match collect_junit(ctx, id, report, &artifacts).await {
                 Ok(Some((relative, summary))) => {
                     tests = Some(summary.counts);
                     failed_tests = summary.failed;
                     junit = Some(relative);
+                    summary.warning
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    error.get_or_insert(format!("JUnit report {report}: {e}"));
-                }
+                Ok(None) if ended.status.is_success() => Some(format!(
+                    "the step wrote no JUnit report at {report}: its tests are not counted"
+                )),
+                Ok(None) => None,
+                Err(e) => Some(format!(
+                    "JUnit report {report} cannot be read, its tests are not counted: {e}"
+                )),
+            };
+            if let Some(message) = warning {
+                ctx.emit(Event::Warning {
+                    tier: tier.to_string(),
+                    step: step.name.clone(),
+                    message,
+                })
+                .await;
             }
         }
         for path in &step.collect {
@@ -304,9 +329,18 @@ async fn run_container<R: Runtime>(
             (Status::Cancelled, None, Some("interrupted".to_string()))
         }
     };
-    // The log stream ends when the container exits; do not hang on a stuck engine.
-    if let Ok(Ok(lines)) = tokio::time::timeout(std::time::Duration::from_secs(10), logs).await {
-        *tail = lines;
+    // The log stream ends once the engine has sent all the container's
+    // output, which takes a while after a step that printed a lot: wait for
+    // it, so that the step's last lines come before its end. A stuck engine
+    // is the liveness ping's business (the run abandons its steps).
+    match tokio::time::timeout(LOG_DRAIN_LIMIT, logs).await {
+        Ok(Ok(lines)) => *tail = lines,
+        Ok(Err(_)) => {}
+        Err(_) => tracing::warn!(
+            "the output of step {} did not end within {}s of its exit",
+            step.name,
+            LOG_DRAIN_LIMIT.as_secs()
+        ),
     }
     // With an init process the engine starts the container fine and the init
     // reports the missing command itself (exit 126/127): say so plainly.
@@ -351,15 +385,19 @@ async fn exit_reason<R: Runtime>(ctx: &Ctx<R>, id: &str, code: i64) -> String {
     }
 }
 
-/// Streams a container's output as [`Event::Log`] lines; returns the last lines.
+/// Streams a container's output as [`Event::Log`] lines; returns the last
+/// lines. The task ends when its handle is dropped (a step that is given up
+/// on must not keep the run's event stream open).
 fn follow_logs<R: Runtime>(
     ctx: Arc<Ctx<R>>,
     tier: String,
     step: String,
     id: String,
-) -> tokio::task::JoinHandle<VecDeque<String>> {
-    tokio::spawn(async move {
+) -> tokio_util::task::AbortOnDropHandle<VecDeque<String>> {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = ctx.runtime.logs(&id);
+        let mut raw =
+            RawLog::create(&ctx.options.results_dir, &tier, &step, ctx.masker.as_ref()).await;
         let mut stdout = LineBuffer::default();
         let mut stderr = LineBuffer::default();
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
@@ -381,12 +419,12 @@ fn follow_logs<R: Runtime>(
         };
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
-            let text = String::from_utf8_lossy(&chunk.bytes);
+            raw.write(&chunk.bytes).await;
             let buffer = match chunk.stream {
                 LogStream::Stdout => &mut stdout,
                 LogStream::Stderr => &mut stderr,
             };
-            for event in emit_lines(buffer.push(&text), chunk.stream, &mut tail) {
+            for event in emit_lines(buffer.push(&chunk.bytes), chunk.stream, &mut tail) {
                 ctx.emit(event).await;
             }
         }
@@ -398,8 +436,9 @@ fn follow_logs<R: Runtime>(
                 ctx.emit(event).await;
             }
         }
+        raw.finish().await;
         tail
-    })
+    }))
 }
 
 /// Copies the JUnit report out and summarizes it; `None` when the step wrote none.

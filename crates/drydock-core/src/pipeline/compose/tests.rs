@@ -532,7 +532,7 @@ fn errors_are_located_and_clear() {
             vec![("docker-compose.yml", "services: {}\n---\nservices: {}\n".into())],
             "s",
             "docker-compose.yml:2:1",
-            "a compose file must hold a single YAML document",
+            "the file must hold a single YAML document",
         ),
         (vec![("docker-compose.yml", one("    privileged: true\n"))], "s", "docker-compose.yml:4:5", "compose key `privileged` cannot be reproduced by drydock"),
         (vec![("docker-compose.yml", one("    cap_add: [NET_ADMIN]\n"))], "s", "docker-compose.yml:4:5", "`cap_add` cannot be reproduced"),
