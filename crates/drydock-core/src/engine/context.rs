@@ -23,6 +23,7 @@
 //! [`BuildContext::never_send`] lists folders and files that are never read,
 //! sent nor digested whatever `.dockerignore` says (drydock's own output).
 
+use super::dockerignore::clean;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
@@ -753,7 +754,7 @@ impl Includes {
         if include.is_empty() && follow.is_empty() {
             return None;
         }
-        let mut patterns: Vec<String> = include.iter().map(|p| go_clean(p)).collect();
+        let mut patterns: Vec<String> = include.iter().map(|p| clean(p)).collect();
         if !follow.is_empty() {
             let mut resolver = LinkResolver {
                 root,
@@ -831,30 +832,6 @@ fn dedupe_paths(sorted: &[String]) -> Option<Vec<String>> {
     Some(out)
 }
 
-/// Go's `filepath.Clean`, for relative slash paths (`""` → `.`).
-fn go_clean(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            p => out.push(p),
-        }
-    }
-    match (rooted, out.is_empty()) {
-        (true, _) => format!("/{}", out.join("/")),
-        (false, true) => ".".to_string(),
-        (false, false) => out.join("/"),
-    }
-}
-
 /// fsutil's `symlinkResolver`: follow paths resolved through the symlinks
 /// of the context, so that a `COPY link/x` also sends what `link` points to.
 struct LinkResolver<'a> {
@@ -871,14 +848,14 @@ impl LinkResolver<'_> {
             return;
         }
         // filepath.Join(".", p): cleaned, a leading `/` dropped.
-        let mut rest = go_clean(path.trim_start_matches('/'));
+        let mut rest = clean(path.trim_start_matches('/'));
         let mut current = ".".to_string();
         loop {
             let (first, tail) = match rest.split_once('/') {
                 Some((first, tail)) => (first.to_string(), tail.to_string()),
                 None => (rest.clone(), String::new()),
             };
-            current = go_clean(&format!("{current}/{first}"));
+            current = clean(&format!("{current}/{first}"));
             let targets = self.read_link(&current, true);
             rest = tail;
             if (rest.is_empty() || targets.is_some()) && self.resolved.contains(&current) {
@@ -887,7 +864,7 @@ impl LinkResolver<'_> {
             if let Some(targets) = targets {
                 self.resolved.insert(current);
                 for target in targets {
-                    let joined = go_clean(&format!("{target}/{rest}"));
+                    let joined = clean(&format!("{target}/{rest}"));
                     self.append(&joined, depth + 1);
                 }
                 return;
@@ -916,9 +893,7 @@ impl LinkResolver<'_> {
             let mut out = Vec::new();
             for name in names {
                 if super::dockerignore::path_match(base, &name) {
-                    if let Some(targets) =
-                        self.read_link(&go_clean(&format!("{dir}/{name}")), false)
-                    {
+                    if let Some(targets) = self.read_link(&clean(&format!("{dir}/{name}")), false) {
                         out.extend(targets);
                     }
                 }
@@ -931,11 +906,11 @@ impl LinkResolver<'_> {
             return None;
         }
         let link = fs::read_link(&real).ok()?;
-        let link = go_clean(&String::from_utf8_lossy(link.as_os_str().as_bytes()));
+        let link = clean(&String::from_utf8_lossy(link.as_os_str().as_bytes()));
         if link.starts_with('/') {
             Some(vec![link])
         } else {
-            Some(vec![go_clean(&format!("/{dir}/{link}"))])
+            Some(vec![clean(&format!("/{dir}/{link}"))])
         }
     }
 }

@@ -274,8 +274,9 @@ fn read_lines(text: &str) -> impl Iterator<Item = (usize, String)> + '_ {
     })
 }
 
-/// Go's `filepath.Clean` for `/`-separated paths.
-fn clean(path: &str) -> String {
+/// Go's `filepath.Clean` for `/`-separated paths (`""` → `.`); also used
+/// by the context's path resolution.
+pub(crate) fn clean(path: &str) -> String {
     if path.is_empty() {
         return ".".to_string();
     }
