@@ -338,6 +338,10 @@ pub fn registry_host(reference: &str) -> String {
     }
 }
 
+/// How many times a push whose response stream broke (a transport error,
+/// not an answer of the registry) is tried before it fails.
+const PUSH_ATTEMPTS: u32 = 3;
+
 /// What kind of push failure it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushFailure {
@@ -432,20 +436,52 @@ impl Engine {
             tag: Some(tag.to_string()),
             ..Default::default()
         };
-        let mut stream = docker.push_image(repo, Some(options), None);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(_) => {}
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    return Err(fail(&error))
+        // bollard's JSON-lines decoder now and then reports "bytes remaining
+        // on stream" when the daemon closes the push stream (seen in CI on
+        // a push that otherwise went through). That is the transport, not
+        // the registry: once the final digest has arrived the push is done;
+        // before it, the push is repeated (a push is idempotent: layers the
+        // registry has are skipped), at most `PUSH_ATTEMPTS` times.
+        let mut attempt = 1;
+        loop {
+            let mut stream = docker.push_image(repo, Some(options.clone()), None);
+            let mut digest = false;
+            let mut transport = None;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(info) => {
+                        // The last status line: "<tag>: digest: sha256:… size: N".
+                        digest |= info
+                            .status
+                            .as_deref()
+                            .is_some_and(|status| status.contains("digest: sha256:"));
+                    }
+                    Err(bollard::errors::Error::DockerStreamError { error }) => {
+                        return Err(fail(&error))
+                    }
+                    Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                        return Err(fail(&message))
+                    }
+                    Err(bollard::errors::Error::IOError { err }) => {
+                        transport = Some(err.to_string());
+                        break;
+                    }
+                    Err(other) => return Err(fail(&other.to_string())),
                 }
-                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                    return Err(fail(&message))
+            }
+            match transport {
+                None => return Ok(()),
+                Some(error) if digest => {
+                    tracing::debug!(%error, "end of the push stream after the digest");
+                    return Ok(());
                 }
-                Err(other) => return Err(fail(&other.to_string())),
+                Some(error) if attempt < PUSH_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "push stream broke; pushing again");
+                    attempt += 1;
+                }
+                Some(error) => return Err(fail(&error)),
             }
         }
-        Ok(())
     }
 }
 
