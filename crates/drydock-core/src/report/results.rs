@@ -24,13 +24,17 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::junit;
-use crate::events::{Event, Outcome, Status, TestCounts};
+use crate::events::{Event, Outcome, Record, Status, TestCounts};
+
+/// When an event was recorded.
+type Timestamp = chrono::DateTime<chrono::Utc>;
 
 /// One step in the summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct StepRecord {
     /// Tier name.
     pub tier: String,
@@ -51,7 +55,7 @@ pub struct StepRecord {
 }
 
 /// How much output a step had, and what of it was left out of the results.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct OutputRecord {
     /// Lines of output (rendered).
     pub lines: u64,
@@ -74,19 +78,39 @@ impl OutputRecord {
     }
 }
 
-/// The summary written as `summary.json` at the end of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// One tier in the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct TierRecord {
+    /// Tier name.
+    pub name: String,
+    /// How it ended.
+    pub status: Status,
+    /// Wall time, from its first step (or build) to its end; 0 when skipped.
+    pub duration_ms: u64,
+    /// Test counts summed over its steps' JUnit reports.
+    pub tests: TestCounts,
+}
+
+/// The version of `summary.json`'s shape (its `v`); see `docs/events.md`.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// The summary written as `summary.json` at the end of a run (its JSON
+/// Schema: [`Summary::schema`], shipped as `docs/schema/summary.schema.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Summary {
+    /// The shape's version ([`SUMMARY_VERSION`]).
+    #[schemars(range(min = 1, max = 1))]
+    pub v: u32,
     /// Run id.
     pub run_id: String,
     /// Pipeline name.
     pub pipeline: String,
-    /// How it ended.
+    /// How it ended (`null` only if the run's end was never recorded).
     pub outcome: Option<Outcome>,
     /// Wall time.
     pub duration_ms: u64,
-    /// Tier name → (status, duration, tests), in order.
-    pub tiers: Vec<(String, Status, u64, TestCounts)>,
+    /// Every tier, in order.
+    pub tiers: Vec<TierRecord>,
     /// Every step.
     pub steps: Vec<StepRecord>,
     /// Tags applied on release.
@@ -97,6 +121,55 @@ pub struct Summary {
     pub truncated: bool,
     /// Warnings of the run (also in each step's `warnings`), for people.
     pub warnings: Vec<String>,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            v: SUMMARY_VERSION,
+            run_id: String::new(),
+            pipeline: String::new(),
+            outcome: None,
+            duration_ms: 0,
+            tiers: Vec::new(),
+            steps: Vec::new(),
+            released: Vec::new(),
+            pushed: Vec::new(),
+            truncated: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Summary {
+    /// The JSON Schema (draft 2020-12) of `summary.json`, generated from
+    /// this type (so it cannot drift); no field outside it is allowed.
+    pub fn schema() -> serde_json::Value {
+        let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+        settings
+            .transforms
+            .push(Box::new(schemars::transform::RecursiveTransform(
+                |schema: &mut schemars::Schema| {
+                    if schema.get("properties").is_some()
+                        && schema.get("additionalProperties").is_none()
+                    {
+                        schema.insert("additionalProperties".into(), false.into());
+                    }
+                },
+            )));
+        let mut schema = settings
+            .into_generator()
+            .into_root_schema_for::<Summary>()
+            .to_value();
+        if let Some(root) = schema.as_object_mut() {
+            root.insert(
+                "$id".into(),
+                "https://drydock.invalid/schema/summary.schema.json".into(),
+            );
+            root.insert("title".into(), "drydock summary.json v1".into());
+        }
+        schema
+    }
 }
 
 /// Most bytes of `log` events (as serialized) kept in `events.ndjson` per step.
@@ -340,6 +413,8 @@ impl RawLog {
 /// on its own thread).
 pub struct ResultsWriter {
     dir: PathBuf,
+    /// The run id records carry: the folder's name until an event names it.
+    run_id: String,
     events: BufWriter<File>,
     logs: BTreeMap<(String, String), StepLog>,
     junit_files: Vec<(String, PathBuf)>,
@@ -382,6 +457,10 @@ impl ResultsWriter {
         let events = BufWriter::new(File::create(dir.join("events.ndjson"))?);
         Ok(ResultsWriter {
             dir: dir.to_path_buf(),
+            run_id: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             events,
             logs: BTreeMap::new(),
             junit_files: Vec::new(),
@@ -413,8 +492,13 @@ impl ResultsWriter {
     /// Writes an event to `events.ndjson`; `log` events only within the
     /// step's and the run's budgets (the first one past them is replaced by a
     /// line saying so).
-    fn record(&mut self, event: &Event) -> std::io::Result<()> {
-        let mut json = serde_json::to_vec(event)?;
+    fn record(&mut self, event: &Event, ts: Timestamp) -> std::io::Result<()> {
+        let record = Record {
+            ts,
+            run_id: &self.run_id,
+            event,
+        };
+        let mut json = record.to_json()?;
         json.push(b'\n');
         if let Event::Log {
             tier, step, stream, ..
@@ -442,8 +526,14 @@ impl ResultsWriter {
                         log_path(tier, step)
                     ),
                 };
-                serde_json::to_writer(&mut self.events, &marker)?;
-                return self.events.write_all(b"\n");
+                let mut json = Record {
+                    ts,
+                    run_id: &self.run_id,
+                    event: &marker,
+                }
+                .to_json()?;
+                json.push(b'\n');
+                return self.events.write_all(&json);
             }
             log.events_bytes += n;
             self.run_event_log_bytes += n;
@@ -451,9 +541,32 @@ impl ResultsWriter {
         self.events.write_all(&json)
     }
 
-    /// Records one event.
+    /// Writes out what is buffered (`events.ndjson` and the step logs), so
+    /// that readers following the files see every event received so far.
+    /// Call it when no event is waiting.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.events.flush()?;
+        for log in self.logs.values_mut() {
+            log.head.flush()?;
+            if let Some((tail, _)) = &mut log.tail {
+                tail.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records one event, stamped now.
     pub fn handle(&mut self, event: &Event) -> std::io::Result<()> {
-        self.record(event)?;
+        self.handle_at(event, chrono::Utc::now())
+    }
+
+    /// Records one event stamped `ts` (when it was received: a consumer
+    /// that also shows it passes the same time to both).
+    pub fn handle_at(&mut self, event: &Event, ts: Timestamp) -> std::io::Result<()> {
+        if let Event::RunStarted { run_id, .. } | Event::RunFinished { run_id, .. } = event {
+            self.run_id.clone_from(run_id);
+        }
+        self.record(event, ts)?;
         match event {
             Event::RunStarted {
                 run_id, pipeline, ..
@@ -525,9 +638,12 @@ impl ResultsWriter {
                 duration_ms,
                 tests,
             } => {
-                self.summary
-                    .tiers
-                    .push((tier.clone(), *status, *duration_ms, *tests));
+                self.summary.tiers.push(TierRecord {
+                    name: tier.clone(),
+                    status: *status,
+                    duration_ms: *duration_ms,
+                    tests: *tests,
+                });
             }
             Event::Pushed { reference, .. } => self.summary.pushed.push(reference.clone()),
             Event::Released { tags, .. } => self.summary.released = tags.clone(),
@@ -626,6 +742,7 @@ mod tests {
             error: None,
             removed: 0,
             cancel_reason: None,
+            failure: None,
         })
         .unwrap();
 

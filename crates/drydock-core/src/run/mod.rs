@@ -271,6 +271,7 @@ pub async fn run_plan<R: Runtime>(
         error: error.clone(),
         removed,
         cancel_reason: reason,
+        failure: crate::events::RunFailure::of(outcome, error.as_deref()),
     })
     .await;
     RunReport {
@@ -293,6 +294,7 @@ async fn refuse(plan: &Plan, events: EventSender, started: Instant, error: Strin
             error: Some(error.clone()),
             removed: 0,
             cancel_reason: None,
+            failure: crate::events::RunFailure::of(Outcome::Errored, Some(&error)),
         })
         .await;
     RunReport {
