@@ -418,6 +418,8 @@ pub struct ResultsWriter {
     events: BufWriter<File>,
     logs: BTreeMap<(String, String), StepLog>,
     junit_files: Vec<(String, PathBuf)>,
+    /// Steps without a JUnit report of their own, as test cases.
+    step_cases: Vec<junit::StepCase>,
     summary: Summary,
     run_event_log_bytes: u64,
     limits: OutputLimits,
@@ -464,6 +466,7 @@ impl ResultsWriter {
             events,
             logs: BTreeMap::new(),
             junit_files: Vec::new(),
+            step_cases: Vec::new(),
             summary: Summary::default(),
             run_event_log_bytes: 0,
             limits,
@@ -598,6 +601,8 @@ impl ResultsWriter {
                 tests,
                 junit,
                 error,
+                log_tail,
+                allowed_failure,
                 ..
             } => {
                 let log = self.log_file(tier, step)?;
@@ -617,9 +622,31 @@ impl ResultsWriter {
                     output.raw_log = Some(raw);
                 }
                 self.summary.truncated |= output.truncated();
-                if let Some(junit) = junit {
-                    self.junit_files
-                        .push((format!("{tier}/{step}"), self.dir.join(junit)));
+                match junit {
+                    Some(junit) => self
+                        .junit_files
+                        .push((format!("{tier}/{step}"), self.dir.join(junit))),
+                    None => self.step_cases.push(junit::StepCase {
+                        tier: tier.clone(),
+                        step: step.clone(),
+                        kind: match status {
+                            Status::Passed | Status::Flaky => junit::CaseKind::Passed,
+                            Status::Failed | Status::TimedOut => junit::CaseKind::Failed,
+                            Status::Errored => junit::CaseKind::Errored,
+                            Status::Cancelled | Status::Skipped => junit::CaseKind::Skipped,
+                        },
+                        seconds: *duration_ms as f64 / 1000.0,
+                        message: match (status, error) {
+                            (Status::Cancelled, e) => {
+                                Some(e.clone().unwrap_or_else(|| "cancelled".into()))
+                            }
+                            (_, Some(e)) if *allowed_failure => {
+                                Some(format!("{e} (allowed to fail)"))
+                            }
+                            (_, e) => e.clone(),
+                        },
+                        text: log_tail.join("\n"),
+                    }),
                 }
                 self.summary.steps.push(StepRecord {
                     tier: tier.clone(),
@@ -645,6 +672,16 @@ impl ResultsWriter {
                     tests: *tests,
                 });
             }
+            Event::StepSkipped { tier, step, reason } => {
+                self.step_cases.push(junit::StepCase {
+                    tier: tier.clone(),
+                    step: step.clone(),
+                    kind: junit::CaseKind::Skipped,
+                    seconds: 0.0,
+                    message: reason.clone(),
+                    text: String::new(),
+                });
+            }
             Event::Pushed { reference, .. } => self.summary.pushed.push(reference.clone()),
             Event::Released { tags, .. } => self.summary.released = tags.clone(),
             Event::RunFinished {
@@ -666,13 +703,38 @@ impl ResultsWriter {
             log.close()?;
         }
         self.events.flush()?;
+        // Steps without a report of their own: one suite per tier, merged
+        // after the tools' reports (written to temporary files that go away).
+        let mut tiers: Vec<&str> = Vec::new();
+        for case in &self.step_cases {
+            if !tiers.contains(&case.tier.as_str()) {
+                tiers.push(&case.tier);
+            }
+        }
+        let mut step_files = Vec::new();
+        for tier in tiers {
+            let cases: Vec<junit::StepCase> = self
+                .step_cases
+                .iter()
+                .filter(|c| c.tier == tier)
+                .cloned()
+                .collect();
+            let file = tempfile::Builder::new()
+                .prefix(".steps-")
+                .suffix(".xml")
+                .tempfile_in(&self.dir)?;
+            junit::write_step_cases("", &cases, file.path()).map_err(std::io::Error::other)?;
+            step_files.push((tier.to_string(), file));
+        }
         let merged = junit::merge_files(
             self.junit_files
                 .iter()
-                .map(|(prefix, path)| (prefix.as_str(), path.as_path())),
+                .map(|(prefix, path)| (prefix.as_str(), path.as_path()))
+                .chain(step_files.iter().map(|(p, f)| (p.as_str(), f.path()))),
             &self.dir.join("junit.xml"),
         )
         .map_err(std::io::Error::other)?;
+        drop(step_files);
         for left_out in merged.skipped {
             self.summary
                 .warnings
@@ -792,6 +854,94 @@ mod tests {
         );
         assert!(big["events_omitted_lines"].as_u64().unwrap() > 3000);
         assert_eq!(summary["steps"][1]["output"]["log_omitted_bytes"], 0);
+    }
+
+    /// Steps without a report of their own (a linter, a build) and skipped
+    /// steps are test cases of the merged report; the record says v, ts and
+    /// the run id; summary.json names its fields.
+    #[test]
+    fn every_step_is_a_test_case_and_records_are_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("r1");
+        let mut w = ResultsWriter::create(&run_dir).unwrap();
+        let mut flake8 = finished("flake8");
+        if let Event::StepFinished {
+            status,
+            exit_code,
+            error,
+            log_tail,
+            tier,
+            ..
+        } = &mut flake8
+        {
+            *tier = "lint".into();
+            *status = Status::Failed;
+            *exit_code = Some(1);
+            *error = Some("exited with code 1".into());
+            *log_tail = vec!["./app.py:1:1: F401 'os' imported but unused".into()];
+        }
+        w.handle(&flake8).unwrap();
+        w.handle(&finished("build")).unwrap();
+        w.handle(&Event::StepSkipped {
+            tier: "t".into(),
+            step: "later".into(),
+            reason: Some("an earlier step failed".into()),
+        })
+        .unwrap();
+        w.handle(&Event::TierFinished {
+            tier: "lint".into(),
+            status: Status::Failed,
+            duration_ms: 5,
+            tests: TestCounts::default(),
+        })
+        .unwrap();
+        w.handle(&Event::RunFinished {
+            run_id: "r1".into(),
+            outcome: Outcome::Failed,
+            duration_ms: 9,
+            error: Some("tier lint failed".into()),
+            removed: 0,
+            cancel_reason: None,
+            failure: None,
+        })
+        .unwrap();
+        let xml = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.attribute("tests"), Some("3"), "{xml}");
+        assert_eq!(root.attribute("failures"), Some("1"), "{xml}");
+        assert_eq!(root.attribute("skipped"), Some("1"), "{xml}");
+        let case = doc
+            .descendants()
+            .find(|n| n.attribute("name") == Some("flake8"))
+            .unwrap();
+        assert_eq!(case.attribute("classname"), Some("lint"));
+        let failure = case.first_element_child().unwrap();
+        assert_eq!(failure.tag_name().name(), "failure");
+        assert_eq!(failure.attribute("message"), Some("exited with code 1"));
+        assert!(failure.text().unwrap().contains("F401"));
+        assert!(xml.contains(r#"message="an earlier step failed""#), "{xml}");
+        let leftovers: Vec<_> = std::fs::read_dir(&run_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".steps-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary reports are removed");
+
+        let events = std::fs::read_to_string(run_dir.join("events.ndjson")).unwrap();
+        for line in events.lines() {
+            let (v, ts, run_id, _) = crate::events::parse_record(line).unwrap();
+            assert_eq!(v, 1);
+            assert_eq!(run_id, "r1");
+            assert_eq!(ts.len(), "2026-11-30T19:29:50.123Z".len(), "{ts}");
+            assert!(ts.ends_with('Z'));
+        }
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["v"], 1);
+        assert_eq!(summary["tiers"][0]["name"], "lint");
+        assert_eq!(summary["tiers"][0]["status"], "failed");
+        assert_eq!(summary["tiers"][0]["duration_ms"], 5);
     }
 
     #[tokio::test]
