@@ -86,18 +86,25 @@ fn inert(c: char) -> char {
     }
 }
 
-/// The lines around `line:col` of `path` (read as far as drydock reads
-/// YAML files), and the span of the problem in them.
-fn snippet(path: &Path, name: &str, line: usize, col: usize) -> Option<(Snippet, SourceSpan)> {
+/// A file's lines as YAML counts them (LF, CRLF, CR), read once per
+/// file and as far as drydock reads YAML files; `None` when unreadable.
+fn file_lines(path: &Path) -> Option<Vec<String>> {
     let bytes = drydock_core::yaml::read_limited(path).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    // Line breaks as YAML counts them: LF, CRLF, CR.
-    let normalized = text.replace("\r\n", "\n");
-    let lines: Vec<&str> = normalized.split(['\n', '\r']).collect();
+    Some(
+        text.replace("\r\n", "\n")
+            .split(['\n', '\r'])
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The lines around `line:col` of a file, and the span of the problem in them.
+fn snippet(lines: &[String], name: &str, line: usize, col: usize) -> Option<(Snippet, SourceSpan)> {
     let index = line.checked_sub(1)?;
-    let target: Vec<char> = lines.get(index)?.chars().collect();
-    let cut = col.saturating_sub(WIDTH / 2 + 1).min(target.len());
+    let target_len = lines.get(index)?.chars().count();
+    let cut = col.saturating_sub(WIDTH / 2 + 1).min(target_len);
     let first = index.saturating_sub(1);
     let last = (index + 1).min(lines.len() - 1);
     let mut shown = String::new();
@@ -129,7 +136,12 @@ fn snippet(path: &Path, name: &str, line: usize, col: usize) -> Option<(Snippet,
     ))
 }
 
-/// Renders every problem: `× FILE:LINE:COL: message` and its code frame.
+/// Most problems shown with a code frame; the rest are counted (all are
+/// in `drydock validate --json`).
+pub const MAX_FRAMED: usize = 50;
+
+/// Renders every problem: `error: FILE:LINE:COL: message` (the form
+/// compilers use and editors' problem matchers read) and its code frame.
 pub fn render(problems: &[Located], colour: bool) -> String {
     let theme = if colour {
         GraphicalTheme::unicode()
@@ -141,22 +153,46 @@ pub fn render(problems: &[Located], colour: bool) -> String {
         .with_wrap_lines(false)
         .with_links(false);
     let mut out = String::new();
-    for (i, problem) in problems.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        let framed = Framed {
-            message: problem.to_string(),
-            snippet: snippet(
-                Path::new(&problem.file),
-                &problem.file,
-                problem.line,
-                problem.col,
-            ),
+    let mut files: std::collections::HashMap<&str, Option<Vec<String>>> = Default::default();
+    for problem in problems.iter().take(MAX_FRAMED) {
+        let lines = files
+            .entry(problem.file.as_str())
+            .or_insert_with(|| file_lines(Path::new(&problem.file)));
+        let header = if colour {
+            console::style("error:")
+                .red()
+                .bold()
+                .force_styling(true)
+                .to_string()
+        } else {
+            "error:".to_string()
         };
-        if handler.render_report(&mut out, &framed).is_err() {
-            out.push_str(&format!("  × {problem}\n"));
+        out.push_str(&format!("{header} {problem}\n"));
+        let framed = Framed {
+            // The header line above says it; miette's own is dropped.
+            message: String::new(),
+            snippet: lines
+                .as_deref()
+                .and_then(|l| snippet(l, &problem.file, problem.line, problem.col)),
+        };
+        if framed.snippet.is_none() {
+            continue;
         }
+        let mut frame = String::new();
+        if handler.render_report(&mut frame, &framed).is_ok() {
+            if let Some((_, rest)) = frame.split_once('\n') {
+                out.push_str(rest);
+            }
+        }
+    }
+    for problem in problems.iter().skip(MAX_FRAMED) {
+        out.push_str(&format!("error: {problem}\n"));
+    }
+    if problems.len() > MAX_FRAMED {
+        out.push_str(&format!(
+            "(code frames for the first {MAX_FRAMED} problems; {} more above without)\n",
+            problems.len() - MAX_FRAMED
+        ));
     }
     out
 }

@@ -19,8 +19,9 @@ pub struct CliError {
     /// The error for tools (`run --json`'s final `run_finished`): kind,
     /// message and, for an invalid pipeline, every located problem.
     pub failure: Option<RunFailure>,
-    /// Already shown in full (code frames on stderr): `report` prints nothing more.
-    pub shown: bool,
+    /// The message is already formatted as `error: …` lines (with code
+    /// frames): `report` prints it as it is.
+    pub formatted: bool,
 }
 
 impl CliError {
@@ -29,7 +30,7 @@ impl CliError {
             code,
             message,
             failure: None,
-            shown: false,
+            formatted: false,
         }
     }
 
@@ -64,9 +65,11 @@ impl CliError {
         })
     }
 
-    /// Prints the error on stderr (unless already shown) and returns its exit code.
+    /// Prints the error on stderr and returns its exit code.
     pub fn report(self) -> ExitCode {
-        if !self.shown {
+        if self.formatted {
+            eprintln!("{}", self.message);
+        } else {
             let style = console::Style::new().for_stderr().red().bold();
             eprintln!("{} {}", style.apply_to("error:"), self.message);
         }

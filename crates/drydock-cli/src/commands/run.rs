@@ -91,7 +91,9 @@ pub fn load_pipeline(path: &Path, run_id: &str, git: &GitInfo) -> Result<Pipelin
 /// people, and every problem located for tools.
 pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
     use drydock_core::events::{FailureKind, Location, Problem, RunFailure};
-    let mut e = CliError::invalid(super::validate::render_error(path, error));
+    let (text, formatted) = super::validate::render_error(path, error);
+    let mut e = CliError::invalid(text);
+    e.formatted = formatted;
     let problems: Vec<Problem> = error
         .diagnostics()
         .into_iter()

@@ -28,21 +28,23 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
-/// The message of an invalid pipeline: how many problems, then each with
-/// its code frame.
-pub fn render_error(path: &Path, error: &PipelineError) -> String {
+/// The message of an invalid pipeline: each problem as `error:
+/// FILE:LINE:COL: message` with its code frame, then how many there are.
+/// (Formatted: print it as it is.)
+pub fn render_error(path: &Path, error: &PipelineError) -> (String, bool) {
     let problems = error.diagnostics();
     if problems.is_empty() {
-        return error.to_string();
+        return (error.to_string(), false);
     }
-    format!(
-        "{}: {}\n{}",
-        path.display(),
-        count(problems.len(), "problem"),
-        crate::diagnostics::render(&problems, crate::stderr_colours())
-    )
-    .trim_end()
-    .to_string()
+    let mut text = crate::diagnostics::render(&problems, crate::stderr_colours());
+    if problems.len() > 1 {
+        text.push_str(&format!(
+            "\n{}: {}",
+            path.display(),
+            count(problems.len(), "problem")
+        ));
+    }
+    (text.trim_end().to_string(), true)
 }
 
 /// `drydock validate`.

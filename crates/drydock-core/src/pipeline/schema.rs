@@ -89,11 +89,13 @@ struct Env(BTreeMap<String, String>);
 struct Argv(#[schemars(length(min = 1, max = limits::MAX_ARGS))] Vec<String>);
 
 /// A duration: 250ms, 10s, 2m, 1h, 1m30s (units in that order, each once).
+/// (Numbers of at most 12 digits: drydock refuses durations that overflow,
+/// and no real one needs more.)
 #[derive(JsonSchema)]
 struct Duration(
     #[schemars(
         length(min = 1),
-        regex(pattern = interpolated!(r"(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?(?:[0-9]+ms)?"))
+        regex(pattern = interpolated!(r"(?:[0-9]{1,12}h)?(?:[0-9]{1,12}m)?(?:[0-9]{1,12}s)?(?:[0-9]{1,12}ms)?"))
     )]
     String,
 );
