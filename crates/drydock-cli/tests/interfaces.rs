@@ -568,6 +568,13 @@ async fn the_event_stream_is_live_versioned_complete_and_schema_valid() {
     assert_nothing_left(&id).await;
 
     assert_eq!(ticks.len(), 5, "{stream}");
+    eprintln!(
+        "tick latencies (ms): {:?}",
+        ticks
+            .iter()
+            .map(|(p, a)| ((a - p) as f64 / 1e5).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
     for (i, (printed, arrived)) in ticks.iter().enumerate() {
         let latency_ms = (arrived - printed) as f64 / 1e6;
         assert!(

@@ -371,7 +371,11 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
                         tracing::warn!("results folder: {e}");
                     }
                     reporter.idle();
-                    match handle.block_on(tokio::time::timeout(crate::report::TICK, rx.recv())) {
+                    // The timer is made on the runtime (inside block_on).
+                    let next = handle.block_on(async {
+                        tokio::time::timeout(crate::report::TICK, rx.recv()).await
+                    });
+                    match next {
                         Ok(Some(event)) => Some(event),
                         Ok(None) => break,
                         Err(_) => None,
@@ -407,7 +411,9 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let task = tokio::spawn(async move { run::run_plan(&plan, runtime, exec, tx, cancel).await });
     let report = task.await;
     signals.abort();
-    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+    if let Ok(Err(_)) = tokio::task::spawn_blocking(move || consumer.join()).await {
+        eprintln!("drydock: internal error: the reporter stopped early (the results folder may be incomplete)");
+    }
 
     let report = match report {
         Ok(report) => report,
