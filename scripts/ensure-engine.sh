@@ -3,7 +3,8 @@
 # dockerd in the background when none does. Also installs mmdebstrap, which
 # `drydock images bootstrap` uses to make the base root filesystem, and
 # docker-registry + apache2-utils (htpasswd), which the registry push tests
-# start on loopback.
+# start on loopback, and what other tests use (chromium, man, check-jsonschema).
+# Idempotent: installs only what is missing.
 set -euo pipefail
 
 need_apt=()
@@ -14,11 +15,21 @@ command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 # The runner's status-page test drives a real headless browser.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The man page test renders with man(1); completions are tested in bash.
+command -v man >/dev/null 2>&1 || need_apt+=(man-db)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-engine: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The schema tests validate with a real JSON Schema validator (PyPI).
+if ! command -v check-jsonschema >/dev/null 2>&1; then
+  echo "ensure-engine: installing check-jsonschema"
+  python3 -m pip install --quiet --disable-pip-version-check check-jsonschema \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages check-jsonschema
 fi
 
 if docker info >/dev/null 2>&1; then
@@ -28,7 +39,14 @@ fi
 echo "ensure-engine: starting dockerd"
 nohup dockerd >/tmp/drydock-dockerd.log 2>&1 &
 for _ in $(seq 1 60); do
-  if docker info >/dev/null 2>&1; then
+  # The schema tests validate with a real JSON Schema validator (PyPI).
+if ! command -v check-jsonschema >/dev/null 2>&1; then
+  echo "ensure-engine: installing check-jsonschema"
+  python3 -m pip install --quiet --disable-pip-version-check check-jsonschema \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages check-jsonschema
+fi
+
+if docker info >/dev/null 2>&1; then
     echo "ensure-engine: engine up ($(docker version --format '{{.Server.Version}}'))"
     exit 0
   fi

@@ -896,3 +896,75 @@ async fn the_engine_is_found_through_docker_contexts_like_the_docker_cli() {
     assert_nothing_left(&id).await;
     task.abort();
 }
+
+/// The VS Code problem matchers read what drydock, flake8 and pytest print
+/// (through drydock's failure tails too), and the sample pipeline is wired
+/// to the schema. JavaScript's and Python's regular expressions agree on
+/// the constructs used, so Python checks them.
+#[test]
+fn the_vscode_problem_matchers_read_real_output() {
+    let root = workspace().canonicalize().unwrap();
+    let tasks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(".vscode/tasks.json")).unwrap())
+            .unwrap();
+    let mut matchers: HashMap<String, String> = HashMap::new();
+    for task in tasks["tasks"].as_array().unwrap() {
+        for m in task["problemMatcher"].as_array().into_iter().flatten() {
+            matchers.insert(
+                m["owner"].as_str().unwrap().to_string(),
+                m["pattern"]["regexp"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args([
+            "validate",
+            "tests/fixtures/interfaces/pipelines/three-mistakes.yml",
+        ])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let drydock_lines = String::from_utf8_lossy(&out.stderr).into_owned();
+    let cases = [
+        ("drydock", drydock_lines.as_str(), 3),
+        (
+            "flake8",
+            "      │ ./tests/unit/test_x.py:1:1: F401 'os' imported but unused\n\
+             tasksapi/app.py:12:80: E501 line too long (81 > 79 characters)\n",
+            2,
+        ),
+        (
+            "pytest",
+            "      │ tests/unit/test_deliberately_broken.py:5: AssertionError\n",
+            1,
+        ),
+    ];
+    for (owner, text, expected) in cases {
+        let regexp = matchers
+            .get(owner)
+            .unwrap_or_else(|| panic!("no {owner} matcher"));
+        let script = "import re,sys\nr=re.compile(sys.argv[1])\nprint(sum(1 for l in sys.stdin.read().splitlines() if r.match(l)))";
+        let mut child = Command::new("python3")
+            .args(["-c", script, regexp])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(n, expected, "{owner} matcher {regexp:?} on:\n{text}");
+    }
+    let settings = std::fs::read_to_string(root.join(".vscode/settings.json")).unwrap();
+    assert!(settings.contains("docs/schema/pipeline.schema.json"));
+    let sample = std::fs::read_to_string(root.join("pipelines/flask-api.yml")).unwrap();
+    assert!(
+        sample.starts_with("# yaml-language-server: $schema=../docs/schema/pipeline.schema.json")
+    );
+}
