@@ -73,6 +73,9 @@ pub struct Engine {
     flavour: Flavour,
     api_version: String,
     engine_version: String,
+    /// For `ssh://` engines: the local socket that carries connections
+    /// through `ssh` (kept alive as long as a clone of this engine is).
+    tunnel: Option<Arc<super::ssh::SshTunnel>>,
     /// The builder in use ([`buildkit::Builder`] as a number), shared by the
     /// clones so that a fallback to the classic builder sticks.
     pub(crate) builder: Arc<AtomicU8>,
@@ -109,11 +112,11 @@ impl Engine {
 
     /// The client for an endpoint: unix sockets and plain `tcp://` as
     /// bollard connects them, `tcp://` with TLS material over rustls
-    /// (client certificate required, as `docker --tlsverify`), `ssh://`
-    /// through bollard's SSH support (the system `ssh`, then `docker
-    /// system dial-stdio` on the remote host, as the docker CLI does).
-    fn client(endpoint: &Endpoint) -> Result<Docker, EngineError> {
-        let host = endpoint.host.as_str();
+    /// (client certificate required, as `docker --tlsverify`). `ssh://`
+    /// engines are reached through the local socket of an
+    /// [`super::ssh::SshTunnel`] (`via`).
+    fn client(endpoint: &Endpoint, via: Option<&str>) -> Result<Docker, EngineError> {
+        let host = via.unwrap_or(endpoint.host.as_str());
         let timeout = LONG_CALL_TIMEOUT.as_secs();
         let version = bollard::API_DEFAULT_VERSION;
         let unreachable = |source| EngineError::Unreachable {
@@ -126,9 +129,6 @@ impl Engine {
                 message,
             })
         };
-        if host.starts_with("ssh://") {
-            return Docker::connect_with_ssh(host, timeout, version, None).map_err(unreachable);
-        }
         let tcp = host.starts_with("tcp://") || host.starts_with("https://");
         if endpoint.skip_tls_verify && tcp {
             return Err(refuse(
@@ -163,10 +163,24 @@ impl Engine {
             host: endpoint.describe(),
             source,
         };
+        let tunnel = if endpoint.host.starts_with("ssh://") {
+            let address = super::ssh::SshAddress::parse(&endpoint.host).map_err(|message| {
+                EngineError::Endpoint(EndpointError::Config {
+                    path: endpoint.describe(),
+                    message,
+                })
+            })?;
+            let tunnel = super::ssh::SshTunnel::start(&address)
+                .map_err(|e| unreachable(bollard::errors::Error::IOError { err: e }))?;
+            Some(Arc::new(tunnel))
+        } else {
+            None
+        };
+        let via = tunnel.as_ref().map(|t| t.socket());
         // Whole seconds only: the client timeout covers request + headers;
         // streams (wait, logs, build output, events) outlive it, and the run
         // loop's liveness ping watches them.
-        let docker = Self::client(&endpoint)?.with_timeout(LONG_CALL_TIMEOUT);
+        let docker = Self::client(&endpoint, via.as_deref())?.with_timeout(LONG_CALL_TIMEOUT);
         let quick = docker.clone().with_timeout(SHORT_CALL_TIMEOUT);
         // An ssh:// connection starts the system ssh first: give it longer.
         let answer_within = if endpoint.host.starts_with("ssh://") {
@@ -200,7 +214,9 @@ impl Engine {
         Ok(Engine {
             docker,
             quick,
-            host: endpoint.host.clone(),
+            // What bollard connects to: for ssh://, the tunnel's socket.
+            host: via.unwrap_or_else(|| endpoint.host.clone()),
+            tunnel,
             endpoint,
             flavour,
             api_version,
@@ -228,7 +244,9 @@ impl Engine {
         self.quick.clone().with_timeout(limit + SHORT_CALL_TIMEOUT)
     }
 
-    /// The address this engine was reached at.
+    /// The address bollard connects to (for an `ssh://` engine, the local
+    /// socket that tunnels through `ssh`; [`Engine::endpoint`] has the
+    /// address as configured).
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -250,7 +268,8 @@ impl Engine {
     /// # Errors
     /// As [`Engine::connect_endpoint`] before any call is made.
     pub fn reconnect(&self) -> Result<Docker, EngineError> {
-        Self::client(&self.endpoint)
+        let via = self.tunnel.as_ref().map(|t| t.socket());
+        Self::client(&self.endpoint, via.as_deref())
     }
 
     /// The run header's description: address (and docker context), flavour,
@@ -258,8 +277,8 @@ impl Engine {
     /// `unix:///var/run/docker.sock (Docker 20.10.24, API 1.41, buildkit builder)`.
     pub fn describe(&self) -> String {
         let at = match self.endpoint.context() {
-            Some(c) => format!("{} via docker context \"{c}\"", self.host),
-            None => self.host.clone(),
+            Some(c) => format!("{} via docker context \"{c}\"", self.endpoint.host),
+            None => self.endpoint.host.clone(),
         };
         format!(
             "{at} ({} {}, API {}, {} builder)",

@@ -17,6 +17,7 @@ pub mod labels;
 mod network;
 mod registry;
 mod session;
+mod ssh;
 mod sweep;
 pub mod terminal;
 mod trustplan;
