@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine answers: installs Debian's docker.io and starts
 # dockerd in the background when none does. Also installs mmdebstrap, which
-# `drydock images bootstrap` uses to make the base root filesystem, and
+# `drydock images bootstrap` uses to make the base root filesystem,
 # docker-registry + apache2-utils (htpasswd), which the registry push tests
-# start on loopback, and what other tests use (chromium, man, check-jsonschema).
+# start on loopback, PostgreSQL, which the runner's store tests start, and
+# what other tests use (chromium, man, check-jsonschema).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -17,7 +18,16 @@ command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The man page test renders with man(1); completions are tested in bash.
 command -v man >/dev/null 2>&1 || need_apt+=(man-db)
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+# The runner's store and fleet tests start throw-away PostgreSQL servers
+# (initdb into a temporary folder, a free loopback port). Debian's package
+# would also create and start a cluster of its own on port 5432: not wanted.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/drydock.conf
+  need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-engine: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -25,7 +35,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# The schema tests validate with a real JSON Schema validator (PyPI).
+# The schema tests validate with a real JSON Schema validator (PyPI; pip
+# reads the proxy's CA from PIP_CERT when set). Debian's python3 refuses a
+# system-wide install (PEP 668) unless told to.
 if ! command -v check-jsonschema >/dev/null 2>&1; then
   echo "ensure-engine: installing check-jsonschema"
   python3 -m pip install --quiet --disable-pip-version-check check-jsonschema \
@@ -39,14 +51,7 @@ fi
 echo "ensure-engine: starting dockerd"
 nohup dockerd >/tmp/drydock-dockerd.log 2>&1 &
 for _ in $(seq 1 60); do
-  # The schema tests validate with a real JSON Schema validator (PyPI).
-if ! command -v check-jsonschema >/dev/null 2>&1; then
-  echo "ensure-engine: installing check-jsonschema"
-  python3 -m pip install --quiet --disable-pip-version-check check-jsonschema \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages check-jsonschema
-fi
-
-if docker info >/dev/null 2>&1; then
+  if docker info >/dev/null 2>&1; then
     echo "ensure-engine: engine up ($(docker version --format '{{.Server.Version}}'))"
     exit 0
   fi
