@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{assert_nothing_left, run_id, text, workspace, Repo};
 use tokio::io::AsyncBufReadExt;
@@ -583,6 +583,13 @@ async fn the_event_stream_is_live_versioned_complete_and_schema_valid() {
             i + 1
         );
     }
+    eprintln!(
+        "tick arrival spacing (ms): {:?}",
+        ticks
+            .windows(2)
+            .map(|p| ((p[1].1 - p[0].1) as f64 / 1e5).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
     for pair in ticks.windows(2) {
         let spacing_ms = (pair[1].1 - pair[0].1) as f64 / 1e6;
         assert!(
@@ -793,6 +800,12 @@ async fn the_engine_is_found_through_docker_contexts_like_the_docker_cli() {
         format!("tcp://{}", l.local_addr().unwrap())
     };
     write_context(config.path(), "drydock-test-dead", &dead);
+    // The local engine's own socket, as `docker context create` stores it.
+    write_context(
+        config.path(),
+        "drydock-test-socket",
+        "unix:///var/run/docker.sock",
+    );
     std::fs::write(
         config.path().join("config.json"),
         r#"{"currentContext": "drydock-test-proxy"}"#,
@@ -841,8 +854,27 @@ async fn the_engine_is_found_through_docker_contexts_like_the_docker_cli() {
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
     assert_nothing_left(&id).await;
 
-    // DOCKER_CONTEXT wins over the config's current context.
+    // DOCKER_CONTEXT wins over the config's current context: a run through
+    // the socket's context, the proxy untouched.
     let before = connections.load(Ordering::SeqCst);
+    let out = drydock(
+        &["run", "--logs", "pipelines/hello.yml", "--run-id", &id],
+        &[("DOCKER_CONTEXT", "drydock-test-socket")],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("unix:///var/run/docker.sock via docker context \"drydock-test-socket\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hello from a context"), "{stdout}");
+    assert_eq!(connections.load(Ordering::SeqCst), before);
+    assert_nothing_left(&id).await;
+
+    // A dead DOCKER_CONTEXT: exit 3 naming it, nothing tried elsewhere.
     let out = drydock(
         &["run", "--json", "pipelines/hello.yml", "--run-id", &id],
         &[("DOCKER_CONTEXT", "drydock-test-dead")],

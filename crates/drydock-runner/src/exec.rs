@@ -742,7 +742,7 @@ async fn execute_in(
         ),
         Outcome::Interrupted => EndingError::new(RunState::Interrupted, "interrupted"),
         // The executor never reports it (the runner validates before it runs).
-        _ => EndingError::new(
+        Outcome::Invalid => EndingError::new(
             RunState::Errored,
             report
                 .error
