@@ -1,17 +1,19 @@
 # Everything drydock needs on a fresh Debian machine, done once and quick
-# when already done (source it: `source scripts/prepare.sh [release|debug]`):
+# when already done (source it: `source scripts/prepare.sh`):
 #   - a Docker Engine that answers (scripts/ensure-engine.sh installs Debian's
 #     docker.io and starts dockerd when none does, plus the tools tests use);
 #   - this machine's CA bundle handed to builds and steps that reach PyPI
 #     (DRYDOCK_CA_BUNDLE, when the system bundle exists and nothing set one);
-#   - the drydock binary (cargo build, in the given profile; default release);
+#   - the drydock binary: the debug build (`cargo build -p drydock-cli`), the
+#     one the test suite compiles anyway, so the two commands share one build
+#     and CI stays in one profile (a release build would double the compile
+#     time); DRYDOCK names it;
 #   - the base images (drydock images bootstrap: skips those that exist).
 # Used by scripts/sample.sh (the README's first command) and scripts/test.sh
 # (the second, which .ci/run calls).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-profile="${1:-release}"
 if [ -z "${DRYDOCK_CA_BUNDLE:-}" ] && [ -z "${PIP_CERT:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
   export DRYDOCK_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 fi
@@ -21,12 +23,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 bash scripts/ensure-engine.sh
-if [ "$profile" = release ]; then
-  cargo build --release -p drydock-cli
-  DRYDOCK="$PWD/target/release/drydock"
-else
-  cargo build -p drydock-cli
-  DRYDOCK="$PWD/target/debug/drydock"
-fi
+cargo build -p drydock-cli
+DRYDOCK="$PWD/target/debug/drydock"
 export DRYDOCK
 "$DRYDOCK" images bootstrap

@@ -5,5 +5,5 @@
 # Arguments are passed to `drydock run` (e.g. --json, --logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/prepare.sh release
+source scripts/prepare.sh
 exec "$DRYDOCK" run "$@" pipelines/flask-api.yml

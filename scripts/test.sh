@@ -5,6 +5,6 @@
 # tools, base images; quick when already done). .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/prepare.sh debug
+source scripts/prepare.sh
 cargo test --workspace --lib --bins
 cargo test --workspace --test '*' --examples
