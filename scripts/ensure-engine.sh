@@ -9,6 +9,9 @@
 set -euo pipefail
 
 need_apt=()
+# cargo links with the C toolchain (rustup does not bring one); the bundled
+# SQLite is compiled with it too.
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
