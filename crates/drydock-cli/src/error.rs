@@ -17,8 +17,9 @@ pub struct CliError {
     pub code: u8,
     pub message: String,
     /// The error for tools (`run --json`'s final `run_finished`): kind,
-    /// message and, for an invalid pipeline, every located problem.
-    pub failure: Option<RunFailure>,
+    /// message and, for an invalid pipeline, every located problem. Boxed:
+    /// it is large and errors travel by value through every command.
+    pub failure: Option<Box<RunFailure>>,
     /// The message is already formatted as `error: …` lines (with code
     /// frames): `report` prints it as it is.
     pub formatted: bool,
@@ -52,17 +53,20 @@ impl CliError {
     /// The error for tools: the detailed one when known, else one of the
     /// kind that goes with the exit code.
     pub fn run_failure(&self) -> RunFailure {
-        self.failure.clone().unwrap_or_else(|| RunFailure {
-            kind: match self.code {
-                EXIT_FAILED => FailureKind::StepFailed,
-                EXIT_INVALID => FailureKind::InvalidConfiguration,
-                130 => FailureKind::Interrupted,
-                _ => FailureKind::Infrastructure,
-            },
-            message: self.message.clone(),
-            location: None,
-            problems: Vec::new(),
-        })
+        self.failure
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| RunFailure {
+                kind: match self.code {
+                    EXIT_FAILED => FailureKind::StepFailed,
+                    EXIT_INVALID => FailureKind::InvalidConfiguration,
+                    130 => FailureKind::Interrupted,
+                    _ => FailureKind::Infrastructure,
+                },
+                message: self.message.clone(),
+                location: None,
+                problems: Vec::new(),
+            })
     }
 
     /// Prints the error on stderr and returns its exit code.

@@ -106,7 +106,7 @@ pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
             message: d.message,
         })
         .collect();
-    e.failure = Some(RunFailure {
+    e.failure = Some(Box::new(RunFailure {
         kind: FailureKind::InvalidConfiguration,
         message: match error {
             PipelineError::Io { .. } => error.to_string(),
@@ -122,7 +122,7 @@ pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
         },
         location: problems.first().map(|p| p.location.clone()),
         problems,
-    });
+    }));
     e
 }
 
@@ -282,12 +282,12 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
             let mut e = CliError::invalid(format!(
                 "invalid run id {id:?}: use up to 64 letters, digits, `_`, `.` or `-`"
             ));
-            e.failure = Some(drydock_core::events::RunFailure {
+            e.failure = Some(Box::new(drydock_core::events::RunFailure {
                 kind: drydock_core::events::FailureKind::InvalidUsage,
                 message: e.message.clone(),
                 location: None,
                 problems: Vec::new(),
-            });
+            }));
             return Err(refused(args.json, "", None, e));
         }
         None => run::new_run_id(),
