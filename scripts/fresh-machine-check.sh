@@ -6,8 +6,10 @@
 # this machine's Rust toolchain (~/.cargo, ~/.rustup) and CA bundle
 # (PIP_CERT). It reaches this machine's engine through its socket (so the
 # "start dockerd when none answers" path is not exercised here: that needs a
-# privileged container), shares /tmp and the host network so that paths and
-# 127.0.0.1 ports mean the same to the engine and to the tests. Inside it
+# privileged container), shares /tmp, the host network and the process and
+# host name spaces so that paths, 127.0.0.1 ports and run owners (pid@host,
+# which other runs' sweeps check) mean the same to the engine, the tests and
+# everyone else on the engine. Inside it
 # runs scripts/sample.sh, then scripts/test.sh (or the command given).
 #
 #   scripts/fresh-machine-check.sh
@@ -30,17 +32,17 @@ target="$work/src/target"
 if [ -n "${FRESH_TARGET:-}" ]; then
   target=$(cd "$repo" && cd "$FRESH_TARGET" && pwd)
 fi
-ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
+# The CA bundle at a path that means the same to the engine (steps mount it).
+cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$work/ca.crt"
 if [ $# -eq 0 ]; then
   set -- bash -c 'bash scripts/sample.sh && bash scripts/test.sh'
 fi
-docker run --rm --name "$name" --network host \
+docker run --rm --name "$name" --network host --pid host --uts host \
   --label drydock.check=fresh-machine \
   -v /tmp:/tmp -v "$target:$work/src/target" \
   -v /var/run/docker.sock:/var/run/docker.sock \
   -v "$HOME/.cargo:/root/.cargo" -v "$HOME/.rustup:/root/.rustup:ro" \
-  -v "$ca:/host-ca/ca.crt:ro" \
-  -e PIP_CERT=/host-ca/ca.crt -e CARGO_HTTP_CAINFO=/host-ca/ca.crt \
+  -e PIP_CERT="$work/ca.crt" -e CARGO_HTTP_CAINFO="$work/ca.crt" \
   -e HOME=/root -e PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   -e CARGO_TERM_COLOR=never \
   -w "$work/src" drydock/debian:bookworm "$@"
