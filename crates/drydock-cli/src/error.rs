@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use drydock_core::events::{FailureKind, RunFailure};
+
 /// Exit code: a step failed.
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: invalid configuration or usage.
@@ -14,37 +16,67 @@ pub const EXIT_INFRA: u8 = 3;
 pub struct CliError {
     pub code: u8,
     pub message: String,
+    /// The error for tools (`run --json`'s final `run_finished`): kind,
+    /// message and, for an invalid pipeline, every located problem. Boxed:
+    /// it is large and errors travel by value through every command.
+    pub failure: Option<Box<RunFailure>>,
+    /// The message is already formatted as `error: …` lines (with code
+    /// frames): `report` prints it as it is.
+    pub formatted: bool,
 }
 
 impl CliError {
+    fn new(code: u8, message: String) -> Self {
+        CliError {
+            code,
+            message,
+            failure: None,
+            formatted: false,
+        }
+    }
+
     /// Invalid configuration or usage (exit 2).
     pub fn invalid(message: impl Into<String>) -> Self {
-        CliError {
-            code: EXIT_INVALID,
-            message: message.into(),
-        }
+        Self::new(EXIT_INVALID, message.into())
     }
 
     /// Infrastructure failure (exit 3).
     pub fn infra(message: impl Into<String>) -> Self {
-        CliError {
-            code: EXIT_INFRA,
-            message: message.into(),
-        }
+        Self::new(EXIT_INFRA, message.into())
     }
 
     /// A failure of the thing asked for (exit 1).
     pub fn failed(message: impl Into<String>) -> Self {
-        CliError {
-            code: EXIT_FAILED,
-            message: message.into(),
-        }
+        Self::new(EXIT_FAILED, message.into())
+    }
+
+    /// The error for tools: the detailed one when known, else one of the
+    /// kind that goes with the exit code.
+    pub fn run_failure(&self) -> RunFailure {
+        self.failure
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| RunFailure {
+                kind: match self.code {
+                    EXIT_FAILED => FailureKind::StepFailed,
+                    EXIT_INVALID => FailureKind::InvalidConfiguration,
+                    130 => FailureKind::Interrupted,
+                    _ => FailureKind::Infrastructure,
+                },
+                message: self.message.clone(),
+                location: None,
+                problems: Vec::new(),
+            })
     }
 
     /// Prints the error on stderr and returns its exit code.
     pub fn report(self) -> ExitCode {
-        let style = console::Style::new().red().bold();
-        eprintln!("{} {}", style.apply_to("error:"), self.message);
+        if self.formatted {
+            eprintln!("{}", self.message);
+        } else {
+            let style = console::Style::new().for_stderr().red().bold();
+            eprintln!("{} {}", style.apply_to("error:"), self.message);
+        }
         ExitCode::from(self.code)
     }
 }

@@ -2,23 +2,32 @@
 //! roll them back.
 
 mod commands;
+mod diagnostics;
 mod error;
+mod help;
 mod report;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::CliError;
+use crate::help::env_block;
+
+/// `drydock --version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DRYDOCK_COMMIT"), ")");
 
 /// Container-native build orchestrator: runs a pipeline's lint, test and
 /// release tiers inside containers on a Docker Engine.
-///
-/// Exit codes: 0 passed, 1 a step failed, 2 invalid configuration or usage,
-/// 3 infrastructure error (engine unreachable, image missing…), 130 interrupted.
 #[derive(Debug, Parser)]
-#[command(name = "drydock", version, propagate_version = true)]
+#[command(
+    name = "drydock",
+    version = VERSION,
+    propagate_version = true,
+    after_help = help::ROOT
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,37 +36,180 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a pipeline file.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock run pipelines/flask-api.yml
+  drydock run --bootstrap pipelines/flask-api.yml     build missing base images first
+  drydock run --json pipelines/flask-api.yml | jq -c 'select(.event==\"step_finished\")'
+  drydock run --timestamps --progress-interval 1m pipelines/flask-api.yml   (CI logs)
+
+",
+        env_block!(
+            help::env_engine!(),
+            "  DRYDOCK_BUILDER    auto (default), buildkit or classic; DOCKER_BUILDKIT=0 means classic in auto",
+            "  DRYDOCK_CA_BUNDLE  CA bundle for builds and networked steps (else PIP_CERT)",
+            "  HTTP_PROXY, HTTPS_PROXY, NO_PROXY, PIP_INDEX_URL…  passed to builds and networked steps",
+            "  DRYDOCK_PROGRESS_INTERVAL  default of --progress-interval",
+            "  DRYDOCK_REGISTRY_USER, DRYDOCK_REGISTRY_PASSWORD[_FILE]  release.registry credentials",
+            help::env_state!(),
+            help::env_log!(),
+            "  any other variable the pipeline interpolates as ${NAME}",
+        )
+    ))]
     Run(commands::run::RunArgs),
-    /// Check a pipeline file without running anything.
-    Validate {
-        /// The pipeline file.
-        pipeline: PathBuf,
-    },
+    /// Check a pipeline file without running anything: every problem, with
+    /// a code frame each (exit 2 when there is one).
+    #[command(after_help = concat!(
+        "Examples:
+  drydock validate pipelines/flask-api.yml
+  drydock validate --json pipelines/flask-api.yml    {\"valid\":false,\"problems\":[{\"file\",\"line\",\"col\",\"message\"}…]}
+
+",
+        env_block!(
+            "  any variable the pipeline interpolates as ${NAME}",
+            help::env_log!(),
+        )
+    ))]
+    Validate(commands::validate::ValidateArgs),
     /// Print what a run of the pipeline would do (builds, services, tiers,
     /// steps, release), without an engine.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock plan pipelines/flask-api.yml
+  drydock plan --json pipelines/flask-api.yml
+
+",
+        env_block!(
+            "  DRYDOCK_CA_BUNDLE  CA bundle the plan hands to builds and networked steps (else PIP_CERT)",
+            "  any variable the pipeline interpolates as ${NAME}",
+        )
+    ))]
     Plan(commands::run::PlanArgs),
+    /// Print a JSON Schema: the pipeline format (for editors), one record
+    /// of the event stream, or summary.json.
+    #[command(after_help = "Examples:
+  drydock schema pipeline > docs/schema/pipeline.schema.json
+  drydock schema events
+  drydock schema summary")]
+    Schema(commands::schema::SchemaArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  drydock completions bash > ~/.local/share/bash-completion/completions/drydock
+  source <(drydock completions bash)
+  drydock completions zsh > ~/.zfunc/_drydock
+  drydock completions fish > ~/.config/fish/completions/drydock.fish")]
+    Completions(commands::schema::CompletionsArgs),
+    /// Print the man page (roff), or write one per command into a folder.
+    #[command(after_help = "Examples:
+  drydock man | man -l -
+  drydock man --dir /usr/local/share/man/man1")]
+    Man(commands::schema::ManArgs),
     /// Base images made without a registry.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock images bootstrap
+  drydock images bootstrap --force
+
+",
+        env_block!(
+            help::env_engine!(),
+            "  DRYDOCK_CA_BUNDLE  CA bundle handed to the image builds (else PIP_CERT)",
+            help::env_log!(),
+        )
+    ))]
     Images {
         #[command(subcommand)]
         command: commands::images::ImagesCommand,
     },
     /// Remove containers, networks and volumes left by dead runs.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock gc --dry-run
+  drydock gc --run 20261130-101500-ab12
+  drydock gc --images --keep 3
+
+",
+        env_block!(help::env_engine!(), help::env_state!(), help::env_log!())
+    ))]
     Gc(commands::gc::GcArgs),
     /// List what a channel pointed to, oldest first.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock releases staging
+  drydock releases staging --json
+
+",
+        env_block!(help::env_state!())
+    ))]
     Releases(commands::releases::ReleasesArgs),
     /// Point a channel back to its previous image (and redeploy it when deployed).
+    #[command(after_help = concat!(
+        "Examples:
+  drydock rollback staging --reason \"500s after deploy\"
+  drydock rollback staging --to 3f2c1a9
+
+",
+        env_block!(help::env_engine!(), help::env_state!(), help::env_log!())
+    ))]
     Rollback(commands::releases::RollbackArgs),
     /// Move a channel's tested image to another channel (by image id, no rebuild).
+    #[command(after_help = concat!(
+        "Examples:
+  drydock promote staging production --reason \"smoke tests green\"
+
+",
+        env_block!(help::env_engine!(), help::env_state!(), help::env_log!())
+    ))]
     Promote(commands::releases::PromoteArgs),
     /// Push the image a channel points to to a registry.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock push staging --registry 127.0.0.1:5000
+
+",
+        env_block!(
+            help::env_engine!(),
+            "  DRYDOCK_REGISTRY_USER, DRYDOCK_REGISTRY_PASSWORD[_FILE]  credentials (else DOCKER_CONFIG's auths)",
+            help::env_state!(),
+            help::env_log!(),
+        )
+    ))]
     Push(commands::releases::PushArgs),
     /// Run the image a channel points to behind a stable address, replacing
     /// the running version without dropping requests.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock deploy staging
+  drydock deploy staging --status --json
+
+",
+        env_block!(help::env_engine!(), help::env_state!(), help::env_log!())
+    ))]
     Deploy(commands::deploy::DeployArgs),
     /// Remove a channel's deploy: app, proxy, services and network.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock undeploy staging
+
+",
+        env_block!(help::env_engine!(), help::env_state!(), help::env_log!())
+    ))]
     Undeploy(commands::deploy::UndeployArgs),
     /// Long-lived service: run pipelines on new commits of watched repositories,
     /// gate merges, serve the API and status page (see crates/drydock-runner).
+    #[command(after_help = concat!(
+        "Examples:
+  drydock runner --config runner.yml
+  DRYDOCK_LOG=debug drydock runner --config runner.yml 2>>runner.log
+
+",
+        env_block!(
+            help::env_engine!(),
+            help::env_state!(),
+            "  DRYDOCK_LOG        tracing filter (default warn,drydock_runner=info)",
+            "  NO_COLOR           set (to anything): no colours (never any when stderr is not a terminal)",
+        )
+    ))]
     Runner {
         /// The runner's configuration file.
         #[arg(long, value_name = "FILE")]
@@ -74,6 +226,11 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
     },
+}
+
+/// The `clap` command, for completions and the man page.
+pub(crate) fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// `drydock runner --config FILE [--store STORE] [--name NAME]`: a thin call
@@ -109,7 +266,22 @@ async fn runner(
     Ok(0)
 }
 
+/// Whether colour may be written to stderr: a terminal, and `NO_COLOR`
+/// unset (https://no-color.org: set to anything non-empty).
+pub(crate) fn stderr_colours() -> bool {
+    std::io::stderr().is_terminal() && !no_color()
+}
+
+/// `NO_COLOR` is set to a non-empty value.
+pub(crate) fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 fn main() -> ExitCode {
+    if no_color() {
+        console::set_colors_enabled(false);
+        console::set_colors_enabled_stderr(false);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -122,12 +294,15 @@ fn main() -> ExitCode {
         Command::Runner { .. } => "warn,drydock_runner=info",
         _ => "warn",
     };
+    // Colour codes only on a terminal: a log file (the runner's stderr
+    // redirected) gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(stderr_colours())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -139,8 +314,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
-            Command::Validate { pipeline } => commands::run::validate(&pipeline).await,
+            Command::Validate(args) => commands::validate::validate(args).await,
             Command::Plan(args) => commands::run::plan(args).await,
+            Command::Schema(args) => commands::schema::schema(args),
+            Command::Completions(args) => commands::schema::completions(args),
+            Command::Man(args) => commands::schema::man(args),
             Command::Images { command } => commands::images::run(command).await,
             Command::Gc(args) => commands::gc::run(args).await,
             Command::Releases(args) => commands::releases::releases(args),

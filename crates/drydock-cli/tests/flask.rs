@@ -43,8 +43,8 @@ fn tier_statuses(summary: &serde_json::Value) -> Vec<(String, String)> {
         .iter()
         .map(|t| {
             (
-                t[0].as_str().unwrap().to_string(),
-                t[1].as_str().unwrap().to_string(),
+                t["name"].as_str().unwrap().to_string(),
+                t["status"].as_str().unwrap().to_string(),
             )
         })
         .collect()
@@ -82,13 +82,13 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
     );
     assert!(statuses.iter().all(|(_, s)| s == "passed"), "{statuses:?}");
     for tier in green["tiers"].as_array().unwrap() {
-        if tier[0] != "build" && tier[0] != "report" {
+        if tier["name"] != "build" && tier["name"] != "report" {
             assert!(
-                tier[3]["tests"].as_u64().unwrap() > 0,
+                tier["tests"]["tests"].as_u64().unwrap() > 0,
                 "tier {} ran no test",
-                tier[0]
+                tier["name"]
             );
-            assert_eq!(tier[3]["failures"], 0);
+            assert_eq!(tier["tests"]["failures"], 0);
         }
     }
     let perf = repo
@@ -135,11 +135,12 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
         );
     }
 
-    // A broken unit test: exit 1 at the first unit tier, later tiers skipped.
+    // A broken unit test and an unused import: exit 1 at the first unit
+    // tier (flake8 and the unit tests both fail), later tiers skipped.
     std::fs::write(
         repo.path()
             .join("images/flask-api/tests/unit/test_deliberately_broken.py"),
-        "def test_deliberately_broken():\n    assert 1 + 1 == 3\n",
+        "import os\n\n\ndef test_deliberately_broken():\n    assert 1 + 1 == 3\n",
     )
     .unwrap();
     repo.commit("break a unit test");
@@ -170,6 +171,39 @@ async fn the_flask_pipeline_passes_in_containers_and_a_broken_unit_test_stops_it
             ("report".to_string(), "passed".to_string()),
         ]
     );
+
+    // The merged JUnit report has flake8's failure as a test case (flake8
+    // writes no report of its own), beside the failed unit test, and the
+    // skipped steps as skipped cases.
+    let junit = std::fs::read_to_string(
+        repo.path()
+            .join(".drydock/results")
+            .join(&broken)
+            .join("junit.xml"),
+    )
+    .unwrap();
+    let doc = roxmltree::Document::parse(&junit).unwrap();
+    let case = |classname: &str, name: &str| {
+        doc.descendants().find(|n| {
+            n.has_tag_name("testcase")
+                && n.attribute("classname") == Some(classname)
+                && n.attribute("name") == Some(name)
+        })
+    };
+    let flake8 = case("pre-build", "flake8").expect("flake8 is a test case");
+    let failure = flake8
+        .children()
+        .find(|n| n.has_tag_name("failure"))
+        .expect("flake8's case failed");
+    assert!(
+        failure.text().unwrap_or_default().contains("F401"),
+        "the failure holds flake8's last lines: {junit}"
+    );
+    assert!(junit.contains("test_deliberately_broken"), "{junit}");
+    let skipped = case("image", "unit").expect("a skipped step is a case");
+    assert!(skipped.children().any(|n| n.has_tag_name("skipped")));
+    let root = doc.root_element();
+    assert!(root.attribute("failures").unwrap().parse::<u64>().unwrap() >= 2);
 
     let caches: Vec<_> = engine
         .labelled("drydock.cache=flask-api")

@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vars = Vars::from_process_env().with_builtin("DRYDOCK_RUN_ID", run_id.as_str());
     let pipeline = pipeline::load(&path, &repo_root, &vars)?;
 
-    // 2. Connect to the engine (DOCKER_HOST or the local socket).
+    // 2. Connect to the engine the docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT, the current context, the local socket).
     let engine = Arc::new(Engine::connect().await?);
 
     // 3. Run, receiving events on a channel; cancel on Ctrl-C.

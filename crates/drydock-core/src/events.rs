@@ -2,12 +2,13 @@
 //! (terminal, NDJSON, JUnit, results folder, ledgers) consume them and never
 //! reach back into the engine.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::engine::LogStream;
 
 /// What a step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     /// Builds a Dockerfile target.
@@ -17,7 +18,7 @@ pub enum StepKind {
 }
 
 /// How a step or tier ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Exit code 0 (or the build succeeded).
@@ -58,7 +59,7 @@ impl Status {
 }
 
 /// How a whole run ended; maps to the CLI's exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every tier passed (exit 0).
@@ -69,6 +70,10 @@ pub enum Outcome {
     Errored,
     /// Interrupted by a signal or a cancel (exit 130).
     Interrupted,
+    /// Nothing ran: the pipeline file, the command line or another input
+    /// was invalid (exit 2). Only a front end that refuses a run before it
+    /// starts reports it (`drydock run --json`); the executor never does.
+    Invalid,
 }
 
 impl Outcome {
@@ -79,6 +84,7 @@ impl Outcome {
             Outcome::Failed => 1,
             Outcome::Errored => 3,
             Outcome::Interrupted => 130,
+            Outcome::Invalid => 2,
         }
     }
 }
@@ -86,7 +92,9 @@ impl Outcome {
 /// Why a run was cut short. Ordered from the mildest to the strongest: a
 /// run keeps the strongest reason it was given (as cargo-nextest's cancel
 /// reasons are ordered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     /// A tier failed: builds ahead are stopped and later tiers skipped;
@@ -129,7 +137,7 @@ fn is_one(n: &u32) -> bool {
 }
 
 /// Test counts from JUnit reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TestCounts {
     /// Tests run.
     pub tests: u64,
@@ -158,7 +166,7 @@ impl TestCounts {
 }
 
 /// The plan of one tier, announced at the start of the run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TierPlan {
     /// Tier name.
     pub name: String,
@@ -167,7 +175,7 @@ pub struct TierPlan {
 }
 
 /// One event of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
@@ -364,7 +372,221 @@ pub enum Event {
         /// Why the run was cut short, if it was (the strongest reason seen).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cancel_reason: Option<CancelReason>,
+        /// Why the run did not pass, for tools: a kind, the message and,
+        /// for invalid configuration, where (absent when it passed).
+        /// (Added in event stream v1.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<RunFailure>,
     },
+}
+
+/// What kind of failure ended a run (see [`RunFailure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A step or build failed or timed out (exit 1).
+    StepFailed,
+    /// The pipeline file or a file it names is invalid (exit 2).
+    InvalidConfiguration,
+    /// The command line is invalid (exit 2).
+    InvalidUsage,
+    /// The engine, an image, a sidecar or the host failed (exit 3).
+    Infrastructure,
+    /// A signal or a cancel stopped the run (exit 130).
+    Interrupted,
+}
+
+impl FailureKind {
+    /// The kind that goes with a run's outcome (`None` when it passed).
+    pub fn of(outcome: Outcome) -> Option<FailureKind> {
+        match outcome {
+            Outcome::Passed => None,
+            Outcome::Failed => Some(FailureKind::StepFailed),
+            Outcome::Errored => Some(FailureKind::Infrastructure),
+            Outcome::Interrupted => Some(FailureKind::Interrupted),
+            Outcome::Invalid => Some(FailureKind::InvalidConfiguration),
+        }
+    }
+}
+
+/// A place in a file: 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Location {
+    /// The file, as given on the command line (or relative to the current
+    /// folder for files the pipeline names).
+    pub file: String,
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column (in characters).
+    pub col: u64,
+}
+
+/// One located problem of an invalid input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// Where.
+    #[serde(flatten)]
+    pub location: Location,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+/// Why a run did not pass, in [`Event::RunFinished`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunFailure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// The message shown to people (the first problem for invalid input).
+    pub message: String,
+    /// Where the (first) problem is, when it is in a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Every located problem, in file order (invalid input only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+impl RunFailure {
+    /// The failure of a run that ended with `outcome` and `error` (`None`
+    /// when it passed).
+    pub fn of(outcome: Outcome, error: Option<&str>) -> Option<RunFailure> {
+        let kind = FailureKind::of(outcome)?;
+        Some(RunFailure {
+            kind,
+            message: error.unwrap_or(outcome_word(outcome)).to_string(),
+            location: None,
+            problems: Vec::new(),
+        })
+    }
+}
+
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Passed => "passed",
+        Outcome::Failed => "a step failed",
+        Outcome::Errored => "infrastructure error",
+        Outcome::Interrupted => "interrupted",
+        Outcome::Invalid => "invalid configuration",
+    }
+}
+
+/// The version of the event stream's shape, the `v` of every record (see
+/// `docs/events.md`). Within a version, fields and event types may be
+/// added (readers ignore what they do not know); renaming or removing one
+/// makes a new version.
+pub const EVENT_STREAM_VERSION: u32 = 1;
+
+/// A timestamp as the event stream writes it: RFC 3339, UTC, milliseconds
+/// (`2026-11-30T19:29:50.123Z`).
+pub fn format_ts(ts: chrono::DateTime<chrono::Utc>) -> String {
+    ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One line of the event stream (`drydock run --json`, `events.ndjson`):
+/// the event's fields, preceded by `v` ([`EVENT_STREAM_VERSION`]), `ts`
+/// (when drydock recorded it, see [`format_ts`]) and `run_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// When the event was recorded.
+    pub ts: chrono::DateTime<chrono::Utc>,
+    /// The run it belongs to.
+    pub run_id: &'a str,
+    /// The event.
+    pub event: &'a Event,
+}
+
+impl Record<'_> {
+    /// The record as one line of JSON (no newline).
+    ///
+    /// # Errors
+    /// When the event cannot be serialized (it always can: its fields are
+    /// strings, numbers and lists).
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut map = serde_json::Map::new();
+        map.insert("v".into(), EVENT_STREAM_VERSION.into());
+        map.insert("ts".into(), format_ts(self.ts).into());
+        map.insert("run_id".into(), self.run_id.into());
+        match serde_json::to_value(self.event)? {
+            serde_json::Value::Object(fields) => {
+                for (k, v) in fields {
+                    // `run_started` and `run_finished` carry the run id too.
+                    if k != "run_id" {
+                        map.insert(k, v);
+                    }
+                }
+            }
+            other => {
+                map.insert("event".into(), other);
+            }
+        }
+        serde_json::to_vec(&serde_json::Value::Object(map))
+    }
+}
+
+/// A record read back: `(v, ts, run_id, event)`.
+///
+/// # Errors
+/// When the line is not a JSON object with `v`, `ts`, `run_id` and an event
+/// this version of drydock knows.
+pub fn parse_record(line: &str) -> Result<(u32, String, String, Event), String> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let field = |name: &str| {
+        value
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no `{name}` in {line}"))
+    };
+    let v = field("v")?
+        .as_u64()
+        .ok_or("`v` is not a number")?
+        .try_into()
+        .map_err(|_| "`v` is too large".to_string())?;
+    let ts = field("ts")?
+        .as_str()
+        .ok_or("`ts` is not a string")?
+        .to_string();
+    let run_id = field("run_id")?
+        .as_str()
+        .ok_or("`run_id` is not a string")?
+        .to_string();
+    let event = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    Ok((v, ts, run_id, event))
+}
+
+/// The shape of one record, for the JSON Schema (see [`record_schema`]).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct RecordShape {
+    /// The event stream's version: always 1 in this version.
+    #[schemars(range(min = 1, max = 1))]
+    v: u32,
+    /// When drydock recorded the event: RFC 3339, UTC, milliseconds.
+    #[schemars(
+        regex(pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"),
+        extend("format" = "date-time")
+    )]
+    ts: String,
+    /// The run the event belongs to.
+    run_id: String,
+    #[serde(flatten)]
+    event: Event,
+}
+
+/// The JSON Schema (draft 2020-12) of one line of the event stream, as
+/// shipped in `docs/schema/events.schema.json`. Generated from [`Event`]
+/// itself, so it cannot drift: every field drydock writes is described and
+/// no other is allowed (`unevaluatedProperties: false`).
+pub fn record_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RecordShape).to_value();
+    if let Some(root) = schema.as_object_mut() {
+        root.insert(
+            "$id".into(),
+            "https://drydock.invalid/schema/events.schema.json".into(),
+        );
+        root.insert("title".into(), "drydock event stream v1: one record".into());
+        root.insert("unevaluatedProperties".into(), false.into());
+    }
+    schema
 }
 
 impl Event {
@@ -410,7 +632,14 @@ impl Event {
             Event::StepSkipped {
                 reason: Some(r), ..
             } => f(r),
-            Event::RunFinished { error: Some(e), .. } => f(e),
+            Event::RunFinished { error, failure, .. } => {
+                if let Some(e) = error {
+                    f(e);
+                }
+                if let Some(failure) = failure {
+                    f(&mut failure.message);
+                }
+            }
             Event::Warning { message, .. } => f(message),
             _ => {}
         }

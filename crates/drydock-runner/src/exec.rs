@@ -741,6 +741,13 @@ async fn execute_in(
                 .unwrap_or_else(|| "infrastructure error".into()),
         ),
         Outcome::Interrupted => EndingError::new(RunState::Interrupted, "interrupted"),
+        // The executor never reports it (the runner validates before it runs).
+        Outcome::Invalid => EndingError::new(
+            RunState::Errored,
+            report
+                .error
+                .unwrap_or_else(|| "invalid configuration".into()),
+        ),
     };
     // Deploy on green, after the release: the run stays `passed` whatever
     // the deploy does; its outcome is recorded beside it.

@@ -177,8 +177,10 @@ async fn red_candidate_and_broken_commits() {
     let run = finished(&store, "invalid", |r| r.branch == "feature/invalid").await;
     assert_eq!(run.state, RunState::Errored);
     let reason = run.reason.unwrap();
+    // The misspelt key is the problem (not also a missing `steps`).
     assert!(
-        reason.starts_with("invalid pipeline: pipelines/ci.yml:4:5: "),
+        reason.starts_with("invalid pipeline: pipelines/ci.yml:5:5: unknown key `stepz`")
+            && reason.contains("did you mean `steps`?"),
         "{reason}"
     );
 

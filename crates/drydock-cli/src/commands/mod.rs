@@ -5,3 +5,5 @@ pub mod gc;
 pub mod images;
 pub mod releases;
 pub mod run;
+pub mod schema;
+pub mod validate;

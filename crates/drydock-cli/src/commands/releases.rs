@@ -26,7 +26,7 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "SHA|RUN")]
     pub to: Option<String>,
     /// Why, recorded in the ledger.
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
     /// The deploy config to redeploy with when the channel is deployed
     /// (default deploy/CHANNEL.yml).
@@ -276,7 +276,7 @@ pub struct PromoteArgs {
     /// The channel that receives it (e.g. production).
     pub to: String,
     /// Why, recorded in the ledger.
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
 }
 

@@ -13,7 +13,11 @@ use drydock_core::run::{self, CancelReason, GitInfo, RunCancel, RunOptions};
 use drydock_core::trust::Trust;
 
 use crate::error::CliError;
-use crate::report::{json::JsonReporter, terminal::TerminalReporter, Reporter};
+use crate::report::{
+    json::JsonReporter,
+    terminal::{TerminalOptions, TerminalReporter},
+    Reporter,
+};
 
 /// Arguments of `drydock run`.
 #[derive(Debug, clap::Args)]
@@ -39,12 +43,33 @@ pub struct RunArgs {
     /// Use this run id instead of a fresh one (letters, digits, `_`, `.`, `-`).
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
-    /// Seconds a stopped container gets before it is killed.
+    /// Seconds a stopped container gets before it is killed (as `docker stop -t`).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub stop_grace: u64,
     /// Run every step once: ignore the steps' `retry:`.
     #[arg(long)]
     pub no_retry: bool,
+    /// Put the time (RFC 3339, UTC, milliseconds) before every line of the terminal view.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Without a terminal (CI logs): a "still running" line per running
+    /// step this often (30s, 1m…; 0 turns it off).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "DRYDOCK_PROGRESS_INTERVAL",
+        default_value = "30s",
+        value_parser = parse_interval
+    )]
+    pub progress_interval: Duration,
+}
+
+/// `30s`, `1m`, `250ms`; `0` or `off` is zero (no progress lines).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" | "off" => Ok(Duration::ZERO),
+        other => pipeline::parse_duration(other),
+    }
 }
 
 /// Loads and validates a pipeline, with built-ins from git and the run id.
@@ -62,63 +87,43 @@ pub fn load_pipeline(path: &Path, run_id: &str, git: &GitInfo) -> Result<Pipelin
     pipeline::load(path, &repo_root, &vars).map_err(|e| pipeline_error(path, &e))
 }
 
-/// Renders a pipeline error with the offending line and a caret.
+/// An invalid pipeline as an error: every problem with its code frame for
+/// people, and every problem located for tools.
 pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
-    let mut message = error.to_string();
-    if let Some((line, col)) = error.location() {
-        if let Some((text, col)) = excerpt(path, line, col) {
-            message.push_str(&format!(
-                "\n  {line:>4} | {text}\n       | {}^",
-                " ".repeat(col.saturating_sub(1))
-            ));
-        }
-    }
-    if let PipelineError::Invalid { all, .. } = error {
-        if all.len() > 1 {
-            message.push_str(&format!(
-                "\n  ({} more problems; fix this one first)",
-                all.len() - 1
-            ));
-        }
-    }
-    CliError::invalid(message)
-}
-
-/// The line `line` of the file, cut to about 100 characters around column
-/// `col` and with control characters shown as `?` (so that the excerpt
-/// never drives the terminal), and the column in the excerpt. The file is
-/// read as far as drydock reads YAML files, whatever it holds.
-fn excerpt(path: &Path, line: usize, col: usize) -> Option<(String, usize)> {
-    const WIDTH: usize = 100;
-    let bytes = drydock_core::yaml::read_limited(path).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    // Line breaks as YAML counts them: LF, CRLF, CR.
-    let chars: Vec<char> = text
-        .replace("\r\n", "\n")
-        .split(['\n', '\r'])
-        .nth(line.checked_sub(1)?)?
-        .chars()
-        .collect();
-    let start = col.saturating_sub(WIDTH / 2 + 1).min(chars.len());
-    let end = (start + WIDTH).min(chars.len());
-    let mut shown: String = chars[start..end]
-        .iter()
-        .map(|&c| match c {
-            '\t' => ' ',
-            c if c.is_control() => '?',
-            c => c,
+    use drydock_core::events::{FailureKind, Location, Problem, RunFailure};
+    let (text, formatted) = super::validate::render_error(path, error);
+    let mut e = CliError::invalid(text);
+    e.formatted = formatted;
+    let problems: Vec<Problem> = error
+        .diagnostics()
+        .into_iter()
+        .map(|d| Problem {
+            location: Location {
+                file: d.file,
+                line: d.line as u64,
+                col: d.col as u64,
+            },
+            message: d.message,
         })
         .collect();
-    let mut col = col - start;
-    if start > 0 {
-        shown.insert(0, '…');
-        col += 1;
-    }
-    if end < chars.len() {
-        shown.push('…');
-    }
-    Some((shown, col))
+    e.failure = Some(Box::new(RunFailure {
+        kind: FailureKind::InvalidConfiguration,
+        message: match error {
+            PipelineError::Io { .. } => error.to_string(),
+            _ => problems
+                .first()
+                .map(|p| {
+                    format!(
+                        "{}:{}:{}: {}",
+                        p.location.file, p.location.line, p.location.col, p.message
+                    )
+                })
+                .unwrap_or_else(|| error.to_string()),
+        },
+        location: problems.first().map(|p| p.location.clone()),
+        problems,
+    }));
+    e
 }
 
 /// The commit being run: sha and branch from git, when the folder is a repository.
@@ -141,29 +146,6 @@ pub async fn git_info(dir: &Path) -> GitInfo {
         branch: git(dir, &["rev-parse", "--abbrev-ref", "HEAD"])
             .await
             .filter(|b| b != "HEAD"),
-    }
-}
-
-/// `drydock validate`.
-pub async fn validate(path: &Path) -> Result<u8, CliError> {
-    let git = git_info(&pipeline::find_repo_root(path)).await;
-    let pipeline = load_pipeline(path, "validate", &git)?;
-    println!(
-        "{}: valid ({}, {}, {})",
-        path.display(),
-        count(pipeline.tiers.len(), "tier"),
-        count(pipeline.builds.len(), "build"),
-        count(pipeline.services.len(), "service")
-    );
-    Ok(0)
-}
-
-/// `3 tiers`, `1 tier`.
-fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }
 
@@ -222,6 +204,68 @@ fn trust_from(ca_bundle: Option<&PathBuf>) -> Result<Trust, CliError> {
     Ok(trust)
 }
 
+/// A run refused before it started (invalid input, unreachable engine…):
+/// with `--json`, the event stream still says so. When the pipeline was
+/// planned, every planned step is skipped and every tier finished (with the
+/// reason), then `run_finished` carries the error (kind, message, location).
+fn refused(json: bool, run_id: &str, planned: Option<&plan::Plan>, error: CliError) -> CliError {
+    use drydock_core::events::{Outcome, Status, TestCounts};
+    if !json {
+        return error;
+    }
+    let failure = error.run_failure();
+    let mut events = Vec::new();
+    if let Some(planned) = planned {
+        let tiers = run::tier_plans(planned);
+        let reason = format!(
+            "the run did not start: {}",
+            failure.message.lines().next().unwrap_or_default()
+        );
+        events.push(Event::RunStarted {
+            run_id: run_id.to_string(),
+            pipeline: planned.pipeline.clone(),
+            tiers: tiers.clone(),
+            results_dir: String::new(),
+            engine: String::new(),
+        });
+        for tier in tiers {
+            for step in tier.steps {
+                events.push(Event::StepSkipped {
+                    tier: tier.name.clone(),
+                    step,
+                    reason: Some(reason.clone()),
+                });
+            }
+            events.push(Event::TierFinished {
+                tier: tier.name,
+                status: Status::Skipped,
+                duration_ms: 0,
+                tests: TestCounts::default(),
+            });
+        }
+    }
+    events.push(Event::RunFinished {
+        run_id: run_id.to_string(),
+        outcome: match error.code {
+            crate::error::EXIT_INVALID => Outcome::Invalid,
+            130 => Outcome::Interrupted,
+            crate::error::EXIT_FAILED => Outcome::Failed,
+            _ => Outcome::Errored,
+        },
+        duration_ms: 0,
+        error: Some(failure.message.clone()),
+        removed: 0,
+        cancel_reason: None,
+        failure: Some(failure),
+    });
+    let mut reporter = JsonReporter::new(run_id);
+    for event in &events {
+        reporter.handle(event, chrono::Utc::now());
+    }
+    reporter.finish();
+    error
+}
+
 /// `drydock run`.
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let run_id = match &args.run_id {
@@ -235,68 +279,124 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
             id.clone()
         }
         Some(id) => {
-            return Err(CliError::invalid(format!(
+            let mut e = CliError::invalid(format!(
                 "invalid run id {id:?}: use up to 64 letters, digits, `_`, `.` or `-`"
-            )))
+            ));
+            e.failure = Some(Box::new(drydock_core::events::RunFailure {
+                kind: drydock_core::events::FailureKind::InvalidUsage,
+                message: e.message.clone(),
+                location: None,
+                problems: Vec::new(),
+            }));
+            return Err(refused(args.json, "", None, e));
         }
         None => run::new_run_id(),
     };
     let repo_root = pipeline::find_repo_root(&args.pipeline);
     let git = git_info(&repo_root).await;
-    let pipeline = load_pipeline(&args.pipeline, &run_id, &git)?;
-    let engine = Engine::connect().await?;
+    let pipeline = load_pipeline(&args.pipeline, &run_id, &git)
+        .map_err(|e| refused(args.json, &run_id, None, e))?;
+    let trust =
+        trust_from(args.ca_bundle.as_ref()).map_err(|e| refused(args.json, &run_id, None, e))?;
+    let mut options = RunOptions {
+        run_id: run_id.clone(),
+        results_dir: PathBuf::new(),
+        trust,
+        git: git.clone(),
+        stop_grace: Duration::from_secs(args.stop_grace),
+        release: ReleaseChoice::AsWritten,
+        no_retry: args.no_retry,
+    };
+    let plan = plan::plan(&pipeline, &options.plan_options());
+    let refuse = |e: CliError| refused(args.json, &run_id, Some(&plan), e);
+    let engine = Engine::connect().await.map_err(|e| refuse(e.into()))?;
 
     // Best effort: leftovers of dead runs must never stop this run.
     match engine.reap_dead_runs().await {
         Ok(0) => {}
-        Ok(reaped) if !args.json => {
-            eprintln!("drydock: removed {reaped} leftovers of runs that died")
-        }
+        Ok(reaped) if !args.json => eprintln!(
+            "drydock: removed {} of runs that died",
+            crate::report::plural(reaped as u64, "leftover")
+        ),
         Ok(_) => {}
         Err(e) => tracing::warn!("could not remove leftovers of dead runs: {e}"),
     }
-    let trust = trust_from(args.ca_bundle.as_ref())?;
     if args.bootstrap {
-        super::images::bootstrap_missing(&engine, &repo_root, &trust, args.json).await?;
+        super::images::bootstrap_missing(&engine, &repo_root, &options.trust, args.json)
+            .await
+            .map_err(refuse)?;
     }
 
     let results_root = match &args.results {
         Some(dir) => dir.clone(),
         None => report::default_results_root(&pipeline.repo_root).map_err(|e| {
-            CliError::infra(format!(
+            refuse(CliError::infra(format!(
                 "cannot create the results folder in {}: {e}",
                 pipeline.repo_root.display()
-            ))
+            )))
         })?,
     };
     let results_dir = results_root.join(&run_id);
     let mut results = ResultsWriter::create(&results_dir).map_err(|e| {
-        CliError::infra(format!(
+        refuse(CliError::infra(format!(
             "cannot create results folder {}: {e}",
             results_dir.display()
-        ))
+        )))
     })?;
+    options.results_dir = results_dir;
     let mut reporter: Box<dyn Reporter> = if args.json {
-        Box::new(JsonReporter::new())
+        Box::new(JsonReporter::new(&run_id))
     } else {
-        Box::new(TerminalReporter::new(args.logs))
+        Box::new(TerminalReporter::new(TerminalOptions {
+            show_logs: args.logs,
+            timestamps: args.timestamps,
+            progress_interval: Some(args.progress_interval),
+        }))
     };
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
     // Reporters write files and terminals: keep them off the async runtime.
+    // Each event is stamped once, when received, for the terminal, --json
+    // and events.ndjson alike; what is buffered is written out as soon as
+    // no event is waiting (a log line reaches a reader within milliseconds).
+    let handle = tokio::runtime::Handle::current();
     let consumer = std::thread::spawn(move || {
-        while let Some(event) = rx.blocking_recv() {
+        use tokio::sync::mpsc::error::TryRecvError;
+        loop {
+            let event = match rx.try_recv() {
+                Ok(event) => Some(event),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    if let Err(e) = results.flush() {
+                        tracing::warn!("results folder: {e}");
+                    }
+                    reporter.idle();
+                    // The timer is made on the runtime (inside block_on).
+                    let next = handle.block_on(async {
+                        tokio::time::timeout(crate::report::TICK, rx.recv()).await
+                    });
+                    match next {
+                        Ok(Some(event)) => Some(event),
+                        Ok(None) => break,
+                        Err(_) => None,
+                    }
+                }
+            };
+            let now = chrono::Utc::now();
+            reporter.tick(now);
+            let Some(event) = event else { continue };
             // Nothing follows the end of the run: do not wait for a
             // sender that a task given up on still holds.
             let last = matches!(event, Event::RunFinished { .. });
-            if let Err(e) = results.handle(&event) {
+            if let Err(e) = results.handle_at(&event, now) {
                 tracing::warn!("results folder: {e}");
             }
-            reporter.handle(&event);
+            reporter.handle(&event, now);
             if last {
                 break;
             }
         }
+        let _ = results.flush();
         reporter.finish();
     });
 
@@ -306,31 +406,26 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         engine.clone(),
         run_id.clone(),
     ));
-    let options = RunOptions {
-        run_id: run_id.clone(),
-        results_dir,
-        trust,
-        git: git.clone(),
-        stop_grace: Duration::from_secs(args.stop_grace),
-        release: ReleaseChoice::AsWritten,
-        no_retry: args.no_retry,
-    };
     let runtime = Arc::new(engine.clone());
-    let plan = plan::plan(&pipeline, &options.plan_options());
     let exec = options.exec_options();
     let task = tokio::spawn(async move { run::run_plan(&plan, runtime, exec, tx, cancel).await });
     let report = task.await;
     signals.abort();
-    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+    if let Ok(Err(_)) = tokio::task::spawn_blocking(move || consumer.join()).await {
+        eprintln!("drydock: internal error: the reporter stopped early (the results folder may be incomplete)");
+    }
 
     let report = match report {
         Ok(report) => report,
         Err(panic) => {
             // The executor died: its teardown did not run, so sweep by label.
             let _ = engine.remove_run(&run_id).await;
-            return Err(CliError::infra(format!(
-                "internal error in run {run_id}: {panic}"
-            )));
+            return Err(refused(
+                args.json,
+                &run_id,
+                None,
+                CliError::infra(format!("internal error in run {run_id}: {panic}")),
+            ));
         }
     };
     if let Some(released) = &report.released {

@@ -1,11 +1,18 @@
 //! The live terminal view: a line per step with state and duration, a spinner
 //! while it runs, the failing step's last log lines, and a summary table.
+//!
+//! Without a terminal (CI logs) there is no spinner: each step gets a start
+//! line and a finish line, and a "still running" line every
+//! `progress_interval` while it runs, so that a long step never looks hung.
+//! `--timestamps` puts the event's time (RFC 3339, UTC, milliseconds) before
+//! every line. Colours only on a terminal, never with `NO_COLOR`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use console::{style, Term};
-use drydock_core::events::{Event, Outcome, Status, TestCounts};
+use drydock_core::events::{format_ts, Event, Outcome, Status, TestCounts};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{human_duration, Reporter};
@@ -21,18 +28,42 @@ pub struct TerminalReporter {
     results_dir: String,
     /// The tier whose header was printed last.
     current_tier: String,
+    /// Prefix every line with the time of its event.
+    timestamps: bool,
+    /// Without a terminal: how often a running step gets a "still running" line.
+    progress_interval: Option<Duration>,
+    /// Running steps: when each started and when its next progress line is due.
+    running: HashMap<(String, String), (DateTime<Utc>, DateTime<Utc>)>,
+    /// The time of the event being handled.
+    now: DateTime<Utc>,
+}
+
+/// What the terminal view shows, beyond its default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TerminalOptions {
+    /// Print every log line of every step.
+    pub show_logs: bool,
+    /// Prefix every line with the time of its event.
+    pub timestamps: bool,
+    /// Without a terminal: a "still running" line per running step this
+    /// often (`None`: never).
+    pub progress_interval: Option<Duration>,
 }
 
 impl TerminalReporter {
-    /// A reporter; with `show_logs` every log line is printed.
-    pub fn new(show_logs: bool) -> Self {
+    /// A reporter on stdout, with spinners when it is a terminal.
+    pub fn new(options: TerminalOptions) -> Self {
         let multi = Term::stdout()
             .is_term()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
         TerminalReporter {
             multi,
             bars: HashMap::new(),
-            show_logs,
+            show_logs: options.show_logs,
+            timestamps: options.timestamps,
+            progress_interval: options.progress_interval.filter(|d| !d.is_zero()),
+            running: HashMap::new(),
+            now: Utc::now(),
             tiers: Vec::new(),
             failures: Vec::new(),
             warnings: Vec::new(),
@@ -52,6 +83,15 @@ impl TerminalReporter {
     }
 
     fn line(&self, text: String) {
+        let text = if self.timestamps {
+            let stamp = style(format_ts(self.now)).dim().to_string();
+            text.split('\n')
+                .map(|l| format!("{stamp} {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            text
+        };
         match &self.multi {
             Some(multi) => {
                 let _ = multi.println(text);
@@ -71,10 +111,15 @@ fn status_mark(status: Status) -> String {
     }
 }
 
-fn counts_text(tests: &TestCounts) -> String {
+/// `31 passed, 2 failed, 1 error, 3 skipped`: JUnit failures (assertions)
+/// and errors (a test that could not run: fixture, import…) told apart.
+pub(crate) fn counts_text(tests: &TestCounts) -> String {
     let mut text = format!("{} passed", tests.passed());
-    if tests.failures + tests.errors > 0 {
-        text.push_str(&format!(", {} failed", tests.failures + tests.errors));
+    if tests.failures > 0 {
+        text.push_str(&format!(", {} failed", tests.failures));
+    }
+    if tests.errors > 0 {
+        text.push_str(&format!(", {}", super::plural(tests.errors, "error")));
     }
     if tests.skipped > 0 {
         text.push_str(&format!(", {} skipped", tests.skipped));
@@ -82,8 +127,51 @@ fn counts_text(tests: &TestCounts) -> String {
     text
 }
 
+/// `6s`, `2m`, `2m30s`, `1h05m`: how long a step has been running.
+pub(crate) fn elapsed_text(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 if s % 60 == 0 => format!("{}m", s / 60),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 impl Reporter for TerminalReporter {
-    fn handle(&mut self, event: &Event) {
+    fn tick(&mut self, now: DateTime<Utc>) {
+        let Some(interval) = self.progress_interval else {
+            return;
+        };
+        if self.multi.is_some() {
+            return;
+        }
+        let Ok(interval) = chrono::TimeDelta::from_std(interval) else {
+            return;
+        };
+        let mut due: Vec<((String, String), DateTime<Utc>)> = Vec::new();
+        for (key, (started, next)) in &mut self.running {
+            if now >= *next {
+                while *next <= now {
+                    *next += interval;
+                }
+                due.push((key.clone(), *started));
+            }
+        }
+        due.sort_by_key(|(_, started)| *started);
+        self.now = now;
+        for ((tier, step), started) in due {
+            let label = self.step_label(&tier, &step);
+            self.line(format!(
+                "  {} {label} still running ({})",
+                style("…").dim(),
+                elapsed_text(now - started)
+            ));
+        }
+    }
+
+    fn handle(&mut self, event: &Event, ts: DateTime<Utc>) {
+        self.now = ts;
         match event {
             Event::RunStarted {
                 run_id,
@@ -166,7 +254,18 @@ impl Reporter for TerminalReporter {
                 text.push_str("; running it again");
                 self.line(text);
             }
-            Event::StepStarted { tier, step, .. } => {
+            Event::StepStarted {
+                tier, step, image, ..
+            } => {
+                if let (None, Some(interval)) = (&self.multi, self.progress_interval) {
+                    let next = ts + chrono::TimeDelta::from_std(interval).unwrap_or_default();
+                    self.running
+                        .insert((tier.clone(), step.clone()), (ts, next));
+                }
+                if self.multi.is_none() {
+                    let label = self.step_label(tier, step);
+                    self.line(format!("  {} {label} started ({image})", style("▶").dim()));
+                }
                 if let Some(multi) = &self.multi {
                     let bar = multi.add(ProgressBar::new_spinner());
                     bar.set_style(
@@ -203,6 +302,7 @@ impl Reporter for TerminalReporter {
                 allowed_failure,
                 ..
             } => {
+                self.running.remove(&(tier.clone(), step.clone()));
                 if let Some(bar) = self.bars.remove(&(tier.clone(), step.clone())) {
                     bar.finish_and_clear();
                     if let Some(multi) = &self.multi {
@@ -338,6 +438,7 @@ impl Reporter for TerminalReporter {
                     Outcome::Failed => style("FAILED").red().bold(),
                     Outcome::Errored => style("ERROR").red().bold(),
                     Outcome::Interrupted => style("INTERRUPTED").yellow().bold(),
+                    Outcome::Invalid => style("INVALID").red().bold(),
                 };
                 let mut text =
                     format!("{verdict} run {run_id} in {}", human_duration(*duration_ms));
@@ -348,8 +449,9 @@ impl Reporter for TerminalReporter {
                     text.push_str(&format!("\n  {} {warning}", style("warning:").yellow()));
                 }
                 text.push_str(&format!(
-                    "\n  results: {}  ·  cleaned up {removed} objects",
-                    self.results_dir
+                    "\n  results: {}  ·  cleaned up {}",
+                    self.results_dir,
+                    super::plural(*removed as u64, "object")
                 ));
                 self.line(text);
             }

@@ -6,14 +6,18 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// No engine answered at the configured address.
-    #[error("cannot reach the Docker Engine at {host}: {source}\n  hint: start dockerd, or set DOCKER_HOST to an engine that answers")]
+    #[error("cannot reach the Docker Engine at {host}: {source}\n  hint: start the engine there, or point DOCKER_HOST, DOCKER_CONTEXT or `docker context use` at one that answers")]
     Unreachable {
-        /// The address tried (`DOCKER_HOST` or the local socket).
+        /// The address tried and how it was found (`DOCKER_HOST`, a docker context, the local socket).
         host: String,
         /// The underlying client error.
         #[source]
         source: bollard::errors::Error,
     },
+    /// The docker configuration names an engine that cannot be used (an
+    /// unknown context, unreadable config, unsupported address or TLS setup).
+    #[error(transparent)]
+    Endpoint(#[from] super::endpoint::EndpointError),
     /// An image the run needs does not exist in the engine.
     #[error("image {image} is not in the engine{hint}")]
     ImageMissing {

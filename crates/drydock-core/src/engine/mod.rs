@@ -9,6 +9,7 @@ pub mod context;
 mod copy;
 mod dockerfile;
 pub mod dockerignore;
+pub mod endpoint;
 mod error;
 mod filesync;
 mod image;
@@ -16,6 +17,7 @@ pub mod labels;
 mod network;
 mod registry;
 mod session;
+mod ssh;
 mod sweep;
 pub mod terminal;
 mod trustplan;
@@ -23,8 +25,9 @@ mod volume;
 
 pub use build::{split_tag, BuildProgress, BuildRequest, Built};
 pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
-pub use client::{Engine, DEFAULT_HOST};
+pub use client::{flavour_of, Engine, Flavour, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
+pub use endpoint::{Endpoint, EndpointError, EndpointSource};
 pub use error::EngineError;
 pub use image::ImageInfo;
 pub use registry::{

@@ -13,6 +13,7 @@ mod error;
 mod interpolate;
 mod limits;
 mod model;
+pub mod schema;
 pub(crate) mod text;
 pub(crate) mod tree;
 mod validate;

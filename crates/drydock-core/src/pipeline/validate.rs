@@ -16,11 +16,16 @@ mod compose_service;
 mod controls;
 mod deploy;
 
-const ROOT_KEYS: &[&str] = &[
+#[cfg(test)]
+pub(crate) use compose_service::COMPOSE_KEYS;
+#[cfg(test)]
+pub(crate) use controls::SECRET_KEYS;
+
+pub(crate) const ROOT_KEYS: &[&str] = &[
     "version", "name", "build", "builds", "secrets", "services", "tiers", "release",
 ];
-const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "trust", "secrets"];
-const NAMED_BUILD_KEYS: &[&str] = &[
+pub(crate) const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "trust", "secrets"];
+pub(crate) const NAMED_BUILD_KEYS: &[&str] = &[
     "context",
     "dockerfile",
     "target",
@@ -28,7 +33,7 @@ const NAMED_BUILD_KEYS: &[&str] = &[
     "trust",
     "secrets",
 ];
-const SERVICE_KEYS: &[&str] = &[
+pub(crate) const SERVICE_KEYS: &[&str] = &[
     "image",
     "build",
     "compose",
@@ -41,10 +46,10 @@ const SERVICE_KEYS: &[&str] = &[
     "mounts",
     "ready",
 ];
-const READY_KEYS: &[&str] = &["postgres", "exec", "healthcheck", "timeout", "interval"];
-const POSTGRES_KEYS: &[&str] = &["user", "password", "database"];
-const TIER_KEYS: &[&str] = &["name", "build", "services", "steps", "when"];
-const STEP_KEYS: &[&str] = &[
+pub(crate) const READY_KEYS: &[&str] = &["postgres", "exec", "healthcheck", "timeout", "interval"];
+pub(crate) const POSTGRES_KEYS: &[&str] = &["user", "password", "database"];
+pub(crate) const TIER_KEYS: &[&str] = &["name", "build", "services", "steps", "when"];
+pub(crate) const STEP_KEYS: &[&str] = &[
     "name",
     "build",
     "image",
@@ -69,7 +74,7 @@ const STEP_KEYS: &[&str] = &[
     "secrets",
     "cache",
 ];
-const RELEASE_KEYS: &[&str] = &["target", "name", "channel", "registry"];
+pub(crate) const RELEASE_KEYS: &[&str] = &["target", "name", "channel", "registry"];
 
 /// A mapping whose keys have been checked against the allowed set.
 struct Fields<'a> {
@@ -78,9 +83,19 @@ struct Fields<'a> {
     /// What the mapping is, for messages (`step "unit"`, `the build section`).
     what: String,
     entries: Vec<(&'a str, &'a Node, &'a Node)>,
+    /// Allowed keys that an unknown key of the mapping looks like a
+    /// misspelling of (`comand` → `command`): already reported as such.
+    misspelt: Vec<&'static str>,
 }
 
 impl<'a> Fields<'a> {
+    /// Whether one of `keys` was given misspelt: its absence is then not
+    /// reported again ("did you mean `command`?" says it all, where "needs
+    /// `command`" would mislead).
+    fn misspelt(&self, keys: &[&str]) -> bool {
+        self.misspelt.iter().any(|m| keys.contains(m))
+    }
+
     fn get(&self, key: &str) -> Option<&'a Node> {
         self.entries.iter().find(|e| e.0 == key).map(|e| e.2)
     }
@@ -275,7 +290,7 @@ impl<'v> Checker<'v> {
         node: &'a Node,
         owner: Pos,
         what: &str,
-        allowed: &[&str],
+        allowed: &[&'static str],
     ) -> Option<Fields<'a>> {
         let Kind::Map(entries) = &node.kind else {
             self.err(
@@ -285,6 +300,7 @@ impl<'v> Checker<'v> {
             return None;
         };
         let mut out = Vec::new();
+        let mut misspelt = Vec::new();
         let mut seen: HashMap<&str, Pos> = HashMap::new();
         for (k, v) in entries {
             let Some(key) = self.key_text(k) else {
@@ -292,7 +308,10 @@ impl<'v> Checker<'v> {
             };
             if !allowed.contains(&key) {
                 let hint = match suggest(key, allowed) {
-                    Some(s) => format!("did you mean `{s}`? "),
+                    Some(s) => {
+                        misspelt.push(s);
+                        format!("did you mean `{s}`? ")
+                    }
                     None => String::new(),
                 };
                 self.err(
@@ -314,10 +333,13 @@ impl<'v> Checker<'v> {
             seen.insert(key, k.pos);
             out.push((key, k, v));
         }
+        // A misspelt key that is also given correctly is just unknown.
+        misspelt.retain(|m| !out.iter().any(|(k, _, _)| k == m));
         Some(Fields {
             owner,
             what: what.to_string(),
             entries: out,
+            misspelt,
         })
     }
 
@@ -339,7 +361,7 @@ impl<'v> Checker<'v> {
 
     fn required<'a>(&mut self, f: &Fields<'a>, key: &str) -> Option<&'a Node> {
         let v = f.get(key);
-        if v.is_none() {
+        if v.is_none() && !f.misspelt(&[key]) {
             let what = f.what.clone();
             self.err(
                 f.owner,
@@ -573,12 +595,14 @@ impl<'v> Checker<'v> {
                 None
             }
             (None, None) => {
-                self.err(
-                    f.owner,
-                    format!(
-                        "{owner_what} needs exactly one of `image` (an image reference) or `build` (the name of a build)"
-                    ),
-                );
+                if !f.misspelt(&["image", "build"]) {
+                    self.err(
+                        f.owner,
+                        format!(
+                            "{owner_what} needs exactly one of `image` (an image reference) or `build` (the name of a build)"
+                        ),
+                    );
+                }
                 None
             }
             (Some(img), None) => Some((ImageSource::Image(self.image_ref(img)?), None)),
@@ -1310,10 +1334,12 @@ impl<'v> Checker<'v> {
             .collect();
         let probe = match kinds.as_slice() {
             [] => {
-                self.err(
-                    owner,
-                    "ready needs exactly one probe: `postgres`, `exec` or `healthcheck`",
-                );
+                if !f.misspelt(&["postgres", "exec", "healthcheck"]) {
+                    self.err(
+                        owner,
+                        "ready needs exactly one probe: `postgres`, `exec` or `healthcheck`",
+                    );
+                }
                 None
             }
             [kind] => {
@@ -1556,7 +1582,7 @@ impl<'v> Checker<'v> {
         let build_given = f
             .get("build")
             .is_some_and(|b| !matches!(&b.kind, Kind::Seq(v) if v.is_empty()));
-        if !build_given && !steps_given {
+        if !build_given && !steps_given && !f.misspelt(&["build", "steps"]) {
             self.err(
                 f.owner,
                 format!("{tier_what} has neither `build` nor `steps` (it needs one or both)"),
@@ -1622,6 +1648,7 @@ impl<'v> Checker<'v> {
             }
             (Some(c), None) => self.argv(c, "command").map(StepRun::Command),
             (None, Some(sc)) => self.script(sc).map(StepRun::Script),
+            (None, None) if f.misspelt(&["command", "script", "entrypoint"]) => None,
             (None, None) => match &entrypoint {
                 Some(Some(e)) if !e.is_empty() => Some(StepRun::ImageDefault),
                 Some(None) => {

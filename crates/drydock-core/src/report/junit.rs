@@ -871,5 +871,111 @@ pub fn merge_files<'a>(
     Ok(merged)
 }
 
+// ------------------------------------------------------- steps as test cases
+
+/// How a step without its own JUnit report reads as a test case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseKind {
+    /// `<testcase/>`.
+    Passed,
+    /// `<failure>`: it failed or timed out.
+    Failed,
+    /// `<error>`: it could not run (engine, image, environment).
+    Errored,
+    /// `<skipped>`: it did not run (or was interrupted).
+    Skipped,
+}
+
+/// A step that wrote no JUnit report of its own (a linter, a build, a
+/// check), or that was skipped: one test case in the merged report, so that
+/// a run failed by flake8 does not claim "0 tests, 0 failures".
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCase {
+    /// The case's `classname`: the tier.
+    pub tier: String,
+    /// The case's `name`: the step.
+    pub step: String,
+    /// How it ended.
+    pub kind: CaseKind,
+    /// Wall time, in seconds.
+    pub seconds: f64,
+    /// The `message` attribute: why it failed or was skipped.
+    pub message: Option<String>,
+    /// The element's text: the step's last lines of output.
+    pub text: String,
+}
+
+/// Writes `cases` as one `<testsuite name="…">` document (the form
+/// [`merge_files`] reads), counts from the cases.
+pub fn write_step_cases(suite: &str, cases: &[StepCase], out: &Path) -> Result<(), JunitError> {
+    let io = |source| JunitError::Io {
+        path: out.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::create(out).map_err(io)?;
+    let mut w = Writer::new_with_indent(std::io::BufWriter::new(file), b' ', 2);
+    let mut counts = TestCounts::default();
+    for case in cases {
+        match case.kind {
+            CaseKind::Passed => CaseOutcome::Passed,
+            CaseKind::Failed => CaseOutcome::Failed,
+            CaseKind::Errored => CaseOutcome::Errored,
+            CaseKind::Skipped => CaseOutcome::Skipped,
+        }
+        .add_to(&mut counts);
+    }
+    w.write_event(Xml::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .map_err(write_error)?;
+    let mut root = BytesStart::new("testsuite");
+    root.push_attribute(("name", xml_text(suite).as_ref()));
+    for (k, v) in [
+        ("tests", counts.tests),
+        ("failures", counts.failures),
+        ("errors", counts.errors),
+        ("skipped", counts.skipped),
+    ] {
+        root.push_attribute((k, v.to_string().as_str()));
+    }
+    w.write_event(Xml::Start(root)).map_err(write_error)?;
+    for case in cases {
+        let mut start = BytesStart::new("testcase");
+        start.push_attribute(("classname", xml_text(&case.tier).as_ref()));
+        start.push_attribute(("name", xml_text(&case.step).as_ref()));
+        start.push_attribute(("time", format!("{:.3}", case.seconds).as_str()));
+        let element = match case.kind {
+            CaseKind::Passed => None,
+            CaseKind::Failed => Some("failure"),
+            CaseKind::Errored => Some("error"),
+            CaseKind::Skipped => Some("skipped"),
+        };
+        let Some(element) = element else {
+            w.write_event(Xml::Empty(start)).map_err(write_error)?;
+            continue;
+        };
+        w.write_event(Xml::Start(start)).map_err(write_error)?;
+        let mut inner = BytesStart::new(element);
+        if let Some(message) = &case.message {
+            inner.push_attribute(("message", xml_text(message).as_ref()));
+        }
+        if case.text.is_empty() {
+            w.write_event(Xml::Empty(inner)).map_err(write_error)?;
+        } else {
+            w.write_event(Xml::Start(inner)).map_err(write_error)?;
+            w.write_event(Xml::Text(BytesText::new(&xml_text(&case.text))))
+                .map_err(write_error)?;
+            w.write_event(Xml::End(BytesEnd::new(element)))
+                .map_err(write_error)?;
+        }
+        w.write_event(Xml::End(BytesEnd::new("testcase")))
+            .map_err(write_error)?;
+    }
+    w.write_event(Xml::End(BytesEnd::new("testsuite")))
+        .map_err(write_error)?;
+    w.get_mut()
+        .write_all(b"\n")
+        .and_then(|_| w.get_mut().flush())
+        .map_err(io)
+}
+
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,9 @@ mod results;
 use std::path::{Path, PathBuf};
 
 pub use results::{
-    OutputLimits, OutputRecord, RawLog, ResultsWriter, StepRecord, Summary, LOG_TAIL_SEGMENT_BYTES,
-    MAX_EVENT_LOG_BYTES, MAX_LOG_HEAD_BYTES, MAX_RAW_BYTES, MAX_RUN_EVENT_LOG_BYTES,
+    OutputLimits, OutputRecord, RawLog, ResultsWriter, StepRecord, Summary, TierRecord,
+    LOG_TAIL_SEGMENT_BYTES, MAX_EVENT_LOG_BYTES, MAX_LOG_HEAD_BYTES, MAX_RAW_BYTES,
+    MAX_RUN_EVENT_LOG_BYTES, SUMMARY_VERSION,
 };
 
 /// drydock's own folder in a repository (`<repo>/.drydock/`): the default

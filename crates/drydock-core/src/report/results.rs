@@ -24,13 +24,17 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::junit;
-use crate::events::{Event, Outcome, Status, TestCounts};
+use crate::events::{Event, Outcome, Record, Status, TestCounts};
+
+/// When an event was recorded.
+type Timestamp = chrono::DateTime<chrono::Utc>;
 
 /// One step in the summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct StepRecord {
     /// Tier name.
     pub tier: String,
@@ -51,7 +55,7 @@ pub struct StepRecord {
 }
 
 /// How much output a step had, and what of it was left out of the results.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct OutputRecord {
     /// Lines of output (rendered).
     pub lines: u64,
@@ -74,19 +78,39 @@ impl OutputRecord {
     }
 }
 
-/// The summary written as `summary.json` at the end of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// One tier in the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct TierRecord {
+    /// Tier name.
+    pub name: String,
+    /// How it ended.
+    pub status: Status,
+    /// Wall time, from its first step (or build) to its end; 0 when skipped.
+    pub duration_ms: u64,
+    /// Test counts summed over its steps' JUnit reports.
+    pub tests: TestCounts,
+}
+
+/// The version of `summary.json`'s shape (its `v`); see `docs/events.md`.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// The summary written as `summary.json` at the end of a run (its JSON
+/// Schema: [`Summary::schema`], shipped as `docs/schema/summary.schema.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Summary {
+    /// The shape's version ([`SUMMARY_VERSION`]).
+    #[schemars(range(min = 1, max = 1))]
+    pub v: u32,
     /// Run id.
     pub run_id: String,
     /// Pipeline name.
     pub pipeline: String,
-    /// How it ended.
+    /// How it ended (`null` only if the run's end was never recorded).
     pub outcome: Option<Outcome>,
     /// Wall time.
     pub duration_ms: u64,
-    /// Tier name → (status, duration, tests), in order.
-    pub tiers: Vec<(String, Status, u64, TestCounts)>,
+    /// Every tier, in order.
+    pub tiers: Vec<TierRecord>,
     /// Every step.
     pub steps: Vec<StepRecord>,
     /// Tags applied on release.
@@ -97,6 +121,55 @@ pub struct Summary {
     pub truncated: bool,
     /// Warnings of the run (also in each step's `warnings`), for people.
     pub warnings: Vec<String>,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            v: SUMMARY_VERSION,
+            run_id: String::new(),
+            pipeline: String::new(),
+            outcome: None,
+            duration_ms: 0,
+            tiers: Vec::new(),
+            steps: Vec::new(),
+            released: Vec::new(),
+            pushed: Vec::new(),
+            truncated: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Summary {
+    /// The JSON Schema (draft 2020-12) of `summary.json`, generated from
+    /// this type (so it cannot drift); no field outside it is allowed.
+    pub fn schema() -> serde_json::Value {
+        let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+        settings
+            .transforms
+            .push(Box::new(schemars::transform::RecursiveTransform(
+                |schema: &mut schemars::Schema| {
+                    if schema.get("properties").is_some()
+                        && schema.get("additionalProperties").is_none()
+                    {
+                        schema.insert("additionalProperties".into(), false.into());
+                    }
+                },
+            )));
+        let mut schema = settings
+            .into_generator()
+            .into_root_schema_for::<Summary>()
+            .to_value();
+        if let Some(root) = schema.as_object_mut() {
+            root.insert(
+                "$id".into(),
+                "https://drydock.invalid/schema/summary.schema.json".into(),
+            );
+            root.insert("title".into(), "drydock summary.json v1".into());
+        }
+        schema
+    }
 }
 
 /// Most bytes of `log` events (as serialized) kept in `events.ndjson` per step.
@@ -340,9 +413,13 @@ impl RawLog {
 /// on its own thread).
 pub struct ResultsWriter {
     dir: PathBuf,
+    /// The run id records carry: the folder's name until an event names it.
+    run_id: String,
     events: BufWriter<File>,
     logs: BTreeMap<(String, String), StepLog>,
     junit_files: Vec<(String, PathBuf)>,
+    /// Steps without a JUnit report of their own, as test cases.
+    step_cases: Vec<junit::StepCase>,
     summary: Summary,
     run_event_log_bytes: u64,
     limits: OutputLimits,
@@ -382,9 +459,14 @@ impl ResultsWriter {
         let events = BufWriter::new(File::create(dir.join("events.ndjson"))?);
         Ok(ResultsWriter {
             dir: dir.to_path_buf(),
+            run_id: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             events,
             logs: BTreeMap::new(),
             junit_files: Vec::new(),
+            step_cases: Vec::new(),
             summary: Summary::default(),
             run_event_log_bytes: 0,
             limits,
@@ -413,8 +495,13 @@ impl ResultsWriter {
     /// Writes an event to `events.ndjson`; `log` events only within the
     /// step's and the run's budgets (the first one past them is replaced by a
     /// line saying so).
-    fn record(&mut self, event: &Event) -> std::io::Result<()> {
-        let mut json = serde_json::to_vec(event)?;
+    fn record(&mut self, event: &Event, ts: Timestamp) -> std::io::Result<()> {
+        let record = Record {
+            ts,
+            run_id: &self.run_id,
+            event,
+        };
+        let mut json = record.to_json()?;
         json.push(b'\n');
         if let Event::Log {
             tier, step, stream, ..
@@ -442,8 +529,14 @@ impl ResultsWriter {
                         log_path(tier, step)
                     ),
                 };
-                serde_json::to_writer(&mut self.events, &marker)?;
-                return self.events.write_all(b"\n");
+                let mut json = Record {
+                    ts,
+                    run_id: &self.run_id,
+                    event: &marker,
+                }
+                .to_json()?;
+                json.push(b'\n');
+                return self.events.write_all(&json);
             }
             log.events_bytes += n;
             self.run_event_log_bytes += n;
@@ -451,9 +544,32 @@ impl ResultsWriter {
         self.events.write_all(&json)
     }
 
-    /// Records one event.
+    /// Writes out what is buffered (`events.ndjson` and the step logs), so
+    /// that readers following the files see every event received so far.
+    /// Call it when no event is waiting.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.events.flush()?;
+        for log in self.logs.values_mut() {
+            log.head.flush()?;
+            if let Some((tail, _)) = &mut log.tail {
+                tail.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records one event, stamped now.
     pub fn handle(&mut self, event: &Event) -> std::io::Result<()> {
-        self.record(event)?;
+        self.handle_at(event, chrono::Utc::now())
+    }
+
+    /// Records one event stamped `ts` (when it was received: a consumer
+    /// that also shows it passes the same time to both).
+    pub fn handle_at(&mut self, event: &Event, ts: Timestamp) -> std::io::Result<()> {
+        if let Event::RunStarted { run_id, .. } | Event::RunFinished { run_id, .. } = event {
+            self.run_id.clone_from(run_id);
+        }
+        self.record(event, ts)?;
         match event {
             Event::RunStarted {
                 run_id, pipeline, ..
@@ -485,6 +601,8 @@ impl ResultsWriter {
                 tests,
                 junit,
                 error,
+                log_tail,
+                allowed_failure,
                 ..
             } => {
                 let log = self.log_file(tier, step)?;
@@ -504,9 +622,31 @@ impl ResultsWriter {
                     output.raw_log = Some(raw);
                 }
                 self.summary.truncated |= output.truncated();
-                if let Some(junit) = junit {
-                    self.junit_files
-                        .push((format!("{tier}/{step}"), self.dir.join(junit)));
+                match junit {
+                    Some(junit) => self
+                        .junit_files
+                        .push((format!("{tier}/{step}"), self.dir.join(junit))),
+                    None => self.step_cases.push(junit::StepCase {
+                        tier: tier.clone(),
+                        step: step.clone(),
+                        kind: match status {
+                            Status::Passed | Status::Flaky => junit::CaseKind::Passed,
+                            Status::Failed | Status::TimedOut => junit::CaseKind::Failed,
+                            Status::Errored => junit::CaseKind::Errored,
+                            Status::Cancelled | Status::Skipped => junit::CaseKind::Skipped,
+                        },
+                        seconds: *duration_ms as f64 / 1000.0,
+                        message: match (status, error) {
+                            (Status::Cancelled, e) => {
+                                Some(e.clone().unwrap_or_else(|| "cancelled".into()))
+                            }
+                            (_, Some(e)) if *allowed_failure => {
+                                Some(format!("{e} (allowed to fail)"))
+                            }
+                            (_, e) => e.clone(),
+                        },
+                        text: log_tail.join("\n"),
+                    }),
                 }
                 self.summary.steps.push(StepRecord {
                     tier: tier.clone(),
@@ -525,9 +665,22 @@ impl ResultsWriter {
                 duration_ms,
                 tests,
             } => {
-                self.summary
-                    .tiers
-                    .push((tier.clone(), *status, *duration_ms, *tests));
+                self.summary.tiers.push(TierRecord {
+                    name: tier.clone(),
+                    status: *status,
+                    duration_ms: *duration_ms,
+                    tests: *tests,
+                });
+            }
+            Event::StepSkipped { tier, step, reason } => {
+                self.step_cases.push(junit::StepCase {
+                    tier: tier.clone(),
+                    step: step.clone(),
+                    kind: junit::CaseKind::Skipped,
+                    seconds: 0.0,
+                    message: reason.clone(),
+                    text: String::new(),
+                });
             }
             Event::Pushed { reference, .. } => self.summary.pushed.push(reference.clone()),
             Event::Released { tags, .. } => self.summary.released = tags.clone(),
@@ -550,13 +703,38 @@ impl ResultsWriter {
             log.close()?;
         }
         self.events.flush()?;
+        // Steps without a report of their own: one suite per tier, merged
+        // after the tools' reports (written to temporary files that go away).
+        let mut tiers: Vec<&str> = Vec::new();
+        for case in &self.step_cases {
+            if !tiers.contains(&case.tier.as_str()) {
+                tiers.push(&case.tier);
+            }
+        }
+        let mut step_files = Vec::new();
+        for tier in tiers {
+            let cases: Vec<junit::StepCase> = self
+                .step_cases
+                .iter()
+                .filter(|c| c.tier == tier)
+                .cloned()
+                .collect();
+            let file = tempfile::Builder::new()
+                .prefix(".steps-")
+                .suffix(".xml")
+                .tempfile_in(&self.dir)?;
+            junit::write_step_cases("", &cases, file.path()).map_err(std::io::Error::other)?;
+            step_files.push((tier.to_string(), file));
+        }
         let merged = junit::merge_files(
             self.junit_files
                 .iter()
-                .map(|(prefix, path)| (prefix.as_str(), path.as_path())),
+                .map(|(prefix, path)| (prefix.as_str(), path.as_path()))
+                .chain(step_files.iter().map(|(p, f)| (p.as_str(), f.path()))),
             &self.dir.join("junit.xml"),
         )
         .map_err(std::io::Error::other)?;
+        drop(step_files);
         for left_out in merged.skipped {
             self.summary
                 .warnings
@@ -626,6 +804,7 @@ mod tests {
             error: None,
             removed: 0,
             cancel_reason: None,
+            failure: None,
         })
         .unwrap();
 
@@ -675,6 +854,94 @@ mod tests {
         );
         assert!(big["events_omitted_lines"].as_u64().unwrap() > 3000);
         assert_eq!(summary["steps"][1]["output"]["log_omitted_bytes"], 0);
+    }
+
+    /// Steps without a report of their own (a linter, a build) and skipped
+    /// steps are test cases of the merged report; the record says v, ts and
+    /// the run id; summary.json names its fields.
+    #[test]
+    fn every_step_is_a_test_case_and_records_are_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("r1");
+        let mut w = ResultsWriter::create(&run_dir).unwrap();
+        let mut flake8 = finished("flake8");
+        if let Event::StepFinished {
+            status,
+            exit_code,
+            error,
+            log_tail,
+            tier,
+            ..
+        } = &mut flake8
+        {
+            *tier = "lint".into();
+            *status = Status::Failed;
+            *exit_code = Some(1);
+            *error = Some("exited with code 1".into());
+            *log_tail = vec!["./app.py:1:1: F401 'os' imported but unused".into()];
+        }
+        w.handle(&flake8).unwrap();
+        w.handle(&finished("build")).unwrap();
+        w.handle(&Event::StepSkipped {
+            tier: "t".into(),
+            step: "later".into(),
+            reason: Some("an earlier step failed".into()),
+        })
+        .unwrap();
+        w.handle(&Event::TierFinished {
+            tier: "lint".into(),
+            status: Status::Failed,
+            duration_ms: 5,
+            tests: TestCounts::default(),
+        })
+        .unwrap();
+        w.handle(&Event::RunFinished {
+            run_id: "r1".into(),
+            outcome: Outcome::Failed,
+            duration_ms: 9,
+            error: Some("tier lint failed".into()),
+            removed: 0,
+            cancel_reason: None,
+            failure: None,
+        })
+        .unwrap();
+        let xml = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.attribute("tests"), Some("3"), "{xml}");
+        assert_eq!(root.attribute("failures"), Some("1"), "{xml}");
+        assert_eq!(root.attribute("skipped"), Some("1"), "{xml}");
+        let case = doc
+            .descendants()
+            .find(|n| n.attribute("name") == Some("flake8"))
+            .unwrap();
+        assert_eq!(case.attribute("classname"), Some("lint"));
+        let failure = case.first_element_child().unwrap();
+        assert_eq!(failure.tag_name().name(), "failure");
+        assert_eq!(failure.attribute("message"), Some("exited with code 1"));
+        assert!(failure.text().unwrap().contains("F401"));
+        assert!(xml.contains(r#"message="an earlier step failed""#), "{xml}");
+        let leftovers: Vec<_> = std::fs::read_dir(&run_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".steps-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary reports are removed");
+
+        let events = std::fs::read_to_string(run_dir.join("events.ndjson")).unwrap();
+        for line in events.lines() {
+            let (v, ts, run_id, _) = crate::events::parse_record(line).unwrap();
+            assert_eq!(v, 1);
+            assert_eq!(run_id, "r1");
+            assert_eq!(ts.len(), "2026-11-30T19:29:50.123Z".len(), "{ts}");
+            assert!(ts.ends_with('Z'));
+        }
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["v"], 1);
+        assert_eq!(summary["tiers"][0]["name"], "lint");
+        assert_eq!(summary["tiers"][0]["status"], "failed");
+        assert_eq!(summary["tiers"][0]["duration_ms"], 5);
     }
 
     #[tokio::test]

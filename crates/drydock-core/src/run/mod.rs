@@ -1,7 +1,7 @@
 //! The executor: carries out a [`Plan`] on a [`Runtime`] and emits
 //! [`Event`]s.
 //!
-//! One run loop ([`RunLoop`]) owns the run's state: which builds are done
+//! One run loop (`RunLoop`, private) owns the run's state: which builds are done
 //! (and their images), which services are ready, which steps ended. Builds,
 //! services and steps run as tasks that only report back to the loop over a
 //! channel; no state is shared between tasks.
@@ -271,6 +271,7 @@ pub async fn run_plan<R: Runtime>(
         error: error.clone(),
         removed,
         cancel_reason: reason,
+        failure: crate::events::RunFailure::of(outcome, error.as_deref()),
     })
     .await;
     RunReport {
@@ -293,6 +294,7 @@ async fn refuse(plan: &Plan, events: EventSender, started: Instant, error: Strin
             error: Some(error.clone()),
             removed: 0,
             cancel_reason: None,
+            failure: crate::events::RunFailure::of(Outcome::Errored, Some(&error)),
         })
         .await;
     RunReport {

@@ -98,13 +98,7 @@ pub trait Runtime: Send + Sync + 'static {
 #[async_trait]
 impl Runtime for Engine {
     fn describe(&self) -> String {
-        format!(
-            "{} (Docker {} API {}, {} builder)",
-            self.host(),
-            self.engine_version(),
-            self.api_version(),
-            self.builder()
-        )
+        Engine::describe(self)
     }
     async fn ping(&self) -> Result<(), EngineError> {
         Engine::ping(self).await

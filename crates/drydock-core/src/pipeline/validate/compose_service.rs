@@ -13,7 +13,7 @@ use super::super::model::{
 use super::super::tree::{Kind, Node, Pos, ScalarType};
 use super::{check_image_reference, dockerfile, BuildArgs, BuildBase, Checker, Fields, NamedBuild};
 
-const COMPOSE_KEYS: &[&str] = &["service", "file"];
+pub(crate) const COMPOSE_KEYS: &[&str] = &["service", "file"];
 /// The engine's defaults for a healthcheck's timings (`docker run --health-*`).
 const ENGINE_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 const ENGINE_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);

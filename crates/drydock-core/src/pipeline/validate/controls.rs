@@ -11,7 +11,7 @@ use super::{check_container_target, is_var_name, suggest, Checker, TierRefs};
 /// A step by (tier index, step index).
 type StepAt = (usize, usize);
 
-const SECRET_KEYS: &[&str] = &["env", "file", "as"];
+pub(crate) const SECRET_KEYS: &[&str] = &["env", "file", "as"];
 /// Most combinations one `matrix` may expand into.
 pub(crate) const MAX_MATRIX_COMBINATIONS: usize = 64;
 /// Most times a step may be run again.
