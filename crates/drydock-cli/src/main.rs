@@ -109,7 +109,7 @@ fn main() -> ExitCode {
             Command::Plan(args) => commands::run::plan(args).await,
             Command::Images { command } => commands::images::run(command).await,
             Command::Gc(args) => commands::gc::run(args).await,
-            Command::Releases(args) => commands::releases::releases(args),
+            Command::Releases(args) => commands::releases::releases(args).await,
             Command::Rollback(args) => commands::releases::rollback(args).await,
             Command::Promote(args) => commands::releases::promote(args).await,
             Command::Push(args) => commands::releases::push(args).await,

@@ -420,7 +420,7 @@ fn deploy_on_green_of_the_central_branch_only() {
         "{feat}"
     );
     let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-    let history = ledger.history("testing").unwrap();
+    let history = ledger.history(&name, "testing").unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].git_sha.as_deref(), main["sha"].as_str());
     assert_ne!(main["sha"], feature.as_str());
@@ -488,7 +488,7 @@ impl Drop for DeployCleanup {
             std::thread::sleep(Duration::from_millis(200));
         }
         let _ = Command::new(env!("CARGO_BIN_EXE_drydock"))
-            .args(["undeploy", &self.channel])
+            .args(["undeploy", &self.channel, "--product", &self.image])
             .output();
         // Untag (never `rmi -f` an id: a cached build shares its image with
         // other tests' tags).
@@ -644,9 +644,9 @@ fn deploy_on_green_deploys_each_green_central_commit() {
 
     // ----- the ledger: three releases, each with its deploy attempt --------------
     let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-    let history = ledger.history(&channel).unwrap();
+    let history = ledger.history(&name, &channel).unwrap();
     assert_eq!(history.len(), 3, "{history:#?}\n{log}");
-    let deployments = ledger.deployments(&channel).unwrap();
+    let deployments = ledger.deployments(&name, &channel).unwrap();
     let story: Vec<(i64, &str)> = deployments
         .iter()
         .map(|d| (d.entry_id, d.outcome.as_str()))
@@ -667,7 +667,7 @@ fn deploy_on_green_deploys_each_green_central_commit() {
 
     // ----- undeploy: nothing of the channel is left --------------------------------
     let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
-        .args(["undeploy", &channel])
+        .args(["undeploy", &channel, "--product", &name])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -11,7 +11,7 @@ use drydock_core::deploy::{self, Outcome as DeployOutcome, Which};
 use drydock_core::events::{Event, Outcome};
 use drydock_core::pipeline::{self, Vars};
 use drydock_core::plan::ReleaseChoice;
-use drydock_core::release::{Entry, Ledger, NewEntry};
+use drydock_core::release::{self, ChannelRef, Ledger};
 use drydock_core::report::ResultsWriter;
 use drydock_core::run::{
     run_pipeline, CancelReason, CancellationToken, GitInfo, RunCancel, RunOptions,
@@ -142,6 +142,27 @@ pub async fn recover(shared: &Arc<Shared>) {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} leftovers of dead runs"),
         Err(e) => tracing::warn!("cannot remove leftovers of dead runs: {e}"),
+    }
+    repair_channels(shared).await;
+}
+
+/// Re-points every channel tag a process left behind between recording a
+/// move in the ledger and making it (`drydock_core::release::repair`).
+async fn repair_channels(shared: &Shared) {
+    match release::repair_all(&shared.engine, &Ledger::default_path()).await {
+        Ok(found) => {
+            for (channel, repaired) in found {
+                match repaired {
+                    Ok(r) => {
+                        if let Some(message) = r.message() {
+                            tracing::warn!(%channel, "{message}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%channel, "cannot check the channel tag: {e}"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot check the channel tags of the ledger: {e}"),
     }
 }
 
@@ -391,6 +412,7 @@ async fn execute_in(
         stop_grace: shared.config.stop_grace,
         release,
         no_retry: false,
+        ledger: Ledger::default_path(),
     };
     let runtime = Arc::new(shared.engine.clone());
     // The runner's token (shutdown, API cancel) becomes the run's reason.
@@ -432,16 +454,21 @@ async fn execute_in(
             return EndingError::new(RunState::Errored, format!("internal error: {panic}"));
         }
     };
-    if timed_out {
+    // A run whose release was recorded passed, whatever stopped it after.
+    if timed_out && report.released.is_none() {
         return EndingError::new(
             RunState::Failed,
             format!("timed out after {}", pipeline::format_duration(timeout)),
         );
     }
-    let recorded = report
-        .released
-        .as_ref()
-        .and_then(|released| record_release(released, &tested, &run.id, log));
+    // The executor recorded the release in the ledger and moved the channel.
+    let recorded = report.released.as_ref().map(|released| {
+        log.note(&format!(
+            "released {}:{} (ledger entry {})",
+            released.name, released.channel, released.entry.id
+        ));
+        released.entry.clone()
+    });
     let mut ending = match report.outcome {
         Outcome::Passed => EndingError {
             state: RunState::Passed,
@@ -563,40 +590,6 @@ fn pipeline_vars(shared: &Shared) -> Vars {
     Vars::new(env)
 }
 
-/// Records a release in the ledger; returns the entry (`None`: not recorded,
-/// said in the log).
-fn record_release(
-    released: &drydock_core::run::Released,
-    sha: &str,
-    run_id: &str,
-    log: &RunLog,
-) -> Option<Entry> {
-    let result = Ledger::open(&Ledger::default_path()).and_then(|mut ledger| {
-        ledger.record(NewEntry::release(
-            released.channel.clone(),
-            released.name.clone(),
-            released.image_id.clone(),
-            Some(sha.to_string()),
-            Some(run_id.to_string()),
-        ))
-    });
-    match result {
-        Ok(entry) => {
-            log.note(&format!(
-                "released to channel {} (ledger entry {})",
-                released.channel, entry.id
-            ));
-            Some(entry)
-        }
-        Err(e) => {
-            log.note(&format!(
-                "released, but the ledger could not record it: {e}"
-            ));
-            None
-        }
-    }
-}
-
 /// Runs the deploy of `channel` with the deploy config `config_file` of the
 /// run's worktree: what the channel points to (the release just recorded,
 /// unless something moved it since) goes live behind the channel's stable
@@ -629,6 +622,14 @@ async fn deploy_on_green(
         let config = deploy::config::parse_bytes(&bytes, config_file, channel, vars)
             .map_err(|e| format!("invalid deploy config: {e}"))?;
         summary.address = Some(format!("http://127.0.0.1:{}", config.app.publish));
+        let cref = ChannelRef::new(&config.name, channel);
+        if let Some(message) = release::repair(&shared.engine, &Ledger::default_path(), &cref)
+            .await
+            .map_err(|e| e.to_string())?
+            .message()
+        {
+            log.note(&message);
+        }
         let mut ledger = Ledger::open(&Ledger::default_path()).map_err(|e| e.to_string())?;
         let progress = |line: String| log.note(&format!("deploy {channel}: {line}"));
         let detail = format!("runner run {}", run.id);

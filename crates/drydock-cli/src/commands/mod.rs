@@ -3,5 +3,6 @@
 pub mod deploy;
 pub mod gc;
 pub mod images;
+pub mod product;
 pub mod releases;
 pub mod run;

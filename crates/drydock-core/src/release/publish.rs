@@ -1,0 +1,521 @@
+//! Moving channel tags: the one writer of `<product>:<channel>`, always
+//! together with the ledger entry that records the move (see the
+//! [module documentation](super#atomicity-record-first-then-tag-repair-on-the-next-read)).
+//!
+//! * [`release()`]: a green run's release (immutable tags, registry push,
+//!   entry, channel tag);
+//! * [`move_channel`]: a promote or a rollback (entry, channel tag);
+//! * [`repair`] / [`repair_all`]: re-point tags left behind by a process
+//!   that died between the two;
+//! * [`ChannelLock`]: the per-channel `flock` every one of them holds.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{Action, ChannelRef, Entry, Ledger, LedgerError, NewEntry};
+use crate::engine::EngineError;
+use crate::events::Event;
+use crate::run::{EventSender, Runtime};
+
+/// What a release wants: an image that becomes the channel's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    /// The product (image repository), e.g. `registry.example/shop`.
+    pub product: String,
+    /// The channel, e.g. `staging`.
+    pub channel: String,
+    /// The engine's id of the image released (`sha256:…`).
+    pub image_id: String,
+    /// Tags that name this image for good, applied (and pushed) before
+    /// anything else: the git sha when known, then the run id.
+    pub tags: Vec<String>,
+    /// `<registry>/<product>`, when the release is pushed to a registry.
+    pub registry_repository: Option<String>,
+    /// The git commit the image was built from, if known.
+    pub git_sha: Option<String>,
+    /// The run that built and tested the image, if known.
+    pub run_id: Option<String>,
+}
+
+/// What a release, promote or rollback moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// Image id.
+    pub image_id: String,
+    /// The product (image repository name).
+    pub name: String,
+    /// Local tags applied, as references (`<name>:<tag>`), the channel tag last.
+    pub tags: Vec<String>,
+    /// The channel moved.
+    pub channel: String,
+    /// References pushed to the release registry (empty without one).
+    pub pushed: Vec<String>,
+    /// The ledger entry that records the move.
+    pub entry: Entry,
+}
+
+/// Why a channel could not be moved, and whether the move was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// An engine call before the commit point failed (or was cancelled):
+    /// nothing was recorded and the channel tag did not move. Registry tags
+    /// this release had made locally were put back.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The channel lock could not be taken: nothing changed.
+    #[error("cannot take the lock of channel {channel} ({}): {source}", path.display())]
+    Lock {
+        /// The channel.
+        channel: ChannelRef,
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ledger could not be opened or refused the entry: nothing was
+    /// recorded and the channel tag did not move.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The move is recorded (it happened, as far as drydock is concerned)
+    /// but the channel tag could not be moved: the next drydock command that
+    /// reads the channel re-points it ([`repair`]).
+    #[error(
+        "{} of {} is recorded as ledger entry {} but the tag {}:{} could not be moved: {source}; the next drydock command that reads the channel re-points it",
+        released.entry.action, released.name, released.entry.id, released.name, released.channel
+    )]
+    TagNotMoved {
+        /// What was recorded.
+        released: Box<Released>,
+        /// Why the tag did not move.
+        #[source]
+        source: EngineError,
+    },
+}
+
+impl ReleaseError {
+    /// Whether the move was cancelled before its commit point (nothing changed).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, ReleaseError::Engine(EngineError::Cancelled))
+    }
+
+    /// What was recorded despite the error ([`ReleaseError::TagNotMoved`]).
+    pub fn recorded(&self) -> Option<&Released> {
+        match self {
+            ReleaseError::TagNotMoved { released, .. } => Some(released),
+            _ => None,
+        }
+    }
+}
+
+/// Holds an exclusive `flock` until dropped (the file stays, empty).
+#[derive(Debug)]
+pub struct ChannelLock {
+    _file: File,
+}
+
+impl ChannelLock {
+    /// Takes the exclusive lock on `path` (creating the file and its folder),
+    /// calling `waiting` once when another process holds it, then blocking
+    /// until it is free. Blocking: call it off the async runtime.
+    pub fn acquire(path: &Path, waiting: impl FnOnce()) -> std::io::Result<ChannelLock> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock()?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok(ChannelLock { _file: file })
+    }
+}
+
+/// The lock file of `kind` (`release`, `deploy`) for a channel of a product:
+/// `<folder of the ledger>/locks/<kind>-<channel>-<hash>.lock`, where the
+/// hash (16 hex digits of SHA-256 over product and channel) keeps two
+/// products' channels apart whatever characters their names hold.
+pub fn lock_path(ledger: &Path, kind: &str, channel: &ChannelRef) -> PathBuf {
+    let dir = ledger
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut hash = Sha256::new();
+    hash.update(channel.product.as_bytes());
+    hash.update([0]);
+    hash.update(channel.channel.as_bytes());
+    let slug: String = channel
+        .channel
+        .chars()
+        .take(32)
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    dir.join("locks").join(format!(
+        "{kind}-{slug}-{}.lock",
+        &hex::encode(hash.finalize())[..16]
+    ))
+}
+
+/// Takes the release lock of `channel` off the async runtime.
+async fn lock(ledger: &Path, channel: &ChannelRef) -> Result<ChannelLock, ReleaseError> {
+    let path = lock_path(ledger, "release", channel);
+    let fail = |path: PathBuf, source| ReleaseError::Lock {
+        channel: channel.clone(),
+        path,
+        source,
+    };
+    let target = path.clone();
+    match tokio::task::spawn_blocking(move || ChannelLock::acquire(&target, || {})).await {
+        Ok(Ok(lock)) => Ok(lock),
+        Ok(Err(e)) => Err(fail(path, e)),
+        Err(e) => Err(fail(path, std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// Runs `f` on a fresh connection to the ledger at `path`, off the async
+/// runtime.
+async fn with_ledger<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, LedgerError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || f(&mut Ledger::open(&owned)?))
+        .await
+        .map_err(|e| LedgerError::Open {
+            path: path.to_path_buf(),
+            source: format!("the ledger task failed: {e}").into(),
+        })?
+}
+
+/// The commit point: under the channel's lock, records `entry` in the
+/// ledger at `ledger`, then moves `<name>:<channel>` to its image.
+async fn commit<R: Runtime + ?Sized>(
+    runtime: &R,
+    ledger: &Path,
+    entry: NewEntry,
+    mut tags: Vec<String>,
+    pushed: Vec<String>,
+) -> Result<Released, ReleaseError> {
+    let channel = ChannelRef::new(&entry.name, &entry.channel);
+    let _lock = lock(ledger, &channel).await?;
+    let entry = with_ledger(ledger, move |l| l.record(entry)).await?;
+    tags.push(channel.tag());
+    let released = Released {
+        image_id: entry.image_id.clone(),
+        name: entry.name.clone(),
+        tags,
+        channel: entry.channel.clone(),
+        pushed,
+        entry,
+    };
+    // From here on the move has happened: a failure only leaves the tag
+    // behind, which `repair` puts right.
+    match runtime
+        .tag(&released.image_id, &channel.product, &channel.channel)
+        .await
+    {
+        Ok(()) => Ok(released),
+        Err(source) => Err(ReleaseError::TagNotMoved {
+            released: Box::new(released),
+            source,
+        }),
+    }
+}
+
+/// Releases `request.image_id` to `request.channel` of `request.product`,
+/// recording it in the ledger at `ledger`:
+///
+/// 1. tags `<product>:<tag>` for each of `request.tags`;
+/// 2. with a registry, pushes `<registry>/<product>:<tag>` for each tag and
+///    then for the channel ([`push_release`]; `cancel` stops it; events go to
+///    `events`);
+/// 3. the commit point: under the channel lock, records an
+///    [`Action::Release`] entry, then moves `<product>:<channel>`.
+///
+/// A cancel before step 3 ([`ReleaseError::is_cancelled`]) or a failure in
+/// steps 1–2 records nothing and leaves the channel tag where it was; step 3
+/// is not cancellable (it is two short local operations): a release that got
+/// there happened. Refuses to start when `cancel` is already cancelled.
+///
+/// With a registry, its channel tag is pushed before the commit point (a
+/// refused push must change nothing): if drydock dies between that push and
+/// the commit, the registry's `<channel>` is ahead of the ledger until the
+/// next release or `drydock push`. Rollbacks and promotes never touch
+/// registries.
+pub async fn release<R: Runtime + ?Sized>(
+    runtime: &R,
+    ledger: &Path,
+    request: &ReleaseRequest,
+    cancel: &CancellationToken,
+    events: Option<&EventSender>,
+) -> Result<Released, ReleaseError> {
+    if cancel.is_cancelled() {
+        return Err(EngineError::Cancelled.into());
+    }
+    for tag in &request.tags {
+        runtime
+            .tag(&request.image_id, &request.product, tag)
+            .await?;
+    }
+    let pushed = match &request.registry_repository {
+        Some(repository) => {
+            let mut tags = request.tags.clone();
+            tags.push(request.channel.clone());
+            push_release(
+                runtime,
+                &request.image_id,
+                repository,
+                &tags,
+                cancel,
+                events,
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    let tags = request
+        .tags
+        .iter()
+        .map(|t| format!("{}:{t}", request.product))
+        .collect();
+    commit(
+        runtime,
+        ledger,
+        NewEntry::release(
+            request.channel.clone(),
+            request.product.clone(),
+            request.image_id.clone(),
+            request.git_sha.clone(),
+            request.run_id.clone(),
+        ),
+        tags,
+        pushed,
+    )
+    .await
+}
+
+/// Records `entry` (a promote or a rollback: [`NewEntry::promote`],
+/// [`NewEntry::rollback`]) in the ledger at `ledger` and moves its channel
+/// tag `<name>:<channel>` to its image, under the channel lock: see the
+/// [module documentation](super#atomicity-record-first-then-tag-repair-on-the-next-read).
+/// The ledger checks the entry ([`Ledger::record`]); nothing changes when it
+/// refuses it.
+pub async fn move_channel<R: Runtime + ?Sized>(
+    runtime: &R,
+    ledger: &Path,
+    entry: NewEntry,
+) -> Result<Released, ReleaseError> {
+    commit(runtime, ledger, entry, Vec::new(), Vec::new()).await
+}
+
+/// What [`repair`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    /// The channel has no entries: nothing to compare.
+    Unknown,
+    /// The tag points to the ledger's current image.
+    InSync,
+    /// The tag was elsewhere (or absent) and now points to the current
+    /// entry's image.
+    Repointed {
+        /// The channel.
+        channel: ChannelRef,
+        /// The image the tag pointed to before, if it existed.
+        was: Option<String>,
+        /// The ledger's current entry, whose image the tag now has.
+        entry: Entry,
+    },
+    /// The tag is not on the current entry's image, and that image is no
+    /// longer in the engine: nothing could be done.
+    ImageMissing {
+        /// The channel.
+        channel: ChannelRef,
+        /// The image the tag points to, if it exists.
+        was: Option<String>,
+        /// The ledger's current entry.
+        entry: Entry,
+    },
+}
+
+impl Repair {
+    /// One line for people when something was (or could not be) done.
+    pub fn message(&self) -> Option<String> {
+        let short = |id: &str| {
+            let hex = id.trim_start_matches("sha256:");
+            hex[..hex.len().min(12)].to_string()
+        };
+        let was = |was: &Option<String>| match was {
+            Some(id) => format!("pointed to {}", short(id)),
+            None => "did not exist".to_string(),
+        };
+        match self {
+            Repair::Unknown | Repair::InSync => None,
+            Repair::Repointed { channel, was: w, entry } => Some(format!(
+                "channel tag {} {}, not to what the ledger records (a move was interrupted); re-pointed to {} of {} ({} {}, run {})",
+                channel.tag(),
+                was(w),
+                short(&entry.image_id),
+                channel,
+                entry.action,
+                entry.id,
+                entry.run_id.as_deref().unwrap_or("-")
+            )),
+            Repair::ImageMissing { channel, was: w, entry } => Some(format!(
+                "channel tag {} {}, but the ledger's current {} {} has image {}, which is no longer in the engine: the tag was left as it is (roll back or release again)",
+                channel.tag(),
+                was(w),
+                entry.action,
+                entry.id,
+                short(&entry.image_id)
+            )),
+        }
+    }
+}
+
+/// Makes `<product>:<channel>` point to the ledger's current image of the
+/// channel, under the channel lock (so never in the middle of a move), and
+/// says what it found. This is the second half of the ledger's atomicity:
+/// every command that reads a channel calls it first.
+pub async fn repair<R: Runtime + ?Sized>(
+    runtime: &R,
+    ledger: &Path,
+    channel: &ChannelRef,
+) -> Result<Repair, ReleaseError> {
+    let _lock = lock(ledger, channel).await?;
+    let (product, name) = (channel.product.clone(), channel.channel.clone());
+    let Some(entry) = with_ledger(ledger, move |l| l.current(&product, &name)).await? else {
+        return Ok(Repair::Unknown);
+    };
+    let was = runtime.image_id(&channel.tag()).await?;
+    if was.as_deref() == Some(entry.image_id.as_str()) {
+        return Ok(Repair::InSync);
+    }
+    if !runtime.image_exists(&entry.image_id).await? {
+        return Ok(Repair::ImageMissing {
+            channel: channel.clone(),
+            was,
+            entry,
+        });
+    }
+    runtime
+        .tag(&entry.image_id, &channel.product, &channel.channel)
+        .await?;
+    Ok(Repair::Repointed {
+        channel: channel.clone(),
+        was,
+        entry,
+    })
+}
+
+/// [`repair`] of every channel of every product in the ledger (a runner at
+/// start-up). One channel's error does not stop the others.
+pub async fn repair_all<R: Runtime + ?Sized>(
+    runtime: &R,
+    ledger: &Path,
+) -> Result<Vec<(ChannelRef, Result<Repair, ReleaseError>)>, ReleaseError> {
+    let channels = with_ledger(ledger, |l| l.channels()).await?;
+    let mut found = Vec::new();
+    for channel in channels {
+        let repaired = repair(runtime, ledger, &channel).await;
+        found.push((channel, repaired));
+    }
+    Ok(found)
+}
+
+/// The release recorded by run `run_id` in the ledger at `ledger`, read
+/// without writing anything and waiting at most 200 ms for the file: what
+/// a process about to be cut short (a second signal) checks to report the
+/// run consistently. `None` when there is none or the ledger cannot be read.
+pub fn released_by_run(ledger: &Path, run_id: &str) -> Option<Entry> {
+    let conn = rusqlite::Connection::open_with_flags(
+        ledger,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.busy_timeout(Duration::from_millis(200)).ok()?;
+    let ledger = Ledger {
+        conn,
+        path: ledger.to_path_buf(),
+    };
+    ledger
+        .release_of_run(run_id)
+        .ok()
+        .flatten()
+        .filter(|e| e.action == Action::Release)
+}
+
+/// Tags `image_id` as `<repository>:<tag>` and pushes each, in order (put
+/// the channel last), sending an [`Event::Pushed`] to `events` after each.
+/// Returns the references pushed. On failure or cancellation, the local
+/// `<repository>:<tag>` tags are put back to what they pointed to before (or
+/// removed) and the error is returned; references already pushed stay in the
+/// registry.
+pub async fn push_release<R: Runtime + ?Sized>(
+    runtime: &R,
+    image_id: &str,
+    repository: &str,
+    tags: &[String],
+    cancel: &CancellationToken,
+    events: Option<&EventSender>,
+) -> Result<Vec<String>, EngineError> {
+    let registry = crate::engine::registry_host(repository);
+    let mut previous: Vec<(String, Option<String>)> = Vec::new();
+    let mut pushed = Vec::new();
+    let mut result = Ok(());
+    for tag in tags {
+        let reference = format!("{repository}:{tag}");
+        let step = async {
+            previous.push((reference.clone(), runtime.image_id(&reference).await?));
+            runtime.tag(image_id, repository, tag).await?;
+            if cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            tokio::select! {
+                pushed = runtime.push(&reference) => pushed,
+                _ = cancel.cancelled() => Err(EngineError::Cancelled),
+            }
+        };
+        if let Err(e) = step.await {
+            result = Err(e);
+            break;
+        }
+        if let Some(events) = events {
+            let _ = events
+                .send(Event::Pushed {
+                    reference: reference.clone(),
+                    registry: registry.clone(),
+                })
+                .await;
+        }
+        pushed.push(reference);
+    }
+    if let Err(e) = result {
+        for (reference, before) in previous.into_iter().rev() {
+            let restored = match &before {
+                Some(id) if id != image_id => {
+                    let (repo, tag) = crate::engine::split_tag(&reference);
+                    runtime.tag(id, repo, tag).await
+                }
+                Some(_) => Ok(()),
+                None => runtime.untag(&reference).await,
+            };
+            if let Err(err) = restored {
+                tracing::warn!("could not restore local tag {reference}: {err}");
+            }
+        }
+        return Err(e);
+    }
+    Ok(pushed)
+}
