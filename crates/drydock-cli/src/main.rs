@@ -62,13 +62,47 @@ enum Command {
         /// The runner's configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Where the queue and history live: `sqlite` (the default, in the
+        /// state folder) or `postgres://user@host/db` (a fleet of runners
+        /// sharing one queue). Overrides the file's `store:` and
+        /// DRYDOCK_RUNNER_STORE (which is better for an address holding a
+        /// password: the command line is visible to other users).
+        #[arg(long, value_name = "STORE")]
+        store: Option<String>,
+        /// This runner's name in the fleet (default: the file's `name:`,
+        /// else the host name).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
     },
 }
 
-/// `drydock runner --config FILE`: a thin call into drydock-runner.
-async fn runner(config: &std::path::Path) -> Result<u8, CliError> {
-    let config = drydock_runner::config::Config::load(config)
+/// `drydock runner --config FILE [--store STORE] [--name NAME]`: a thin call
+/// into drydock-runner. The store is `--store`, else `DRYDOCK_RUNNER_STORE`,
+/// else the file's `store:`.
+async fn runner(
+    config: &std::path::Path,
+    store: Option<String>,
+    name: Option<String>,
+) -> Result<u8, CliError> {
+    let mut config = drydock_runner::config::Config::load(config)
         .map_err(|e| CliError::invalid(e.to_string()))?;
+    let store = store.or_else(|| {
+        std::env::var("DRYDOCK_RUNNER_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    if let Some(store) = store {
+        config.store = drydock_runner::config::StoreSpec::parse(&store)
+            .map_err(|e| CliError::invalid(format!("--store (or DRYDOCK_RUNNER_STORE): {e}")))?;
+    }
+    if let Some(name) = name {
+        if !drydock_runner::config::valid_runner_name(&name) {
+            return Err(CliError::invalid(format!(
+                "--name {name:?}: expected [A-Za-z0-9][A-Za-z0-9_.-]* (at most 63 characters)"
+            )));
+        }
+        config.name = Some(name);
+    }
     drydock_runner::serve(config)
         .await
         .map_err(|e| CliError::infra(e.to_string()))?;
@@ -115,7 +149,11 @@ fn main() -> ExitCode {
             Command::Push(args) => commands::releases::push(args).await,
             Command::Deploy(args) => commands::deploy::deploy(args).await,
             Command::Undeploy(args) => commands::deploy::undeploy(args).await,
-            Command::Runner { config } => runner(&config).await,
+            Command::Runner {
+                config,
+                store,
+                name,
+            } => runner(&config, store, name).await,
         }
     });
     // Give background tasks no chance to outlive their purpose.

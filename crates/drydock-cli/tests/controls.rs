@@ -227,6 +227,10 @@ async fn an_always_step_runs_after_sigint_and_the_run_still_exits_130() {
 #[tokio::test]
 async fn a_secret_never_appears_in_output_events_logs_reports_or_labels() {
     let repo = Repo::fixture("controls");
+    // This test's own build image: built fresh, so that the build's use of
+    // the secret is seen.
+    let image = "drydock-build/controls-secrets:app";
+    let _ = engine().await.remove_image(image, true).await;
     let token = format!("tok-{}-zq9x", std::process::id());
     let forms = [
         token.clone(),
@@ -273,6 +277,13 @@ async fn a_secret_never_appears_in_output_events_logs_reports_or_labels() {
         }
         let results = repo.path().join(".drydock/results").join(&id);
         let every = files(&results);
+        // The build used the secret: its log says so, masked.
+        let build_log: String = every
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".log"))
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        assert!(build_log.contains("build sees ***"), "{build_log}");
         assert!(every.iter().any(|p| p.ends_with("events.ndjson")));
         assert!(every.iter().any(|p| p.ends_with("junit.xml")));
         assert!(every.iter().any(|p| p.ends_with("artifact.txt")));
@@ -288,4 +299,34 @@ async fn a_secret_never_appears_in_output_events_logs_reports_or_labels() {
             }
         }
     }
+    // No layer's history, the image config or its labels hold it.
+    for args in [vec!["history", "--no-trunc", image], vec!["inspect", image]] {
+        let out = std::process::Command::new("docker")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker {args:?}");
+        let seen = String::from_utf8_lossy(&out.stdout);
+        for form in &forms {
+            assert!(
+                !seen.contains(form.as_str()),
+                "{form} in docker {args:?}:\n{seen}"
+            );
+        }
+    }
+    // The classic builder cannot mount secrets: the build is refused, saying why.
+    let id = run_id("secret-classic");
+    let output = repo
+        .drydock(&["run", "pipelines/secrets.yml", "--run-id", id.as_str()])
+        .env("DRYDOCK_TEST_TOKEN", &token)
+        .env("DRYDOCK_BUILDER", "classic")
+        .output()
+        .await
+        .unwrap();
+    assert_nothing_left(&id).await;
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("only BuildKit can do"), "{all}");
+    let engine = engine().await;
+    let _ = engine.remove_image(image, true).await;
 }

@@ -44,7 +44,7 @@ async fn terminal_output_is_rendered_kept_raw_and_bounded() {
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_nothing_left(&id).await;
-    let results = repo.path().join("results").join(&id);
+    let results = repo.path().join(".drydock/results").join(&id);
 
     // The rendered log: what a terminal showed, nothing of the control.
     let log = std::fs::read_to_string(results.join("logs/t/s.log")).unwrap();

@@ -196,14 +196,17 @@ async fn an_entrypoint_image_and_a_database_built_from_the_repository() {
     let id = run_id("orders");
     let (output, events) = run(&repo, "pipelines/ci.yml", &id).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    // Steps of one tier end in any order.
+    let mut ended = steps(&events);
+    ended.sort();
     assert_eq!(
-        steps(&events),
+        ended,
         pairs(&[
             ("build app", "passed"),
-            ("flake8", "passed"),
             ("build db", "passed"),
-            ("pytest", "passed"),
+            ("flake8", "passed"),
             ("gunicorn-config", "passed"),
+            ("pytest", "passed"),
         ])
     );
     assert_eq!(junit_tests(&events, "pytest"), 5);

@@ -22,7 +22,16 @@ struct RunnerProcess {
 
 impl RunnerProcess {
     fn start(config: &Path) -> RunnerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        Self::start_on(config, None)
+    }
+
+    /// A runner on `store` (a PostgreSQL address), else on SQLite.
+    fn start_on(config: &Path, store: Option<&str>) -> RunnerProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drydock"));
+        if let Some(store) = store {
+            cmd.env("DRYDOCK_RUNNER_STORE", store);
+        }
+        let mut child = cmd
             .args(["runner", "--config"])
             .arg(config)
             .env("DRYDOCK_TEST_HOOK_SECRET", SECRET)
@@ -115,7 +124,8 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     );
     let log1 = first.stderr.lock().unwrap().clone();
 
-    // Restart: the run is interrupted, its containers reaped, a retry queued and run.
+    // Restart: the dead process's lease expires at once, its containers are
+    // reaped, and the run is reclaimed as its second attempt and passes.
     let restarted = Instant::now();
     let second = RunnerProcess::start(&config);
     let reaped_after = wait_for(
@@ -123,30 +133,28 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
         Duration::from_secs(60),
         || containers_of(&id).is_empty().then(|| restarted.elapsed()),
     );
-    let retry = wait_for("the re-queued run to pass", Duration::from_secs(90), || {
+    let retry = wait_for("the reclaimed run to pass", Duration::from_secs(90), || {
         let runs = second.runs();
-        let old = runs.iter().find(|r| r["id"] == id.as_str())?;
-        assert_eq!(old["state"], "interrupted", "{old}");
-        let retry = runs.iter().find(|r| r["retry_of"] == id.as_str())?.clone();
-        (retry["state"] != "queued" && retry["state"] != "running").then_some(retry)
+        let run = runs.iter().find(|r| r["id"] == id.as_str())?.clone();
+        (run["state"] != "queued" && run["state"] != "running").then_some(run)
     });
     assert_eq!(retry["state"], "passed", "{retry}");
     assert_eq!(retry["sha"], origin.head("main").as_str());
-    let retry_id = retry["id"].as_str().unwrap();
-    assert!(containers_of(retry_id).is_empty());
-    let old = second
-        .runs()
-        .into_iter()
-        .find(|r| r["id"] == id.as_str())
-        .unwrap();
-    assert!(
-        old["reason"].as_str().unwrap().contains("re-queued as run"),
-        "{old}"
-    );
+    assert_eq!(retry["attempt"], 2, "{retry}");
+    assert_eq!(retry["lost"], 1, "{retry}");
+    assert!(containers_of(&format!("{id}-a2")).is_empty());
+    let detail = http(second.addr, "GET", &format!("/api/runs/{id}"), &[], b"").json();
+    let outcomes: Vec<&str> = detail["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap_or("running"))
+        .collect();
+    assert_eq!(outcomes, ["lost", "passed"], "{detail}");
     eprintln!(
-        "kill -9 mid-run: restart reaped the dead run's containers in {} ms; retry {} passed",
+        "kill -9 mid-run: restart reaped the dead run's containers in {} ms; attempt 2 of {} passed",
         reaped_after.as_millis(),
-        retry_id
+        id
     );
     // A rejected webhook is logged, without the secret.
     let rejected = http(
@@ -159,8 +167,8 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     assert_eq!(rejected.status, 401);
     let page = http(second.addr, "GET", "/", &[], b"");
 
-    // SIGTERM mid-run: the run is stopped, its containers removed, and it is
-    // recorded interrupted with a queued retry for the next start.
+    // SIGTERM mid-run: the run is stopped, its containers removed, and it
+    // goes back to the queue (released: not a lost attempt) for the next start.
     origin.write("later.txt", "x");
     let sha = origin.commit("another slow one");
     git(
@@ -183,21 +191,19 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
     let store =
         drydock_runner::store::SqliteStore::open(&state.path().join("runner.sqlite")).unwrap();
     use drydock_runner::store::{RunState, Store};
-    let run = store.get(&stopped).unwrap().unwrap();
-    assert_eq!(run.state, RunState::Interrupted, "{run:?}");
-    assert!(run.reason.unwrap().contains("re-queued as run"));
-    let queued = store
-        .list(&drydock_runner::store::RunFilter {
-            state: Some(RunState::Queued),
-            ..Default::default()
-        })
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    assert!(
-        queued
-            .iter()
-            .any(|r| r.retry_of.as_deref() == Some(stopped.as_str())),
-        "{queued:?}"
-    );
+    let run = rt.block_on(store.get(&stopped)).unwrap().unwrap();
+    assert_eq!(run.state, RunState::Queued, "{run:?}");
+    assert_eq!((run.attempt, run.lost), (1, 0), "{run:?}");
+    assert!(run
+        .reason
+        .unwrap()
+        .contains("stopped during attempt 1; queued again"));
+    let attempts = rt.block_on(store.attempts(&stopped)).unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("released"));
     assert!(log2.contains("webhook rejected"), "{log2}");
     for text in [&log1, &log2, &page.body] {
         assert!(!text.contains(SECRET) && !text.contains(TOKEN));
@@ -237,6 +243,40 @@ fn invalid_configuration_is_located_and_exits_2() {
     );
 }
 
+/// A second runner on the same state folder is refused (exit 3, saying
+/// which process holds it); the first keeps serving.
+#[test]
+fn a_second_runner_on_the_same_state_folder_is_refused() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(&origin, state.path(), "");
+    let first = RunnerProcess::start(&config);
+    let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(["runner", "--config"])
+        .arg(&config)
+        .env("DRYDOCK_TEST_HOOK_SECRET", SECRET)
+        .env("DRYDOCK_TEST_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the state folder {} is in use by another runner (pid {})",
+            state.path().display(),
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    wait_for(
+        "the first runner still serving",
+        Duration::from_secs(60),
+        || (!first.runs().is_empty()).then_some(()),
+    );
+    first.terminate();
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -260,14 +300,28 @@ fn timed(addr: SocketAddr, path: &str) -> (Duration, usize) {
     (times[times.len() / 2], len)
 }
 
-/// 1,000 queued runs: the runner's memory and API latency (prints figures).
+/// 1,000 queued runs on SQLite: the runner's memory and API latency
+/// (prints figures).
 #[test]
 #[ignore = "measurement: cargo test -p drydock-cli --test runner -- --ignored --nocapture"]
 fn queue_of_1000_runs() {
+    measure_queue_of_1000_runs(None, "sqlite");
+}
+
+/// The same on PostgreSQL (a throw-away server on this machine).
+#[test]
+#[ignore = "measurement: cargo test -p drydock-cli --test runner -- --ignored --nocapture"]
+fn queue_of_1000_runs_on_postgres() {
+    let pg = common::pg::Postgres::start();
+    let url = pg.create_database("measure");
+    measure_queue_of_1000_runs(Some(&url), "postgres");
+}
+
+fn measure_queue_of_1000_runs(store: Option<&str>, label: &str) {
     let origin = Origin::new();
     let state = tempfile::tempdir().unwrap();
     let config = write_config(&origin, state.path(), "");
-    let runner = RunnerProcess::start(&config);
+    let runner = RunnerProcess::start_on(&config, store);
     let pid = runner.child.id();
     let first = wait_for("the first run", Duration::from_secs(60), || {
         runner
@@ -330,7 +384,7 @@ fn queue_of_1000_runs() {
         hook.push(started(&sha) - sent);
         std::thread::sleep(Duration::from_millis(1700));
     }
-    eprintln!("push → run start (ms): poll every 500 ms {poll:?}; webhook {hook:?}");
+    eprintln!("{label}: push → run start (ms): poll every 500 ms {poll:?}; webhook {hook:?}");
     let idle = rss_kib(pid);
     let (lat_idle, _) = timed(runner.addr, "/api/runs?limit=100");
     let auth = format!("Bearer {TOKEN}");
@@ -358,11 +412,11 @@ fn queue_of_1000_runs() {
     let (lat_page, len_page) = timed(runner.addr, "/");
     let (lat_badge, _) = timed(runner.addr, "/badge/app/main.svg");
     eprintln!(
-        "1,000 reruns queued in {} ms ({queued} still queued when measured)",
+        "{label}: 1,000 reruns queued in {} ms ({queued} still queued when measured)",
         enqueue.as_millis()
     );
-    eprintln!("runner RSS: {idle} KiB idle, {full} KiB with the queue full");
-    eprintln!("median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
+    eprintln!("{label}: runner RSS: {idle} KiB idle, {full} KiB with the queue full");
+    eprintln!("{label}: median latency: /api/runs?limit=100 {lat_idle:?} (empty) → {lat_list:?} ({len_list} B); limit=1000 {lat_all:?} ({len_all} B); /api/runs/ID {lat_one:?}; / {lat_page:?} ({len_page} B); badge {lat_badge:?}");
     runner.terminate();
 }
 

@@ -52,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         no_retry: false,
         // Where releases would be recorded (none are made here).
         ledger: drydock_core::release::Ledger::default_path(),
+        release_fence: None,
     };
     let run =
         tokio::spawn(

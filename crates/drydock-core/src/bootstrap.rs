@@ -221,6 +221,7 @@ pub async fn bootstrap(
                 dir: base_dir.join(&image.context),
                 dockerfile: "Dockerfile".to_string(),
                 extra_files: Vec::new(),
+                never_send: Vec::new(),
             },
             target: None,
             args: Default::default(),
@@ -228,6 +229,8 @@ pub async fn bootstrap(
             labels: [("drydock.base".to_string(), "true".to_string())].into(),
             tag: Some(image.tag.clone()),
             no_cache: force,
+            ca_bundle: None,
+            secrets: Default::default(),
         };
         let tag = image.tag.clone();
         let built = engine

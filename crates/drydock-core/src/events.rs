@@ -248,6 +248,12 @@ pub enum Event {
         duration_ms: u64,
         /// Why it failed, for people.
         error: Option<String>,
+        /// The lines of its output that explain the failure (a TLS error, a
+        /// missing package, a traceback's last line…), picked by
+        /// [`crate::report::cause::explain`]; empty when it passed or nothing
+        /// telling was found.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cause: Vec<String>,
         /// The last lines of its output (on failure).
         log_tail: Vec<String>,
         /// Counts from its JUnit report, when it has one.
@@ -377,6 +383,7 @@ impl Event {
             }
             Event::StepFinished {
                 error,
+                cause,
                 log_tail,
                 failed_tests,
                 flaky_tests,
@@ -385,6 +392,7 @@ impl Event {
                 if let Some(e) = error {
                     f(e);
                 }
+                cause.iter_mut().for_each(&mut *f);
                 log_tail.iter_mut().for_each(&mut *f);
                 failed_tests.iter_mut().for_each(&mut *f);
                 flaky_tests.iter_mut().for_each(&mut *f);
@@ -406,5 +414,43 @@ impl Event {
             Event::Warning { message, .. } => f(message),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(cause: Vec<String>) -> Event {
+        Event::StepFinished {
+            tier: "t".into(),
+            step: "build x".into(),
+            status: Status::Failed,
+            exit_code: None,
+            duration_ms: 1,
+            error: Some("build of x failed".into()),
+            cause,
+            log_tail: Vec::new(),
+            tests: None,
+            failed_tests: Vec::new(),
+            junit: None,
+            reused: false,
+            attempts: 1,
+            flaky_tests: Vec::new(),
+            allowed_failure: false,
+        }
+    }
+
+    #[test]
+    fn step_finished_carries_its_cause_only_when_there_is_one() {
+        let with = finished(vec!["E: Unable to locate package nope".into()]);
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["cause"][0], "E: Unable to locate package nope");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), with);
+        let without = finished(Vec::new());
+        let json = serde_json::to_value(&without).unwrap();
+        assert!(json.get("cause").is_none(), "{json}");
+        // Events written before the field existed still read.
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), without);
     }
 }

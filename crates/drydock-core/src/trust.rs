@@ -1,15 +1,20 @@
 //! Trust stores and proxies: a CA bundle and proxy / pip index settings handed
-//! to builds and networked steps, never kept in a production image.
+//! to builds and networked steps, never kept in an image.
 //!
-//! Builds get the CA bundle as the context file [`TRUST_CONTEXT_PATH`] (a
-//! Dockerfile copies it into a builder stage only) and the settings as build
-//! arguments; steps get it mounted read-only at [`STEP_CA_PATH`] with
-//! `PIP_CERT`, `REQUESTS_CA_BUNDLE` and `SSL_CERT_FILE` pointing at it.
+//! Builds get the bundle through [`crate::engine::BuildRequest::ca_bundle`]:
+//! with BuildKit as a secret mounted over the system CA bundle in every
+//! `RUN`; with either builder as the context file [`TRUST_CONTEXT_PATH`] for
+//! a Dockerfile that copies it into a builder stage (and never next to a
+//! whole-context copy). The settings go as build arguments. Steps get the
+//! bundle mounted read-only at [`STEP_CA_PATH`] with `PIP_CERT`,
+//! `REQUESTS_CA_BUNDLE` and `SSL_CERT_FILE` pointing at it. `docs/trust.md`
+//! has the rules and what was measured.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Where the CA bundle lands inside a build context.
+/// Where the CA bundle lands inside a build context, for Dockerfiles that
+/// copy it (the engine adds it only then, see `docs/trust.md`).
 pub const TRUST_CONTEXT_PATH: &str = ".drydock-trust/ca.crt";
 /// Where the CA bundle is mounted in a step container.
 pub const STEP_CA_PATH: &str = "/etc/drydock/ca.crt";
@@ -67,7 +72,8 @@ impl Trust {
         env
     }
 
-    /// The CA bundle's bytes, for injection into a build context.
+    /// The CA bundle's bytes, for [`crate::engine::BuildRequest::ca_bundle`].
+    /// An unreadable bundle is an error naming its path.
     pub fn ca_bytes(&self) -> std::io::Result<Option<Vec<u8>>> {
         match &self.ca_bundle {
             Some(path) => std::fs::read(path).map(Some).map_err(|e| {

@@ -281,12 +281,9 @@ async fn build_trust_bundle_reaches_only_the_builder_stage() {
             [("no CA", None, "no-ca\n"), ("CA", Some(&ca), "seen-ca\n")];
         for (case, bundle, listing) in cases {
             let mut request = s.build_request(dir.path(), "trust", Some("production"));
-            if let Some(bundle) = bundle {
-                request.context.extra_files.push((
-                    ".drydock-trust/ca.crt".to_string(),
-                    bundle.as_bytes().to_vec(),
-                ));
-            }
+            // The engine adds .drydock-trust/ca.crt: the Dockerfile uses it
+            // and copies nothing else that would take it along.
+            request.ca_bundle = bundle.map(|b| b.as_bytes().to_vec());
             let (built, progress) = s.build(&request).await;
             let built = built.unwrap_or_else(|e| panic!("{case}: {e} ({progress:?})"));
             let script = "ls /opt/out; cat /opt/out/seen-ca 2>/dev/null; \
@@ -405,8 +402,12 @@ async fn refuse_buildkit(listener: tokio::net::UnixListener, refused: Arc<Atomic
                 .to_string();
             if line.contains("/build?") && line.contains("version=2") {
                 refused.fetch_add(1, AtomicOrdering::SeqCst);
-                // Drain the (chunked) context first, as a daemon would.
-                while !head.ends_with(b"0\r\n\r\n") {
+                // Drain a chunked body first, as a daemon would (a BuildKit
+                // build sends its context over the session, not as a body).
+                let chunked = String::from_utf8_lossy(&head)
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked");
+                while chunked && !head.ends_with(b"0\r\n\r\n") {
                     match client.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => head.extend_from_slice(&buf[..n]),

@@ -9,6 +9,10 @@
 //! poll_interval: 30s              # default for repositories (default 30s)
 //! requeue_interrupted: true       # re-queue runs a dead runner left (default true)
 //! max_body: 1048576               # largest webhook body in bytes (default 1 MiB)
+//! store: sqlite                   # default; or postgres://user@host/db, or { env: NAME } / { file: PATH }
+//! name: build-1                   # this runner's name in a fleet (default: the host name)
+//! lease: 30s                      # a run's lease; renewed every third of it (default 30s)
+//! max_attempts: 3                 # attempts a run may lose to dead runners (default 3)
 //! webhook_secret: { env: DRYDOCK_WEBHOOK_SECRET }   # or { file: /run/secrets/hook }
 //! api_token: { file: /run/secrets/api-token }       # Bearer token of mutating endpoints
 //! repos:
@@ -118,6 +122,54 @@ impl RepoConfig {
     }
 }
 
+/// Where the runner keeps its queue and history (`store:`, `--store`,
+/// `DRYDOCK_RUNNER_STORE`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// SQLite, `runner.sqlite` in the state folder: one runner, nothing to
+    /// set up (the default).
+    Sqlite,
+    /// PostgreSQL at this address (`postgres://…` or `postgresql://…`),
+    /// shared by a fleet of runners. It may hold a password, so it is kept
+    /// as a [`Secret`] and never printed.
+    Postgres(Secret),
+}
+
+impl StoreSpec {
+    /// Reads `sqlite` or a `postgres://`/`postgresql://` address.
+    pub fn parse(text: &str) -> Result<StoreSpec, String> {
+        let text = text.trim();
+        if text == "sqlite" {
+            Ok(StoreSpec::Sqlite)
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(StoreSpec::Postgres(Secret(text.to_string())))
+        } else {
+            Err("expected `sqlite` or a postgres:// address".into())
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Sqlite => f.write_str("Sqlite"),
+            StoreSpec::Postgres(_) => f.write_str("Postgres(<redacted>)"),
+        }
+    }
+}
+
+/// A runner name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 63 characters.
+pub fn valid_runner_name(name: &str) -> bool {
+    name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
 /// The runner's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -143,6 +195,16 @@ pub struct Config {
     pub api_token: Option<Secret>,
     /// Watched repositories.
     pub repos: Vec<RepoConfig>,
+    /// Where the queue and history live.
+    pub store: StoreSpec,
+    /// This runner's name (unique in a fleet); `None`: the host name.
+    pub name: Option<String>,
+    /// How long a claimed run's lease holds without a heartbeat; the
+    /// worker renews it every third of it.
+    pub lease: Duration,
+    /// Attempts a run may lose (its runner died or lost the store) before
+    /// it ends `errored`.
+    pub max_attempts: u32,
 }
 
 impl Config {
@@ -472,6 +534,10 @@ impl Checker<'_> {
             webhook_secret: None,
             api_token: None,
             repos: Vec::new(),
+            store: StoreSpec::Sqlite,
+            name: None,
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
         };
         let mut poll_interval = Duration::from_secs(30);
         let mut repos_node = None;
@@ -535,9 +601,44 @@ impl Checker<'_> {
                 "webhook_secret" => config.webhook_secret = self.secret(v, key),
                 "api_token" => config.api_token = self.secret(v, key),
                 "repos" => repos_node = Some(v),
+                "store" => {
+                    let text = match v.kind {
+                        Kind::Map(_) => self.secret(v, key).map(|s| s.0),
+                        _ => self.string(v, key),
+                    };
+                    if let Some(text) = text {
+                        match StoreSpec::parse(&text) {
+                            Ok(spec) => config.store = spec,
+                            Err(e) => self.fail(v.pos, format!("`store`: {e}")),
+                        }
+                    }
+                }
+                "name" => {
+                    if let Some(s) = self.string(v, key) {
+                        if valid_runner_name(&s) {
+                            config.name = Some(s);
+                        } else {
+                            self.fail(v.pos, format!("`name`: {s:?} must match [A-Za-z0-9][A-Za-z0-9_.-]* (at most 63 characters)"));
+                        }
+                    }
+                }
+                "lease" => {
+                    if let Some(d) = self.duration(v, key) {
+                        if d < Duration::from_secs(1) {
+                            self.fail(v.pos, "`lease`: at least 1s");
+                        } else {
+                            config.lease = d;
+                        }
+                    }
+                }
+                "max_attempts" => {
+                    if let Some(n) = self.int(v, key, 1) {
+                        config.max_attempts = n.min(1000) as u32;
+                    }
+                }
                 other => self.fail(
                     k.pos,
-                    format!("unknown key `{other}` (expected listen, state_dir, concurrency, run_timeout, stop_grace, poll_interval, requeue_interrupted, max_body, webhook_secret, api_token or repos)"),
+                    format!("unknown key `{other}` (expected listen, state_dir, concurrency, run_timeout, stop_grace, poll_interval, requeue_interrupted, max_body, webhook_secret, api_token, store, name, lease, max_attempts or repos)"),
                 ),
             }
         }
@@ -881,6 +982,58 @@ mod tests {
                 "{deploy}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn store_name_lease_and_attempts() {
+        let c = parse("repos: []\n").unwrap();
+        assert_eq!(c.store, StoreSpec::Sqlite);
+        assert_eq!(
+            (c.name.clone(), c.lease, c.max_attempts),
+            (None, Duration::from_secs(30), 3)
+        );
+        let c = parse(
+            "repos: []\nstore: postgres://ci:pw@db.internal/drydock\nname: build-2\nlease: 10s\nmax_attempts: 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreSpec::Postgres(Secret::new("postgres://ci:pw@db.internal/drydock"))
+        );
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the address is never printed"
+        );
+        assert_eq!(c.name.as_deref(), Some("build-2"));
+        assert_eq!((c.lease, c.max_attempts), (Duration::from_secs(10), 5));
+        let c = parse("repos: []\nstore: { env: HOOK }\n");
+        assert!(c
+            .unwrap_err()
+            .to_string()
+            .contains("`store`: expected `sqlite` or a postgres:// address"),);
+        let cases = [
+            (
+                "store: mysql://x\n",
+                "2:8: `store`: expected `sqlite` or a postgres://",
+            ),
+            ("name: -x\n", "2:7: `name`"),
+            ("lease: 100ms\n", "2:8: `lease`: at least 1s"),
+            (
+                "max_attempts: 0\n",
+                "2:15: `max_attempts`: expected an integer of at least 1",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = parse(&format!("repos: []\n{line}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("/etc/runner.yml:{want}")),
+                "{line}: {e}"
+            );
+        }
+        assert!(valid_runner_name("r1.example-host_2"));
+        assert!(!valid_runner_name(&"x".repeat(64)));
     }
 
     #[test]

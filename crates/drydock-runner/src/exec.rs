@@ -1,9 +1,12 @@
-//! Executing runs: the dispatcher (a worker pool with a concurrency limit),
-//! one run from checkout to teardown, and recovery at start-up.
+//! Executing runs: the dispatcher (a worker pool with a concurrency limit
+//! claiming runs from the store), one run from checkout to teardown under a
+//! lease kept alive by heartbeats, the lease keeper (expired leases, the
+//! runner's own heartbeat), and recovery at start-up.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -13,17 +16,17 @@ use drydock_core::pipeline::{self, Vars};
 use drydock_core::plan::ReleaseChoice;
 use drydock_core::release::{self, ChannelRef, Ledger};
 use drydock_core::report::ResultsWriter;
-use drydock_core::run::{
-    run_pipeline, CancelReason, CancellationToken, GitInfo, RunCancel, RunOptions,
-};
+use drydock_core::run::{run_pipeline, CancelReason, GitInfo, RunOptions};
 use drydock_core::trust::Trust;
+use futures::future::BoxFuture;
 
 use crate::config::RepoConfig;
 use crate::gate;
 use crate::store::{
-    DeploySummary, NewRun, Run, RunKind, RunState, RunSummary, StepSummary, TierSummary,
+    engine_run_id, DeploySummary, Ending, Heartbeat, Lease, NewRun, Run, RunKind, RunState,
+    RunSummary, StepSummary, TierSummary,
 };
-use crate::Shared;
+use crate::{RunHandle, Shared};
 
 /// The run's own log (`run.log` in its results folder): runner messages and
 /// every step's output, prefixed `[tier/step]`, flushed line by line so the
@@ -94,54 +97,49 @@ impl RunLog {
     }
 }
 
-/// At start-up: runs a previous runner left `running` become `interrupted`,
-/// their containers and worktrees are removed, and (with
-/// `requeue_interrupted`) each is queued again.
+/// At start-up: the leases a previous process of this runner left expire
+/// now (it is dead: the state folder's lock says so, or its name was free),
+/// so that its runs are reclaimed at once rather than when their lease runs
+/// out; leftovers of dead drydock processes on this engine are reaped
+/// (`Engine::reap_dead_runs`); worktrees left in the state folder are
+/// removed.
 pub async fn recover(shared: &Arc<Shared>) {
-    let interrupted = match shared
-        .store
-        .interrupt_running("interrupted: the runner stopped while this run was running")
-    {
-        Ok(runs) => runs,
-        Err(e) => {
-            tracing::error!("cannot recover interrupted runs: {e}");
-            Vec::new()
-        }
-    };
-    for run in &interrupted {
-        match shared.engine.remove_run(&run.id).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(run = %run.id, "removed {n} containers/networks of the interrupted run")
+    let me = &shared.identity;
+    match shared.store.expire_runner(&me.name, &me.owner).await {
+        Ok(runs) => {
+            if !runs.is_empty() {
+                tracing::info!(
+                    "{} run(s) a previous process of runner {} left running will be reclaimed",
+                    runs.len(),
+                    me.name
+                );
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(run = %run.id, "cannot remove the interrupted run's containers: {e}")
+            // The dead process ran them on this engine: remove what they
+            // left now, and again a little later (a container the engine
+            // was still creating when the process died appears after it).
+            for run in &runs {
+                let id = engine_run_id(&run.id, run.attempt);
+                let _ = shared.engine.remove_run(&id).await;
+                sweep_later(shared, id);
             }
         }
-        if let Some(mirror) = shared.mirrors.get(&run.repo) {
-            mirror.remove_worktree(&shared.worktree_dir(&run.id)).await;
-        }
-        RunLog::open(&shared.results_dir(&run.id)).note("interrupted: the runner stopped");
-        if !shared.config.requeue_interrupted {
-            continue;
-        }
-        // A run found `running` at start-up is one the runner died during. If
-        // it was itself the re-queue of such a run, the runner died twice on
-        // this commit: something in it may be what kills the runner, and
-        // re-queuing it again would make the runner crash-loop.
-        if run.trigger.starts_with(RESTART_REQUEUE) {
-            let reason = "interrupted again: the runner died twice while running this commit                           (it may be what stops the runner); not re-queued again. Re-run it                           through the API once the cause is known";
-            let _ = shared.store.set_reason(&run.id, reason);
-            RunLog::open(&shared.results_dir(&run.id)).note(reason);
-            tracing::error!(run = %run.id, "{reason}");
-            continue;
-        }
-        requeue_interrupted(shared, run, RESTART_WHY);
+        Err(e) => tracing::error!("cannot expire the runs a previous process left: {e}"),
     }
+    keep_leases_once(shared).await;
     match shared.engine.reap_dead_runs().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} leftovers of dead runs"),
         Err(e) => tracing::warn!("cannot remove leftovers of dead runs: {e}"),
+    }
+    // Nothing runs yet: every worktree is a dead attempt's.
+    let leftovers: Vec<_> = std::fs::read_dir(shared.config.state_dir.join("worktrees"))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    for dir in leftovers {
+        for mirror in shared.mirrors.values() {
+            mirror.remove_worktree(&dir).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
     repair_channels(shared).await;
 }
@@ -166,69 +164,191 @@ async fn repair_channels(shared: &Shared) {
     }
 }
 
-/// Why a run found `running` at start-up is re-queued.
-const RESTART_WHY: &str = "the runner restarted";
-/// The trigger of such a re-queue (see [`requeue_interrupted`]).
-const RESTART_REQUEUE: &str = "re-queued: the runner restarted";
-
-fn requeue_interrupted(shared: &Shared, run: &Run, why: &str) {
-    match shared.enqueue(NewRun {
-        repo: run.repo.clone(),
-        branch: run.branch.clone(),
-        sha: run.sha.clone(),
-        kind: run.kind,
-        trigger: format!("re-queued: {why} while run {} was running", run.id),
-        retry_of: Some(run.id.clone()),
-    }) {
-        Ok(again) => {
-            let _ = shared.store.set_reason(
-                &run.id,
-                &format!("interrupted ({why}); re-queued as run {}", again.id),
-            );
+/// The lease keeper: every third of the lease, this runner's heartbeat in
+/// the fleet, and runs whose lease expired (whoever ran them) queued again,
+/// given up or interrupted ([`crate::store::Store::expire_leases`]).
+pub async fn keep_leases(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.tick()) => {}
+            _ = shared.shutdown.cancelled() => return,
         }
-        Err(e) => tracing::error!(run = %run.id, "cannot re-queue: {e}"),
+        keep_leases_once(&shared).await;
     }
 }
 
-/// The dispatcher: takes queued runs in order while fewer than
-/// `concurrency` run.
+/// Removes the engine objects of a lost attempt (`engine_id`) again a
+/// little later: twice a tick and twice a lease from now. A runner killed
+/// while the engine was creating a container leaves one that appears after
+/// it died, so after the first removal.
+pub fn sweep_later(shared: &Shared, engine_id: String) {
+    let now = Instant::now();
+    let mut sweeps = shared.sweeps.lock().unwrap();
+    sweeps.push((now + 2 * shared.tick(), engine_id.clone()));
+    sweeps.push((now + 2 * shared.config.lease, engine_id));
+}
+
+async fn sweep_due(shared: &Shared) {
+    let due: Vec<String> = {
+        let mut sweeps = shared.sweeps.lock().unwrap();
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = sweeps.drain(..).partition(|(at, _)| *at <= now);
+        *sweeps = later;
+        due.into_iter().map(|(_, id)| id).collect()
+    };
+    for id in due {
+        match shared.engine.remove_run(&id).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(engine_run = %id, "removed {n} late leftovers of a lost attempt")
+            }
+            Err(e) => {
+                tracing::warn!(engine_run = %id, "cannot remove leftovers of a lost attempt: {e}")
+            }
+        }
+    }
+}
+
+async fn keep_leases_once(shared: &Arc<Shared>) {
+    sweep_due(shared).await;
+    let me = &shared.identity;
+    match shared.store.touch_runner(&me.name, &me.owner).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(
+            "another process took the runner name {}: give each runner its own `name`",
+            me.name
+        ),
+        Err(e) => tracing::warn!("cannot renew this runner's heartbeat: {e}"),
+    }
+    match shared.store.expire_leases(&shared.expiry_policy()).await {
+        Ok(runs) => {
+            for run in &runs {
+                tracing::warn!(
+                    run = %run.id,
+                    state = run.state.as_str(),
+                    "lease expired: {}",
+                    run.reason.as_deref().unwrap_or("")
+                );
+            }
+            if !runs.is_empty() {
+                shared.wake.notify_one();
+            }
+        }
+        Err(e) => tracing::warn!("cannot look for expired leases: {e}"),
+    }
+}
+
+/// What runs one claimed run (the production one is [`execute`]; tests
+/// give others).
+pub type Executor = Arc<dyn Fn(Arc<Shared>, Run, Lease) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The executor that runs pipelines: [`execute`].
+pub fn default_executor() -> Executor {
+    Arc::new(|shared, run, lease| Box::pin(execute(shared, run, lease)))
+}
+
+/// The dispatcher: claims runs while fewer than `concurrency` run here
+/// (woken by new work, or polling every third of the lease).
 pub async fn dispatch(shared: Arc<Shared>) {
+    dispatch_with(shared, default_executor()).await
+}
+
+/// [`dispatch`] with another executor. A run whose executor panics ends
+/// `errored` (fenced by its lease) with the panic's message, its leftovers
+/// are removed, and the queue goes on: a repository's next candidate is
+/// not held back by it.
+pub async fn dispatch_with(shared: Arc<Shared>, executor: Executor) {
     let slots = Arc::new(tokio::sync::Semaphore::new(shared.config.concurrency));
+    let claimer = shared.claimer();
     let mut workers = tokio::task::JoinSet::new();
+    let mut failing = false;
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shared.shutdown.cancelled() => break,
         };
-        let run = loop {
-            match shared.store.claim_next() {
-                Ok(Some(run)) => break Some(run),
-                Ok(None) => {}
-                Err(e) => tracing::error!("cannot read the queue: {e}"),
+        let claimed = loop {
+            match shared.store.claim(&claimer).await {
+                Ok(Some(claimed)) => {
+                    failing = false;
+                    break Some(claimed);
+                }
+                Ok(None) => failing = false,
+                Err(e) if !failing => {
+                    tracing::error!("cannot read the queue: {e}");
+                    failing = true;
+                }
+                Err(_) => {}
             }
             tokio::select! {
                 _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(shared.queue_poll()) => {}
                 _ = shared.shutdown.cancelled() => break None,
             }
         };
-        let Some(run) = run else { break };
+        let Some((run, lease)) = claimed else { break };
         let shared = shared.clone();
+        let executor = executor.clone();
         workers.spawn(async move {
-            execute(&shared, run).await;
+            let task = tokio::spawn(executor(shared.clone(), run.clone(), lease.clone()));
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    let message = panic_message(e.into_panic());
+                    ended_by_panic(&shared, &run, &lease, &message).await;
+                }
+            }
             drop(permit);
             shared.wake.notify_one();
         });
         while workers.try_join_next().is_some() {}
     }
-    // Shutdown: running runs see their token cancelled; wait for their teardown.
+    // Shutdown: running runs see their cancel; wait for their teardown.
     while workers.join_next().await.is_some() {}
 }
 
-/// What a run ended as.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// A run whose task panicked: recorded `errored` with the message (the
+/// error is never dropped), its containers and worktree removed.
+async fn ended_by_panic(shared: &Arc<Shared>, run: &Run, lease: &Lease, message: &str) {
+    let reason = format!("internal error: the runner's task for this run panicked: {message}");
+    tracing::error!(run = %run.id, "{reason}");
+    shared.running.lock().unwrap().remove(&run.id);
+    let summary = shared.live.lock().unwrap().remove(&run.id);
+    let _ = shared
+        .engine
+        .remove_run(&engine_run_id(&run.id, lease.attempt))
+        .await;
+    if let Some(mirror) = shared.mirrors.get(&run.repo) {
+        mirror.remove_worktree(&shared.worktree_dir(&run.id)).await;
+    }
+    RunLog::open(&shared.results_dir(&run.id)).note(&format!("errored: {reason}"));
+    let ending = Ending {
+        state: RunState::Errored,
+        reason: Some(reason),
+        summary,
+    };
+    match shared.store.finish(lease, &ending, None).await {
+        Ok(f) if f.recorded => {}
+        Ok(_) => {
+            tracing::warn!(run = %run.id, "the panicked attempt had lost its lease; nothing recorded")
+        }
+        Err(e) => tracing::error!(run = %run.id, "cannot record the end of the run: {e}"),
+    }
+}
+
+/// What a run ended as, and the run to queue with its end (a candidate's
+/// retest).
 pub(crate) struct EndingError {
     state: RunState,
     reason: Option<String>,
+    then: Option<NewRun>,
 }
 
 impl EndingError {
@@ -236,27 +356,170 @@ impl EndingError {
         EndingError {
             state,
             reason: Some(reason.into()),
+            then: None,
         }
     }
 }
 
-/// Runs one claimed run to its end and records it.
-pub async fn execute(shared: &Arc<Shared>, run: Run) {
-    let cancel = shared.shutdown.child_token();
+/// Aborts a task when dropped (also when the owner unwinds from a panic).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Removes a run's handle from the runner's map when dropped.
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// What the heartbeat found out.
+#[derive(Default)]
+struct LeaseState {
+    /// The lease was lost (reclaimed, or the store unreachable for a whole
+    /// lease): nothing of this attempt may be recorded, landed or deployed.
+    lost: AtomicBool,
+}
+
+/// The heartbeat of one attempt: every third of the lease, extend it and
+/// hand over the live progress. A cancel request seen becomes
+/// `CancelReason::ApiCancel`; a lost lease (or a store unreachable for a
+/// whole lease, after which another runner may have reclaimed the run)
+/// stops the run at once.
+async fn heartbeat(
+    shared: Arc<Shared>,
+    lease: Lease,
+    handle: Arc<RunHandle>,
+    state: Arc<LeaseState>,
+) {
+    let mut last_ok = Instant::now();
+    loop {
+        let progress = shared.live.lock().unwrap().get(&lease.run_id).cloned();
+        match shared
+            .store
+            .heartbeat(&lease, shared.config.lease, progress.as_ref())
+            .await
+        {
+            Ok(Heartbeat::Held { cancel_requested }) => {
+                last_ok = Instant::now();
+                if cancel_requested && !handle.was_asked() {
+                    tracing::info!(run = %lease.run_id, "cancel requested through the API (seen at a heartbeat)");
+                    handle.cancel_asked();
+                }
+            }
+            Ok(Heartbeat::Lost) => {
+                tracing::warn!(run = %lease.run_id, attempt = lease.attempt, "lease lost: the run was reclaimed; stopping this attempt");
+                state.lost.store(true, Ordering::SeqCst);
+                handle.cancel.cancel(CancelReason::Signal);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run = %lease.run_id, "cannot renew the lease: {e}");
+                if last_ok.elapsed() >= shared.config.lease {
+                    tracing::error!(run = %lease.run_id, "the store was unreachable for a whole lease: another runner may have reclaimed the run; stopping this attempt");
+                    state.lost.store(true, Ordering::SeqCst);
+                    handle.cancel.cancel(CancelReason::Signal);
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(shared.tick()).await;
+    }
+}
+
+/// Whether this attempt still holds its lease (renewing it for a whole
+/// lease): asked right before anything that cannot be undone (landing,
+/// recording a release, deploying), so that a stale worker never does it.
+/// `Err` says why not.
+pub(crate) async fn fence(shared: &Shared, lease: &Lease) -> Result<(), String> {
+    match shared
+        .store
+        .heartbeat(lease, shared.config.lease, None)
+        .await
+    {
+        Ok(Heartbeat::Held { .. }) => Ok(()),
+        Ok(Heartbeat::Lost) => Err(format!(
+            "attempt {} lost its lease (the run was reclaimed)",
+            lease.attempt
+        )),
+        Err(e) => Err(format!("cannot confirm the lease: {e}")),
+    }
+}
+
+/// The [`fence`] as the executor's release checks it right before it
+/// records a release: a stale attempt (its lease lost) releases nothing.
+fn release_fence(shared: &Arc<Shared>, lease: &Lease) -> release::ReleaseFence {
+    let (shared, lease) = (shared.clone(), lease.clone());
+    release::ReleaseFence::new(move || {
+        let (shared, lease) = (shared.clone(), lease.clone());
+        Box::pin(async move { fence(&shared, &lease).await })
+    })
+}
+
+/// Runs one claimed run to its end and records it, fenced by its lease.
+pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
+    let shared = &shared;
+    let handle = Arc::new(RunHandle::default());
     shared
         .running
         .lock()
         .unwrap()
-        .insert(run.id.clone(), cancel.clone());
+        .insert(run.id.clone(), handle.clone());
+    let _registered = Registered {
+        shared,
+        id: run.id.clone(),
+    };
+    let lease_state = Arc::new(LeaseState::default());
+    let heartbeats = AbortOnDrop(tokio::spawn(heartbeat(
+        shared.clone(),
+        lease.clone(),
+        handle.clone(),
+        lease_state.clone(),
+    )));
+    // The runner stopping interrupts the run (CancelReason::Signal).
+    let _stop = AbortOnDrop(tokio::spawn({
+        let shutdown = shared.shutdown.clone();
+        let handle = handle.clone();
+        async move {
+            shutdown.cancelled().await;
+            handle.cancel.cancel(CancelReason::Signal);
+        }
+    }));
     let log = RunLog::open(&shared.results_dir(&run.id));
     log.note(&format!(
-        "run {} of {} branch {} at {} ({})",
-        run.id, run.repo, run.branch, run.sha, run.trigger
+        "run {} of {} branch {} at {} ({}): attempt {} by runner {}",
+        run.id, run.repo, run.branch, run.sha, run.trigger, lease.attempt, shared.identity.name
     ));
-    tracing::info!(run = %run.id, repo = %run.repo, branch = %run.branch, "run started");
+    tracing::info!(run = %run.id, repo = %run.repo, branch = %run.branch, attempt = lease.attempt, "run started");
     let worktree = shared.worktree_dir(&run.id);
+    if lease.attempt > 1 {
+        // Earlier attempts may have left containers on this engine (when
+        // their runner shared it) and a worktree in this state folder.
+        for attempt in 1..lease.attempt {
+            let id = engine_run_id(&run.id, attempt);
+            let _ = shared.engine.remove_run(&id).await;
+            sweep_later(shared, id);
+        }
+        if let Some(mirror) = shared.mirrors.get(&run.repo) {
+            let _lock = shared.repo_locks[&run.repo].lock().await;
+            mirror.remove_worktree(&worktree).await;
+        }
+    }
     let ending = match shared.config.repo(&run.repo) {
-        Some(repo) => execute_in(shared, &run, repo, &worktree, &log, &cancel).await,
+        Some(repo) => execute_in(shared, &run, &lease, repo, &worktree, &log, &handle).await,
         None => EndingError::new(
             RunState::Errored,
             format!("repository {} is no longer configured", run.repo),
@@ -266,13 +529,37 @@ pub async fn execute(shared: &Arc<Shared>, run: Run) {
         let _lock = shared.repo_locks[&run.repo].lock().await;
         mirror.remove_worktree(&worktree).await;
     }
-    shared.running.lock().unwrap().remove(&run.id);
-    let asked = shared.cancel_requested.lock().unwrap().remove(&run.id);
+    // From here on the run's end is recorded (fenced): no more renewals (a
+    // heartbeat after the end would find the run no longer running).
+    drop(heartbeats);
     let summary = shared.live.lock().unwrap().remove(&run.id);
+    if lease_state.lost.load(Ordering::SeqCst) {
+        log.note(&format!(
+            "attempt {} lost its lease (the run was reclaimed, or the store was unreachable); its result is not recorded",
+            lease.attempt
+        ));
+        tracing::warn!(run = %run.id, attempt = lease.attempt, "not recorded: the lease was lost");
+        return;
+    }
     let mut ending = ending;
-    if asked && ending.state != RunState::Passed {
+    if handle.was_asked() && ending.state != RunState::Passed {
         ending = EndingError::new(RunState::Cancelled, "cancelled through the API");
     } else if shared.shutdown.is_cancelled() && !ending.state.is_finished_ok() {
+        if shared.config.requeue_interrupted {
+            let why = format!(
+                "runner {} stopped during attempt {}; queued again",
+                shared.identity.name, lease.attempt
+            );
+            log.note(&why);
+            match shared.store.release(&lease, &why).await {
+                Ok(true) => tracing::info!(run = %run.id, "released: back in the queue"),
+                Ok(false) => tracing::warn!(run = %run.id, "not released: the lease was lost"),
+                Err(e) => {
+                    tracing::error!(run = %run.id, "cannot release the run (it will be reclaimed when its lease expires): {e}")
+                }
+            }
+            return;
+        }
         ending = EndingError::new(RunState::Interrupted, "interrupted: the runner stopped");
     }
     if let Some(reason) = &ending.reason {
@@ -280,17 +567,24 @@ pub async fn execute(shared: &Arc<Shared>, run: Run) {
     } else {
         log.note(ending.state.as_str());
     }
-    tracing::info!(run = %run.id, state = ending.state.as_str(), reason = ending.reason.as_deref().unwrap_or(""), "run finished");
-    if let Err(e) = shared.store.finish(
-        &run.id,
-        ending.state,
-        ending.reason.as_deref(),
-        summary.as_ref(),
-    ) {
-        tracing::error!(run = %run.id, "cannot record the end of the run: {e}");
-    }
-    if ending.state == RunState::Interrupted && shared.config.requeue_interrupted {
-        requeue_interrupted(shared, &run, "the runner stopped");
+    let record = Ending {
+        state: ending.state,
+        reason: ending.reason.clone(),
+        summary,
+    };
+    match shared.store.finish(&lease, &record, ending.then).await {
+        Ok(finished) if finished.recorded => {
+            tracing::info!(run = %run.id, state = ending.state.as_str(), attempt = lease.attempt, reason = ending.reason.as_deref().unwrap_or(""), "run finished");
+            if let Some(again) = finished.queued {
+                tracing::info!(run = %again.id, repo = %again.repo, branch = %again.branch, "queued ({})", again.trigger);
+                shared.wake.notify_one();
+            }
+        }
+        Ok(_) => {
+            log.note("not recorded: the lease was lost meanwhile (the run was reclaimed)");
+            tracing::warn!(run = %run.id, attempt = lease.attempt, "not recorded: the lease was lost");
+        }
+        Err(e) => tracing::error!(run = %run.id, "cannot record the end of the run: {e}"),
     }
 }
 
@@ -303,14 +597,15 @@ impl RunState {
 async fn execute_in(
     shared: &Arc<Shared>,
     run: &Run,
+    lease: &Lease,
     repo: &RepoConfig,
     worktree: &Path,
     log: &RunLog,
-    cancel: &CancellationToken,
+    handle: &RunHandle,
 ) -> EndingError {
     let mirror = &shared.mirrors[&repo.name];
     // 1. Fetch and check out the exact commit (a candidate: on top of central).
-    let tested = {
+    let (base, tested) = {
         let _lock = shared.repo_locks[&repo.name].lock().await;
         log.note("fetching");
         if let Err(e) = mirror.fetch().await {
@@ -327,20 +622,20 @@ async fn execute_in(
         }
         match run.kind {
             RunKind::Branch => match mirror.add_worktree(worktree, &run.sha).await {
-                Ok(()) => run.sha.clone(),
+                Ok(()) => (None, run.sha.clone()),
                 Err(e) => {
                     return EndingError::new(RunState::Errored, format!("cannot check out: {e}"))
                 }
             },
             RunKind::Candidate => {
-                match gate::prepare(shared, repo, mirror, run, worktree, log).await {
-                    Ok(tested) => tested,
+                match gate::prepare(shared, repo, mirror, run, lease, worktree, log).await {
+                    Ok((base, tested)) => (Some(base), tested),
                     Err(ending) => return ending,
                 }
             }
         }
     };
-    if cancel.is_cancelled() {
+    if handle.cancel.is_cancelled() {
         return EndingError::new(RunState::Cancelled, "cancelled before it started");
     }
 
@@ -402,7 +697,8 @@ async fn execute_in(
         })
     };
     let options = RunOptions {
-        run_id: run.id.clone(),
+        // Each attempt has its own engine id (labels, container names).
+        run_id: engine_run_id(&run.id, lease.attempt),
         results_dir,
         trust: Trust::from_env(),
         git: GitInfo {
@@ -413,25 +709,13 @@ async fn execute_in(
         release,
         no_retry: false,
         ledger: Ledger::default_path(),
+        release_fence: Some(release_fence(shared, lease)),
     };
     let runtime = Arc::new(shared.engine.clone());
-    // The runner's token (shutdown, API cancel) becomes the run's reason.
-    let run_cancel = RunCancel::new();
-    let bridge = {
-        let shared = shared.clone();
-        let run_cancel = run_cancel.clone();
-        let cancel = cancel.clone();
-        let id = run.id.clone();
-        tokio::spawn(async move {
-            cancel.cancelled().await;
-            let asked = shared.cancel_requested.lock().unwrap().contains(&id);
-            run_cancel.cancel(if asked {
-                CancelReason::ApiCancel
-            } else {
-                CancelReason::Signal
-            });
-        })
-    };
+    // The run's cancel handle: the API (here, or at any runner through the
+    // store) cancels with ApiCancel, the runner stopping or a lost lease
+    // with Signal, the per-run deadline below with Timeout.
+    let run_cancel = handle.cancel.clone();
     let mut task = {
         let run_cancel = run_cancel.clone();
         tokio::spawn(async move { run_pipeline(&pipeline, runtime, options, tx, run_cancel).await })
@@ -445,12 +729,14 @@ async fn execute_in(
             (task.await, true)
         }
     };
-    bridge.abort();
     let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
     let report = match report {
         Ok(r) => r,
         Err(panic) => {
-            let _ = shared.engine.remove_run(&run.id).await;
+            let _ = shared
+                .engine
+                .remove_run(&engine_run_id(&run.id, lease.attempt))
+                .await;
             return EndingError::new(RunState::Errored, format!("internal error: {panic}"));
         }
     };
@@ -461,7 +747,9 @@ async fn execute_in(
             format!("timed out after {}", pipeline::format_duration(timeout)),
         );
     }
-    // The executor recorded the release in the ledger and moved the channel.
+    // The executor recorded the release in the ledger and moved the channel,
+    // fenced by this attempt's lease (`release_fence` above): a stale
+    // attempt records nothing.
     let recorded = report.released.as_ref().map(|released| {
         log.note(&format!(
             "released {}:{} (ledger entry {})",
@@ -473,6 +761,7 @@ async fn execute_in(
         Outcome::Passed => EndingError {
             state: RunState::Passed,
             reason: None,
+            then: None,
         },
         Outcome::Failed => EndingError::new(
             RunState::Failed,
@@ -494,6 +783,11 @@ async fn execute_in(
         repo.deploy.as_ref(),
         repo.deploy.as_ref().and_then(|d| d.config.as_deref()),
     ) {
+        if let Err(why) = fence(shared, lease).await {
+            log.note(&format!("nothing is deployed: {why}"));
+            ending.reason = Some(format!("deploy to {} skipped: {why}", deploy.channel));
+            return ending;
+        }
         let summary =
             deploy_on_green(shared, run, &deploy.channel, config, worktree, &vars, log).await;
         ending.reason = Some(match summary.outcome.as_str() {
@@ -522,28 +816,24 @@ async fn execute_in(
             .deploy = Some(summary);
     }
     // 4. A candidate lands (or not).
-    if run.kind == RunKind::Candidate {
-        if let Some(base) = shared
-            .store
-            .get(&run.id)
-            .ok()
-            .flatten()
-            .and_then(|r| r.base_sha)
-        {
-            let outcome = if ending.state == RunState::Passed {
-                gate::land(shared, repo, mirror, run, &base, &tested, log).await
-            } else {
-                format!("not landed: {} left at {}", repo.central, &base[..12])
-            };
-            let reason = match ending.reason {
-                Some(r) => format!("{r}; {outcome}"),
-                None => outcome,
-            };
-            return EndingError {
-                state: ending.state,
-                reason: Some(reason),
-            };
-        }
+    if let (RunKind::Candidate, Some(base)) = (run.kind, base) {
+        let (outcome, then) = if ending.state == RunState::Passed {
+            gate::land(shared, repo, mirror, run, lease, &base, &tested, log).await
+        } else {
+            (
+                format!("not landed: {} left at {}", repo.central, &base[..12]),
+                None,
+            )
+        };
+        let reason = match ending.reason {
+            Some(r) => format!("{r}; {outcome}"),
+            None => outcome,
+        };
+        return EndingError {
+            state: ending.state,
+            reason: Some(reason),
+            then,
+        };
     }
     ending
 }
@@ -577,13 +867,22 @@ pub async fn load_pipeline(
 }
 
 /// Environment for `${NAME}` in pipelines: the process environment minus
-/// anything holding one of the runner's secrets.
+/// anything holding one of the runner's secrets (webhook secret, API token,
+/// the store's address, which may hold a password).
 fn pipeline_vars(shared: &Shared) -> Vars {
-    let secrets: Vec<&str> = [&shared.config.webhook_secret, &shared.config.api_token]
-        .into_iter()
-        .flatten()
-        .map(|s| s.expose())
-        .collect();
+    let store = match &shared.config.store {
+        crate::config::StoreSpec::Postgres(url) => Some(url.clone()),
+        crate::config::StoreSpec::Sqlite => None,
+    };
+    let secrets: Vec<&str> = [
+        &shared.config.webhook_secret,
+        &shared.config.api_token,
+        &store,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s.expose())
+    .collect();
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(_, v)| !secrets.iter().any(|s| v.contains(s)))
         .collect();
@@ -722,6 +1021,7 @@ impl Live {
                 status,
                 duration_ms,
                 error,
+                cause,
                 tests,
                 failed_tests,
                 ..
@@ -730,13 +1030,22 @@ impl Live {
                     "{tier}/{step} {} in {duration_ms} ms",
                     status.word()
                 ));
+                for line in cause {
+                    log.note(&format!("{tier}/{step} cause: {line}"));
+                }
                 self.summary.steps.push(StepSummary {
                     tier: tier.clone(),
                     step: step.clone(),
                     status: *status,
                     duration_ms: *duration_ms,
                     tests: *tests,
-                    error: error.clone(),
+                    // The cause lines follow the error on the status page.
+                    error: error.clone().map(|e| {
+                        std::iter::once(e)
+                            .chain(cause.iter().map(|c| format!("cause: {c}")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    }),
                 });
                 self.summary
                     .failed_tests

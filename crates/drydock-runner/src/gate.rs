@@ -9,16 +9,18 @@
 //! commit that was tested on; if it moved meanwhile, the candidate is queued
 //! again and tested on top of the new head, so no untested combination ever
 //! lands. A red run leaves the central branch untouched and says why.
-//! Candidates of one repository run one at a time, in queue order
-//! ([`crate::store::Store::claim_next`]).
+//! Candidates of one repository run one at a time, in queue order, across
+//! the whole fleet ([`crate::store::Store::claim`]); landing is fenced by
+//! the run's lease, so a stale worker (whose run was reclaimed) never
+//! pushes.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Integrate, RepoConfig};
-use crate::exec::RunLog;
+use crate::exec::{fence, RunLog};
 use crate::git::{merge_in_worktree, Mirror};
-use crate::store::{NewRun, Run, RunKind, RunState};
+use crate::store::{Lease, NewRun, Run, RunKind, RunState};
 use crate::Shared;
 
 fn short(sha: &str) -> &str {
@@ -26,15 +28,17 @@ fn short(sha: &str) -> &str {
 }
 
 /// Checks out what a candidate run tests (the mirror is fetched and locked
-/// by the caller); records base and tested commits; returns the tested commit.
+/// by the caller); records base and tested commits (fenced by the lease);
+/// returns both.
 pub(crate) async fn prepare(
     shared: &Arc<Shared>,
     repo: &RepoConfig,
     mirror: &Mirror,
     run: &Run,
+    lease: &Lease,
     worktree: &Path,
     log: &RunLog,
-) -> Result<String, super::exec::EndingError> {
+) -> Result<(String, String), super::exec::EndingError> {
     let Some(base) = mirror.branch_head(&repo.central).await else {
         return Err(super::exec::EndingError::new(
             RunState::Errored,
@@ -80,30 +84,49 @@ pub(crate) async fn prepare(
             }
         }
     };
-    if let Err(e) = shared.store.set_tested(&run.id, &base, &tested) {
-        tracing::error!(run = %run.id, "cannot record the tested commit: {e}");
+    match shared.store.set_tested(lease, &base, &tested).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(run = %run.id, "the tested commit is not recorded: the lease was lost")
+        }
+        Err(e) => tracing::error!(run = %run.id, "cannot record the tested commit: {e}"),
     }
-    Ok(tested)
+    Ok((base, tested))
 }
 
 /// After a green candidate run: pushes the tested commit to the central
-/// branch if it has not moved, else queues the candidate again. Returns what
-/// happened, for the run's reason.
+/// branch if it has not moved and this attempt still holds its lease, else
+/// asks for the candidate to be tested again. Returns what happened, for
+/// the run's reason, and the retest to queue with the run's end (in the
+/// same transaction, so that a later candidate cannot slip in between, and
+/// nothing is queued when the end is not recorded).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn land(
     shared: &Arc<Shared>,
     repo: &RepoConfig,
     mirror: &Mirror,
     run: &Run,
+    lease: &Lease,
     base: &str,
     tested: &str,
     log: &RunLog,
-) -> String {
+) -> (String, Option<NewRun>) {
     let _lock = shared.repo_locks[&repo.name].lock().await;
     if let Err(e) = mirror.fetch().await {
-        return format!("not landed: cannot fetch to check {}: {e}", repo.central);
+        return (
+            format!("not landed: cannot fetch to check {}: {e}", repo.central),
+            None,
+        );
     }
     let now = mirror.branch_head(&repo.central).await;
-    let outcome = if now.as_deref() == Some(base) {
+    let fenced = if now.as_deref() == Some(base) {
+        fence(shared, lease).await
+    } else {
+        Ok(())
+    };
+    let outcome = if let Err(why) = fenced {
+        format!("not pushed: {why}")
+    } else if now.as_deref() == Some(base) {
         match mirror.push(tested, &repo.central).await {
             Ok(()) => {
                 let how = if tested == run.sha {
@@ -119,7 +142,7 @@ pub(crate) async fn land(
                 );
                 log.note(&text);
                 tracing::info!(run = %run.id, "{text}");
-                return text;
+                return (text, None);
             }
             Err(e) => format!("the push to {} was refused ({})", repo.central, e.message),
         }
@@ -132,18 +155,15 @@ pub(crate) async fn land(
         )
     };
     // Test again on top of the new head.
-    let again = shared.enqueue(NewRun {
+    let again = NewRun {
         repo: run.repo.clone(),
         branch: run.branch.clone(),
         sha: run.sha.clone(),
         kind: RunKind::Candidate,
         trigger: format!("retest after run {}: {outcome}", run.id),
         retry_of: Some(run.id.clone()),
-    });
-    let text = match again {
-        Ok(again) => format!("not landed: {outcome}; queued again as run {}", again.id),
-        Err(e) => format!("not landed: {outcome}; could not queue again: {e}"),
     };
+    let text = format!("not landed: {outcome}; queued again");
     log.note(&text);
-    text
+    (text, Some(again))
 }

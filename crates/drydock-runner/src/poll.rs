@@ -56,7 +56,7 @@ pub async fn poll_once(shared: &Shared, repo_name: &str) -> Result<usize, crate:
             trigger: "poll".into(),
             retry_of: None,
         };
-        match shared.observe(new) {
+        match shared.observe(new).await {
             Ok(Some(_)) => queued += 1,
             Ok(None) => {}
             Err(e) => tracing::error!("cannot queue: {e}"),

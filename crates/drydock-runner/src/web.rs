@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::valid_branch;
 use crate::git::is_sha;
-use crate::store::{NewRun, Run, RunFilter, RunKind, RunState};
+use crate::store::{Cancel, NewRun, Run, RunFilter, RunKind, RunState};
 use crate::Shared;
 
 type AppState = Arc<Shared>;
@@ -166,6 +166,7 @@ async fn hook_github(
         &body,
         &payload,
     )
+    .await
 }
 
 /// The JSON of a GitHub delivery: the body itself (`application/json`), or
@@ -229,6 +230,7 @@ async fn hook_gitlab(
         &body,
         &body,
     )
+    .await
 }
 
 /// What a push delivery asks for, read from its JSON (see [`parse_push`]).
@@ -299,7 +301,7 @@ pub fn parse_push(payload: &[u8]) -> Result<PushRequest, &'static str> {
 /// A verified delivery: replay check, then the push's branch and commit.
 /// `body` is the raw body (its digest names deliveries without an id),
 /// `payload` its JSON.
-fn handle_push(
+async fn handle_push(
     shared: &Shared,
     hook: &str,
     peer: std::net::SocketAddr,
@@ -320,9 +322,11 @@ fn handle_push(
     } else {
         format!("{hook}:{delivery}")
     };
-    match shared.store.first_delivery(&delivery_id) {
-        Ok(true) => {}
-        Ok(false) => {
+    // A delivery is recorded once its push is queued (below), so that one
+    // cut short (the runner died) is handled again when it is redelivered.
+    match shared.store.delivery_seen(&delivery_id).await {
+        Ok(false) => {}
+        Ok(true) => {
             tracing::warn!(hook, %peer, delivery, "webhook ignored: replayed delivery");
             return (
                 StatusCode::OK,
@@ -390,7 +394,13 @@ fn handle_push(
         trigger: format!("webhook:{hook}"),
         retry_of: None,
     };
-    match shared.observe(new) {
+    let queued = shared.observe(new).await;
+    if queued.is_ok() {
+        if let Err(e) = shared.store.first_delivery(&delivery_id).await {
+            tracing::warn!(hook, delivery, "cannot record the delivery: {e}");
+        }
+    }
+    match queued {
         Ok(Some(run)) => (StatusCode::ACCEPTED, Json(json!({ "queued": run.id }))).into_response(),
         Ok(None) => (
             StatusCode::ACCEPTED,
@@ -415,20 +425,11 @@ struct ListQuery {
 }
 
 fn parse_state(s: &str) -> Option<RunState> {
-    [
-        RunState::Queued,
-        RunState::Running,
-        RunState::Passed,
-        RunState::Failed,
-        RunState::Errored,
-        RunState::Interrupted,
-        RunState::Cancelled,
-    ]
-    .into_iter()
-    .find(|st| st.as_str() == s)
+    RunState::ALL.into_iter().find(|st| st.as_str() == s)
 }
 
-/// A run for the API, with the live summary of a running run.
+/// A run for the API: one this runner runs shows its progress as of now;
+/// one another runner runs shows what that runner's last heartbeat stored.
 fn with_live(shared: &Shared, mut run: Run) -> Run {
     if run.state == RunState::Running {
         if let Some(live) = shared.live.lock().unwrap().get(&run.id) {
@@ -451,7 +452,7 @@ async fn api_runs(State(shared): State<AppState>, Query(q): Query<ListQuery>) ->
         finished: false,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
-    match shared.store.list(&filter) {
+    match shared.store.list(&filter).await {
         Ok(runs) => {
             let runs: Vec<Run> = runs.into_iter().map(|r| with_live(&shared, r)).collect();
             Json(json!({ "runs": runs })).into_response()
@@ -460,24 +461,55 @@ async fn api_runs(State(shared): State<AppState>, Query(q): Query<ListQuery>) ->
     }
 }
 
-fn find(shared: &Shared, id: &str) -> Result<Run, Response> {
-    match shared.store.get(id) {
+async fn find(shared: &Shared, id: &str) -> Result<Run, Response> {
+    match shared.store.get(id).await {
         Ok(Some(run)) => Ok(with_live(shared, run)),
         Ok(None) => Err(reject(StatusCode::NOT_FOUND, "no such run")),
         Err(e) => Err(reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
     }
 }
 
+/// One run, with its attempts (`attempts`: who claimed it, when, how each
+/// ended).
 async fn api_run(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
-    match find(&shared, &id) {
-        Ok(run) => Json(run).into_response(),
-        Err(r) => r,
+    let run = match find(&shared, &id).await {
+        Ok(run) => run,
+        Err(r) => return r,
+    };
+    let attempts = shared.store.attempts(&id).await.unwrap_or_default();
+    let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("attempts".into(), json!(attempts));
     }
+    Json(value).into_response()
+}
+
+/// The address of the runner that keeps a run's log (the one that ran its
+/// latest attempt), when it is another runner of the fleet.
+async fn log_elsewhere(shared: &Shared, run: &Run) -> Option<String> {
+    let runner = run.runner.as_deref()?;
+    if runner == shared.identity.name {
+        return None;
+    }
+    let runners = shared.store.runners().await.ok()?;
+    runners
+        .into_iter()
+        .find(|r| r.name == runner)
+        .and_then(|r| r.url)
 }
 
 async fn api_log(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
-    if let Err(r) = find(&shared, &id) {
-        return r;
+    let run = match find(&shared, &id).await {
+        Ok(run) => run,
+        Err(r) => return r,
+    };
+    // Logs stay on the machine that ran the run: send people there.
+    if let Some(url) = log_elsewhere(&shared, &run).await {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, format!("{url}/api/runs/{id}/log"))
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
     let path = shared.results_dir(&id).join("run.log");
     // Stream what is there, then what is appended, until the run has ended.
@@ -491,6 +523,7 @@ async fn api_log(State(shared): State<AppState>, Path(id): Path<String>) -> Resp
                 let finished = shared
                     .store
                     .get(&id)
+                    .await
                     .ok()
                     .flatten()
                     .is_none_or(|r| r.state.is_finished());
@@ -553,29 +586,38 @@ async fn api_cancel(
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
-    let run = match find(&shared, &id) {
-        Ok(run) => run,
-        Err(r) => return r,
+    // Queued: one conditional update, so a worker claiming it at the same
+    // moment either gets it first (then it is a running run's request) or
+    // never gets it. Running: a persisted request its worker sees at its
+    // next heartbeat (or at once, when it runs here or hears the store).
+    let outcome = match shared.store.cancel(&id).await {
+        Ok(outcome) => outcome,
+        Err(e) => return reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    match run.state {
-        RunState::Queued => {
-            let _ = shared.store.finish(
-                &id,
-                RunState::Cancelled,
-                Some("cancelled through the API before it started"),
-                None,
-            );
+    match outcome {
+        Cancel::Cancelled => {
+            tracing::info!(run = %id, "cancelled through the API before it started");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "cancelling": id, "state": "cancelled" })),
+            )
+                .into_response()
         }
-        RunState::Running => {
-            shared.cancel_requested.lock().unwrap().insert(id.clone());
-            if let Some(token) = shared.running.lock().unwrap().get(&id) {
-                token.cancel();
+        Cancel::Requested => {
+            let handle = shared.running.lock().unwrap().get(&id).cloned();
+            if let Some(handle) = handle {
+                handle.cancel_asked();
             }
+            tracing::info!(run = %id, "cancel requested through the API");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "cancelling": id, "state": "running" })),
+            )
+                .into_response()
         }
-        _ => return reject(StatusCode::CONFLICT, "the run has already ended"),
+        Cancel::Ended => reject(StatusCode::CONFLICT, "the run has already ended"),
+        Cancel::NotFound => reject(StatusCode::NOT_FOUND, "no such run"),
     }
-    tracing::info!(run = %id, "cancel requested through the API");
-    (StatusCode::ACCEPTED, Json(json!({ "cancelling": id }))).into_response()
 }
 
 async fn api_rerun(
@@ -586,18 +628,21 @@ async fn api_rerun(
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
-    let run = match find(&shared, &id) {
+    let run = match find(&shared, &id).await {
         Ok(run) => run,
         Err(r) => return r,
     };
-    match shared.enqueue(NewRun {
-        repo: run.repo,
-        branch: run.branch,
-        sha: run.sha,
-        kind: run.kind,
-        trigger: format!("rerun of {id}"),
-        retry_of: Some(id),
-    }) {
+    match shared
+        .enqueue(NewRun {
+            repo: run.repo,
+            branch: run.branch,
+            sha: run.sha,
+            kind: run.kind,
+            trigger: format!("rerun of {id}"),
+            retry_of: Some(id),
+        })
+        .await
+    {
         Ok(again) => (StatusCode::ACCEPTED, Json(json!({ "queued": again.id }))).into_response(),
         Err(e) => reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
@@ -621,6 +666,7 @@ async fn badge(
             limit: 1,
             ..RunFilter::default()
         })
+        .await
         .ok()
         .and_then(|runs| runs.into_iter().next());
     let (word, color) = match last.map(|r| r.state) {
@@ -711,23 +757,48 @@ async fn page_index(State(shared): State<AppState>) -> Response {
             limit: 200,
             ..RunFilter::default()
         })
+        .await
         .unwrap_or_default();
     let mut body = String::from("<h1>drydock runner</h1>");
-    let queued = shared.store.count(RunState::Queued).unwrap_or(0);
-    let running = shared.running.lock().unwrap().len();
+    let queued = shared.store.count(RunState::Queued).await.unwrap_or(0);
+    let running = shared.store.count(RunState::Running).await.unwrap_or(0);
     let _ = write!(
         body,
-        "<p id=\"counts\">{running} running, {queued} queued</p><table id=\"runs\"><thead><tr><th>run</th><th>repository</th><th>branch</th><th>commit</th><th>state</th><th>duration</th><th>why</th></tr></thead><tbody>"
+        "<p id=\"counts\">{running} running, {queued} queued</p>"
+    );
+    // The fleet: every runner sharing the store.
+    let runners = shared.store.runners().await.unwrap_or_default();
+    let now = crate::store::now_ms();
+    // A runner that beat within two leases is alive.
+    let alive_within = 2 * shared.config.lease.as_millis() as i64;
+    body.push_str("<table id=\"runners\"><thead><tr><th>runner</th><th>where</th><th>last seen</th></tr></thead><tbody>");
+    for r in &runners {
+        let ago = (now - r.seen_ms).max(0);
+        let _ = write!(
+            body,
+            "<tr class=\"runner\"><td>{name}{me}</td><td>{host}</td><td class=\"{class}\">{ago} ago</td></tr>",
+            name = escape(&r.name),
+            me = if r.name == shared.identity.name { " (this one)" } else { "" },
+            host = escape(&r.host),
+            class = if ago <= alive_within { "passed" } else { "interrupted" },
+            ago = ms(ago as u64),
+        );
+    }
+    body.push_str("</tbody></table>");
+    let _ = write!(
+        body,
+        "<table id=\"runs\"><thead><tr><th>run</th><th>repository</th><th>branch</th><th>commit</th><th>state</th><th>runner</th><th>duration</th><th>why</th></tr></thead><tbody>"
     );
     for run in &runs {
         let _ = write!(
             body,
-            "<tr class=\"run\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{id}</a></td><td>{repo}</td><td class=\"branch\">{branch}</td><td><code>{sha}</code></td><td class=\"state {state}\">{state}</td><td>{dur}</td><td class=\"reason\">{reason}</td></tr>",
+            "<tr class=\"run\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{id}</a></td><td>{repo}</td><td class=\"branch\">{branch}</td><td><code>{sha}</code></td><td class=\"state {state}\">{state}</td><td class=\"runner\">{runner}</td><td>{dur}</td><td class=\"reason\">{reason}</td></tr>",
             id = escape(&run.id),
             repo = escape(&run.repo),
             branch = escape(&run.branch),
             sha = escape(&run.sha[..run.sha.len().min(12)]),
             state = run.state.as_str(),
+            runner = escape(&runner_attempt(run)),
             dur = run_duration(run),
             reason = escape(run.reason.as_deref().unwrap_or("")),
         );
@@ -736,8 +807,17 @@ async fn page_index(State(shared): State<AppState>) -> Response {
     page("drydock runner", running > 0 || queued > 0, &body).into_response()
 }
 
+/// `runner` (or `runner, attempt N` after the first attempt).
+fn runner_attempt(run: &Run) -> String {
+    match (&run.runner, run.attempt) {
+        (Some(r), a) if a > 1 => format!("{r}, attempt {a}"),
+        (Some(r), _) => r.clone(),
+        (None, _) => String::new(),
+    }
+}
+
 async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
-    let run = match find(&shared, &id) {
+    let run = match find(&shared, &id).await {
         Ok(run) => run,
         Err(_) => {
             return (
@@ -748,7 +828,7 @@ async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Res
         }
     };
     let mut body = format!(
-        "<p><a href=\"/\">all runs</a></p><h1>Run <span id=\"run-id\">{id}</span></h1><table><tr><th>repository</th><td>{repo}</td></tr><tr><th>branch</th><td id=\"branch\">{branch}</td></tr><tr><th>commit</th><td><code>{sha}</code></td></tr><tr><th>tested</th><td><code>{tested}</code></td></tr><tr><th>state</th><td id=\"state\" class=\"{state}\">{state}</td></tr><tr><th>duration</th><td>{dur}</td></tr><tr><th>trigger</th><td>{trigger}</td></tr><tr><th>why</th><td id=\"reason\">{reason}</td></tr></table>",
+        "<p><a href=\"/\">all runs</a></p><h1>Run <span id=\"run-id\">{id}</span></h1><table><tr><th>repository</th><td>{repo}</td></tr><tr><th>branch</th><td id=\"branch\">{branch}</td></tr><tr><th>commit</th><td><code>{sha}</code></td></tr><tr><th>tested</th><td><code>{tested}</code></td></tr><tr><th>state</th><td id=\"state\" class=\"{state}\">{state}</td></tr><tr><th>duration</th><td>{dur}</td></tr><tr><th>runner</th><td id=\"runner\">{runner}</td></tr><tr><th>trigger</th><td>{trigger}</td></tr><tr><th>why</th><td id=\"reason\">{reason}</td></tr></table>",
         id = escape(&run.id),
         repo = escape(&run.repo),
         branch = escape(&run.branch),
@@ -756,6 +836,7 @@ async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Res
         tested = escape(run.tested_sha.as_deref().unwrap_or("")),
         state = run.state.as_str(),
         dur = run_duration(&run),
+        runner = escape(&runner_attempt(&run)),
         trigger = escape(&run.trigger),
         reason = escape(run.reason.as_deref().unwrap_or("")),
     );
@@ -816,14 +897,38 @@ async fn page_run(State(shared): State<AppState>, Path(id): Path<String>) -> Res
             body.push_str("</ul>");
         }
     }
-    let log = read_from(&shared.results_dir(&run.id).join("run.log"), 0);
-    let log = String::from_utf8_lossy(&log);
-    let _ = write!(
-        body,
-        "<h2>Log</h2><p><a href=\"/api/runs/{id}/log\">raw, live</a></p><pre id=\"log\">{}</pre>",
-        escape(&log),
-        id = escape(&run.id)
-    );
+    let attempts = shared.store.attempts(&run.id).await.unwrap_or_default();
+    if attempts.len() > 1 {
+        body.push_str("<h2>Attempts</h2><table id=\"attempts\"><thead><tr><th>attempt</th><th>runner</th><th>outcome</th></tr></thead><tbody>");
+        for a in &attempts {
+            let _ = write!(
+                body,
+                "<tr class=\"attempt\"><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.attempt,
+                escape(&a.runner),
+                escape(a.outcome.as_deref().unwrap_or("running")),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    if let Some(url) = log_elsewhere(&shared, &run).await {
+        let _ = write!(
+            body,
+            "<h2>Log</h2><p id=\"log\">The log is kept by runner {runner}: <a href=\"{url}/runs/{id}\">{url}/runs/{id}</a></p>",
+            runner = escape(run.runner.as_deref().unwrap_or("")),
+            url = escape(&url),
+            id = escape(&run.id)
+        );
+    } else {
+        let log = read_from(&shared.results_dir(&run.id).join("run.log"), 0);
+        let log = String::from_utf8_lossy(&log);
+        let _ = write!(
+            body,
+            "<h2>Log</h2><p><a href=\"/api/runs/{id}/log\">raw, live</a></p><pre id=\"log\">{}</pre>",
+            escape(&log),
+            id = escape(&run.id)
+        );
+    }
     page(&format!("run {}", run.id), !run.state.is_finished(), &body).into_response()
 }
 

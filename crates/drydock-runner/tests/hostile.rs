@@ -1,8 +1,9 @@
 //! Hostile input through the runner: every file of the bad-input corpus
 //! (`tests/fixtures/bad/`) as the pipeline of a commit; the runner records
 //! each run (errored with the located reason, or passed for the valid ones)
-//! and keeps serving. Also: GitHub's form-encoded deliveries, and a run the
-//! runner died on twice is not re-queued a third time.
+//! and keeps serving. Also: GitHub's form-encoded deliveries, and a run
+//! whose runner died during it `max_attempts` times is given up on (it ends
+//! `errored`) rather than run again.
 
 mod common;
 
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use drydock_runner::config::Config;
-use drydock_runner::store::{NewRun, RunFilter, RunKind, RunState, SqliteStore, Store};
+use drydock_runner::store::{
+    Claimer, ExpiryPolicy, NewRun, RunFilter, RunKind, RunState, SqliteStore, Store,
+};
 use drydock_runner::web::hmac_sha256;
 use drydock_runner::Runner;
 
@@ -57,20 +60,41 @@ async fn every_corpus_file_is_recorded_and_the_runner_keeps_serving() {
     git(&origin.work(), &["checkout", "-q", "main"]);
 
     let state = tempfile::tempdir().unwrap();
-    // A run the runner died on while it was already a re-queue of such a run.
+    // A run whose runner died during it twice already (two lost attempts),
+    // and once more now: its third attempt's lease has run out.
     let crashed = {
-        let store = SqliteStore::open(&state.path().join("runner.sqlite")).unwrap();
-        store
+        let path = state.path().join("runner.sqlite");
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .unwrap()
+            .unwrap();
+        let run = store
             .enqueue(NewRun {
                 repo: "app".into(),
                 branch: "main".into(),
                 sha: origin.head("main"),
                 kind: RunKind::Branch,
-                trigger: "re-queued: the runner restarted while run r-0 was running".into(),
-                retry_of: Some("r-0".into()),
+                trigger: "test".into(),
+                retry_of: None,
             })
+            .await
             .unwrap();
-        store.claim_next().unwrap().expect("claimed").id
+        let dying = Claimer {
+            runner: "dying".into(),
+            owner: "dying#1".into(),
+            lease: Duration::from_millis(1),
+        };
+        let policy = ExpiryPolicy {
+            max_attempts: 3,
+            requeue: true,
+        };
+        for _ in 0..2 {
+            store.claim(&dying).await.unwrap().expect("claimed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            store.expire_leases(&policy).await.unwrap();
+        }
+        store.claim(&dying).await.unwrap().expect("claimed");
+        run.id
     };
     let text = origin.config(state.path(), "off", "");
     let config = Config::parse(
@@ -87,14 +111,14 @@ async fn every_corpus_file_is_recorded_and_the_runner_keeps_serving() {
     let shared = runner.shared().clone();
     let addr = runner.addr();
 
-    let crashed_run = shared.store.get(&crashed).unwrap().unwrap();
-    assert_eq!(crashed_run.state, RunState::Interrupted);
+    let crashed_run = shared.store.get(&crashed).await.unwrap().unwrap();
+    assert_eq!(crashed_run.state, RunState::Errored, "{crashed_run:?}");
     assert!(
         crashed_run
             .reason
             .as_deref()
             .unwrap_or("")
-            .contains("not re-queued again"),
+            .starts_with("gave up after 3 lost attempts"),
         "{crashed_run:?}"
     );
 
@@ -110,6 +134,7 @@ async fn every_corpus_file_is_recorded_and_the_runner_keeps_serving() {
                 trigger: "corpus".into(),
                 retry_of: None,
             })
+            .await
             .unwrap();
         ids.push(run.id);
     }
@@ -148,6 +173,7 @@ async fn every_corpus_file_is_recorded_and_the_runner_keeps_serving() {
                 limit: 10_000,
                 ..RunFilter::default()
             })
+            .await
             .unwrap()
             .into_iter()
             .filter(|r| !r.state.is_finished())
@@ -166,7 +192,7 @@ async fn every_corpus_file_is_recorded_and_the_runner_keeps_serving() {
     }
     let mut problems = Vec::new();
     for (row, id) in rows.iter().zip(&ids) {
-        let run = shared.store.get(id).unwrap().unwrap();
+        let run = shared.store.get(id).await.unwrap().unwrap();
         let reason = run.reason.clone().unwrap_or_default();
         let ok = match row.exit {
             0 => run.state == RunState::Passed,

@@ -32,6 +32,7 @@ async fn finished(store: &Arc<dyn Store>, what: &str, pred: impl Fn(&Run) -> boo
                 limit: 1000,
                 ..RunFilter::default()
             })
+            .await
             .unwrap();
         if let Some(run) = runs.into_iter().find(|r| r.state.is_finished() && pred(r)) {
             return run;
@@ -39,7 +40,7 @@ async fn finished(store: &Arc<dyn Store>, what: &str, pred: impl Fn(&Run) -> boo
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "timed out waiting for {what}: {:#?}",
-            store.list(&RunFilter::default()).unwrap()
+            store.list(&RunFilter::default()).await.unwrap()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -193,6 +194,7 @@ async fn red_candidate_and_broken_commits() {
             trigger: "test".into(),
             retry_of: None,
         })
+        .await
         .unwrap();
     let run = finished(&store, "unfetchable", |r| r.id == again.id).await;
     assert_eq!(run.state, RunState::Errored);
@@ -284,7 +286,7 @@ async fn webhooks_and_api() {
         run.started_ms.unwrap() - sent.1
     );
     assert_eq!(
-        store.list(&RunFilter::default()).unwrap().len(),
+        store.list(&RunFilter::default()).await.unwrap().len(),
         1,
         "the replay queued nothing"
     );
@@ -499,7 +501,7 @@ async fn central_moved_during_the_test_retests_on_top() {
     // Wait until the candidate is being tested on top of main, then move main.
     let start = Instant::now();
     let first = loop {
-        let runs = store.list(&RunFilter::default()).unwrap();
+        let runs = store.list(&RunFilter::default()).await.unwrap();
         if let Some(r) = runs.into_iter().find(|r| {
             r.branch == "ready/slow" && r.state == RunState::Running && r.base_sha.is_some()
         }) {
@@ -513,7 +515,7 @@ async fn central_moved_during_the_test_retests_on_top() {
     assert_eq!(first.state, RunState::Passed, "{first:?}");
     let reason = first.reason.unwrap();
     assert!(
-        reason.contains("main moved from") && reason.contains("queued again as run"),
+        reason.contains("main moved from") && reason.contains("queued again"),
         "{reason}"
     );
     let retest = finished(&store, "retest", |r| {
@@ -569,7 +571,7 @@ async fn timeout_and_cancel() {
     let addr = runner.addr();
     let start = Instant::now();
     let to_cancel = loop {
-        let runs = store.list(&RunFilter::default()).unwrap();
+        let runs = store.list(&RunFilter::default()).await.unwrap();
         if let Some(r) = runs
             .into_iter()
             .find(|r| r.branch == "feature/cancel" && r.state == RunState::Running)
@@ -586,7 +588,23 @@ async fn timeout_and_cancel() {
             http(addr, "GET", &format!("/api/runs/{id}/log"), &[], b"")
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Cancel once its step runs (a container of the run exists).
+    let engine = drydock_core::engine::Engine::connect().await.unwrap();
+    let started = Instant::now();
+    while !engine
+        .labelled(&format!("drydock.run={}", to_cancel.id))
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.kind == "container")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let id = to_cancel.id.clone();
     let reply = tokio::task::spawn_blocking(move || {
         http(
@@ -653,4 +671,150 @@ async fn candidates_queue_in_order() {
     assert!(tree.contains("a.txt") && tree.contains("b.txt"), "{tree}");
     let _ = (a, b);
     runner.stop().await;
+}
+
+/// A run whose task panics ends `errored` with the panic's message instead
+/// of staying `running`, and its repository's next candidate is tested and
+/// lands (the merge queue does not stall).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_run_ends_errored_and_the_queue_goes_on() {
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    origin.push_branch("ready/boom", "origin/main", "a.txt", "a", "a");
+    let b = origin.push_branch("ready/b", "origin/main", "b.txt", "b", "b");
+    let text = origin.config(state.path(), "off", "");
+    let config = Config::parse(&text, &state.path().join("runner.yml"), &|n| {
+        n.starts_with("DRYDOCK_TEST_").then(|| TOKEN.to_string())
+    })
+    .unwrap();
+    let executor: drydock_runner::exec::Executor = Arc::new(|shared, run, lease| {
+        Box::pin(async move {
+            if run.branch == "ready/boom" {
+                panic!("boom in {}", run.id);
+            }
+            drydock_runner::exec::execute(shared, run, lease).await
+        })
+    });
+    let runner = Runner::start_with(config, executor).await.unwrap();
+    let store = runner.shared().store.clone();
+    let mut ids = Vec::new();
+    for branch in ["ready/boom", "ready/b"] {
+        let run = runner
+            .shared()
+            .enqueue(drydock_runner::store::NewRun {
+                repo: "app".into(),
+                branch: branch.into(),
+                sha: origin.head(branch),
+                kind: RunKind::Candidate,
+                trigger: "test".into(),
+                retry_of: None,
+            })
+            .await
+            .unwrap();
+        ids.push(run.id);
+    }
+    let boom = finished(&store, "the panicked run", |r| r.id == ids[0]).await;
+    assert_eq!(boom.state, RunState::Errored, "{boom:?}");
+    let reason = boom.reason.unwrap();
+    assert!(
+        reason.contains("panicked: boom in") && reason.contains(&ids[0]),
+        "{reason}"
+    );
+    let next = finished(&store, "the next candidate", |r| r.id == ids[1]).await;
+    assert_eq!(next.state, RunState::Passed, "{next:?}");
+    assert!(next.reason.unwrap().contains("fast-forwarded"));
+    assert_eq!(origin.head("main"), b);
+    assert_eq!(store.count(RunState::Running).await.unwrap(), 0);
+    assert!(runner.shared().running.lock().unwrap().is_empty());
+    runner.stop().await;
+}
+
+/// Two runners sharing one PostgreSQL queue: a cancel asked at one runner
+/// stops the run the other runs (the request is persisted and reaches the
+/// worker through the store), which ends `cancelled` with its containers
+/// gone; both runners' APIs show the run with the runner that ran it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_asked_at_one_runner_stops_the_run_at_another() {
+    let pg = tokio::task::block_in_place(common::pg::Postgres::start);
+    let url = tokio::task::block_in_place(|| pg.create_database("pair"));
+    let origin = Origin::new();
+    origin.push_branch(
+        "feature/slow",
+        "origin/main",
+        "pipelines/ci.yml",
+        &pipeline(r#"["sleep", "60"]"#),
+        "slow",
+    );
+    let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |state: &Path, name: &str, poll: &str| {
+        let text = origin.config(state, poll, "").replace(
+            "listen: 127.0.0.1:0\n",
+            &format!("listen: 127.0.0.1:0\nstore: {url}\nname: {name}\nlease: 3s\n"),
+        );
+        Config::parse(&text, &state.join("runner.yml"), &|n| {
+            n.starts_with("DRYDOCK_TEST_").then(|| TOKEN.to_string())
+        })
+        .unwrap()
+    };
+    // `a` polls and runs; `b` only serves (concurrency 0 is not allowed, so
+    // it starts once `a` has claimed the run).
+    let a = Runner::start(start(state_a.path(), "a", "300ms"))
+        .await
+        .unwrap();
+    let store = a.shared().store.clone();
+    let begun = Instant::now();
+    let run = loop {
+        let runs = store.list(&RunFilter::default()).await.unwrap();
+        if let Some(r) = runs
+            .into_iter()
+            .find(|r| r.branch == "feature/slow" && r.state == RunState::Running)
+        {
+            break r;
+        }
+        assert!(begun.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let b = Runner::start(start(state_b.path(), "b", "off"))
+        .await
+        .unwrap();
+    assert_eq!(run.runner.as_deref(), Some("a"));
+    let log = state_a.path().join("results").join(&run.id).join("run.log");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("check/probe started")
+    {
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (addr_b, id) = (b.addr(), run.id.clone());
+    let (reply, seen_at_b) = tokio::task::spawn_blocking(move || {
+        let seen = http(addr_b, "GET", &format!("/api/runs/{id}"), &[], b"");
+        let reply = http(
+            addr_b,
+            "POST",
+            &format!("/api/runs/{id}/cancel"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            b"",
+        );
+        (reply, seen)
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen_at_b.json()["runner"], "a", "{}", seen_at_b.body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.json()["state"], "running");
+    let cancelled = finished(&store, "the cancelled run", |r| r.id == run.id).await;
+    assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+    assert_eq!(
+        cancelled.reason.as_deref(),
+        Some("cancelled through the API")
+    );
+    assert!(containers_of(&run.id).is_empty(), "containers left");
+    b.stop().await;
+    a.stop().await;
+    drop(store);
+    tokio::task::block_in_place(move || drop(pg));
 }

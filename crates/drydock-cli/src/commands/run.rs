@@ -316,6 +316,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         release: ReleaseChoice::AsWritten,
         no_retry: args.no_retry,
         ledger,
+        release_fence: None,
     };
     let runtime = Arc::new(engine.clone());
     let plan = plan::plan(&pipeline, &options.plan_options());

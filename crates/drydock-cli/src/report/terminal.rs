@@ -193,6 +193,7 @@ impl Reporter for TerminalReporter {
                 exit_code,
                 duration_ms,
                 error,
+                cause,
                 log_tail,
                 tests,
                 failed_tests,
@@ -243,6 +244,9 @@ impl Reporter for TerminalReporter {
                     }
                     if let Some(error) = error {
                         text.push_str(&format!("\n      {}", style(error).red()));
+                    }
+                    for line in cause {
+                        text.push_str(&format!("\n      {} {line}", style("cause:").yellow()));
                     }
                     for test in failed_tests.iter().take(20) {
                         text.push_str(&format!("\n      {} {test}", style("FAILED").red()));

@@ -7,10 +7,11 @@ use bollard::models::{BuildInfoAux, ImageId};
 use bollard::query_parameters::BuildImageOptions;
 use futures::StreamExt;
 
-use super::buildkit::{Attempt, Builder};
-use super::context::BuildContext;
+use super::buildkit::{Attempt, Builder, Sent};
+use super::context::{BuildContext, ContextError};
 pub use super::terminal::{strip_ansi, LineBuffer};
-use super::{labels, Engine, EngineError};
+use super::{labels, trustplan, Engine, EngineError};
+use crate::trust::TRUST_CONTEXT_PATH;
 
 /// One image build: a context, an optional target stage and build args.
 #[derive(Debug, Clone)]
@@ -30,6 +31,33 @@ pub struct BuildRequest {
     pub tag: Option<String>,
     /// Build from scratch: no digest reuse, no layer cache.
     pub no_cache: bool,
+    /// A PEM CA bundle that the build's network access should trust,
+    /// without it reaching the image: see [`crate::trust`] and
+    /// `docs/trust.md` for what reaches which builder. Not part of the
+    /// digest, except where it is injected as a context file.
+    pub ca_bundle: Option<Vec<u8>>,
+    /// Secrets the Dockerfile mounts (`RUN --mount=type=secret,id=NAME`),
+    /// by id. Only BuildKit can mount them: with the classic builder a
+    /// build that has secrets is refused ([`EngineError::Build`]). Their
+    /// names are part of the digest, never their values, which reach no
+    /// layer, history entry or label.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+}
+
+/// The classic builder cannot mount secrets: a build that has some is
+/// refused, naming them, rather than built without them.
+fn refuse_secrets_without_buildkit(request: &BuildRequest, what: &str) -> Result<(), EngineError> {
+    if request.secrets.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Build {
+        what: what.to_string(),
+        step: None,
+        message: format!(
+            "the build mounts secrets ({}), which only BuildKit can do, and the classic builder is in use (DRYDOCK_BUILDER=classic, DOCKER_BUILDKIT=0, or the engine refused BuildKit); build with BuildKit, or drop the build's `secrets`",
+            request.secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    })
 }
 
 /// Progress of a build.
@@ -54,8 +82,12 @@ pub struct Built {
 
 impl Engine {
     /// Builds `request`, or reuses the image that carries the same content
-    /// digest. Progress lines go to `on_progress`. A failing instruction is
-    /// reported as [`EngineError::Build`] naming that instruction.
+    /// digest. Progress lines go to `on_progress`, starting with lines
+    /// beginning [`super::NOTE_PREFIX`] that say how the CA bundle reaches
+    /// the build (`docs/trust.md`). A failing instruction is reported as
+    /// [`EngineError::Build`] naming that instruction; so is, before
+    /// anything is built, a Dockerfile that uses `.drydock-trust` next to a
+    /// whole-context copy when the classic builder would have to build it.
     pub async fn build(
         &self,
         request: &BuildRequest,
@@ -66,9 +98,31 @@ impl Engine {
             .clone()
             .or_else(|| request.tag.clone())
             .unwrap_or_else(|| "image".to_string());
+        // How the CA bundle reaches this build (docs/trust.md).
+        let (dockerfile_name, dockerfile) = read_dockerfile(request).await?;
+        let plan = trustplan::plan(request, &dockerfile, self.builder(), &what)?;
+        let injected;
+        let request = if plan.inject {
+            let mut with_file = request.clone();
+            if let Some(ca) = &request.ca_bundle {
+                with_file
+                    .context
+                    .extra_files
+                    .push((TRUST_CONTEXT_PATH.to_string(), ca.clone()));
+            }
+            injected = with_file;
+            &injected
+        } else {
+            request
+        };
         let digest = {
             let context = request.context.clone();
-            let args = request.args.clone();
+            // Secret names (not values) are part of what the build is; a
+            // key with a space cannot be a build arg's name.
+            let mut args = request.args.clone();
+            for name in request.secrets.keys() {
+                args.insert(format!("(secret) {name}"), "mounted".to_string());
+            }
             let target = request.target.clone();
             tokio::task::spawn_blocking(move || context.digest(&args, target.as_deref()))
                 .await
@@ -104,14 +158,25 @@ impl Engine {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         build_args.extend(request.transient_args.clone());
+        trustplan::emit(&plan.notes, &mut on_progress);
         let image_id = match self.builder() {
             Builder::BuildKit => {
+                let (sent_dockerfile, mut secrets, notes) =
+                    trustplan::buildkit_mounts(self, request, &dockerfile, &plan).await;
+                trustplan::emit(&notes, &mut on_progress);
+                secrets.extend(request.secrets.clone());
+                let sent = Sent {
+                    dockerfile_name,
+                    dockerfile: sent_dockerfile,
+                    secrets,
+                };
                 match self
                     .build_with_buildkit(
                         request,
                         &what,
                         &image_labels,
                         &build_args,
+                        sent,
                         &mut on_progress,
                     )
                     .await
@@ -120,6 +185,7 @@ impl Engine {
                     Attempt::Failed(e) => return Err(e),
                     Attempt::Unavailable(reason) => {
                         self.fall_back_to_classic(&reason);
+                        refuse_secrets_without_buildkit(request, &what)?;
                         self.build_classic(
                             request,
                             &what,
@@ -132,6 +198,7 @@ impl Engine {
                 }
             }
             Builder::Classic => {
+                refuse_secrets_without_buildkit(request, &what)?;
                 self.build_classic(request, &what, image_labels, build_args, &mut on_progress)
                     .await?
             }
@@ -255,6 +322,26 @@ impl Engine {
         }
         Ok(None)
     }
+}
+
+/// The Dockerfile's base name (BuildKit gets it under that name, as from
+/// the CLI) and content.
+async fn read_dockerfile(request: &BuildRequest) -> Result<(String, Vec<u8>), EngineError> {
+    let context = request.context.clone();
+    tokio::task::spawn_blocking(move || -> Result<(String, Vec<u8>), ContextError> {
+        let rel = context.checked_dockerfile()?;
+        let path = context.dir.join(&rel);
+        let text = std::fs::read(&path).map_err(|e| ContextError::io(&path, e))?;
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        Ok((name, text))
+    })
+    .await
+    .map_err(|e| EngineError::Io {
+        action: "read the Dockerfile",
+        path: request.context.dir.clone(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(EngineError::from)
 }
 
 pub(super) fn build_error(what: &str, step: Option<String>, message: String) -> EngineError {

@@ -29,10 +29,14 @@ use std::time::Duration;
 use bollard::moby::buildkit::v1::StatusResponse;
 use bollard::models::{BuildInfo, BuildInfoAux, ImageId};
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use std::sync::Arc;
+
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::build::{build_error, BuildProgress, BuildRequest, LineBuffer};
+use super::filesync::{FileSync, SyncDir};
+use super::session::{self, SessionSpec};
 use super::{Engine, EngineError};
 
 /// The environment variable that picks the builder: `auto` (default),
@@ -158,6 +162,15 @@ impl Engine {
         Builder::from_u8(self.builder.load(Ordering::Relaxed))
     }
 
+    /// The same engine connection with its own choice of builder (its
+    /// clones share it; this engine keeps its own). BuildKit falls back to
+    /// the classic builder where the daemon turns out not to offer it.
+    pub fn with_builder(&self, builder: Builder) -> Engine {
+        let mut engine = self.clone();
+        engine.builder = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(builder as u8));
+        engine
+    }
+
     /// Switches this engine (and its clones) to the classic builder.
     pub(super) fn fall_back_to_classic(&self, reason: &str) {
         let was = self.builder.swap(Builder::Classic as u8, Ordering::Relaxed);
@@ -170,33 +183,62 @@ impl Engine {
     }
 
     /// Builds `request` with BuildKit. `labels` and `args` are the complete
-    /// image labels and build args.
+    /// image labels and build args; `sent` is what BuildKit gets besides the
+    /// context: the Dockerfile as sent and the secrets.
     pub(super) async fn build_with_buildkit(
         &self,
         request: &BuildRequest,
         what: &str,
         labels: &HashMap<String, String>,
         args: &HashMap<String, String>,
+        sent: Sent,
         on_progress: &mut (dyn FnMut(BuildProgress) + Send),
     ) -> Attempt {
+        let session = format!("drydock-{:032x}", rand::random::<u128>());
         let options = BuildImageOptions {
-            dockerfile: request.context.dockerfile.clone(),
+            dockerfile: sent.dockerfile_name.clone(),
             t: request.tag.clone(),
             nocache: request.no_cache,
             buildargs: Some(args.clone()),
             labels: Some(labels.clone()),
             target: request.target.clone().unwrap_or_default(),
-            version: BuilderVersion::BuilderBuildKit,
-            session: Some(format!("drydock-{:032x}", rand::random::<u128>())),
+            // Sent as version 2 by the request modifier (see `spawn_buildkit_build`).
+            version: BuilderVersion::BuilderV1,
+            remote: Some(CLIENT_SESSION.to_string()),
+            session: Some(session.clone()),
             ..Default::default()
         };
-        let mut items = match self.spawn_buildkit_build(options, request) {
+        let spec = SessionSpec {
+            shared_key: shared_key(&request.context.dir),
+            id: session,
+            files: FileSync::new(HashMap::from([
+                (
+                    "context".to_string(),
+                    SyncDir::Context(Arc::new(request.context.clone())),
+                ),
+                (
+                    "dockerfile".to_string(),
+                    SyncDir::Memory(vec![(
+                        sent.dockerfile_name.clone(),
+                        Arc::new(sent.dockerfile),
+                        0o644,
+                    )]),
+                ),
+            ])),
+            secrets: sent.secrets,
+        };
+        let mut items = match self.spawn_buildkit_build(options, spec) {
             Ok(items) => items,
             Err(reason) => return Attempt::Unavailable(reason),
         };
         let mut progress = Progress::default();
         let mut image_id = None;
         while let Some(item) = items.recv().await {
+            let item = match item {
+                Item::Info(info) => Ok(info),
+                Item::Error(e) => Err(e),
+                Item::NoSession(reason) => return Attempt::Unavailable(reason),
+            };
             match item {
                 Ok(BuildInfo { aux, stream, .. }) => {
                     match aux {
@@ -220,8 +262,14 @@ impl Engine {
                     progress.finish(on_progress);
                     return progress.failure(what, message);
                 }
-                Err(e @ bollard::errors::Error::MissingSessionBuildkitError {}) => {
-                    return Attempt::Unavailable(e.to_string())
+                // bollard's JSON-lines decoder now and then reports bytes
+                // left over at the very end of a build stream; once the
+                // image id has arrived, the build is done.
+                Err(bollard::errors::Error::IOError { err })
+                    if image_id.is_some() && err.to_string().contains("bytes remaining") =>
+                {
+                    tracing::debug!(error = %err, "end of the build stream after the image id");
+                    break;
                 }
                 Err(source) => {
                     progress.finish(on_progress);
@@ -238,15 +286,20 @@ impl Engine {
     }
 
     /// Starts the build on a thread with its own runtime and client (see the
-    /// module documentation) and returns its stream items. The thread stops,
-    /// and the session closes, when the build ends or the receiver is dropped.
+    /// module documentation): opens drydock's session, then asks for the
+    /// build naming it. Returns the stream items. The thread stops, and the
+    /// session closes, when the build ends or the receiver is dropped.
+    ///
+    /// bollard opens a session of its own for builds with version 2 (one
+    /// that cannot serve the context nor secrets); the build is therefore
+    /// asked with bollard's version-1 path and a request modifier that turns
+    /// `version=1` into `version=2` in the `/build` query, the only change.
     fn spawn_buildkit_build(
         &self,
         options: BuildImageOptions,
-        request: &BuildRequest,
-    ) -> Result<mpsc::Receiver<Result<BuildInfo, bollard::errors::Error>>, String> {
+        spec: SessionSpec,
+    ) -> Result<mpsc::Receiver<Item>, String> {
         let host = self.host().to_string();
-        let context = request.context.clone();
         let (tx, rx) = mpsc::channel(64);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -256,19 +309,32 @@ impl Engine {
             .name("drydock-buildkit".to_string())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let docker = match bollard::Docker::connect_with_host(&host) {
-                        Ok(docker) => docker.with_timeout(Duration::from_secs(120)),
+                    let _session = match session::open(&host, spec).await {
+                        Ok(session) => session,
                         Err(e) => {
-                            let _ = tx.send(Err(e)).await;
+                            let _ = tx.send(Item::NoSession(e.to_string())).await;
                             return;
                         }
                     };
-                    let body = bollard::body_try_stream(context.stream());
+                    let docker = match bollard::Docker::connect_with_host(&host) {
+                        Ok(docker) => docker
+                            .with_timeout(Duration::from_secs(120))
+                            .with_request_modifier(build_version_2),
+                        Err(e) => {
+                            let _ = tx.send(Item::Error(e)).await;
+                            return;
+                        }
+                    };
+                    let body = bollard::body_full(bytes::Bytes::new());
                     let mut stream = docker.build_image(options, None, Some(body));
                     loop {
                         tokio::select! {
                             item = stream.next() => match item {
                                 Some(item) => {
+                                    let item = match item {
+                                        Ok(info) => Item::Info(info),
+                                        Err(e) => Item::Error(e),
+                                    };
                                     if tx.send(item).await.is_err() {
                                         break;
                                     }
@@ -280,12 +346,75 @@ impl Engine {
                         }
                     }
                 });
-                // Ends the session task bollard spawned, closing its connection.
+                // Ends the session's tasks, closing its connection.
                 runtime.shutdown_timeout(Duration::from_secs(5));
             })
             .map_err(|e| format!("cannot start a thread for the build session: {e}"))?;
         Ok(rx)
     }
+}
+
+/// The `remote` value that makes BuildKit pull the context over the session.
+const CLIENT_SESSION: &str = "client-session";
+
+/// What a BuildKit build gets besides the context.
+pub(super) struct Sent {
+    /// The name the Dockerfile is served under (its base name, as the CLI
+    /// serves it).
+    pub dockerfile_name: String,
+    /// The Dockerfile as sent (drydock may add mounts to its `RUN`s).
+    pub dockerfile: Vec<u8>,
+    /// Secrets by id.
+    pub secrets: HashMap<String, Vec<u8>>,
+}
+
+/// One item of a BuildKit build's stream.
+pub(super) enum Item {
+    Info(BuildInfo),
+    Error(bollard::errors::Error),
+    /// The session could not be opened: BuildKit is not usable.
+    NoSession(String),
+}
+
+/// The request modifier of BuildKit builds: `/build?…version=1…` becomes
+/// `version=2`; any other request is left alone.
+fn build_version_2(mut request: bollard::BollardRequest) -> bollard::BollardRequest {
+    let uri = request.uri();
+    if !uri.path().ends_with("/build") {
+        return request;
+    }
+    let Some(query) = uri.query() else {
+        return request;
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair == "version=1" {
+                "version=2"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    let path_and_query = format!("{}?{}", uri.path(), query.join("&"));
+    let mut parts = uri.clone().into_parts();
+    match path_and_query.parse() {
+        Ok(pq) => parts.path_and_query = Some(pq),
+        Err(_) => return request,
+    }
+    if let Ok(new_uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = new_uri;
+    }
+    request
+}
+
+/// The session's shared key: a hash of the context folder, so that builds
+/// of the same folder reuse what BuildKit synced before (as the CLI does).
+fn shared_key(dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let digest = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..16])
 }
 
 /// BuildKit progress of one build: which vertices were announced, their

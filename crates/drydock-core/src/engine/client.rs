@@ -1,7 +1,8 @@
 //! Connecting to the engine.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU8;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -35,6 +36,9 @@ pub struct Engine {
     /// The builder in use ([`buildkit::Builder`] as a number), shared by the
     /// clones so that a fallback to the classic builder sticks.
     pub(crate) builder: Arc<AtomicU8>,
+    /// Image id → the system CA bundle files found in it (see
+    /// `trustplan`), shared by the clones.
+    pub(crate) bundle_probes: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl Engine {
@@ -81,6 +85,7 @@ impl Engine {
             api_version,
             engine_version: version.version.unwrap_or_default(),
             builder: Arc::new(AtomicU8::new(builder as u8)),
+            bundle_probes: Arc::default(),
         })
     }
 

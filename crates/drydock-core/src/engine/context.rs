@@ -9,16 +9,27 @@
 //! followed), uid/gid 0 with empty user and group names, permission bits
 //! (including setuid/setgid/sticky) and mtimes (whole seconds) preserved.
 //! Excluded directories that the walker still enters for an exception are
-//! not themselves sent, as with the CLI; the daemon creates them.
+//! not themselves sent, as with the CLI; the daemon creates them (mode 0755).
 //!
-//! Deviations from the CLI: sockets, FIFOs and device nodes are skipped
-//! (logged), hard links are sent as separate regular files, file names must
-//! be UTF-8 (otherwise [`ContextError::NonUtf8Path`]).
+//! File names are bytes on Linux and are sent as they are, whether or not
+//! they are UTF-8 (`.dockerignore` patterns are matched against the name
+//! read as UTF-8 with invalid bytes replaced, as Go's regular expressions
+//! read them). A file that a later name hard-links to is sent once; the
+//! other names are hard-link entries pointing at the first, as the CLI does.
+//! Named pipes and device nodes are sent as such; sockets are skipped (the
+//! CLI's tar writer refuses them and goes on). Excluded files are never
+//! opened: only their names and `lstat` are looked at.
+//!
+//! [`BuildContext::never_send`] lists folders and files that are never read,
+//! sent nor digested whatever `.dockerignore` says (drydock's own output).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -35,9 +46,10 @@ pub const STREAM_CHUNK_SIZE: usize = 64 * 1024;
 pub const STREAM_CHANNEL_CHUNKS: usize = 8;
 
 /// Mode of files from [`BuildContext::extra_files`].
-const EXTRA_FILE_MODE: u32 = 0o644;
-/// Mode of directories implied by extra files that the walk did not send.
-const EXTRA_DIR_MODE: u32 = 0o755;
+pub(crate) const EXTRA_FILE_MODE: u32 = 0o644;
+/// Mode of directories the daemon creates for entries whose parent was not
+/// sent (extra files, files re-included below an excluded directory).
+pub(crate) const IMPLIED_DIR_MODE: u32 = 0o755;
 
 /// Building the context failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,17 +78,23 @@ pub enum ContextError {
         /// The path as given.
         path: String,
     },
+    /// The Dockerfile lies in a folder of [`BuildContext::never_send`].
+    #[error(
+        "Dockerfile {} lies in {}, which drydock never sends (its own output)",
+        path.display(),
+        folder.display()
+    )]
+    DockerfileNeverSent {
+        /// The Dockerfile.
+        path: PathBuf,
+        /// The never-sent folder (or file) holding it.
+        folder: PathBuf,
+    },
     /// An extra file's path is empty, absolute or contains `..`.
     #[error("extra file path {path:?} must be relative and stay inside the context")]
     InvalidExtraPath {
         /// The path as given.
         path: String,
-    },
-    /// A file name in the context is not valid UTF-8.
-    #[error("file name is not valid UTF-8: {}", path.display())]
-    NonUtf8Path {
-        /// The offending path.
-        path: PathBuf,
     },
     /// Writing the tar failed (for a stream: the consumer went away).
     #[error("writing the context tar: {0}")]
@@ -84,7 +102,7 @@ pub enum ContextError {
 }
 
 impl ContextError {
-    fn io(path: &Path, source: io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
         ContextError::Io {
             path: path.to_path_buf(),
             source,
@@ -112,6 +130,15 @@ pub enum EntryKind {
     Dir,
     /// A symbolic link (sent as a link, never followed).
     Symlink,
+    /// Another name of a file sent earlier ([`ContextEntry::link_target`]
+    /// names it): a tar hard link, as the Docker CLI sends it.
+    HardLink,
+    /// A named pipe (FIFO).
+    Fifo,
+    /// A character device node ([`ContextEntry::device`]).
+    CharDevice,
+    /// A block device node ([`ContextEntry::device`]).
+    BlockDevice,
 }
 
 impl EntryKind {
@@ -120,6 +147,10 @@ impl EntryKind {
             EntryKind::File => b'F',
             EntryKind::Dir => b'D',
             EntryKind::Symlink => b'L',
+            EntryKind::HardLink => b'H',
+            EntryKind::Fifo => b'P',
+            EntryKind::CharDevice => b'C',
+            EntryKind::BlockDevice => b'B',
         }
     }
 }
@@ -127,19 +158,33 @@ impl EntryKind {
 /// One walked entry that will be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextEntry {
-    /// Path relative to the context root, `/`-separated.
-    pub rel_path: String,
-    /// File, directory or symlink.
+    /// Path relative to the context root, `/`-separated, with the bytes of
+    /// the names on disk (not necessarily UTF-8).
+    pub rel_path: PathBuf,
+    /// What it is.
     pub kind: EntryKind,
-    /// Size in bytes when walked (0 for directories and symlinks).
+    /// Size in bytes when walked (0 for everything but regular files).
     pub len: u64,
     /// Permission bits, including setuid, setgid and sticky (`mode & 0o7777`).
     pub mode: u32,
-    /// Modification time, seconds since the epoch (sent in the tar, not part
-    /// of the digest).
+    /// Modification time, seconds since the epoch (sent, not part of the
+    /// digest).
     pub mtime: i64,
-    /// The link target, for symlinks.
+    /// The nanoseconds of the modification time (0..1e9).
+    pub mtime_nanos: u32,
+    /// For symlinks the link target as stored; for hard links the
+    /// `rel_path` of the entry sent first for the same file.
     pub link_target: Option<PathBuf>,
+    /// (major, minor) of device nodes.
+    pub device: Option<(u64, u64)>,
+}
+
+impl ContextEntry {
+    /// [`rel_path`](Self::rel_path) as text, invalid UTF-8 replaced by
+    /// U+FFFD (what `.dockerignore` patterns are matched against).
+    pub fn rel_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.rel_path.as_os_str().as_bytes())
+    }
 }
 
 /// A directory to send as a build context.
@@ -154,23 +199,95 @@ pub struct BuildContext {
     /// (mode 0644, mtime 0) and replace walked files with the same path;
     /// missing parent directories are sent as directories (mode 0755).
     pub extra_files: Vec<(String, Vec<u8>)>,
+    /// Absolute paths of folders or files that are never read, sent nor
+    /// digested, whatever `.dockerignore` says: drydock's own output, such as
+    /// `<repo>/.drydock/` or a results folder that lies inside the context.
+    /// Paths outside the context have no effect; symlinks in these paths and
+    /// in [`dir`](Self::dir) are resolved before comparing. A Dockerfile in
+    /// one of them is an error ([`ContextError::DockerfileNeverSent`]).
+    pub never_send: Vec<PathBuf>,
+}
+
+/// An entry the walk produced, with how it is sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Walked {
+    pub entry: ContextEntry,
+    /// An excluded directory walked only for entries re-included below it:
+    /// not in the tar (the daemon creates it with mode 0755), but sent as a
+    /// mode 0755 directory where every parent must be listed (BuildKit's
+    /// file sync).
+    pub parent_only: bool,
+}
+
+/// What an include filter says of a path (fsutil's include patterns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Include {
+    /// Not included; for a directory, nothing below it either.
+    No,
+    /// Included as a parent of an included path: look at its children.
+    Parent,
+    /// Included with everything below it.
+    All,
+}
+
+/// Options of a walk.
+pub(crate) struct WalkOptions<'a> {
+    /// The `.dockerignore` matcher.
+    pub ignore: &'a DockerIgnore,
+    /// Decides which paths are included at all (`None`: all).
+    pub include: Option<&'a (dyn Fn(&str) -> Include + Sync)>,
 }
 
 impl BuildContext {
     /// A context for `dir` with the Dockerfile at `dockerfile` (relative to
-    /// `dir`) and no extra files.
+    /// `dir`), no extra files and nothing never-sent.
     pub fn new(dir: impl Into<PathBuf>, dockerfile: impl Into<String>) -> Self {
         BuildContext {
             dir: dir.into(),
             dockerfile: dockerfile.into(),
             extra_files: Vec::new(),
+            never_send: Vec::new(),
         }
     }
 
     /// The walked entries that will be sent, in tar order: `.dockerignore`
     /// honoured, the Dockerfile and `.dockerignore` always included, entries
-    /// replaced by an extra file left out (extra files are not listed).
+    /// replaced by an extra file left out (extra files are not listed), the
+    /// [`never_send`](Self::never_send) paths left out.
     pub fn files(&self) -> Result<Vec<ContextEntry>, ContextError> {
+        let dockerfile = self.checked_dockerfile()?;
+        let extras = self.extra_paths()?;
+        let mut ignore = DockerIgnore::load(&self.dir)?;
+        ignore.keep(DOCKERIGNORE_FILE);
+        ignore.keep(&dockerfile);
+        let walked = self.walk(&WalkOptions {
+            ignore: &ignore,
+            include: None,
+        })?;
+        Ok(walked
+            .into_iter()
+            .filter(|w| !w.parent_only)
+            .map(|w| w.entry)
+            .filter(|e| e.rel_path.to_str().is_none_or(|p| !extras.contains(p)))
+            .collect())
+    }
+
+    /// Walks the context with `options`, skipping [`never_send`](Self::never_send).
+    pub(crate) fn walk(&self, options: &WalkOptions<'_>) -> Result<Vec<Walked>, ContextError> {
+        let mut walker = Walker {
+            never: self.never_send_resolved(),
+            options,
+            seen: HashMap::new(),
+            out: Vec::new(),
+        };
+        let root_abs = resolve(&self.dir);
+        walker.dir(&self.dir, &root_abs, Path::new(""), None, false)?;
+        Ok(walker.out)
+    }
+
+    /// The Dockerfile path relative to the root, checked to exist and not
+    /// to lie in a never-sent folder.
+    pub(crate) fn checked_dockerfile(&self) -> Result<String, ContextError> {
         let dockerfile = self.dockerfile_rel()?;
         let df_path = self.dir.join(&dockerfile);
         match fs::symlink_metadata(&df_path) {
@@ -180,21 +297,31 @@ impl BuildContext {
             }
             Err(e) => return Err(ContextError::io(&df_path, e)),
         }
-        let extras = self.extra_paths()?;
-        let mut ignore = DockerIgnore::load(&self.dir)?;
-        ignore.keep(DOCKERIGNORE_FILE);
-        ignore.keep(&dockerfile);
-        let mut out = Vec::new();
-        walk(&self.dir, "", None, &ignore, &mut out)?;
-        out.retain(|e| !extras.contains(e.rel_path.as_str()));
-        Ok(out)
+        let abs = resolve(&self.dir).join(&dockerfile);
+        if let Some(folder) = self
+            .never_send_resolved()
+            .into_iter()
+            .find(|n| abs.starts_with(n))
+        {
+            return Err(ContextError::DockerfileNeverSent {
+                path: df_path,
+                folder,
+            });
+        }
+        Ok(dockerfile)
+    }
+
+    /// [`never_send`](Self::never_send), resolved like the root.
+    fn never_send_resolved(&self) -> Vec<PathBuf> {
+        self.never_send.iter().map(|p| resolve(p)).collect()
     }
 
     /// Hex SHA-256 of everything the build depends on: for each sent entry
-    /// its path, kind, mode, symlink target and file content (streamed, not
-    /// held in memory); the extra files; the Dockerfile path; the build args
-    /// and target. Mtimes, owners and excluded files do not count, so the
-    /// digest is stable across checkouts and machines.
+    /// its path (bytes), kind, mode, link target, device numbers and file
+    /// content (streamed, not held in memory); the extra files; the
+    /// Dockerfile path; the build args and target. Mtimes, owners, excluded
+    /// and never-sent files do not count, so the digest is stable across
+    /// checkouts and machines.
     pub fn digest(
         &self,
         build_args: &BTreeMap<String, String>,
@@ -202,19 +329,24 @@ impl BuildContext {
     ) -> Result<String, ContextError> {
         let entries = self.files()?;
         let mut h = Sha256::new();
-        field(&mut h, b"drydock-build-context-v1");
+        field(&mut h, b"drydock-build-context-v2");
         field(&mut h, self.dockerfile_rel()?.as_bytes());
         h.update((entries.len() as u64).to_le_bytes());
         let mut buf = vec![0u8; STREAM_CHUNK_SIZE];
         for entry in &entries {
             h.update([entry.kind.tag()]);
-            field(&mut h, entry.rel_path.as_bytes());
+            field(&mut h, entry.rel_path.as_os_str().as_bytes());
             h.update(entry.mode.to_le_bytes());
             match entry.kind {
-                EntryKind::Dir => {}
-                EntryKind::Symlink => {
+                EntryKind::Dir | EntryKind::Fifo => {}
+                EntryKind::CharDevice | EntryKind::BlockDevice => {
+                    let (major, minor) = entry.device.unwrap_or_default();
+                    h.update(major.to_le_bytes());
+                    h.update(minor.to_le_bytes());
+                }
+                EntryKind::Symlink | EntryKind::HardLink => {
                     let target = entry.link_target.as_deref().unwrap_or(Path::new(""));
-                    field(&mut h, target.as_os_str().as_encoded_bytes());
+                    field(&mut h, target.as_os_str().as_bytes());
                 }
                 EntryKind::File => {
                     let path = self.dir.join(&entry.rel_path);
@@ -263,21 +395,40 @@ impl BuildContext {
         let entries = self.files()?;
         let mut tar = tar::Builder::new(w);
         tar.follow_symlinks(false);
-        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        let mut dirs: BTreeSet<&OsStr> = BTreeSet::new();
         for entry in &entries {
             let path = self.dir.join(&entry.rel_path);
             let mut header = base_header(entry.mode, entry.mtime);
+            let link = entry.link_target.as_deref().unwrap_or(Path::new(""));
             match entry.kind {
                 EntryKind::Dir => {
-                    dirs.insert(&entry.rel_path);
+                    dirs.insert(entry.rel_path.as_os_str());
                     header.set_entry_type(tar::EntryType::Directory);
                     tar.append_data(&mut header, &entry.rel_path, io::empty())
                         .map_err(ContextError::Write)?;
                 }
-                EntryKind::Symlink => {
-                    header.set_entry_type(tar::EntryType::Symlink);
-                    let target = entry.link_target.as_deref().unwrap_or(Path::new(""));
-                    tar.append_link(&mut header, &entry.rel_path, target)
+                EntryKind::Symlink | EntryKind::HardLink => {
+                    header.set_entry_type(if entry.kind == EntryKind::Symlink {
+                        tar::EntryType::Symlink
+                    } else {
+                        tar::EntryType::Link
+                    });
+                    tar.append_link(&mut header, &entry.rel_path, link)
+                        .map_err(ContextError::Write)?;
+                }
+                EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+                    header.set_entry_type(match entry.kind {
+                        EntryKind::Fifo => tar::EntryType::Fifo,
+                        EntryKind::CharDevice => tar::EntryType::Char,
+                        _ => tar::EntryType::Block,
+                    });
+                    if let Some((major, minor)) = entry.device {
+                        header
+                            .set_device_major(major as u32)
+                            .and_then(|()| header.set_device_minor(minor as u32))
+                            .map_err(ContextError::Write)?;
+                    }
+                    tar.append_data(&mut header, &entry.rel_path, io::empty())
                         .map_err(ContextError::Write)?;
                 }
                 EntryKind::File => {
@@ -299,21 +450,11 @@ impl BuildContext {
         for (rel, content) in &self.extra_files {
             let rel = clean_rel(rel)
                 .ok_or_else(|| ContextError::InvalidExtraPath { path: rel.clone() })?;
-            let mut parent = String::new();
-            for part in rel
-                .split('/')
-                .collect::<Vec<_>>()
-                .split_last()
-                .map_or(&[][..], |p| p.1)
-            {
-                if !parent.is_empty() {
-                    parent.push('/');
-                }
-                parent.push_str(part);
-                if !dirs.contains(parent.as_str()) && implied.insert(parent.clone()) {
-                    let mut header = base_header(EXTRA_DIR_MODE, 0);
+            for parent in parent_prefixes(&rel) {
+                if !dirs.contains(OsStr::new(parent)) && implied.insert(parent.to_string()) {
+                    let mut header = base_header(IMPLIED_DIR_MODE, 0);
                     header.set_entry_type(tar::EntryType::Directory);
-                    tar.append_data(&mut header, &parent, io::empty())
+                    tar.append_data(&mut header, parent, io::empty())
                         .map_err(ContextError::Write)?;
                 }
             }
@@ -405,7 +546,7 @@ impl BuildContext {
 
 /// `path` as a clean `/`-separated relative path, or `None` if it is empty,
 /// absolute or leaves the root.
-fn clean_rel(path: &str) -> Option<String> {
+pub(crate) fn clean_rel(path: &str) -> Option<String> {
     let mut parts = Vec::new();
     for c in Path::new(path).components() {
         match c {
@@ -438,76 +579,385 @@ fn base_header(mode: u32, mtime: i64) -> tar::Header {
     header
 }
 
-/// Walks `dir` (whose path relative to the root is `prefix`), appending the
-/// entries to send, depth first with names sorted bytewise (moby's walk).
-fn walk(
-    dir: &Path,
-    prefix: &str,
-    parent: Option<&ParentMatches>,
-    ignore: &DockerIgnore,
-    out: &mut Vec<ContextEntry>,
-) -> Result<(), ContextError> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| ContextError::io(dir, e))? {
-        names.push(entry.map_err(|e| ContextError::io(dir, e))?.file_name());
-    }
-    names.sort();
-    for name in names {
-        let path = dir.join(&name);
-        let Some(name) = name.to_str() else {
-            return Err(ContextError::NonUtf8Path { path });
-        };
-        let rel = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let meta = fs::symlink_metadata(&path).map_err(|e| ContextError::io(&path, e))?;
-        let (excluded, info) = ignore.matches(&rel, parent);
-        let ft = meta.file_type();
-        if excluded {
-            if ft.is_dir() && ignore.descend_into_excluded(&rel) {
-                walk(&path, &rel, Some(&info), ignore, out)?;
+/// The parent directories of a clean relative path, shortest first
+/// (`a`, `a/b` for `a/b/c`).
+pub(crate) fn parent_prefixes(rel: &str) -> impl Iterator<Item = &str> {
+    rel.match_indices('/').map(move |(i, _)| &rel[..i])
+}
+
+/// `path` made absolute, with symlinks resolved when it exists (else
+/// lexically), so never-sent paths and the root compare alike.
+fn resolve(path: &Path) -> PathBuf {
+    fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// One walk of a context (moby's `TarWithOptions` walk): depth first, names
+/// sorted bytewise in each directory.
+struct Walker<'a, 'o> {
+    never: Vec<PathBuf>,
+    options: &'a WalkOptions<'o>,
+    /// (device, inode) → the path first sent for a file with several links.
+    seen: HashMap<(u64, u64), PathBuf>,
+    out: Vec<Walked>,
+}
+
+impl Walker<'_, '_> {
+    /// Walks `dir` (whose path relative to the root is `prefix`, and
+    /// resolved absolute path is `abs`). `all_included`: an include filter
+    /// already took everything below.
+    fn dir(
+        &mut self,
+        dir: &Path,
+        abs: &Path,
+        prefix: &Path,
+        parent: Option<&ParentMatches>,
+        all_included: bool,
+    ) -> Result<(), ContextError> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| ContextError::io(dir, e))? {
+            names.push(entry.map_err(|e| ContextError::io(dir, e))?.file_name());
+        }
+        // Bytewise, as Go sorts names.
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = dir.join(&name);
+            let abs_path = abs.join(&name);
+            if self.never.contains(&abs_path) {
+                continue;
             }
-            continue;
-        }
-        let kind = if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_file() {
-            EntryKind::File
-        } else {
-            tracing::warn!(path = %path.display(), "skipping special file in build context");
-            continue;
-        };
-        let link_target = if kind == EntryKind::Symlink {
-            Some(fs::read_link(&path).map_err(|e| ContextError::io(&path, e))?)
-        } else {
-            None
-        };
-        out.push(ContextEntry {
-            rel_path: rel.clone(),
-            kind,
-            len: if kind == EntryKind::File {
-                meta.len()
+            let rel_path = prefix.join(&name);
+            let rel = String::from_utf8_lossy(rel_path.as_os_str().as_bytes()).into_owned();
+            let meta = fs::symlink_metadata(&path).map_err(|e| ContextError::io(&path, e))?;
+            let ft = meta.file_type();
+            let mut below_all = all_included;
+            if !all_included {
+                if let Some(include) = self.options.include {
+                    match include(&rel) {
+                        Include::No => continue,
+                        Include::Parent => {}
+                        Include::All => below_all = true,
+                    }
+                }
+            }
+            let (excluded, info) = self.options.ignore.matches(&rel, parent);
+            if excluded {
+                if ft.is_dir() && self.options.ignore.descend_into_excluded(&rel) {
+                    let at = self.out.len();
+                    self.dir(&path, &abs_path, &rel_path, Some(&info), below_all)?;
+                    if self.out.len() > at {
+                        // Something below is sent: its parent must be known.
+                        let entry = ContextEntry {
+                            rel_path: rel_path.clone(),
+                            kind: EntryKind::Dir,
+                            len: 0,
+                            mode: IMPLIED_DIR_MODE,
+                            mtime: meta.mtime(),
+                            mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+                            link_target: None,
+                            device: None,
+                        };
+                        self.out.insert(
+                            at,
+                            Walked {
+                                entry,
+                                parent_only: true,
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
+            let kind = if ft.is_dir() {
+                EntryKind::Dir
+            } else if ft.is_symlink() {
+                EntryKind::Symlink
+            } else if ft.is_file() {
+                EntryKind::File
+            } else if ft.is_fifo() {
+                EntryKind::Fifo
+            } else if ft.is_char_device() {
+                EntryKind::CharDevice
+            } else if ft.is_block_device() {
+                EntryKind::BlockDevice
             } else {
-                0
-            },
-            mode: meta.permissions().mode() & 0o7777,
-            mtime: meta.mtime(),
-            link_target,
-        });
-        if kind == EntryKind::Dir {
-            walk(&path, &rel, Some(&info), ignore, out)?;
+                // Sockets: the CLI's tar writer refuses them and goes on.
+                tracing::warn!(path = %path.display(), "skipping socket in build context");
+                continue;
+            };
+            let mut entry = ContextEntry {
+                rel_path: rel_path.clone(),
+                kind,
+                len: if kind == EntryKind::File {
+                    meta.len()
+                } else {
+                    0
+                },
+                mode: meta.permissions().mode() & 0o7777,
+                mtime: meta.mtime(),
+                mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+                link_target: None,
+                device: None,
+            };
+            match kind {
+                EntryKind::Symlink => {
+                    entry.link_target =
+                        Some(fs::read_link(&path).map_err(|e| ContextError::io(&path, e))?);
+                }
+                EntryKind::CharDevice | EntryKind::BlockDevice => {
+                    let rdev = meta.rdev();
+                    entry.device = Some((libc::major(rdev) as u64, libc::minor(rdev) as u64));
+                }
+                _ => {}
+            }
+            if kind != EntryKind::Dir && meta.nlink() > 1 {
+                match self.seen.get(&(meta.dev(), meta.ino())) {
+                    Some(first) => {
+                        entry.link_target = Some(first.clone());
+                        entry.kind = EntryKind::HardLink;
+                        entry.len = 0;
+                    }
+                    None => {
+                        self.seen.insert((meta.dev(), meta.ino()), rel_path.clone());
+                    }
+                }
+            }
+            self.out.push(Walked {
+                entry,
+                parent_only: false,
+            });
+            if kind == EntryKind::Dir {
+                self.dir(&path, &abs_path, &rel_path, Some(&info), below_all)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which paths a BuildKit file-sync request asks for: fsutil's
+/// `IncludePatterns` and `FollowPaths` (tonistiigi/fsutil `Walk` and
+/// `FollowLinks`, the version BuildKit 0.8 uses). Written by hand because
+/// only Go implements it; the receiver never filters, so sending more than
+/// asked is harmless, sending less is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Includes {
+    patterns: Vec<String>,
+}
+
+impl Includes {
+    /// The filter for `include` patterns and `follow` paths relative to
+    /// `root`, or `None` when everything is included (no patterns, or one of
+    /// them is the root).
+    pub fn new(root: &Path, include: &[String], follow: &[String]) -> Option<Includes> {
+        if include.is_empty() && follow.is_empty() {
+            return None;
+        }
+        let mut patterns: Vec<String> = include.iter().map(|p| go_clean(p)).collect();
+        if !follow.is_empty() {
+            let mut resolver = LinkResolver {
+                root,
+                resolved: BTreeSet::new(),
+            };
+            for path in follow {
+                resolver.append(path, 0);
+            }
+            let targets: Vec<String> = resolver.resolved.into_iter().collect();
+            match dedupe_paths(&targets) {
+                Some(targets) => patterns.extend(targets),
+                None => return None,
+            }
+            patterns = dedupe_paths(&patterns)?;
+        }
+        if patterns.iter().any(|p| p == ".") {
+            return None;
+        }
+        Some(Includes { patterns })
+    }
+
+    /// fsutil's decision for `rel` (slash-separated, relative).
+    pub fn decide(&self, rel: &str) -> Include {
+        let mut matched = false;
+        for pattern in &self.patterns {
+            let (ok, partial) = match_prefix(pattern, rel);
+            if ok {
+                matched = true;
+                if !partial {
+                    return Include::All;
+                }
+            }
+        }
+        if matched {
+            Include::Parent
+        } else {
+            Include::No
         }
     }
-    Ok(())
+}
+
+/// fsutil's `matchPrefix`: `pattern` cut to as many components as `name`
+/// has (then a partial match), matched with `filepath.Match`.
+fn match_prefix(pattern: &str, name: &str) -> (bool, bool) {
+    let depth = name.matches('/').count();
+    if pattern.matches('/').count() > depth {
+        let cut = pattern
+            .match_indices('/')
+            .nth(depth)
+            .map_or(pattern, |(i, _)| &pattern[..i]);
+        (super::dockerignore::path_match(cut, name), true)
+    } else {
+        (super::dockerignore::path_match(pattern, name), false)
+    }
+}
+
+/// fsutil's `dedupePaths` of a sorted list: paths below an earlier path
+/// dropped; `None` when the root (`.`) is among them.
+fn dedupe_paths(sorted: &[String]) -> Option<Vec<String>> {
+    let mut sorted = sorted.to_vec();
+    sorted.sort();
+    let mut out: Vec<String> = Vec::new();
+    for s in sorted {
+        if s == "." {
+            return None;
+        }
+        if out
+            .last()
+            .is_some_and(|last| s.starts_with(&format!("{last}/")))
+        {
+            continue;
+        }
+        out.push(s);
+    }
+    Some(out)
+}
+
+/// Go's `filepath.Clean`, for relative slash paths (`""` → `.`).
+fn go_clean(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            p => out.push(p),
+        }
+    }
+    match (rooted, out.is_empty()) {
+        (true, _) => format!("/{}", out.join("/")),
+        (false, true) => ".".to_string(),
+        (false, false) => out.join("/"),
+    }
+}
+
+/// fsutil's `symlinkResolver`: follow paths resolved through the symlinks
+/// of the context, so that a `COPY link/x` also sends what `link` points to.
+struct LinkResolver<'a> {
+    root: &'a Path,
+    resolved: BTreeSet<String>,
+}
+
+/// Symlink chains longer than this are not followed further (a loop).
+const MAX_LINK_DEPTH: usize = 64;
+
+impl LinkResolver<'_> {
+    fn append(&mut self, path: &str, depth: usize) {
+        if depth > MAX_LINK_DEPTH {
+            return;
+        }
+        // filepath.Join(".", p): cleaned, a leading `/` dropped.
+        let mut rest = go_clean(path.trim_start_matches('/'));
+        let mut current = ".".to_string();
+        loop {
+            let (first, tail) = match rest.split_once('/') {
+                Some((first, tail)) => (first.to_string(), tail.to_string()),
+                None => (rest.clone(), String::new()),
+            };
+            current = go_clean(&format!("{current}/{first}"));
+            let targets = self.read_link(&current, true);
+            rest = tail;
+            if (rest.is_empty() || targets.is_some()) && self.resolved.contains(&current) {
+                return;
+            }
+            if let Some(targets) = targets {
+                self.resolved.insert(current);
+                for target in targets {
+                    let joined = go_clean(&format!("{target}/{rest}"));
+                    self.append(&joined, depth + 1);
+                }
+                return;
+            }
+            if rest.is_empty() {
+                self.resolved.insert(current);
+                return;
+            }
+        }
+    }
+
+    /// The targets of `rel` if it is a symlink (for a last component with
+    /// wildcards: of every matching symlink), as rooted slash paths.
+    fn read_link(&self, rel: &str, wildcards: bool) -> Option<Vec<String>> {
+        let (dir, base) = match rel.rsplit_once('/') {
+            Some((dir, base)) => (dir, base),
+            None => (".", rel),
+        };
+        if wildcards && has_wildcards(base) {
+            let mut names: Vec<String> = fs::read_dir(self.root.join(dir))
+                .ok()?
+                .filter_map(|e| e.ok())
+                .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned())
+                .collect();
+            names.sort();
+            let mut out = Vec::new();
+            for name in names {
+                if super::dockerignore::path_match(base, &name) {
+                    if let Some(targets) =
+                        self.read_link(&go_clean(&format!("{dir}/{name}")), false)
+                    {
+                        out.extend(targets);
+                    }
+                }
+            }
+            return (!out.is_empty()).then_some(out);
+        }
+        let real = self.root.join(rel);
+        let meta = fs::symlink_metadata(&real).ok()?;
+        if !meta.file_type().is_symlink() {
+            return None;
+        }
+        let link = fs::read_link(&real).ok()?;
+        let link = go_clean(&String::from_utf8_lossy(link.as_os_str().as_bytes()));
+        if link.starts_with('/') {
+            Some(vec![link])
+        } else {
+            Some(vec![go_clean(&format!("/{dir}/{link}"))])
+        }
+    }
+}
+
+/// fsutil's `containsWildcards` (Unix): `*`, `?` or `[` not escaped.
+fn has_wildcards(name: &str) -> bool {
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Opens a file for sending: a reader yielding exactly its length at open
 /// time (an error if it shrinks meanwhile), and its metadata.
-fn open_exact(path: &Path) -> Result<(ExactReader<File>, fs::Metadata), ContextError> {
+pub(crate) fn open_exact(path: &Path) -> Result<(ExactReader<File>, fs::Metadata), ContextError> {
     let file = File::open(path).map_err(|e| ContextError::io(path, e))?;
     let meta = file.metadata().map_err(|e| ContextError::io(path, e))?;
     let reader = ExactReader {
@@ -518,7 +968,7 @@ fn open_exact(path: &Path) -> Result<(ExactReader<File>, fs::Metadata), ContextE
 }
 
 /// Reads exactly `remaining` bytes: stops there, fails on an early end.
-struct ExactReader<R> {
+pub(crate) struct ExactReader<R> {
     inner: R,
     remaining: u64,
 }
@@ -730,7 +1180,10 @@ secret
             .set_modified(mtime)
             .unwrap();
         let files = ctx.files().unwrap();
-        let main = files.iter().find(|e| e.rel_path == "src/main.rs").unwrap();
+        let main = files
+            .iter()
+            .find(|e| e.rel_path == Path::new("src/main.rs"))
+            .unwrap();
         assert_eq!(
             (main.kind, main.len, main.mtime),
             (EntryKind::File, 13, 1_600_000_000)
@@ -756,7 +1209,7 @@ secret
             .files()
             .unwrap()
             .into_iter()
-            .map(|e| e.rel_path)
+            .map(|e| e.rel_str().into_owned())
             .collect();
         let mut ignore = DockerIgnore::load(&ctx.dir).unwrap();
         ignore.keep(DOCKERIGNORE_FILE);
@@ -816,7 +1269,7 @@ secret
             .files()
             .unwrap()
             .iter()
-            .all(|e| e.rel_path != "src/main.rs"));
+            .all(|e| e.rel_path != Path::new("src/main.rs")));
         let rows = read_tar(&tar_bytes(&ctx));
         let mains: Vec<_> = rows.iter().filter(|r| r.0 == "src/main.rs").collect();
         assert_eq!(mains.len(), 1);
@@ -824,6 +1277,184 @@ secret
         assert_eq!(rows.last().unwrap().0, "src/main.rs");
         // `src` was walked, so no implied directory is added for it.
         assert_eq!(rows.iter().filter(|r| r.0 == "src").count(), 1);
+    }
+
+    #[test]
+    fn never_send_paths_are_not_walked_sent_nor_digested() {
+        let (tmp, ctx) = fixture();
+        let root = tmp.path();
+        write(root, ".drydock/results/run-1/log.txt", b"output", 0o644);
+        write(root, "src/results.json", b"a file", 0o644);
+        let digest_without = |ctx: &BuildContext| ctx.digest(&BTreeMap::new(), None).unwrap();
+        let base = BuildContext {
+            never_send: vec![root.join(".drydock"), root.join("src/results.json")],
+            ..ctx.clone()
+        };
+        let sent: Vec<String> = base
+            .files()
+            .unwrap()
+            .iter()
+            .map(|e| e.rel_str().into_owned())
+            .collect();
+        assert!(
+            sent.iter()
+                .all(|p| !p.starts_with(".drydock") && p != "src/results.json"),
+            "{sent:?}"
+        );
+        assert!(sent.contains(&"src/main.rs".to_string()));
+        let rows = read_tar(&tar_bytes(&base));
+        assert!(
+            rows.iter().all(|r| !r.0.starts_with(".drydock/")),
+            "{rows:?}"
+        );
+        // Changing never-sent content changes nothing; an unreadable
+        // never-sent file is never opened (checked only when not root).
+        let before = digest_without(&base);
+        fs::write(root.join(".drydock/results/run-1/log.txt"), b"more").unwrap();
+        fs::set_permissions(
+            root.join("src/results.json"),
+            fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        assert_eq!(digest_without(&base), before);
+        // A relative path through a symlinked root resolves to the same folder.
+        let link = tempfile::tempdir().unwrap();
+        let linked_root = link.path().join("ctx");
+        symlink(root, &linked_root).unwrap();
+        let via_link = BuildContext {
+            dir: linked_root.clone(),
+            never_send: vec![root.join(".drydock"), root.join("src/results.json")],
+            ..ctx.clone()
+        };
+        assert_eq!(via_link.files().unwrap(), base.files().unwrap());
+        // Without never_send the folder would be sent.
+        assert!(ctx
+            .files()
+            .unwrap()
+            .iter()
+            .any(|e| e.rel_str().starts_with(".drydock/results")));
+        // A Dockerfile inside a never-sent folder is an error.
+        let err = BuildContext {
+            never_send: vec![root.join("build")],
+            ..ctx.clone()
+        }
+        .files()
+        .unwrap_err();
+        assert!(
+            matches!(err, ContextError::DockerfileNeverSent { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn byte_names_links_and_special_files_are_sent_as_the_cli_sends_them() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "Dockerfile", b"FROM scratch\n", 0o644);
+        write(root, ".dockerignore", b"ignored-*\n", 0o644);
+        let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+        fs::write(root.join(latin1), b"latin-1 name").unwrap();
+        // An excluded file with a non-UTF-8 name that cannot even be read
+        // (when not root): neither fails the walk.
+        let ignored = root.join(OsStr::from_bytes(b"ignored-\xff"));
+        fs::write(&ignored, b"never read").unwrap();
+        fs::set_permissions(&ignored, fs::Permissions::from_mode(0o000)).unwrap();
+        write(root, "a-first", b"shared", 0o640);
+        fs::hard_link(root.join("a-first"), root.join("b-second")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("pipe").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        let long = "d".repeat(120);
+        write(root, &format!("{long}/f"), b"long path", 0o644);
+        let ctx = BuildContext::new(root, "Dockerfile");
+
+        let mut archive = tar::Archive::new(std::io::Cursor::new(tar_bytes(&ctx)));
+        let mut rows = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path_bytes().into_owned();
+            let link = entry.link_name_bytes().map(|l| l.into_owned());
+            rows.push((path, entry.header().entry_type(), link));
+        }
+        use tar::EntryType as T;
+        let want: Vec<(Vec<u8>, T, Option<Vec<u8>>)> = vec![
+            (b".dockerignore".to_vec(), T::Regular, None),
+            (b"Dockerfile".to_vec(), T::Regular, None),
+            (b"a-first".to_vec(), T::Regular, None),
+            (b"b-second".to_vec(), T::Link, Some(b"a-first".to_vec())),
+            (b"caf\xe9.txt".to_vec(), T::Regular, None),
+            (long.as_bytes().to_vec(), T::Directory, None),
+            (format!("{long}/f").into_bytes(), T::Regular, None),
+            (b"pipe".to_vec(), T::Fifo, None),
+        ];
+        assert_eq!(rows, want);
+        drop(socket);
+
+        let files = ctx.files().unwrap();
+        let second = files
+            .iter()
+            .find(|e| e.rel_path == Path::new("b-second"))
+            .unwrap();
+        assert_eq!(
+            (second.kind, second.len, second.link_target.as_deref()),
+            (EntryKind::HardLink, 0, Some(Path::new("a-first")))
+        );
+        let cafe = files
+            .iter()
+            .find(|e| e.rel_path.as_os_str() == latin1)
+            .unwrap();
+        assert_eq!(cafe.rel_str(), "caf\u{fffd}.txt");
+        // The digest follows the name's bytes.
+        let before = ctx.digest(&BTreeMap::new(), None).unwrap();
+        fs::rename(
+            root.join(latin1),
+            root.join(OsStr::from_bytes(b"caf\xe8.txt")),
+        )
+        .unwrap();
+        assert_ne!(ctx.digest(&BTreeMap::new(), None).unwrap(), before);
+    }
+
+    #[test]
+    fn device_nodes_carry_their_numbers() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "device_nodes_carry_their_numbers: needs root to mknod; checked the FIFO case only"
+            );
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "Dockerfile", b"FROM scratch\n", 0o644);
+        let node = std::ffi::CString::new(root.join("null").as_os_str().as_bytes()).unwrap();
+        let dev = libc::makedev(1, 3);
+        assert_eq!(
+            unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, dev) },
+            0
+        );
+        let ctx = BuildContext::new(root, "Dockerfile");
+        let files = ctx.files().unwrap();
+        let null = files
+            .iter()
+            .find(|e| e.rel_path == Path::new("null"))
+            .unwrap();
+        assert_eq!(
+            (null.kind, null.device),
+            (EntryKind::CharDevice, Some((1, 3)))
+        );
+        let mut archive = tar::Archive::new(std::io::Cursor::new(tar_bytes(&ctx)));
+        let entry = archive
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path_bytes().as_ref() == b"null")
+            .unwrap();
+        let h = entry.header();
+        assert_eq!(h.entry_type(), tar::EntryType::Char);
+        assert_eq!(
+            (h.device_major().unwrap(), h.device_minor().unwrap()),
+            (Some(1), Some(3))
+        );
     }
 
     #[test]

@@ -94,8 +94,24 @@ impl DockerIgnore {
     ///
     /// An invalid pattern is an error naming its line number and text.
     pub fn parse(text: &str) -> Result<Self, PatternError> {
+        Self::from_lines(read_lines(text))
+    }
+
+    /// A matcher from patterns already read from a `.dockerignore` (as
+    /// BuildKit's frontend sends them: cleaned, `!` for exceptions, no
+    /// comments). An invalid pattern is an error naming its 1-based index.
+    pub fn from_patterns<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PatternError> {
+        Self::from_lines(
+            patterns
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i + 1, p.as_ref().to_string())),
+        )
+    }
+
+    fn from_lines(lines: impl Iterator<Item = (usize, String)>) -> Result<Self, PatternError> {
         let mut out = DockerIgnore::default();
-        for (line, raw) in read_lines(text) {
+        for (line, raw) in lines {
             let err = |reason| PatternError::Invalid {
                 line,
                 pattern: raw.trim().to_string(),
@@ -491,6 +507,28 @@ fn next_escaped(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<
         '\\' => chars.next(),
         c => Some(c),
     }
+}
+
+/// Go's `filepath.Match(pattern, name)` on Unix: `*` matches any run of
+/// characters but `/`, `?` one character but `/`, `[...]` a class, `\c` the
+/// character `c`; the whole name must match. A malformed pattern matches
+/// nothing (Go returns an error, which its callers here treat as no match).
+pub(crate) fn path_match(pattern: &str, name: &str) -> bool {
+    if validate_glob(pattern).is_err() {
+        return false;
+    }
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '*' => Token::Star,
+            '?' => Token::One,
+            '[' => parse_class(&mut chars),
+            '\\' => Token::Lit(chars.next().unwrap_or('\\')),
+            c => Token::Lit(c),
+        });
+    }
+    glob_match(&tokens, name)
 }
 
 /// Whether `tokens` match the whole of `path` (the anchored regex `^...$`).

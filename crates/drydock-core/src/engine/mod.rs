@@ -7,14 +7,18 @@ mod client;
 mod container;
 pub mod context;
 mod copy;
+mod dockerfile;
 pub mod dockerignore;
 mod error;
+mod filesync;
 mod image;
 pub mod labels;
 mod network;
 mod registry;
+mod session;
 mod sweep;
 pub mod terminal;
+mod trustplan;
 mod volume;
 
 pub use build::{split_tag, BuildProgress, BuildRequest, Built};
@@ -29,3 +33,4 @@ pub use registry::{
 };
 pub use sweep::{owner_alive, Leftover};
 pub use terminal::{render_lines, strip_ansi, LineBuffer};
+pub use trustplan::NOTE_PREFIX;

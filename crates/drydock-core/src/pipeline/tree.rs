@@ -498,6 +498,8 @@ const CORE_TAGS: &[&str] = &[
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:seq",
     "tag:yaml.org,2002:map",
+    // `!!merge <<`: the merge key, which compose files use (pipelines refuse `<<`).
+    "tag:yaml.org,2002:merge",
 ];
 
 /// Why a tag is not accepted, if it is not.

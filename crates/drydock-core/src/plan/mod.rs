@@ -140,6 +140,8 @@ pub struct PlannedBuild {
     pub args: BTreeMap<String, String>,
     /// Whether the run's CA bundle and proxy settings reach the build.
     pub trust: bool,
+    /// Secrets the build mounts (BuildKit secret mounts), by name.
+    pub secrets: Vec<String>,
     /// The tag the image gets (`drydock-build/<pipeline>:<build>`).
     pub tag: String,
     /// Index of the tier that reports (and awaits) it.
@@ -420,7 +422,8 @@ impl<'a> Planner<'a> {
             target: spec.target.clone(),
             args: spec.args.clone(),
             trust: spec.trust,
-            tag: format!("drydock-build/{}:{}", self.pipeline.name, spec.name),
+            secrets: spec.secrets.clone(),
+            tag: build_tag(&self.pipeline.name, &spec.name),
             tier,
         });
         id
@@ -698,6 +701,31 @@ impl<'a> Planner<'a> {
             cache: spec.cache.clone(),
         }
     }
+}
+
+/// The tag of a build's image: `drydock-build/<pipeline>:<build>`, the
+/// build name made a valid tag (a matrix variant's `app [PY=3.11]` becomes
+/// `app-py-3.11` and a short hash keeps variants apart).
+fn build_tag(pipeline: &str, build: &str) -> String {
+    let clean: String = build
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean.trim_matches('-');
+    let tag = if clean == build {
+        clean.to_string()
+    } else {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(build.as_bytes()));
+        format!("{}-{}", &clean[..clean.len().min(100)], &digest[..8])
+    };
+    format!("drydock-build/{pipeline}:{tag}")
 }
 
 /// A network alias for a step name: a DNS label (`unit [PYTHON=3.11]` →

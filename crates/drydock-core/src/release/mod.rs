@@ -94,7 +94,7 @@ use serde::{Deserialize, Serialize};
 pub use deployments::{Deployment, NewDeployment};
 pub use publish::{
     lock_path, move_channel, push_release, release, released_by_run, repair, repair_all,
-    ChannelLock, ReleaseError, ReleaseRequest, Released, Repair,
+    ChannelLock, ReleaseError, ReleaseFence, ReleaseRequest, Released, Repair,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -11,8 +11,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +23,36 @@ use crate::engine::EngineError;
 use crate::events::Event;
 use crate::run::{EventSender, Runtime};
 
+/// A check made under the channel lock right before a release is recorded
+/// (its commit point): `Err(why)` refuses the release, which then records
+/// nothing and leaves the channel tag where it was
+/// ([`ReleaseError::Fenced`]). The runner passes one that confirms the run's
+/// attempt still holds its lease, so that a stale attempt never releases.
+#[derive(Clone)]
+pub struct ReleaseFence(Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>);
+
+impl ReleaseFence {
+    /// A fence calling `check` (once per release, under the channel lock:
+    /// keep it short and bounded in time).
+    pub fn new(
+        check: impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+    ) -> ReleaseFence {
+        ReleaseFence(Arc::new(check))
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for ReleaseFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseFence(..)")
+    }
+}
+
 /// What a release wants: an image that becomes the channel's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ReleaseRequest {
     /// The product (image repository), e.g. `registry.example/shop`.
     pub product: String,
@@ -39,6 +69,9 @@ pub struct ReleaseRequest {
     pub git_sha: Option<String>,
     /// The run that built and tested the image, if known.
     pub run_id: Option<String>,
+    /// Checked under the channel lock right before the release is recorded
+    /// (`None`: no check).
+    pub fence: Option<ReleaseFence>,
 }
 
 /// What a release, promote or rollback moved.
@@ -81,6 +114,16 @@ pub enum ReleaseError {
     /// recorded and the channel tag did not move.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The request's [`ReleaseFence`] refused the release (e.g. the runner's
+    /// attempt lost its lease): nothing was recorded and the channel tag did
+    /// not move.
+    #[error("the release of {channel} is not recorded: {why}")]
+    Fenced {
+        /// The channel.
+        channel: ChannelRef,
+        /// Why, from the fence.
+        why: String,
+    },
     /// The move is recorded (it happened, as far as drydock is concerned)
     /// but the channel tag could not be moved: the next drydock command that
     /// reads the channel re-points it ([`repair`]).
@@ -207,9 +250,16 @@ async fn commit<R: Runtime + ?Sized>(
     entry: NewEntry,
     mut tags: Vec<String>,
     pushed: Vec<String>,
+    fence: Option<&ReleaseFence>,
 ) -> Result<Released, ReleaseError> {
     let channel = ChannelRef::new(&entry.name, &entry.channel);
     let _lock = lock(ledger, &channel).await?;
+    if let Some(fence) = fence {
+        fence.check().await.map_err(|why| ReleaseError::Fenced {
+            channel: channel.clone(),
+            why,
+        })?;
+    }
     let entry = with_ledger(ledger, move |l| l.record(entry)).await?;
     tags.push(channel.tag());
     let released = Released {
@@ -241,13 +291,15 @@ async fn commit<R: Runtime + ?Sized>(
 /// 2. with a registry, pushes `<registry>/<product>:<tag>` for each tag and
 ///    then for the channel ([`push_release`]; `cancel` stops it; events go to
 ///    `events`);
-/// 3. the commit point: under the channel lock, records an
+/// 3. the commit point: under the channel lock, checks `request.fence`
+///    (refused: [`ReleaseError::Fenced`], nothing recorded), records an
 ///    [`Action::Release`] entry, then moves `<product>:<channel>`.
 ///
-/// A cancel before step 3 ([`ReleaseError::is_cancelled`]) or a failure in
-/// steps 1–2 records nothing and leaves the channel tag where it was; step 3
-/// is not cancellable (it is two short local operations): a release that got
-/// there happened. Refuses to start when `cancel` is already cancelled.
+/// `cancel` stops the release before it starts and during the pushes
+/// ([`ReleaseError::is_cancelled`]); that or a failure in steps 1–2 records
+/// nothing and leaves the channel tag where it was. Local tags are not
+/// cancelled (a release under way completes), nor is step 3 (two short local
+/// operations): a release that got there happened.
 ///
 /// With a registry, its channel tag is pushed before the commit point (a
 /// refused push must change nothing): if drydock dies between that push and
@@ -302,6 +354,7 @@ pub async fn release<R: Runtime + ?Sized>(
         ),
         tags,
         pushed,
+        request.fence.as_ref(),
     )
     .await
 }
@@ -317,7 +370,7 @@ pub async fn move_channel<R: Runtime + ?Sized>(
     ledger: &Path,
     entry: NewEntry,
 ) -> Result<Released, ReleaseError> {
-    commit(runtime, ledger, entry, Vec::new(), Vec::new()).await
+    commit(runtime, ledger, entry, Vec::new(), Vec::new(), None).await
 }
 
 /// What [`repair`] found.

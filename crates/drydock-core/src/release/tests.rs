@@ -918,6 +918,7 @@ mod publish {
             registry_repository: None,
             git_sha: Some(format!("sha-{run}")),
             run_id: Some(run.into()),
+            fence: None,
         }
     }
 
@@ -1102,6 +1103,58 @@ mod publish {
             ReleaseError::Ledger(LedgerError::InvalidEntry(_))
         ));
         assert_eq!(tag_of(&engine, "shop:staging").as_deref(), Some("img-1"));
+    }
+
+    /// A release whose fence refuses (a runner attempt that lost its lease)
+    /// records nothing and leaves the channel tag; one whose fence agrees
+    /// releases. The fence is asked once, under the channel lock.
+    #[tokio::test]
+    async fn a_refusing_fence_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let engine = fake(&["img-1", "img-2"]);
+        let cancel = CancellationToken::new();
+        crate::release::release(
+            engine.as_ref(),
+            &path,
+            &request("shop", "img-1", "r1"),
+            &cancel,
+            None,
+        )
+        .await
+        .unwrap();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fence = |answer: Result<(), String>| {
+            let asked = asked.clone();
+            crate::release::ReleaseFence::new(move || {
+                asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
+                Box::pin(async move { answer })
+            })
+        };
+        let mut refused = request("shop", "img-2", "r2");
+        refused.fence = Some(fence(Err("attempt 1 lost its lease".into())));
+        let err = crate::release::release(engine.as_ref(), &path, &refused, &cancel, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReleaseError::Fenced { why, .. } if why == "attempt 1 lost its lease"),
+            "{err}"
+        );
+        assert!(err.recorded().is_none() && !err.is_cancelled());
+        assert_eq!(tag_of(&engine, "shop:staging").as_deref(), Some("img-1"));
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.history("shop", "staging").unwrap().len(), 1);
+        assert_eq!(released_by_run(&path, "r2"), None);
+
+        let mut agreed = request("shop", "img-2", "r3");
+        agreed.fence = Some(fence(Ok(())));
+        let released = crate::release::release(engine.as_ref(), &path, &agreed, &cancel, None)
+            .await
+            .unwrap();
+        assert_eq!(released.entry.image_id, "img-2");
+        assert_eq!(tag_of(&engine, "shop:staging").as_deref(), Some("img-2"));
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

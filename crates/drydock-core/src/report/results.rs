@@ -597,6 +597,7 @@ mod tests {
             attempts: 1,
             flaky_tests: Vec::new(),
             allowed_failure: false,
+            cause: Vec::new(),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::engine::context::BuildContext;
 use crate::engine::{labels, BuildProgress, BuildRequest, EngineError};
 use crate::events::Status;
 use crate::plan::{BuildId, Plan, PlannedBuild};
-use crate::trust::{Trust, TRUST_CONTEXT_PATH};
+use crate::trust::Trust;
 
 /// How a build ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,13 @@ async fn build_one<R: Runtime>(
     stop: &CancellationToken,
 ) -> (BuildOutcome, Option<String>) {
     let started = Instant::now();
-    let request = match build_request(&ctx.plan, build, &ctx.plan.trust) {
+    let request = match build_request(
+        &ctx.plan,
+        build,
+        &ctx.plan.trust,
+        &ctx.options.results_dir,
+        &ctx.secrets,
+    ) {
         Ok(request) => request,
         Err(e) => return (BuildOutcome::not_built(Status::Errored, &e), None),
     };
@@ -119,13 +125,14 @@ pub(crate) fn build_request(
     plan: &Plan,
     build: &PlannedBuild,
     trust: &Trust,
+    results_dir: &std::path::Path,
+    secrets: &[crate::secrets::SecretValue],
 ) -> Result<BuildRequest, String> {
-    let mut extra_files = Vec::new();
+    let mut ca_bundle = None;
     let mut transient_args = BTreeMap::new();
     if build.trust {
-        if let Some(ca) = trust.ca_bytes().map_err(|e| e.to_string())? {
-            extra_files.push((TRUST_CONTEXT_PATH.to_string(), ca));
-        }
+        // The engine decides how the bundle reaches the build (docs/trust.md).
+        ca_bundle = trust.ca_bytes().map_err(|e| e.to_string())?;
         transient_args = trust.env.clone();
     }
     let mut build_labels = HashMap::from([
@@ -138,7 +145,14 @@ pub(crate) fn build_request(
         context: BuildContext {
             dir: build.context.clone(),
             dockerfile: build.dockerfile.clone(),
-            extra_files,
+            extra_files: Vec::new(),
+            // drydock's own folder and the run's results (which may lie
+            // inside the context) are never sent: they would change the
+            // digest on every run and reach images through `COPY . .`.
+            never_send: vec![
+                plan.repo_root.join(crate::report::STATE_FOLDER),
+                results_dir.to_path_buf(),
+            ],
         },
         target: build.target.clone(),
         args: build.args.clone(),
@@ -146,5 +160,11 @@ pub(crate) fn build_request(
         labels: build_labels,
         tag: Some(build.tag.clone()),
         no_cache: false,
+        ca_bundle,
+        secrets: secrets
+            .iter()
+            .filter(|s| build.secrets.contains(&s.name))
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect(),
     })
 }

@@ -142,6 +142,9 @@ impl Runtime for FakeRuntime {
         tokio::time::sleep(self.build_delay).await;
         self.log(format!("built {target}"));
         if self.failing_builds.contains(&target) {
+            progress(BuildProgress::Output(
+                "E: Unable to locate package nope".to_string(),
+            ));
             return Err(EngineError::Build {
                 what: target,
                 step: Some("RUN false".to_string()),

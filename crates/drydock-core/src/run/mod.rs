@@ -88,6 +88,9 @@ pub struct RunOptions {
     /// The release ledger file a green run's release is recorded in (e.g.
     /// [`Ledger::default_path`](crate::release::Ledger::default_path)).
     pub ledger: PathBuf,
+    /// Checked right before the release is recorded (see
+    /// [`ReleaseFence`](crate::release::ReleaseFence)); `None`: no check.
+    pub release_fence: Option<crate::release::ReleaseFence>,
 }
 
 impl RunOptions {
@@ -108,6 +111,7 @@ impl RunOptions {
             results_dir: self.results_dir.clone(),
             stop_grace: self.stop_grace,
             ledger: self.ledger.clone(),
+            release_fence: self.release_fence.clone(),
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct ExecOptions {
     pub stop_grace: Duration,
     /// The release ledger file (see [`RunOptions::ledger`]).
     pub ledger: PathBuf,
+    /// See [`RunOptions::release_fence`].
+    pub release_fence: Option<crate::release::ReleaseFence>,
 }
 
 /// The result of a run.
@@ -459,6 +465,9 @@ pub const ENGINE_UNRESPONSIVE_AFTER: Duration = Duration::from_secs(20);
 /// How long the teardown may take after a second signal or a lost engine.
 pub const HURRIED_TEARDOWN: Duration = Duration::from_secs(1);
 
+/// How many of a build's last output lines are searched for its cause.
+const CAUSE_TAIL_LINES: usize = 200;
+
 /// Most build output lines kept for a tier that has not reached the build yet.
 const BUILD_BUFFER_LINES: usize = 20_000;
 
@@ -541,6 +550,8 @@ struct RunLoop<R: Runtime> {
     leases: Vec<crate::cache::CacheLease>,
     /// Why the engine is considered lost, once it is.
     engine_lost: Option<String>,
+    /// The last lines of each build's output, for the cause of a failure.
+    build_tails: Vec<VecDeque<String>>,
     /// The liveness watchdog.
     watchdog: Option<JoinHandle<()>>,
 }
@@ -590,6 +601,7 @@ impl<R: Runtime> RunLoop<R> {
             leases: Vec::new(),
             engine_lost: None,
             watchdog: None,
+            build_tails: plan.builds.iter().map(|_| VecDeque::new()).collect(),
         }
     }
 
@@ -640,6 +652,11 @@ impl<R: Runtime> RunLoop<R> {
     async fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::BuildProgress(id, line) => {
+                let tail = &mut self.build_tails[id.0];
+                if tail.len() == CAUSE_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
                 if let Some((streaming, tier)) = &self.streaming {
                     if *streaming == id {
                         let event = Event::Log {
@@ -939,6 +956,7 @@ impl<R: Runtime> RunLoop<R> {
                         attempts: 1,
                         flaky_tests: Vec::new(),
                         allowed_failure: false,
+                        cause: Vec::new(),
                     },
                     Report::NotYet => Event::StepSkipped {
                         tier: tier.name.clone(),
@@ -974,6 +992,7 @@ impl<R: Runtime> RunLoop<R> {
                                 attempts: 1,
                                 flaky_tests: Vec::new(),
                                 allowed_failure: false,
+                                cause: Vec::new(),
                             })
                             .await;
                     }
@@ -1106,8 +1125,15 @@ impl<R: Runtime> RunLoop<R> {
                             ),
                         );
                     }
+                    let cause = if outcome.status.is_success() {
+                        Vec::new()
+                    } else {
+                        let tail: Vec<String> = self.build_tails[build.0].drain(..).collect();
+                        crate::report::cause::explain(&tail)
+                    };
                     self.ctx
                         .emit(Event::StepFinished {
+                            cause,
                             tier: tier_name.clone(),
                             step: plan.build(*build).step_name(),
                             status: outcome.status,
@@ -1519,6 +1545,7 @@ impl<R: Runtime> RunLoop<R> {
             registry_repository: spec.registry_repository(),
             git_sha: spec.git_sha.clone(),
             run_id: Some(plan.run_id.clone()),
+            fence: self.ctx.options.release_fence.clone(),
         };
         let released = crate::release::release(
             self.ctx.runtime.as_ref(),

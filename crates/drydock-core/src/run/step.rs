@@ -91,6 +91,13 @@ pub(crate) async fn run_step<R: Runtime>(
             run.status
         };
         // Failed in an earlier attempt, not in the last one.
+        // The lines that explain a failure, from its last output.
+        let cause = if status.is_success() {
+            Vec::new()
+        } else {
+            let tail: Vec<String> = run.tail.iter().cloned().collect();
+            crate::report::cause::explain(&tail)
+        };
         let flaky_tests: Vec<String> = failed_before
             .iter()
             .filter(|t| !run.failed_tests.contains(t))
@@ -115,6 +122,7 @@ pub(crate) async fn run_step<R: Runtime>(
             attempts: attempt,
             flaky_tests,
             allowed_failure: step.allow_failure && !status.is_success(),
+            cause,
         })
         .await;
         return (

@@ -148,6 +148,7 @@ async fn run_cancelled_by(
         release: ReleaseChoice::AsWritten,
         no_retry: false,
         ledger: state.path().join("ledger.sqlite"),
+        release_fence: None,
     };
     let ledger = options.ledger.clone();
     let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
@@ -421,6 +422,8 @@ async fn a_failed_build_fails_its_tier_and_names_the_instruction() {
     let ran = run_with(fake, p, None).await;
     assert_eq!(ran.report.outcome, Outcome::Failed);
     assert!(ran.events.iter().any(|e| matches!(e, Event::StepFinished { error: Some(error), .. } if error.contains("at `RUN false`"))));
+    // The summary names the cause found in the build's output.
+    assert!(ran.events.iter().any(|e| matches!(e, Event::StepFinished { cause, .. } if cause == &["E: Unable to locate package nope"])));
     assert_eq!(
         finished_steps(&ran.events),
         vec![

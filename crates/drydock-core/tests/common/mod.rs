@@ -176,6 +176,8 @@ impl Scope {
             labels: self.role("build"),
             tag: Some(self.tag(what)),
             no_cache: false,
+            ca_bundle: None,
+            secrets: Default::default(),
         }
     }
 
