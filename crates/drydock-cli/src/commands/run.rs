@@ -321,6 +321,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let runtime = Arc::new(engine.clone());
     let plan = plan::plan(&pipeline, &options.plan_options());
     let exec = options.exec_options();
+    let asked_to_stop = cancel.clone();
     let task = tokio::spawn(async move { run::run_plan(&plan, runtime, exec, tx, cancel).await });
     let report = task.await;
     signals.abort();
@@ -336,8 +337,13 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
             )));
         }
     };
-    // The executor recorded the release (and moved the channel) itself.
-    if let (Some(released), Some(_)) = (&report.released, report.cancel_reason) {
+    // The executor recorded the release (and moved the channel) itself. A
+    // signal that came after it (say, during the teardown) changes nothing:
+    // say so, since the terminal said a signal was received.
+    if let (Some(released), Some(_)) = (
+        &report.released,
+        report.cancel_reason.or(asked_to_stop.reason()),
+    ) {
         if report.outcome == drydock_core::events::Outcome::Passed {
             eprintln!(
                 "drydock: the run had released {}:{} (ledger entry {}) when it was asked to stop: it passed",
@@ -374,7 +380,10 @@ async fn watch_signals(cancel: RunCancel, ledger: PathBuf, run_id: String) {
         "drydock: the run did not end in time; containers of run {run_id} may be left: `drydock gc` removes them"
     );
     // A run whose release was recorded passed: say so with the exit code.
+    // No release is recorded after this check (a move being recorded gets
+    // 300 ms to land), so what the exit code says is final.
     let released = tokio::task::spawn_blocking(move || {
+        drydock_core::release::stop_recording(Duration::from_millis(300));
         drydock_core::release::released_by_run(&ledger, &run_id)
     })
     .await

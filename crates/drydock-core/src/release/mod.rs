@@ -94,7 +94,8 @@ use serde::{Deserialize, Serialize};
 pub use deployments::{Deployment, NewDeployment};
 pub use publish::{
     lock_path, move_channel, push_release, release, released_by_run, repair, repair_all,
-    ChannelLock, ReleaseError, ReleaseFence, ReleaseRequest, Released, Repair,
+    stop_recording, ChannelLock, ReleaseError, ReleaseFence, ReleaseRequest, Released, Repair,
+    TEST_PAUSE_VAR,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -260,7 +260,21 @@ async fn commit<R: Runtime + ?Sized>(
             why,
         })?;
     }
-    let entry = with_ledger(ledger, move |l| l.record(entry)).await?;
+    // `None`: this process stopped recording (`stop_recording`).
+    let recorded = with_ledger(ledger, move |l| {
+        let stopped = RECORDING_STOPPED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *stopped {
+            return Ok(None);
+        }
+        l.record(entry).map(Some)
+    })
+    .await?;
+    let Some(entry) = recorded else {
+        return Err(EngineError::Cancelled.into());
+    };
+    test_pause("after-record").await;
     tags.push(channel.tag());
     let released = Released {
         image_id: entry.image_id.clone(),
@@ -284,6 +298,65 @@ async fn commit<R: Runtime + ?Sized>(
     }
 }
 
+/// The environment variable that widens a release's windows for tests of
+/// interrupts: `<point>:<milliseconds>`, where `<point>` is `before-commit`
+/// (after the tags and pushes, before the channel lock) or
+/// `after-record` (between recording the entry and moving the channel
+/// tag). Neither pause is cancellable, as the windows they widen are not:
+/// a signal there lets the release go on, a process that exits there
+/// leaves what a crash at that moment would. Anything else is ignored. Not
+/// for production use: it only makes a release slower.
+pub const TEST_PAUSE_VAR: &str = "DRYDOCK_TEST_RELEASE_PAUSE";
+
+/// Sleeps as [`TEST_PAUSE_VAR`] asks at `point` (at most 60 s). Not
+/// cancellable: it widens a window, it changes nothing else.
+async fn test_pause(point: &str) {
+    let Ok(value) = std::env::var(TEST_PAUSE_VAR) else {
+        return;
+    };
+    if let Some(ms) = value
+        .split_once(':')
+        .filter(|(p, _)| *p == point)
+        .and_then(|(_, ms)| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+}
+
+/// Whether this process stopped recording moves ([`stop_recording`]); held
+/// while a move is being recorded.
+static RECORDING_STOPPED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+/// From now on this process records no release, promote or rollback (each
+/// ends [`ReleaseError::is_cancelled`], nothing recorded, the tag not
+/// moved). Waits at most `wait` for one being written to the ledger to
+/// finish; returns `false` when it did not in time (it may still land).
+///
+/// A process about to exit at once (a second signal) calls it before
+/// reading the ledger ([`released_by_run`]), so that what it reports — the
+/// run released or not — is final. Blocking: call it off the async runtime.
+pub fn stop_recording(wait: Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match RECORDING_STOPPED.try_lock() {
+            Ok(mut stopped) => {
+                *stopped = true;
+                return true;
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                *p.into_inner() = true;
+                return true;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 /// Releases `request.image_id` to `request.channel` of `request.product`,
 /// recording it in the ledger at `ledger`:
 ///
@@ -299,7 +372,8 @@ async fn commit<R: Runtime + ?Sized>(
 /// ([`ReleaseError::is_cancelled`]); that or a failure in steps 1–2 records
 /// nothing and leaves the channel tag where it was. Local tags are not
 /// cancelled (a release under way completes), nor is step 3 (two short local
-/// operations): a release that got there happened.
+/// operations): a release that got there happened — unless the process
+/// stopped recording first ([`stop_recording`]), when nothing is recorded.
 ///
 /// With a registry, its channel tag is pushed before the commit point (a
 /// refused push must change nothing): if drydock dies between that push and
@@ -337,6 +411,7 @@ pub async fn release<R: Runtime + ?Sized>(
         }
         None => Vec::new(),
     };
+    test_pause("before-commit").await;
     let tags = request
         .tags
         .iter()
