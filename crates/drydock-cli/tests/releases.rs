@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::{assert_nothing_left, engine, run_id, sweep_run, text, Repo};
@@ -375,4 +375,213 @@ async fn signals_at_release_time_never_split_tag_and_ledger() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(tag_image(&staging).await.unwrap(), before_last);
     assert_ne!(before_last, served);
+}
+
+/// `drydock …` in `dir` with the machine's state folder `state`.
+async fn drydock_in(dir: &std::path::Path, state: &std::path::Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(args)
+        .current_dir(dir)
+        .env("DRYDOCK_STATE_DIR", state)
+        .env_remove("DRYDOCK_LOG")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+/// Two products with a channel of the same name, `staging`, released on one
+/// machine (one state folder, one ledger): each repository's `drydock
+/// releases staging` lists only its own images, `deploy staging --status`
+/// points to its own image, a rollback in A goes to A's previous image
+/// (never B's) and leaves B's channel alone; where nothing tells the
+/// product, the commands refuse with exit 2 naming both; `--product` picks.
+#[tokio::test]
+async fn two_products_with_one_channel_name_stay_apart() {
+    let pid = std::process::id();
+    let products = [
+        format!("drydock-test/rel-a-{pid}"),
+        format!("drydock-test/rel-b-{pid}"),
+    ];
+    let pipelines = [format!("rel-a-{pid}"), format!("rel-b-{pid}")];
+    let _tags = Tags {
+        repositories: products.to_vec(),
+        pipelines: pipelines.to_vec(),
+    };
+    let machine = tempfile::tempdir().unwrap();
+    let state = machine.path();
+    let repos = [Repo::empty_for_tests(), Repo::empty_for_tests()];
+    for i in 0..2 {
+        releasing_repo(&repos[i], &pipelines[i], &products[i], true);
+    }
+    // A releases a1, B releases b1, A releases a2.
+    let mut images = Vec::new();
+    for (i, marker) in [(0, "a1"), (1, "b1"), (0, "a2")] {
+        let repo = &repos[i];
+        std::fs::write(repo.path().join("app/marker"), format!("{marker}\n")).unwrap();
+        repo.commit(marker);
+        let id = run_id(&format!("two-{marker}"));
+        let out = drydock_in(
+            repo.path(),
+            state,
+            &["run", "pipelines/rel.yml", "--run-id", &id],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{marker}: {}", text(&out));
+        assert_nothing_left(&id).await;
+        let tag = ChannelRef::new(&products[i], "staging").tag();
+        images.push(tag_image(&tag).await.unwrap());
+    }
+    let (a1, b1, a2) = (images[0].clone(), images[1].clone(), images[2].clone());
+    assert!(a1 != b1 && a2 != b1 && a1 != a2);
+
+    // Each repository lists its own history only.
+    for (i, expected) in [(0, vec![&a1, &a2]), (1, vec![&b1])] {
+        let out = drydock_in(repos[i].path(), state, &["releases", "staging", "--json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let history = json(&out);
+        let history = history.as_array().unwrap();
+        assert!(
+            history.iter().all(|e| e["name"] == products[i].as_str()),
+            "{history:?}"
+        );
+        let listed: Vec<&str> = history
+            .iter()
+            .map(|e| e["image_id"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
+        assert_eq!(listed, expected, "repository {i}");
+        // The status names its own product's current image.
+        let out = drydock_in(
+            repos[i].path(),
+            state,
+            &["deploy", "staging", "--status", "--json"],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let status = json(&out);
+        assert_eq!(
+            status["ledger_current"]["name"],
+            products[i].as_str(),
+            "{status}"
+        );
+        assert_eq!(
+            status["ledger_current"]["image_id"],
+            *expected.last().unwrap(),
+            "{status}"
+        );
+    }
+
+    // Outside both repositories, nothing tells which product: exit 2,
+    // naming both, for every command that reads the channel; --product picks.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["releases", "staging"],
+        vec!["deploy", "staging", "--status"],
+        vec!["rollback", "staging"],
+    ] {
+        let out = drydock_in(elsewhere.path(), state, &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            stderr.contains(&products[0]) && stderr.contains(&products[1]),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = drydock_in(
+        elsewhere.path(),
+        state,
+        &["releases", "staging", "--product", &products[1], "--json"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out).as_array().unwrap().len(), 1);
+
+    // A's rollback goes to A's previous image, never B's, and leaves B
+    // alone; a rollback "to" B's run is refused and moves nothing.
+    let b_run = run_id("two-b1");
+    let out = drydock_in(
+        repos[0].path(),
+        state,
+        &["rollback", "staging", "--to", &b_run],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let a_tag = ChannelRef::new(&products[0], "staging").tag();
+    let b_tag = ChannelRef::new(&products[1], "staging").tag();
+    assert_eq!(tag_image(&a_tag).await.unwrap(), a2);
+    let out = drydock_in(repos[0].path(), state, &["rollback", "staging"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(tag_image(&a_tag).await.unwrap(), a1);
+    assert_eq!(tag_image(&b_tag).await.unwrap(), b1);
+    let ledger = Ledger::open(&state.join("ledger.sqlite")).unwrap();
+    let current = ledger.current(&products[0], "staging").unwrap().unwrap();
+    assert_eq!(
+        (current.image_id.as_str(), current.name.as_str()),
+        (a1.as_str(), products[0].as_str())
+    );
+    assert_eq!(
+        ledger
+            .current(&products[1], "staging")
+            .unwrap()
+            .unwrap()
+            .image_id,
+        b1
+    );
+}
+
+/// A ledger written before products (schema version 1, where two products
+/// shared `staging`) is migrated by the first command that opens it, every
+/// entry kept: each product then sees its own history, and the channel is
+/// ambiguous until a product is named.
+#[tokio::test]
+async fn a_version_1_ledger_is_migrated_by_the_cli_keeping_its_entries() {
+    let machine = tempfile::tempdir().unwrap();
+    let path = machine.path().join("ledger.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../../../tests/fixtures/ledger/v1.sql"))
+            .unwrap();
+    }
+    let count = |path: &std::path::Path| -> i64 {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = count(&path);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = drydock_in(elsewhere.path(), machine.path(), &["releases", "staging"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("flask-api") && stderr.contains("other-app"),
+        "{stderr}"
+    );
+    for (product, ids) in [("flask-api", vec![1, 3]), ("other-app", vec![2, 4])] {
+        let out = drydock_in(
+            elsewhere.path(),
+            machine.path(),
+            &["releases", "staging", "--product", product, "--json"],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let listed: Vec<i64> = json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(listed, ids, "{product}");
+    }
+    assert_eq!(count(&path), before, "the migration lost or added entries");
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, drydock_core::release::SCHEMA_VERSION as i64);
 }

@@ -489,6 +489,112 @@ fn deploy_on_green_of_the_central_branch_only() {
     }
 }
 
+/// A runner serving two repositories whose products both release to a
+/// channel named `staging` (issue 16, kind 10): each green central run
+/// releases its own product's channel; the ledger, the channel tags and the
+/// run summaries keep them apart.
+#[test]
+fn two_repositories_releasing_to_one_channel_name_stay_apart() {
+    let pid = std::process::id();
+    let origins = [Origin::new(), Origin::new()];
+    let names = [
+        format!("drydock-runner-test/two-a-{pid}"),
+        format!("drydock-runner-test/two-b-{pid}"),
+    ];
+    let pipelines = [format!("runner-two-a-{pid}"), format!("runner-two-b-{pid}")];
+    for i in 0..2 {
+        origins[i].write(
+            "app/Dockerfile",
+            &format!(
+                "FROM drydock/debian:bookworm AS production\nRUN echo {} > /product\n",
+                names[i]
+            ),
+        );
+        origins[i].write(
+            "pipelines/ci.yml",
+            &format!(
+                "version: 1\nname: {}\nbuild:\n  context: app\ntiers:\n  - name: package\n    build: [production]\nrelease:\n  target: production\n  name: {}\n  channel: ignored\n",
+                pipelines[i], names[i]
+            ),
+        );
+        origins[i].commit("releasable");
+        git(
+            &origins[i].work(),
+            &["push", "-q", "origin", "HEAD:refs/heads/main"],
+        );
+    }
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("runner.yml");
+    let second = format!(
+        "    deploy: staging\n  - name: other\n    url: {}\n    branches: [main]\n    poll: 500ms\n    deploy: staging\n",
+        origins[1].bare().display()
+    );
+    std::fs::write(&path, origins[0].config(state.path(), "500ms", &second)).unwrap();
+    let runner = RunnerProcess::start(&path);
+    let runs = wait_for("both repositories' runs", Duration::from_secs(120), || {
+        let runs = runner.runs();
+        let done = |repo: &str| {
+            runs.iter()
+                .any(|r| r["repo"] == repo && r["finished_ms"].is_i64())
+        };
+        (done("app") && done("other")).then_some(runs)
+    });
+    let log = runner.terminate();
+    let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    assert_eq!(
+        ledger.products_of("staging").unwrap(),
+        names.to_vec(),
+        "{log}"
+    );
+    let mut images = Vec::new();
+    for (i, repo) in ["app", "other"].into_iter().enumerate() {
+        let run = runs.iter().find(|r| r["repo"] == repo).unwrap();
+        assert_eq!(run["state"], "passed", "{run}\n{log}");
+        let released = run["summary"]["released"].as_array().unwrap();
+        assert!(
+            released
+                .iter()
+                .any(|t| *t == format!("{}:staging", names[i]).as_str()),
+            "{run}"
+        );
+        assert!(
+            released
+                .iter()
+                .all(|t| t.as_str().unwrap().starts_with(&names[i])),
+            "{run}"
+        );
+        let history = ledger.history(&names[i], "staging").unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].git_sha.as_deref(), run["sha"].as_str());
+        assert_eq!(history[0].name, names[i]);
+        let tag = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                &format!("{}:staging", names[i]),
+            ])
+            .output()
+            .unwrap();
+        let tagged = String::from_utf8_lossy(&tag.stdout).trim().to_string();
+        assert_eq!(tagged, history[0].image_id, "{}", names[i]);
+        images.push(tagged);
+    }
+    assert_ne!(images[0], images[1]);
+    // Remove the images this test built and tagged.
+    for pipeline in &pipelines {
+        let label = format!("label=drydock.pipeline={pipeline}");
+        let out = Command::new("docker")
+            .args(["images", "-q", "--filter", &label])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        }
+    }
+}
+
 /// `GET /` of the deployed test app over a fresh connection: its version.
 fn app_version(addr: SocketAddr) -> Result<String, String> {
     use std::io::{Read, Write};
