@@ -89,7 +89,7 @@ impl Engine {
         })
     }
 
-    /// Whether the engine answers a ping within [`PING_TIMEOUT`].
+    /// Whether the engine answers a ping within `PING_TIMEOUT` (5 s).
     pub async fn ping(&self) -> Result<(), EngineError> {
         match tokio::time::timeout(PING_TIMEOUT, self.quick.ping()).await {
             Ok(Ok(_)) => Ok(()),

@@ -44,6 +44,13 @@
 //! registry pushes its channel tag there before the commit point; see
 //! [`release()`] for what that means when drydock dies in between.
 //!
+//! Two hooks keep the verdict of a cut-short process true: a process about
+//! to exit at once (a second signal) calls [`stop_recording`] before it
+//! reads the ledger to choose its exit code, so no record lands after that
+//! check; a release request may carry a [`ReleaseFence`], asked under the
+//! lock right before recording (the runner's: "does this attempt still hold
+//! its lease?"). [`TEST_PAUSE_VAR`] widens the two windows for tests.
+//!
 //! # Storage
 //!
 //! The ledger is one SQLite file ([`Ledger::default_path`] unless told

@@ -1,7 +1,7 @@
 //! The executor: carries out a [`Plan`] on a [`Runtime`] and emits
 //! [`Event`]s.
 //!
-//! One run loop ([`RunLoop`]) owns the run's state: which builds are done
+//! One run loop (`RunLoop`) owns the run's state: which builds are done
 //! (and their images), which services are ready, which steps ended. Builds,
 //! services and steps run as tasks that only report back to the loop over a
 //! channel; no state is shared between tasks.
