@@ -585,3 +585,177 @@ async fn a_version_1_ledger_is_migrated_by_the_cli_keeping_its_entries() {
         .unwrap();
     assert_eq!(version, drydock_core::release::SCHEMA_VERSION as i64);
 }
+
+/// Removes the given products' deploys of `staging` when dropped.
+struct Deploys(Vec<String>);
+
+impl Drop for Deploys {
+    fn drop(&mut self) {
+        let products = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let engine = engine().await;
+                for product in products {
+                    let channel = ChannelRef::new(&product, "staging");
+                    if let Ok(objects) =
+                        drydock_core::deploy::channel_objects(&engine, &channel.channel).await
+                    {
+                        // This product's objects only (never `--unowned`).
+                        let scope =
+                            drydock_core::deploy::Scope::resolve(&channel, objects, |_, _| None);
+                        let _ = drydock_core::deploy::undeploy(&engine, &scope, false).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `GET /` of a deployed `deploy-app` over a fresh connection: its version.
+fn version_at(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|body| body.trim().strip_prefix("version "))
+        .map(str::to_string)
+        .ok_or_else(|| format!("unexpected response {response:?}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Two products deploy their `staging` on one machine, side by side: each
+/// serves its own version behind its own address, `deploy --status` in each
+/// repository shows its own live image, a release and a rollback of A
+/// redeploy A only (B keeps serving its version), and undeploying A leaves
+/// B serving.
+#[tokio::test]
+async fn two_products_deploy_their_staging_side_by_side() {
+    let pid = std::process::id();
+    let products = [
+        format!("drydock-test/dep-a-{pid}"),
+        format!("drydock-test/dep-b-{pid}"),
+    ];
+    let _tags = Tags {
+        repositories: products.to_vec(),
+        pipelines: vec![format!("dep-a-{pid}"), format!("dep-b-{pid}")],
+    };
+    let _deploys = Deploys(products.to_vec());
+    let machine = tempfile::tempdir().unwrap();
+    let state = machine.path();
+    let repos = [Repo::fixture("deploy-app"), Repo::fixture("deploy-app")];
+    let ports = [free_port(), free_port()];
+    for i in 0..2 {
+        let pipeline = repos[i].path().join("pipelines/app.yml");
+        let yaml = std::fs::read_to_string(&pipeline)
+            .unwrap()
+            .replace("drydock-test/deploy-app", &products[i])
+            .replace(
+                "name: deploy-app",
+                &format!("name: dep-{}-{pid}", ["a", "b"][i]),
+            );
+        std::fs::write(&pipeline, yaml).unwrap();
+        std::fs::create_dir_all(repos[i].path().join("deploy")).unwrap();
+        std::fs::write(
+            repos[i].path().join("deploy/staging.yml"),
+            format!(
+                "version: 1\nname: {}\nchannel: staging\napp:\n  port: 8000\n  publish: {}\n  ready: {{ timeout: 30s }}\n  drain: 1s\n  stop_grace: 2s\n",
+                products[i], ports[i]
+            ),
+        )
+        .unwrap();
+    }
+    let release = |i: usize, version: &'static str| {
+        let repo = &repos[i];
+        async move {
+            std::fs::write(repo.path().join("app/VERSION"), format!("{version}\n")).unwrap();
+            repo.commit(version);
+            let out = drydock_in(repo.path(), state, &["run", "pipelines/app.yml"]).await;
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "release {version}: {}",
+                text(&out)
+            );
+        }
+    };
+    let deploy = |i: usize| {
+        let repo = &repos[i];
+        async move {
+            let out = drydock_in(repo.path(), state, &["deploy", "staging"]).await;
+            assert_eq!(out.status.code(), Some(0), "deploy {i}: {}", text(&out));
+        }
+    };
+    release(0, "a1").await;
+    release(1, "b1").await;
+    deploy(0).await;
+    deploy(1).await;
+    assert_eq!(version_at(ports[0]).as_deref(), Ok("a1"));
+    assert_eq!(version_at(ports[1]).as_deref(), Ok("b1"));
+    let ledger = Ledger::open(&state.join("ledger.sqlite")).unwrap();
+    for i in 0..2 {
+        let out = drydock_in(
+            repos[i].path(),
+            state,
+            &["deploy", "staging", "--status", "--json"],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let status = json(&out);
+        let current = ledger.current(&products[i], "staging").unwrap().unwrap();
+        let live: Vec<&serde_json::Value> = status["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["live"] == true)
+            .collect();
+        assert_eq!(live.len(), 1, "{status}");
+        assert_eq!(live[0]["image_id"], current.image_id.as_str(), "{status}");
+        assert_eq!(
+            status["ledger_current"]["name"],
+            products[i].as_str(),
+            "{status}"
+        );
+    }
+
+    // A moves on and back; B is never touched.
+    release(0, "a2").await;
+    deploy(0).await;
+    assert_eq!(version_at(ports[0]).as_deref(), Ok("a2"));
+    let out = drydock_in(repos[0].path(), state, &["rollback", "staging"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(version_at(ports[0]).as_deref(), Ok("a1"));
+    assert_eq!(version_at(ports[1]).as_deref(), Ok("b1"));
+    assert_eq!(ledger.history(&products[1], "staging").unwrap().len(), 1);
+    assert_eq!(
+        ledger.deployments(&products[1], "staging").unwrap().len(),
+        1
+    );
+
+    // Undeploying A leaves B serving.
+    let out = drydock_in(repos[0].path(), state, &["undeploy", "staging"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(version_at(ports[0]).is_err());
+    assert_eq!(version_at(ports[1]).as_deref(), Ok("b1"));
+}
