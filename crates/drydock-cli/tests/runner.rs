@@ -27,7 +27,13 @@ impl RunnerProcess {
 
     /// A runner on `store` (a PostgreSQL address), else on SQLite.
     fn start_on(config: &Path, store: Option<&str>) -> RunnerProcess {
+        Self::start_with(config, store, &[])
+    }
+
+    /// [`RunnerProcess::start_on`] with extra environment variables.
+    fn start_with(config: &Path, store: Option<&str>, env: &[(&str, &str)]) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_drydock"));
+        cmd.envs(env.iter().copied());
         if let Some(store) = store {
             cmd.env("DRYDOCK_RUNNER_STORE", store);
         }
@@ -592,6 +598,104 @@ fn two_repositories_releasing_to_one_channel_name_stay_apart() {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = Command::new("docker").args(["rmi", "-f", id]).output();
         }
+    }
+}
+
+/// The release is fenced by the lease: an attempt whose run was taken from
+/// it while its release was under way (held before the commit point with
+/// `DRYDOCK_TEST_RELEASE_PAUSE`, the lease stolen in the store) records
+/// nothing and leaves the channel tag; the run is reclaimed, and the attempt
+/// that holds the lease releases it, once.
+#[test]
+fn a_stale_attempt_releases_nothing() {
+    let pid = std::process::id();
+    let origin = Origin::new();
+    let name = format!("drydock-runner-test/fenced-{pid}");
+    let pipeline_name = format!("runner-fenced-{pid}");
+    origin.write(
+        "app/Dockerfile",
+        "FROM drydock/debian:bookworm AS production\nRUN echo fenced > /fenced\n",
+    );
+    origin.write(
+        "pipelines/ci.yml",
+        &format!(
+            "version: 1\nname: {pipeline_name}\nbuild:\n  context: app\ntiers:\n  - name: package\n    build: [production]\nrelease:\n  target: production\n  name: {name}\n  channel: ignored\n"
+        ),
+    );
+    origin.commit("releasable");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let sha = origin.head("main");
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("runner.yml");
+    std::fs::write(
+        &path,
+        origin.config(state.path(), "500ms", "    deploy: staging\n") + "lease: 2s\n",
+    )
+    .unwrap();
+    let runner = RunnerProcess::start_with(
+        &path,
+        None,
+        &[(drydock_core::release::TEST_PAUSE_VAR, "before-commit:3000")],
+    );
+    // The first attempt's release is under way (its sha tag exists, the
+    // commit point is 3 s away): take its lease.
+    let sha_tag = format!("{name}:{sha}");
+    let tagged = || {
+        Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &sha_tag])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    wait_for(
+        "the first attempt's release",
+        Duration::from_secs(60),
+        || tagged().then_some(()),
+    );
+    let store = rusqlite::Connection::open(state.path().join("runner.sqlite")).unwrap();
+    store.busy_timeout(Duration::from_secs(5)).unwrap();
+    let stolen = store
+        .execute(
+            "UPDATE runs SET owner = 'thief' WHERE state = 'running' AND sha = ?1 AND attempt = 1",
+            [&sha],
+        )
+        .unwrap();
+    assert_eq!(stolen, 1, "the first attempt was not running");
+    let run = wait_for("a released attempt", Duration::from_secs(60), || {
+        runner
+            .runs()
+            .into_iter()
+            .find(|r| r["sha"] == sha.as_str() && r["state"] == "passed")
+    });
+    let log = runner.terminate();
+    let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let history = ledger.history(&name, "staging").unwrap();
+    let run_id = run["id"].as_str().unwrap();
+    assert_eq!(history.len(), 1, "{history:?}\n{log}");
+    assert_ne!(
+        history[0].run_id.as_deref(),
+        Some(run_id),
+        "the stale first attempt recorded its release: {history:?}"
+    );
+    assert!(
+        history[0]
+            .run_id
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("{run_id}-a"))),
+        "{history:?}"
+    );
+    // Remove the images this test built and tagged.
+    let label = format!("label=drydock.pipeline={pipeline_name}");
+    let out = Command::new("docker")
+        .args(["images", "-q", "--filter", &label])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker").args(["rmi", "-f", id]).output();
     }
 }
 
