@@ -495,6 +495,32 @@ fn deploy_on_green_of_the_central_branch_only() {
     }
 }
 
+/// Untags every `<repository>:<tag>` of the given repositories when
+/// dropped (after a failed assertion too). Untag only: an image built from
+/// the same content may be shared with another test's tags (the build cache),
+/// so removing by image id or label would touch what is not this test's.
+struct Untag(Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let Ok(out) = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+        else {
+            return;
+        };
+        for reference in String::from_utf8_lossy(&out.stdout).lines() {
+            if self
+                .0
+                .iter()
+                .any(|r| reference.starts_with(&format!("{r}:")))
+            {
+                let _ = Command::new("docker").args(["rmi", reference]).output();
+            }
+        }
+    }
+}
+
 /// A runner serving two repositories whose products both release to a
 /// channel named `staging` (issue 16, kind 10): each green central run
 /// releases its own product's channel; the ledger, the channel tags and the
@@ -508,6 +534,13 @@ fn two_repositories_releasing_to_one_channel_name_stay_apart() {
         format!("drydock-runner-test/two-b-{pid}"),
     ];
     let pipelines = [format!("runner-two-a-{pid}"), format!("runner-two-b-{pid}")];
+    let cleanup = Untag(
+        names
+            .iter()
+            .cloned()
+            .chain(pipelines.iter().map(|p| format!("drydock-build/{p}")))
+            .collect(),
+    );
     for i in 0..2 {
         origins[i].write(
             "app/Dockerfile",
@@ -588,17 +621,7 @@ fn two_repositories_releasing_to_one_channel_name_stay_apart() {
         images.push(tagged);
     }
     assert_ne!(images[0], images[1]);
-    // Remove the images this test built and tagged.
-    for pipeline in &pipelines {
-        let label = format!("label=drydock.pipeline={pipeline}");
-        let out = Command::new("docker")
-            .args(["images", "-q", "--filter", &label])
-            .output()
-            .unwrap();
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
-        }
-    }
+    drop(cleanup);
 }
 
 /// The release is fenced by the lease: an attempt whose run was taken from
@@ -612,6 +635,7 @@ fn a_stale_attempt_releases_nothing() {
     let origin = Origin::new();
     let name = format!("drydock-runner-test/fenced-{pid}");
     let pipeline_name = format!("runner-fenced-{pid}");
+    let cleanup = Untag(vec![name.clone(), format!("drydock-build/{pipeline_name}")]);
     origin.write(
         "app/Dockerfile",
         "FROM drydock/debian:bookworm AS production\nRUN echo fenced > /fenced\n",
@@ -665,12 +689,21 @@ fn a_stale_attempt_releases_nothing() {
         )
         .unwrap();
     assert_eq!(stolen, 1, "the first attempt was not running");
-    let run = wait_for("a released attempt", Duration::from_secs(60), || {
-        runner
-            .runs()
-            .into_iter()
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = runner.runs();
+        if let Some(run) = runs
+            .iter()
             .find(|r| r["sha"] == sha.as_str() && r["state"] == "passed")
-    });
+        {
+            break run.clone();
+        }
+        if Instant::now() > deadline {
+            let log = runner.terminate();
+            panic!("no released attempt in 60 s: {runs:#?}\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let log = runner.terminate();
     let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
     let history = ledger.history(&name, "staging").unwrap();
@@ -688,15 +721,7 @@ fn a_stale_attempt_releases_nothing() {
             .is_some_and(|r| r.starts_with(&format!("{run_id}-a"))),
         "{history:?}"
     );
-    // Remove the images this test built and tagged.
-    let label = format!("label=drydock.pipeline={pipeline_name}");
-    let out = Command::new("docker")
-        .args(["images", "-q", "--filter", &label])
-        .output()
-        .unwrap();
-    for id in String::from_utf8_lossy(&out.stdout).lines() {
-        let _ = Command::new("docker").args(["rmi", "-f", id]).output();
-    }
+    drop(cleanup);
 }
 
 /// `GET /` of the deployed test app over a fresh connection: its version.

@@ -326,7 +326,9 @@ async fn ended_by_panic(shared: &Arc<Shared>, run: &Run, lease: &Lease, message:
         .remove_run(&engine_run_id(&run.id, lease.attempt))
         .await;
     if let Some(mirror) = shared.mirrors.get(&run.repo) {
-        mirror.remove_worktree(&shared.worktree_dir(&run.id)).await;
+        mirror
+            .remove_worktree(&shared.worktree_dir(&engine_run_id(&run.id, lease.attempt)))
+            .await;
     }
     RunLog::open(&shared.results_dir(&run.id)).note(&format!("errored: {reason}"));
     let ending = Ending {
@@ -374,15 +376,24 @@ impl Drop for AbortOnDrop {
 struct Registered<'a> {
     shared: &'a Shared,
     id: String,
+    /// This attempt's handle: a later attempt of the same run in this
+    /// process (this one being stale) registers its own, which stays.
+    handle: Arc<RunHandle>,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.shared
+        let mut running = self
+            .shared
             .running
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+            .unwrap_or_else(|p| p.into_inner());
+        if running
+            .get(&self.id)
+            .is_some_and(|h| Arc::ptr_eq(h, &self.handle))
+        {
+            running.remove(&self.id);
+        }
     }
 }
 
@@ -481,6 +492,7 @@ pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
     let _registered = Registered {
         shared,
         id: run.id.clone(),
+        handle: handle.clone(),
     };
     let lease_state = Arc::new(LeaseState::default());
     let heartbeats = AbortOnDrop(tokio::spawn(heartbeat(
@@ -504,18 +516,20 @@ pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
         run.id, run.repo, run.branch, run.sha, run.trigger, lease.attempt, shared.identity.name
     ));
     tracing::info!(run = %run.id, repo = %run.repo, branch = %run.branch, attempt = lease.attempt, "run started");
-    let worktree = shared.worktree_dir(&run.id);
+    // One worktree per attempt: a stale attempt of this run still ending in
+    // this process removes its own worktree, never this one's.
+    let worktree = shared.worktree_dir(&engine_run_id(&run.id, lease.attempt));
     if lease.attempt > 1 {
         // Earlier attempts may have left containers on this engine (when
-        // their runner shared it) and a worktree in this state folder.
+        // their runner shared it) and worktrees in this state folder.
         for attempt in 1..lease.attempt {
             let id = engine_run_id(&run.id, attempt);
             let _ = shared.engine.remove_run(&id).await;
+            if let Some(mirror) = shared.mirrors.get(&run.repo) {
+                let _lock = shared.repo_locks[&run.repo].lock().await;
+                mirror.remove_worktree(&shared.worktree_dir(&id)).await;
+            }
             sweep_later(shared, id);
-        }
-        if let Some(mirror) = shared.mirrors.get(&run.repo) {
-            let _lock = shared.repo_locks[&run.repo].lock().await;
-            mirror.remove_worktree(&worktree).await;
         }
     }
     let ending = match shared.config.repo(&run.repo) {
