@@ -321,7 +321,7 @@ fn main() -> ExitCode {
             Command::Man(args) => commands::schema::man(args),
             Command::Images { command } => commands::images::run(command).await,
             Command::Gc(args) => commands::gc::run(args).await,
-            Command::Releases(args) => commands::releases::releases(args),
+            Command::Releases(args) => commands::releases::releases(args).await,
             Command::Rollback(args) => commands::releases::rollback(args).await,
             Command::Promote(args) => commands::releases::promote(args).await,
             Command::Push(args) => commands::releases::push(args).await,

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{engine, text, Repo};
 
+/// The product the fixture releases (`release.name` of `deploy-app`).
+const PRODUCT: &str = "drydock-test/deploy-app";
 const THREADS: usize = 4;
 const PAUSE: Duration = Duration::from_millis(10);
 const MAX_PHASE: Duration = Duration::from_secs(60);
@@ -174,8 +176,16 @@ impl Drop for Guard {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
                 let engine = engine().await;
+                // This test's deploys only: its product's channels.
                 for channel in channels {
-                    let _ = drydock_core::deploy::undeploy(&engine, &channel).await;
+                    let channel = drydock_core::release::ChannelRef::new(PRODUCT, channel);
+                    if let Ok(objects) =
+                        drydock_core::deploy::channel_objects(&engine, &channel.channel).await
+                    {
+                        let scope =
+                            drydock_core::deploy::Scope::resolve(&channel, objects, |_, _| None);
+                        let _ = drydock_core::deploy::undeploy(&engine, &scope, false).await;
+                    }
                 }
             });
         })

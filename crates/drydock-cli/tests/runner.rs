@@ -27,7 +27,13 @@ impl RunnerProcess {
 
     /// A runner on `store` (a PostgreSQL address), else on SQLite.
     fn start_on(config: &Path, store: Option<&str>) -> RunnerProcess {
+        Self::start_with(config, store, &[])
+    }
+
+    /// [`RunnerProcess::start_on`] with extra environment variables.
+    fn start_with(config: &Path, store: Option<&str>, env: &[(&str, &str)]) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_drydock"));
+        cmd.envs(env.iter().copied());
         if let Some(store) = store {
             cmd.env("DRYDOCK_RUNNER_STORE", store);
         }
@@ -474,7 +480,7 @@ fn deploy_on_green_of_the_central_branch_only() {
         "{feat}"
     );
     let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-    let history = ledger.history("testing").unwrap();
+    let history = ledger.history(&name, "testing").unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].git_sha.as_deref(), main["sha"].as_str());
     assert_ne!(main["sha"], feature.as_str());
@@ -487,6 +493,235 @@ fn deploy_on_green_of_the_central_branch_only() {
     for id in String::from_utf8_lossy(&out.stdout).lines() {
         let _ = Command::new("docker").args(["rmi", "-f", id]).output();
     }
+}
+
+/// Untags every `<repository>:<tag>` of the given repositories when
+/// dropped (after a failed assertion too). Untag only: an image built from
+/// the same content may be shared with another test's tags (the build cache),
+/// so removing by image id or label would touch what is not this test's.
+struct Untag(Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let Ok(out) = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+        else {
+            return;
+        };
+        for reference in String::from_utf8_lossy(&out.stdout).lines() {
+            if self
+                .0
+                .iter()
+                .any(|r| reference.starts_with(&format!("{r}:")))
+            {
+                let _ = Command::new("docker").args(["rmi", reference]).output();
+            }
+        }
+    }
+}
+
+/// A runner serving two repositories whose products both release to a
+/// channel named `staging` (issue 16, kind 10): each green central run
+/// releases its own product's channel; the ledger, the channel tags and the
+/// run summaries keep them apart.
+#[test]
+fn two_repositories_releasing_to_one_channel_name_stay_apart() {
+    let pid = std::process::id();
+    let origins = [Origin::new(), Origin::new()];
+    let names = [
+        format!("drydock-runner-test/two-a-{pid}"),
+        format!("drydock-runner-test/two-b-{pid}"),
+    ];
+    let pipelines = [format!("runner-two-a-{pid}"), format!("runner-two-b-{pid}")];
+    let cleanup = Untag(
+        names
+            .iter()
+            .cloned()
+            .chain(pipelines.iter().map(|p| format!("drydock-build/{p}")))
+            .collect(),
+    );
+    for i in 0..2 {
+        origins[i].write(
+            "app/Dockerfile",
+            &format!(
+                "FROM drydock/debian:bookworm AS production\nRUN echo {} > /product\n",
+                names[i]
+            ),
+        );
+        origins[i].write(
+            "pipelines/ci.yml",
+            &format!(
+                "version: 1\nname: {}\nbuild:\n  context: app\ntiers:\n  - name: package\n    build: [production]\nrelease:\n  target: production\n  name: {}\n  channel: ignored\n",
+                pipelines[i], names[i]
+            ),
+        );
+        origins[i].commit("releasable");
+        git(
+            &origins[i].work(),
+            &["push", "-q", "origin", "HEAD:refs/heads/main"],
+        );
+    }
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("runner.yml");
+    let second = format!(
+        "    deploy: staging\n  - name: other\n    url: {}\n    branches: [main]\n    poll: 500ms\n    deploy: staging\n",
+        origins[1].bare().display()
+    );
+    std::fs::write(&path, origins[0].config(state.path(), "500ms", &second)).unwrap();
+    let runner = RunnerProcess::start(&path);
+    let runs = wait_for("both repositories' runs", Duration::from_secs(120), || {
+        let runs = runner.runs();
+        let done = |repo: &str| {
+            runs.iter()
+                .any(|r| r["repo"] == repo && r["finished_ms"].is_i64())
+        };
+        (done("app") && done("other")).then_some(runs)
+    });
+    let log = runner.terminate();
+    let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    assert_eq!(
+        ledger.products_of("staging").unwrap(),
+        names.to_vec(),
+        "{log}"
+    );
+    let mut images = Vec::new();
+    for (i, repo) in ["app", "other"].into_iter().enumerate() {
+        let run = runs.iter().find(|r| r["repo"] == repo).unwrap();
+        assert_eq!(run["state"], "passed", "{run}\n{log}");
+        let released = run["summary"]["released"].as_array().unwrap();
+        assert!(
+            released
+                .iter()
+                .any(|t| *t == format!("{}:staging", names[i]).as_str()),
+            "{run}"
+        );
+        assert!(
+            released
+                .iter()
+                .all(|t| t.as_str().unwrap().starts_with(&names[i])),
+            "{run}"
+        );
+        let history = ledger.history(&names[i], "staging").unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].git_sha.as_deref(), run["sha"].as_str());
+        assert_eq!(history[0].name, names[i]);
+        let tag = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                &format!("{}:staging", names[i]),
+            ])
+            .output()
+            .unwrap();
+        let tagged = String::from_utf8_lossy(&tag.stdout).trim().to_string();
+        assert_eq!(tagged, history[0].image_id, "{}", names[i]);
+        images.push(tagged);
+    }
+    assert_ne!(images[0], images[1]);
+    drop(cleanup);
+}
+
+/// The release is fenced by the lease: an attempt whose run was taken from
+/// it while its release was under way (held before the commit point with
+/// `DRYDOCK_TEST_RELEASE_PAUSE`, the lease stolen in the store) records
+/// nothing and leaves the channel tag; the run is reclaimed, and the attempt
+/// that holds the lease releases it, once.
+#[test]
+fn a_stale_attempt_releases_nothing() {
+    let pid = std::process::id();
+    let origin = Origin::new();
+    let name = format!("drydock-runner-test/fenced-{pid}");
+    let pipeline_name = format!("runner-fenced-{pid}");
+    let cleanup = Untag(vec![name.clone(), format!("drydock-build/{pipeline_name}")]);
+    origin.write(
+        "app/Dockerfile",
+        "FROM drydock/debian:bookworm AS production\nRUN echo fenced > /fenced\n",
+    );
+    origin.write(
+        "pipelines/ci.yml",
+        &format!(
+            "version: 1\nname: {pipeline_name}\nbuild:\n  context: app\ntiers:\n  - name: package\n    build: [production]\nrelease:\n  target: production\n  name: {name}\n  channel: ignored\n"
+        ),
+    );
+    origin.commit("releasable");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let sha = origin.head("main");
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("runner.yml");
+    std::fs::write(
+        &path,
+        origin.config(state.path(), "500ms", "    deploy: staging\n") + "lease: 2s\n",
+    )
+    .unwrap();
+    let runner = RunnerProcess::start_with(
+        &path,
+        None,
+        &[(drydock_core::release::TEST_PAUSE_VAR, "before-commit:3000")],
+    );
+    // The first attempt's release is under way (its sha tag exists, the
+    // commit point is 3 s away): take its lease.
+    let sha_tag = format!("{name}:{sha}");
+    let tagged = || {
+        Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &sha_tag])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    wait_for(
+        "the first attempt's release",
+        Duration::from_secs(60),
+        || tagged().then_some(()),
+    );
+    let store = rusqlite::Connection::open(state.path().join("runner.sqlite")).unwrap();
+    store.busy_timeout(Duration::from_secs(5)).unwrap();
+    let stolen = store
+        .execute(
+            "UPDATE runs SET owner = 'thief' WHERE state = 'running' AND sha = ?1 AND attempt = 1",
+            [&sha],
+        )
+        .unwrap();
+    assert_eq!(stolen, 1, "the first attempt was not running");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = runner.runs();
+        if let Some(run) = runs
+            .iter()
+            .find(|r| r["sha"] == sha.as_str() && r["state"] == "passed")
+        {
+            break run.clone();
+        }
+        if Instant::now() > deadline {
+            let log = runner.terminate();
+            panic!("no released attempt in 60 s: {runs:#?}\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = runner.terminate();
+    let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let history = ledger.history(&name, "staging").unwrap();
+    let run_id = run["id"].as_str().unwrap();
+    assert_eq!(history.len(), 1, "{history:?}\n{log}");
+    assert_ne!(
+        history[0].run_id.as_deref(),
+        Some(run_id),
+        "the stale first attempt recorded its release: {history:?}"
+    );
+    assert!(
+        history[0]
+            .run_id
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("{run_id}-a"))),
+        "{history:?}"
+    );
+    drop(cleanup);
 }
 
 /// `GET /` of the deployed test app over a fresh connection: its version.
@@ -542,7 +777,7 @@ impl Drop for DeployCleanup {
             std::thread::sleep(Duration::from_millis(200));
         }
         let _ = Command::new(env!("CARGO_BIN_EXE_drydock"))
-            .args(["undeploy", &self.channel])
+            .args(["undeploy", &self.channel, "--product", &self.image])
             .output();
         // Untag (never `rmi -f` an id: a cached build shares its image with
         // other tests' tags).
@@ -698,9 +933,9 @@ fn deploy_on_green_deploys_each_green_central_commit() {
 
     // ----- the ledger: three releases, each with its deploy attempt --------------
     let ledger = drydock_core::release::Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-    let history = ledger.history(&channel).unwrap();
+    let history = ledger.history(&name, &channel).unwrap();
     assert_eq!(history.len(), 3, "{history:#?}\n{log}");
-    let deployments = ledger.deployments(&channel).unwrap();
+    let deployments = ledger.deployments(&name, &channel).unwrap();
     let story: Vec<(i64, &str)> = deployments
         .iter()
         .map(|d| (d.entry_id, d.outcome.as_str()))
@@ -721,7 +956,7 @@ fn deploy_on_green_deploys_each_green_central_commit() {
 
     // ----- undeploy: nothing of the channel is left --------------------------------
     let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
-        .args(["undeploy", &channel])
+        .args(["undeploy", &channel, "--product", &name])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

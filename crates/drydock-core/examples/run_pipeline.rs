@@ -50,6 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // An embedding tool decides about releases; this example never tags.
         release: ReleaseChoice::Off,
         no_retry: false,
+        // Where releases would be recorded (none are made here).
+        ledger: drydock_core::release::Ledger::default_path(),
+        release_fence: None,
     };
     let run =
         tokio::spawn(

@@ -14,7 +14,7 @@ use drydock_core::deploy::{self, Outcome as DeployOutcome, Which};
 use drydock_core::events::{Event, Outcome};
 use drydock_core::pipeline::{self, Vars};
 use drydock_core::plan::ReleaseChoice;
-use drydock_core::release::{Entry, Ledger, NewEntry};
+use drydock_core::release::{self, ChannelRef, Ledger};
 use drydock_core::report::ResultsWriter;
 use drydock_core::run::{run_pipeline, CancelReason, GitInfo, RunOptions};
 use drydock_core::trust::Trust;
@@ -140,6 +140,27 @@ pub async fn recover(shared: &Arc<Shared>) {
             mirror.remove_worktree(&dir).await;
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    repair_channels(shared).await;
+}
+
+/// Re-points every channel tag a process left behind between recording a
+/// move in the ledger and making it (`drydock_core::release::repair`).
+async fn repair_channels(shared: &Shared) {
+    match release::repair_all(&shared.engine, &Ledger::default_path()).await {
+        Ok(found) => {
+            for (channel, repaired) in found {
+                match repaired {
+                    Ok(r) => {
+                        if let Some(message) = r.message() {
+                            tracing::warn!(%channel, "{message}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%channel, "cannot check the channel tag: {e}"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot check the channel tags of the ledger: {e}"),
     }
 }
 
@@ -305,7 +326,9 @@ async fn ended_by_panic(shared: &Arc<Shared>, run: &Run, lease: &Lease, message:
         .remove_run(&engine_run_id(&run.id, lease.attempt))
         .await;
     if let Some(mirror) = shared.mirrors.get(&run.repo) {
-        mirror.remove_worktree(&shared.worktree_dir(&run.id)).await;
+        mirror
+            .remove_worktree(&shared.worktree_dir(&engine_run_id(&run.id, lease.attempt)))
+            .await;
     }
     RunLog::open(&shared.results_dir(&run.id)).note(&format!("errored: {reason}"));
     let ending = Ending {
@@ -353,15 +376,24 @@ impl Drop for AbortOnDrop {
 struct Registered<'a> {
     shared: &'a Shared,
     id: String,
+    /// This attempt's handle: a later attempt of the same run in this
+    /// process (this one being stale) registers its own, which stays.
+    handle: Arc<RunHandle>,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.shared
+        let mut running = self
+            .shared
             .running
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+            .unwrap_or_else(|p| p.into_inner());
+        if running
+            .get(&self.id)
+            .is_some_and(|h| Arc::ptr_eq(h, &self.handle))
+        {
+            running.remove(&self.id);
+        }
     }
 }
 
@@ -438,6 +470,16 @@ pub(crate) async fn fence(shared: &Shared, lease: &Lease) -> Result<(), String> 
     }
 }
 
+/// The [`fence`] as the executor's release checks it right before it
+/// records a release: a stale attempt (its lease lost) releases nothing.
+fn release_fence(shared: &Arc<Shared>, lease: &Lease) -> release::ReleaseFence {
+    let (shared, lease) = (shared.clone(), lease.clone());
+    release::ReleaseFence::new(move || {
+        let (shared, lease) = (shared.clone(), lease.clone());
+        Box::pin(async move { fence(&shared, &lease).await })
+    })
+}
+
 /// Runs one claimed run to its end and records it, fenced by its lease.
 pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
     let shared = &shared;
@@ -450,6 +492,7 @@ pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
     let _registered = Registered {
         shared,
         id: run.id.clone(),
+        handle: handle.clone(),
     };
     let lease_state = Arc::new(LeaseState::default());
     let heartbeats = AbortOnDrop(tokio::spawn(heartbeat(
@@ -473,18 +516,20 @@ pub async fn execute(shared: Arc<Shared>, run: Run, lease: Lease) {
         run.id, run.repo, run.branch, run.sha, run.trigger, lease.attempt, shared.identity.name
     ));
     tracing::info!(run = %run.id, repo = %run.repo, branch = %run.branch, attempt = lease.attempt, "run started");
-    let worktree = shared.worktree_dir(&run.id);
+    // One worktree per attempt: a stale attempt of this run still ending in
+    // this process removes its own worktree, never this one's.
+    let worktree = shared.worktree_dir(&engine_run_id(&run.id, lease.attempt));
     if lease.attempt > 1 {
         // Earlier attempts may have left containers on this engine (when
-        // their runner shared it) and a worktree in this state folder.
+        // their runner shared it) and worktrees in this state folder.
         for attempt in 1..lease.attempt {
             let id = engine_run_id(&run.id, attempt);
             let _ = shared.engine.remove_run(&id).await;
+            if let Some(mirror) = shared.mirrors.get(&run.repo) {
+                let _lock = shared.repo_locks[&run.repo].lock().await;
+                mirror.remove_worktree(&shared.worktree_dir(&id)).await;
+            }
             sweep_later(shared, id);
-        }
-        if let Some(mirror) = shared.mirrors.get(&run.repo) {
-            let _lock = shared.repo_locks[&run.repo].lock().await;
-            mirror.remove_worktree(&worktree).await;
         }
     }
     let ending = match shared.config.repo(&run.repo) {
@@ -677,6 +722,8 @@ async fn execute_in(
         stop_grace: shared.config.stop_grace,
         release,
         no_retry: false,
+        ledger: Ledger::default_path(),
+        release_fence: Some(release_fence(shared, lease)),
     };
     let runtime = Arc::new(shared.engine.clone());
     // The run's cancel handle: the API (here, or at any runner through the
@@ -707,23 +754,23 @@ async fn execute_in(
             return EndingError::new(RunState::Errored, format!("internal error: {panic}"));
         }
     };
-    if timed_out {
+    // A run whose release was recorded passed, whatever stopped it after.
+    if timed_out && report.released.is_none() {
         return EndingError::new(
             RunState::Failed,
             format!("timed out after {}", pipeline::format_duration(timeout)),
         );
     }
-    // A stale attempt (its lease lost) records and deploys nothing.
-    let recorded = match &report.released {
-        Some(released) => match fence(shared, lease).await {
-            Ok(()) => record_release(released, &tested, &run.id, log),
-            Err(why) => {
-                log.note(&format!("the release is not recorded: {why}"));
-                None
-            }
-        },
-        None => None,
-    };
+    // The executor recorded the release in the ledger and moved the channel,
+    // fenced by this attempt's lease (`release_fence` above): a stale
+    // attempt records nothing.
+    let recorded = report.released.as_ref().map(|released| {
+        log.note(&format!(
+            "released {}:{} (ledger entry {})",
+            released.name, released.channel, released.entry.id
+        ));
+        released.entry.clone()
+    });
     let mut ending = match report.outcome {
         Outcome::Passed => EndingError {
             state: RunState::Passed,
@@ -863,40 +910,6 @@ fn pipeline_vars(shared: &Shared) -> Vars {
     Vars::new(env)
 }
 
-/// Records a release in the ledger; returns the entry (`None`: not recorded,
-/// said in the log).
-fn record_release(
-    released: &drydock_core::run::Released,
-    sha: &str,
-    run_id: &str,
-    log: &RunLog,
-) -> Option<Entry> {
-    let result = Ledger::open(&Ledger::default_path()).and_then(|mut ledger| {
-        ledger.record(NewEntry::release(
-            released.channel.clone(),
-            released.name.clone(),
-            released.image_id.clone(),
-            Some(sha.to_string()),
-            Some(run_id.to_string()),
-        ))
-    });
-    match result {
-        Ok(entry) => {
-            log.note(&format!(
-                "released to channel {} (ledger entry {})",
-                released.channel, entry.id
-            ));
-            Some(entry)
-        }
-        Err(e) => {
-            log.note(&format!(
-                "released, but the ledger could not record it: {e}"
-            ));
-            None
-        }
-    }
-}
-
 /// Runs the deploy of `channel` with the deploy config `config_file` of the
 /// run's worktree: what the channel points to (the release just recorded,
 /// unless something moved it since) goes live behind the channel's stable
@@ -929,6 +942,14 @@ async fn deploy_on_green(
         let config = deploy::config::parse_bytes(&bytes, config_file, channel, vars)
             .map_err(|e| format!("invalid deploy config: {e}"))?;
         summary.address = Some(format!("http://127.0.0.1:{}", config.app.publish));
+        let cref = ChannelRef::new(&config.name, channel);
+        if let Some(message) = release::repair(&shared.engine, &Ledger::default_path(), &cref)
+            .await
+            .map_err(|e| e.to_string())?
+            .message()
+        {
+            log.note(&message);
+        }
         let mut ledger = Ledger::open(&Ledger::default_path()).map_err(|e| e.to_string())?;
         let progress = |line: String| log.note(&format!("deploy {channel}: {line}"));
         let detail = format!("runner run {}", run.id);

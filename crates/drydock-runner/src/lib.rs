@@ -229,7 +229,8 @@ impl Shared {
         self.config.state_dir.join("results").join(run_id)
     }
 
-    /// Worktree of a run.
+    /// Worktree of one attempt of a run (`run_id`: the attempt's
+    /// [`store::engine_run_id`], so that attempts never share one).
     pub fn worktree_dir(&self, run_id: &str) -> PathBuf {
         self.config.state_dir.join("worktrees").join(run_id)
     }

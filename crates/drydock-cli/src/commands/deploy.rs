@@ -1,13 +1,17 @@
-//! `drydock deploy` and `drydock undeploy`: run the image a channel points to
-//! behind a stable address, switching versions without dropping requests.
+//! `drydock deploy` and `drydock undeploy`: run the image a channel of a
+//! product points to behind a stable address, switching versions without
+//! dropping requests.
 
 use std::path::{Path, PathBuf};
 
-use drydock_core::deploy::{self, config::DeployConfig, ChannelDeployError, Outcome, Which};
+use drydock_core::deploy::{
+    self, config::DeployConfig, ChannelDeployError, Outcome, Scope, Status, Which,
+};
 use drydock_core::engine::Engine;
 use drydock_core::pipeline::Vars;
-use drydock_core::release::{Entry, Ledger};
+use drydock_core::release::{ChannelRef, Entry, Ledger};
 
+use super::product::{self, Hints};
 use crate::error::CliError;
 
 /// Arguments of `drydock deploy`.
@@ -15,6 +19,10 @@ use crate::error::CliError;
 pub struct DeployArgs {
     /// The channel to deploy (its deploy config is deploy/CHANNEL.yml).
     pub channel: String,
+    /// The product whose channel it is; by default the deploy config's
+    /// `name` (with --status: see `drydock releases --help`).
+    #[arg(long, value_name = "NAME")]
+    pub product: Option<String>,
     /// The deploy config to use instead of deploy/CHANNEL.yml.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -31,10 +39,49 @@ pub struct DeployArgs {
 pub struct UndeployArgs {
     /// The channel whose app, proxy, services and network are removed.
     pub channel: String,
+    /// The product whose channel it is (default: see `drydock releases
+    /// --help`; else the only product with a deploy of that channel).
+    #[arg(long, value_name = "NAME")]
+    pub product: Option<String>,
+    /// Also remove the channel's objects made by a drydock from before
+    /// products whose product cannot be told (`deploy --status` lists them).
+    #[arg(long)]
+    pub unowned: bool,
 }
 
-pub(crate) fn open_ledger() -> Result<Ledger, CliError> {
-    Ledger::open(&Ledger::default_path()).map_err(|e| CliError::infra(e.to_string()))
+pub(crate) use super::releases::open_ledger;
+
+/// Refuses a deploy config of another product than `channel`'s (exit 2).
+pub(crate) fn check_product(config: &DeployConfig, channel: &ChannelRef) -> Result<(), CliError> {
+    if config.name == channel.product {
+        return Ok(());
+    }
+    Err(CliError::invalid(format!(
+        "{}: deploys product `{}`, not `{}`",
+        config.source_path.display(),
+        config.name,
+        channel.product
+    )))
+}
+
+/// The deploy of `channel` found in the engine (see [`Scope`]).
+pub(crate) async fn scope_of(
+    engine: &Engine,
+    ledger: &Ledger,
+    channel: &ChannelRef,
+) -> Result<Scope, CliError> {
+    let objects = deploy::channel_objects(engine, &channel.channel).await?;
+    Ok(Scope::with_ledger(channel, objects, ledger))
+}
+
+/// What runs for `channel`.
+pub(crate) async fn status_of(
+    engine: &Engine,
+    ledger: &Ledger,
+    channel: &ChannelRef,
+) -> Result<Status, CliError> {
+    let scope = scope_of(engine, ledger, channel).await?;
+    Ok(deploy::status(engine, &scope).await?)
 }
 
 /// Loads the channel's deploy config (`--config`, else `deploy/<channel>.yml`).
@@ -60,6 +107,7 @@ fn describe(entry: &Entry) -> String {
 fn channel_error(e: ChannelDeployError) -> CliError {
     match e {
         ChannelDeployError::UnknownChannel(_) => CliError::failed(e.to_string()),
+        ChannelDeployError::Ledger(e) => super::releases::ledger_error(e),
         ChannelDeployError::NameMismatch { .. } => CliError::invalid(e.to_string()),
         _ => CliError::infra(e.to_string()),
     }
@@ -102,20 +150,24 @@ pub(crate) async fn deploy_entry(
 /// `drydock deploy <channel> [--status]`.
 pub async fn deploy(args: DeployArgs) -> Result<u8, CliError> {
     if args.status {
-        return status(&args.channel, args.json).await;
+        return status(&args).await;
     }
     let config = load_config(&args.channel, args.config.as_deref())?;
+    let channel = ChannelRef::new(
+        args.product.clone().unwrap_or_else(|| config.name.clone()),
+        &args.channel,
+    );
+    check_product(&config, &channel)?;
     let mut ledger = open_ledger()?;
     if ledger
-        .current(&args.channel)
-        .map_err(|e| CliError::infra(e.to_string()))?
+        .current(&channel.product, &channel.channel)
+        .map_err(super::releases::ledger_error)?
         .is_none()
     {
-        return Err(channel_error(ChannelDeployError::UnknownChannel(
-            args.channel.clone(),
-        )));
+        return Err(channel_error(ChannelDeployError::UnknownChannel(channel)));
     }
     let engine = Engine::connect().await?;
+    super::releases::repair(&engine, &channel).await?;
     Ok(
         if deploy_entry(&engine, &mut ledger, &config, Which::Current, None).await? {
             0
@@ -125,14 +177,24 @@ pub async fn deploy(args: DeployArgs) -> Result<u8, CliError> {
     )
 }
 
-async fn status(channel: &str, json: bool) -> Result<u8, CliError> {
-    let engine = Engine::connect().await?;
-    let status = deploy::status(&engine, channel).await?;
+async fn status(args: &DeployArgs) -> Result<u8, CliError> {
     let ledger = open_ledger()?;
+    let channel = product::resolve(
+        &args.channel,
+        Hints {
+            explicit: args.product.as_deref(),
+            config: args.config.as_deref(),
+        },
+        &ledger,
+    )
+    .await?;
+    let engine = Engine::connect().await?;
+    super::releases::repair(&engine, &channel).await?;
+    let status = status_of(&engine, &ledger, &channel).await?;
     let current = ledger
-        .current(channel)
-        .map_err(|e| CliError::infra(e.to_string()))?;
-    if json {
+        .current(&channel.product, &channel.channel)
+        .map_err(super::releases::ledger_error)?;
+    if args.json {
         let mut value =
             serde_json::to_value(&status).map_err(|e| CliError::infra(e.to_string()))?;
         value["ledger_current"] =
@@ -143,19 +205,32 @@ async fn status(channel: &str, json: bool) -> Result<u8, CliError> {
         );
         return Ok(0);
     }
+    match &current {
+        Some(entry) => println!(
+            "{channel}: points to {} ({})",
+            entry.image_id,
+            describe(entry)
+        ),
+        None => println!("{channel}: nothing released"),
+    }
     if !status.deployed() {
         println!("{channel}: not deployed");
-        return Ok(0);
+    } else {
+        println!(
+            "{channel}: {} (proxy {}{})",
+            status.address.as_deref().unwrap_or("no stable address"),
+            if status.proxy_running {
+                "running"
+            } else {
+                "NOT running"
+            },
+            if status.legacy {
+                ", named by channel alone: made before products; `drydock undeploy` and a new deploy rename it"
+            } else {
+                ""
+            }
+        );
     }
-    println!(
-        "{channel}: {} (proxy {})",
-        status.address.as_deref().unwrap_or("no stable address"),
-        if status.proxy_running {
-            "running"
-        } else {
-            "NOT running"
-        }
-    );
     for app in &status.apps {
         let image = app.image_id.trim_start_matches("sha256:");
         println!(
@@ -192,19 +267,66 @@ async fn status(channel: &str, json: bool) -> Result<u8, CliError> {
             );
         }
     }
+    if !status.unowned.is_empty() {
+        println!(
+            "  note: objects of channel {} made before products, of a product this ledger cannot tell: {} (`drydock undeploy {} --product {} --unowned` removes them)",
+            channel.channel,
+            status.unowned.join(", "),
+            channel.channel,
+            channel.product
+        );
+    }
     Ok(0)
 }
 
 /// `drydock undeploy <channel>`.
 pub async fn undeploy(args: UndeployArgs) -> Result<u8, CliError> {
+    let ledger = open_ledger()?;
     let engine = Engine::connect().await?;
-    let removed = deploy::undeploy(&engine, &args.channel).await?;
+    let channel = match product::resolve(
+        &args.channel,
+        Hints {
+            explicit: args.product.as_deref(),
+            config: None,
+        },
+        &ledger,
+    )
+    .await
+    {
+        Ok(channel) => channel,
+        // Nothing in the ledger says: the deploys that exist may.
+        Err(e) if e.code == crate::error::EXIT_FAILED => {
+            let objects = deploy::channel_objects(&engine, &args.channel).await?;
+            let mut products: Vec<String> = objects
+                .iter()
+                .filter_map(|o| o.labels.get(deploy::PRODUCT_LABEL).cloned())
+                .collect();
+            products.sort();
+            products.dedup();
+            match products.as_slice() {
+                [one] => ChannelRef::new(one.as_str(), &args.channel),
+                [] if args.unowned => ChannelRef::new("(unknown)", &args.channel),
+                [] => {
+                    println!("{}: not deployed; nothing to remove", args.channel);
+                    return Ok(0);
+                }
+                several => return Err(product::ambiguous(&args.channel, several)),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let scope = scope_of(&engine, &ledger, &channel).await?;
+    let removed = deploy::undeploy(&engine, &scope, args.unowned).await?;
     if removed == 0 {
-        println!("{}: not deployed; nothing to remove", args.channel);
+        println!("{channel}: not deployed; nothing to remove");
     } else {
+        println!("{channel}: removed {removed} objects (app, proxy, services, network)");
+    }
+    if !args.unowned && !scope.unowned.is_empty() {
         println!(
-            "{}: removed {removed} objects (app, proxy, services, network)",
-            args.channel
+            "note: {} objects of channel {} made before products, of a product this ledger cannot tell, were left (--unowned removes them)",
+            scope.unowned.len(),
+            channel.channel
         );
     }
     Ok(0)

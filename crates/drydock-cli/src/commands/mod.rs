@@ -3,6 +3,7 @@
 pub mod deploy;
 pub mod gc;
 pub mod images;
+pub mod product;
 pub mod releases;
 pub mod run;
 pub mod schema;

@@ -1,10 +1,16 @@
-//! `drydock releases`, `drydock rollback` and `drydock push`, over the channel ledger.
+//! `drydock releases`, `drydock rollback`, `drydock promote` and `drydock
+//! push`, over the channel ledger. Each works on one product's channel (see
+//! [`super::product`]) and first puts right a channel tag a dead process
+//! left behind ([`drydock_core::release::repair`]).
+
+use std::path::PathBuf;
 
 use drydock_core::engine::Engine;
 use drydock_core::pipeline::is_registry;
-use drydock_core::release::{Ledger, LedgerError, NewEntry};
-use drydock_core::run::{self, CancellationToken, GitInfo, Released};
+use drydock_core::release::{self, ChannelRef, Ledger, LedgerError, NewEntry, ReleaseError};
+use drydock_core::run::{self, CancellationToken};
 
+use super::product::{self, Hints};
 use crate::error::CliError;
 
 /// Arguments of `drydock releases`.
@@ -12,6 +18,11 @@ use crate::error::CliError;
 pub struct ReleasesArgs {
     /// The channel (e.g. staging).
     pub channel: String,
+    /// The product (image repository) whose channel it is; by default the
+    /// deploy config's or the repository's pipelines' `release.name`, else
+    /// the only product with that channel.
+    #[arg(long, value_name = "NAME")]
+    pub product: Option<String>,
     /// Print the history as JSON.
     #[arg(long)]
     pub json: bool,
@@ -22,6 +33,9 @@ pub struct ReleasesArgs {
 pub struct RollbackArgs {
     /// The channel (e.g. staging).
     pub channel: String,
+    /// The product whose channel it is (default: see `drydock releases --help`).
+    #[arg(long, value_name = "NAME")]
+    pub product: Option<String>,
     /// Roll back to this release (a git sha prefix or a run id) instead of the previous one.
     #[arg(long, value_name = "SHA|RUN")]
     pub to: Option<String>,
@@ -31,7 +45,7 @@ pub struct RollbackArgs {
     /// The deploy config to redeploy with when the channel is deployed
     /// (default deploy/CHANNEL.yml).
     #[arg(long, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Option<PathBuf>,
 }
 
 /// Arguments of `drydock push`.
@@ -39,50 +53,103 @@ pub struct RollbackArgs {
 pub struct PushArgs {
     /// The channel whose current image is pushed (e.g. staging).
     pub channel: String,
+    /// The product whose channel it is (default: see `drydock releases --help`).
+    #[arg(long, value_name = "NAME")]
+    pub product: Option<String>,
     /// The registry: a host, host:port or host:port/namespace, e.g. 127.0.0.1:5000.
     #[arg(long, value_name = "HOST[:PORT][/NS]")]
     pub registry: String,
 }
 
-fn open_ledger() -> Result<Ledger, CliError> {
+/// Arguments of `drydock promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// The channel whose current image is promoted (e.g. staging).
+    pub from: String,
+    /// The channel that receives it (e.g. production).
+    pub to: String,
+    /// The product whose channels they are (default: see `drydock releases --help`).
+    #[arg(long, value_name = "NAME")]
+    pub product: Option<String>,
+    /// Why, recorded in the ledger.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+pub(crate) fn open_ledger() -> Result<Ledger, CliError> {
     Ledger::open(&Ledger::default_path()).map_err(|e| CliError::infra(e.to_string()))
 }
 
-fn ledger_error(e: LedgerError) -> CliError {
+pub(crate) fn ledger_error(e: LedgerError) -> CliError {
     match e {
         LedgerError::UnknownChannel(_)
         | LedgerError::NothingToRollBackTo { .. }
         | LedgerError::NoSuchRelease { .. } => CliError::failed(e.to_string()),
+        LedgerError::InvalidEntry(_) => CliError::invalid(e.to_string()),
         other => CliError::infra(other.to_string()),
     }
 }
 
-/// Records a green run's release in the ledger.
-pub fn record_release(released: &Released, git: &GitInfo, run_id: &str) -> Result<(), CliError> {
-    let mut ledger = open_ledger()?;
-    ledger
-        .record(NewEntry::release(
-            released.channel.clone(),
-            released.name.clone(),
-            released.image_id.clone(),
-            git.sha.clone(),
-            Some(run_id.to_string()),
-        ))
-        .map_err(ledger_error)?;
+fn release_error(e: ReleaseError) -> CliError {
+    match e {
+        ReleaseError::Ledger(e) => ledger_error(e),
+        other => CliError::infra(other.to_string()),
+    }
+}
+
+/// Puts right `channel`'s tag if a process died between recording a move
+/// and making it, saying so on stderr (see [`release::repair`]).
+pub(crate) async fn repair(engine: &Engine, channel: &ChannelRef) -> Result<(), CliError> {
+    let found = release::repair(engine, &Ledger::default_path(), channel)
+        .await
+        .map_err(release_error)?;
+    if let Some(message) = found.message() {
+        eprintln!("drydock: {message}");
+    }
     Ok(())
 }
 
+fn unknown(channel: &ChannelRef) -> CliError {
+    ledger_error(LedgerError::UnknownChannel(channel.clone()))
+}
+
 /// `drydock releases <channel>`.
-pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
+pub async fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
     let ledger = open_ledger()?;
-    let history = ledger.history(&args.channel).map_err(ledger_error)?;
-    if history.is_empty() {
-        return Err(CliError::failed(format!(
-            "unknown channel {}: nothing was ever released to it",
-            args.channel
-        )));
+    let channel = product::resolve(
+        &args.channel,
+        Hints {
+            explicit: args.product.as_deref(),
+            config: None,
+        },
+        &ledger,
+    )
+    .await?;
+    // Listing works without an engine; the tag is checked when there is one.
+    match Engine::connect().await {
+        Ok(engine) => {
+            if let Err(e) = repair(&engine, &channel).await {
+                eprintln!(
+                    "drydock: could not check the channel tag {}: {}",
+                    channel.tag(),
+                    e.message
+                );
+            }
+        }
+        Err(e) => eprintln!(
+            "drydock: could not check the channel tag {}: {e}",
+            channel.tag()
+        ),
     }
-    let deployments = ledger.deployments(&args.channel).map_err(ledger_error)?;
+    let history = ledger
+        .history(&channel.product, &channel.channel)
+        .map_err(ledger_error)?;
+    if history.is_empty() {
+        return Err(unknown(&channel));
+    }
+    let deployments = ledger
+        .deployments(&channel.product, &channel.channel)
+        .map_err(ledger_error)?;
     if args.json {
         // Each entry, plus the deploy attempts of its image (additive field).
         let mut values =
@@ -103,6 +170,7 @@ pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
         println!("{text}");
         return Ok(0);
     }
+    println!("channel {channel}");
     println!(
         "{:<5} {:<26} {:<9} {:<14} {:<12} {:<22} reason",
         "id", "at", "action", "image", "sha", "run"
@@ -150,13 +218,24 @@ pub fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// `drydock rollback <channel>`: re-points `<name>:<channel>` and records it.
+/// `drydock rollback <channel>`: re-points `<product>:<channel>` and records
+/// it (one step: [`release::move_channel`]).
 pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
     let mut ledger = open_ledger()?;
-    let target = ledger
-        .rollback_target(&args.channel, args.to.as_deref())
-        .map_err(ledger_error)?;
+    let channel = product::resolve(
+        &args.channel,
+        Hints {
+            explicit: args.product.as_deref(),
+            config: args.config.as_deref(),
+        },
+        &ledger,
+    )
+    .await?;
     let engine = Engine::connect().await?;
+    repair(&engine, &channel).await?;
+    let target = ledger
+        .rollback_target(&channel.product, &channel.channel, args.to.as_deref())
+        .map_err(ledger_error)?;
     if engine.image(&target.image_id).await?.is_none() {
         return Err(CliError::infra(format!(
             "image {} of release {} (run {}) is no longer in the engine; nothing changed",
@@ -168,11 +247,12 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
     // A deployed channel is redeployed first: if the restored version does
     // not become healthy, the running one keeps serving and the ledger is
     // left as it was.
-    if drydock_core::deploy::status(&engine, &args.channel)
+    if super::deploy::status_of(&engine, &ledger, &channel)
         .await?
         .deployed()
     {
-        let config = super::deploy::load_config(&args.channel, args.config.as_deref())?;
+        let config = super::deploy::load_config(&channel.channel, args.config.as_deref())?;
+        super::deploy::check_product(&config, &channel)?;
         if !super::deploy::deploy_entry(
             &engine,
             &mut ledger,
@@ -183,23 +263,23 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
         .await?
         {
             eprintln!(
-                "drydock: rollback of {} not recorded: the restored version failed its health check",
-                args.channel
+                "drydock: rollback of {channel} not recorded: the restored version failed its health check"
             );
             return Ok(crate::error::EXIT_FAILED);
         }
     }
-    engine
-        .tag_image(&target.image_id, &target.name, &args.channel)
-        .await?;
-    let entry = ledger
-        .record(NewEntry::rollback(&target, args.reason.clone()))
-        .map_err(ledger_error)?;
+    let moved = release::move_channel(
+        &engine,
+        &Ledger::default_path(),
+        NewEntry::rollback(&target, args.reason.clone()),
+    )
+    .await
+    .map_err(release_error)?;
     println!(
         "{}:{} → {} (release {}, run {}, sha {})",
-        entry.name,
-        entry.channel,
-        entry.image_id,
+        moved.name,
+        moved.channel,
+        moved.image_id,
         target.id,
         target.run_id.as_deref().unwrap_or("-"),
         target.git_sha.as_deref().unwrap_or("-")
@@ -219,28 +299,33 @@ pub async fn push(args: PushArgs) -> Result<u8, CliError> {
         )));
     }
     let ledger = open_ledger()?;
+    let channel = product::resolve(
+        &args.channel,
+        Hints {
+            explicit: args.product.as_deref(),
+            config: None,
+        },
+        &ledger,
+    )
+    .await?;
     let current = ledger
-        .current(&args.channel)
+        .current(&channel.product, &channel.channel)
         .map_err(ledger_error)?
-        .ok_or_else(|| {
-            CliError::failed(format!(
-                "unknown channel {}: nothing was ever released to it",
-                args.channel
-            ))
-        })?;
+        .ok_or_else(|| unknown(&channel))?;
     if current.name.split('/').count() > 1
         && is_registry(current.name.split('/').next().unwrap_or_default())
     {
         return Err(CliError::invalid(format!(
-            "channel {} holds {}, which already names a registry host",
-            args.channel, current.name
+            "channel {channel} holds {}, which already names a registry host",
+            current.name
         )));
     }
     let engine = Engine::connect().await?;
+    repair(&engine, &channel).await?;
     if engine.image(&current.image_id).await?.is_none() {
         return Err(CliError::infra(format!(
-            "image {} of channel {} is no longer in the engine; nothing pushed",
-            current.image_id, args.channel
+            "image {} of channel {channel} is no longer in the engine; nothing pushed",
+            current.image_id
         )));
     }
     let mut tags: Vec<String> = current
@@ -249,7 +334,7 @@ pub async fn push(args: PushArgs) -> Result<u8, CliError> {
         .chain(current.run_id.iter())
         .cloned()
         .collect();
-    tags.push(args.channel.clone());
+    tags.push(channel.channel.clone());
     tags.dedup();
     let repository = format!("{registry}/{}", current.name);
     let cancel = CancellationToken::new();
@@ -268,19 +353,8 @@ pub async fn push(args: PushArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// Arguments of `drydock promote`.
-#[derive(Debug, clap::Args)]
-pub struct PromoteArgs {
-    /// The channel whose current image is promoted (e.g. staging).
-    pub from: String,
-    /// The channel that receives it (e.g. production).
-    pub to: String,
-    /// Why, recorded in the ledger.
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-}
-
-/// `drydock promote <from> <to>`: moves the tested image by id, never rebuilding.
+/// `drydock promote <from> <to>`: moves the tested image by id, never
+/// rebuilding, within one product.
 pub async fn promote(args: PromoteArgs) -> Result<u8, CliError> {
     if args.from == args.to {
         return Err(CliError::invalid(format!(
@@ -288,38 +362,42 @@ pub async fn promote(args: PromoteArgs) -> Result<u8, CliError> {
             args.from
         )));
     }
-    let mut ledger = open_ledger()?;
-    let source = ledger
-        .current(&args.from)
-        .map_err(ledger_error)?
-        .ok_or_else(|| {
-            CliError::failed(format!(
-                "unknown channel {}: nothing was ever released to it",
-                args.from
-            ))
-        })?;
+    let ledger = open_ledger()?;
+    let from = product::resolve(
+        &args.from,
+        Hints {
+            explicit: args.product.as_deref(),
+            config: None,
+        },
+        &ledger,
+    )
+    .await?;
+    let to = ChannelRef::new(&from.product, &args.to);
     let engine = Engine::connect().await?;
+    repair(&engine, &from).await?;
+    repair(&engine, &to).await?;
+    let source = ledger
+        .current(&from.product, &from.channel)
+        .map_err(ledger_error)?
+        .ok_or_else(|| unknown(&from))?;
     if engine.image(&source.image_id).await?.is_none() {
         return Err(CliError::infra(format!(
-            "image {} that {} points to is no longer in the engine; nothing changed",
-            source.image_id, args.from
+            "image {} that {from} points to is no longer in the engine; nothing changed",
+            source.image_id
         )));
     }
-    engine
-        .tag_image(&source.image_id, &source.name, &args.to)
-        .await?;
-    let entry = ledger
-        .record(NewEntry::promote(
-            &source,
-            args.to.clone(),
-            args.reason.clone(),
-        ))
-        .map_err(ledger_error)?;
+    let moved = release::move_channel(
+        &engine,
+        &Ledger::default_path(),
+        NewEntry::promote(&source, args.to.clone(), args.reason.clone()),
+    )
+    .await
+    .map_err(release_error)?;
     println!(
         "{}:{} → {} (from {} entry {}, run {}, sha {})",
-        entry.name,
-        entry.channel,
-        entry.image_id,
+        moved.name,
+        moved.channel,
+        moved.image_id,
         args.from,
         source.id,
         source.run_id.as_deref().unwrap_or("-"),

@@ -306,6 +306,8 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         stop_grace: Duration::from_secs(args.stop_grace),
         release: ReleaseChoice::AsWritten,
         no_retry: args.no_retry,
+        ledger: drydock_core::release::Ledger::default_path(),
+        release_fence: None,
     };
     let plan = plan::plan(&pipeline, &options.plan_options());
     let refuse = |e: CliError| refused(args.json, &run_id, Some(&plan), e);
@@ -401,13 +403,15 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     });
 
     let cancel = RunCancel::new();
+    let ledger = options.ledger.clone();
     let signals = tokio::spawn(watch_signals(
         cancel.clone(),
-        engine.clone(),
+        ledger.clone(),
         run_id.clone(),
     ));
     let runtime = Arc::new(engine.clone());
     let exec = options.exec_options();
+    let asked_to_stop = cancel.clone();
     let task = tokio::spawn(async move { run::run_plan(&plan, runtime, exec, tx, cancel).await });
     let report = task.await;
     signals.abort();
@@ -428,17 +432,31 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
             ));
         }
     };
-    if let Some(released) = &report.released {
-        super::releases::record_release(released, &git, &run_id)?;
+    // The executor recorded the release (and moved the channel) itself. A
+    // signal that came after it (say, during the teardown) changes nothing:
+    // say so, since the terminal said a signal was received.
+    if let (Some(released), Some(_)) = (
+        &report.released,
+        report.cancel_reason.or(asked_to_stop.reason()),
+    ) {
+        if report.outcome == drydock_core::events::Outcome::Passed {
+            eprintln!(
+                "drydock: the run had released {}:{} (ledger entry {}) when it was asked to stop: it passed",
+                released.name, released.channel, released.entry.id
+            );
+        }
     }
     Ok(report.outcome.exit_code() as u8)
 }
 
 /// First SIGINT/SIGTERM: cancel gracefully (running steps get the stop
-/// grace; `when: always` steps still run). Second: stop now — the run skips
+/// grace; `when: always` steps still run; a release not yet started does
+/// not happen, one under way completes). Second: stop now — the run skips
 /// what is left, tears down in at most a second and writes `run_finished`;
-/// whatever the engine does, the process exits 130 within 2 s.
-async fn watch_signals(cancel: RunCancel, _engine: Engine, run_id: String) {
+/// whatever the engine does, the process exits within 2 s: 130, or 0 when
+/// the ledger (`ledger`) holds the run's release (it passed and released;
+/// see `drydock_core::release`).
+async fn watch_signals(cancel: RunCancel, ledger: PathBuf, run_id: String) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -447,7 +465,7 @@ async fn watch_signals(cancel: RunCancel, _engine: Engine, run_id: String) {
         return;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("\ndrydock: interrupted; stopping containers (again to force)…");
+    eprintln!("\ndrydock: signal received: stopping the run (again to force)…");
     cancel.cancel(CancelReason::Signal);
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
     eprintln!("drydock: stopping now");
@@ -456,5 +474,22 @@ async fn watch_signals(cancel: RunCancel, _engine: Engine, run_id: String) {
     eprintln!(
         "drydock: the run did not end in time; containers of run {run_id} may be left: `drydock gc` removes them"
     );
+    // A run whose release was recorded passed: say so with the exit code.
+    // No release is recorded after this check (a move being recorded gets
+    // 300 ms to land), so what the exit code says is final.
+    let released = tokio::task::spawn_blocking(move || {
+        drydock_core::release::stop_recording(Duration::from_millis(300));
+        drydock_core::release::released_by_run(&ledger, &run_id)
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(entry) = released {
+        eprintln!(
+            "drydock: the run had released {}:{} (ledger entry {}): it passed",
+            entry.name, entry.channel, entry.id
+        );
+        std::process::exit(0);
+    }
     std::process::exit(130);
 }

@@ -1,18 +1,20 @@
 //! Deploying what the ledger says: take the channel lock, resolve the entry
-//! (the channel's current one, or one given), run [`deploy`](super::deploy())
-//! and record the attempt in the ledger's `deployments` table.
+//! (the channel's current one, or one given) and the deploy's objects
+//! ([`Scope`]), run [`deploy`](super::deploy()) and record the attempt in
+//! the ledger's `deployments` table. The channel is the deploy config's
+//! `channel` of its product, `name`.
 //!
 //! This is the one path shared by `drydock deploy`, `drydock rollback` (which
 //! deploys the entry it restores before recording the rollback) and the
 //! runner's deploy on green.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::engine::Engine;
-use crate::release::{Deployment, Entry, Ledger, LedgerError, NewDeployment};
+use crate::engine::{Engine, EngineError};
+use crate::release::{ChannelRef, Deployment, Entry, Ledger, LedgerError, NewDeployment};
 
 use super::config::DeployConfig;
-use super::{deploy, lock_channel, DeployError, Outcome, Target};
+use super::{channel_objects, deploy, lock_channel, DeployError, Outcome, Scope, Target};
 
 /// Which ledger entry to deploy.
 #[derive(Debug, Clone, Copy)]
@@ -78,9 +80,9 @@ impl Deployed {
 /// could not be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelDeployError {
-    /// Nothing was ever released to the channel.
+    /// Nothing was ever released to the channel of that product.
     #[error("unknown channel {0}: nothing was ever released to it; nothing changed")]
-    UnknownChannel(String),
+    UnknownChannel(ChannelRef),
     /// The deploy config deploys another image repository than the entry's.
     #[error("{}: deploys image repository `{config}`, but channel {channel} holds releases of `{entry}`", path.display())]
     NameMismatch {
@@ -105,6 +107,9 @@ pub enum ChannelDeployError {
     /// The ledger could not be read or written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The deploy's objects could not be listed: nothing changed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// The deploy itself could not run (infrastructure); nothing changed.
     #[error(transparent)]
     Deploy(#[from] DeployError),
@@ -134,8 +139,9 @@ pub fn target_of(entry: &Entry) -> Target {
     }
 }
 
-/// Deploys `which` entry for `config.channel` under the channel lock (a
-/// `flock` beside the ledger file) and records the attempt in `ledger`
+/// Deploys `which` entry for `config.channel` of `config.name` under the
+/// channel's deploy lock ([`lock_channel`], beside the ledger file) and
+/// records the attempt in `ledger`
 /// (`detail`, e.g. `rollback`, is stored with a live or unchanged attempt;
 /// a failed one stores its reason).
 ///
@@ -152,6 +158,7 @@ pub async fn deploy_channel(
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Deployed, ChannelDeployError> {
     let channel = config.channel.clone();
+    let cref = ChannelRef::new(&config.name, &config.channel);
     let check_name = |entry: &Entry| {
         if entry.name == config.name {
             Ok(())
@@ -168,22 +175,17 @@ pub async fn deploy_channel(
     match which {
         Which::Entry(entry) => check_name(entry)?,
         Which::Current => {
-            if let Some(entry) = ledger.current(&channel)? {
+            if let Some(entry) = ledger.current(&config.name, &channel)? {
                 check_name(&entry)?;
             }
         }
     }
-    let state_dir = ledger
-        .path()
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let ledger_path = ledger.path().to_path_buf();
     let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
     let mut locking = {
-        let channel = channel.clone();
+        let cref = cref.clone();
         tokio::task::spawn_blocking(move || {
-            lock_channel(&state_dir, &channel, move || {
+            lock_channel(&ledger_path, &cref, move || {
                 let _ = waiting_tx.send(());
             })
         })
@@ -192,13 +194,13 @@ pub async fn deploy_channel(
         r = &mut locking => r,
         waiting = waiting_rx => {
             if waiting.is_ok() {
-                progress(format!("another deploy of channel {channel} is running; waiting for it"));
+                progress(format!("another deploy of channel {cref} is running; waiting for it"));
             }
             (&mut locking).await
         }
     };
     let lock_error = |source| ChannelDeployError::Lock {
-        channel: channel.clone(),
+        channel: cref.to_string(),
         source,
     };
     let _lock = locked
@@ -209,11 +211,13 @@ pub async fn deploy_channel(
     let entry = match which {
         Which::Entry(entry) => entry.clone(),
         Which::Current => ledger
-            .current(&channel)?
-            .ok_or_else(|| ChannelDeployError::UnknownChannel(channel.clone()))?,
+            .current(&config.name, &channel)?
+            .ok_or_else(|| ChannelDeployError::UnknownChannel(cref.clone()))?,
     };
     check_name(&entry)?;
-    let outcome = deploy(engine, config, &target_of(&entry), progress).await?;
+    let objects = channel_objects(engine, &channel).await?;
+    let scope = Scope::with_ledger(&cref, objects, ledger);
+    let outcome = deploy(engine, config, &scope, &target_of(&entry), progress).await?;
     let (container, result, detail) = match &outcome {
         Outcome::Live { container, .. } => {
             (Some(container.clone()), "live", detail.map(str::to_string))

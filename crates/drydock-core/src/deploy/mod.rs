@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::{labels, ContainerSpec, Engine, EngineError, Leftover};
 use crate::pipeline::{format_duration, Probe, ReadySpec};
+use crate::release::{ChannelRef, Ledger};
 use config::{DeployConfig, DeployService, APP_ALIAS};
 
 pub use channel::{deploy_channel, describe_entry, ChannelDeployError, Deployed, Which};
@@ -33,6 +34,10 @@ pub const NAME_LABEL: &str = "drydock.deploy.name";
 pub const CONFIG_LABEL: &str = "drydock.deploy.config";
 /// Label: the service name of a service container.
 pub const SERVICE_LABEL: &str = "drydock.deploy.service";
+/// Label: the product a deploy object belongs to (beside
+/// [`labels::DEPLOY`], the channel). Objects of deploys made before channels
+/// belonged to products carry none: see [`Scope`].
+pub const PRODUCT_LABEL: &str = "drydock.deploy.product";
 
 /// How often readiness is polled.
 const POLL: Duration = Duration::from_millis(250);
@@ -41,18 +46,205 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Lines of a failed container's output shown in the error.
 const TAIL_LINES: usize = 20;
 
-/// The network of a channel's deploy.
-pub fn network_name(channel: &str) -> String {
-    format!("drydock-deploy-{channel}")
+/// How the objects of one product's deploy of a channel are named.
+///
+/// Since channels belong to products, names carry both
+/// ([`Layout::of`]: `drydock-deploy-<key>` with [`deploy_key`]), so that two
+/// products deploying `staging` on one machine never share an object. A
+/// deploy made before that is named by its channel alone
+/// ([`Layout::legacy`]: `drydock-deploy-<channel>`); drydock keeps finding
+/// and updating it under those names, with the services and their data,
+/// until `drydock undeploy` removes it (the next deploy then uses the new
+/// names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    /// The channel of the product.
+    pub channel: ChannelRef,
+    /// The channel network.
+    pub network: String,
+    /// The proxy container: the stable address.
+    pub proxy: String,
+    /// The start of app and service container names.
+    pub prefix: String,
+    /// Named by channel alone (a deploy made before products).
+    pub legacy: bool,
 }
 
-/// The proxy container of a channel: the stable address.
-pub fn proxy_name(channel: &str) -> String {
-    format!("drydock-deploy-{channel}-proxy")
+impl Layout {
+    /// The names of `channel`'s deploy: `drydock-deploy-<key>` (network),
+    /// `…-proxy`, `…-svc-<service>`, `…-app-<entry>-<random>`.
+    pub fn of(channel: &ChannelRef) -> Layout {
+        Layout::named(
+            channel,
+            format!("drydock-deploy-{}", deploy_key(channel)),
+            false,
+        )
+    }
+
+    /// The names drydock gave a channel's deploy before channels belonged to
+    /// products: `drydock-deploy-<channel>` and so on.
+    pub fn legacy(channel: &ChannelRef) -> Layout {
+        Layout::named(channel, format!("drydock-deploy-{}", channel.channel), true)
+    }
+
+    fn named(channel: &ChannelRef, prefix: String, legacy: bool) -> Layout {
+        Layout {
+            channel: channel.clone(),
+            network: prefix.clone(),
+            proxy: format!("{prefix}-proxy"),
+            prefix,
+            legacy,
+        }
+    }
+
+    /// The container of service `service`.
+    pub fn service(&self, service: &str) -> String {
+        format!("{}-svc-{service}", self.prefix)
+    }
+
+    /// A fresh name for an app container deploying ledger entry `entry_id`.
+    pub fn app(&self, entry_id: i64) -> String {
+        format!(
+            "{}-app-{entry_id}-{:04x}",
+            self.prefix,
+            rand::random::<u16>()
+        )
+    }
+
+    /// The labels of a new object of `kind`: [`labels::deploy_labels`], and
+    /// [`PRODUCT_LABEL`] unless the layout is legacy (whose objects carry
+    /// none, so that they stay one deploy).
+    fn labels(&self, kind: &str) -> std::collections::HashMap<String, String> {
+        let mut l = labels::deploy_labels(&self.channel.channel, kind);
+        if !self.legacy {
+            l.insert(PRODUCT_LABEL.to_string(), self.channel.product.clone());
+        }
+        l
+    }
 }
 
-fn service_container(channel: &str, service: &str) -> String {
-    format!("drydock-deploy-{channel}-svc-{service}")
+/// The part of deploy object names that tells a product's channel from
+/// every other: `<product>-<channel>-<hash>`, where `<product>` is the last
+/// path segment of the image repository and each part is cut to 12
+/// characters of `[a-z0-9-]`, and `<hash>` is 6 hex digits of SHA-256 over
+/// product and channel. At most 32 characters, so that app container names
+/// (which the proxy resolves as host names) stay within a DNS label's 63.
+pub fn deploy_key(channel: &ChannelRef) -> String {
+    fn slug(s: &str) -> String {
+        let s: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let s: String = s.trim_matches('-').chars().take(12).collect();
+        let s = s.trim_end_matches('-').to_string();
+        if s.is_empty() {
+            "x".to_string()
+        } else {
+            s
+        }
+    }
+    let product = channel
+        .product
+        .rsplit('/')
+        .next()
+        .unwrap_or(&channel.product);
+    let hash = digest(&[&channel.product, &channel.channel]);
+    format!(
+        "{}-{}-{}",
+        slug(product),
+        slug(&channel.channel),
+        &hash[..6]
+    )
+}
+
+/// One product's deploy of a channel: its [`Layout`] and the objects it
+/// has now, sorted out of every object labelled with the channel
+/// ([`channel_objects`]).
+///
+/// An object belongs to the product when its [`PRODUCT_LABEL`] names it.
+/// Objects without the label come from a deploy made before channels
+/// belonged to products; they are one deploy, and belong to the product of
+/// its app containers: an app's [`ENTRY_LABEL`] names a ledger entry, which
+/// counts only if its image is the app's ([`IMAGE_LABEL`]), so that entries
+/// of another ledger never match by accident. When no app tells, the
+/// objects are [`unowned`](Scope::unowned): reported, never used or removed
+/// for any product (see `drydock undeploy --unowned`).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// How the deploy is named (legacy when it owns objects made before products).
+    pub layout: Layout,
+    /// Its objects.
+    pub objects: Vec<Leftover>,
+    /// Objects of the channel made before products whose product could not
+    /// be told.
+    pub unowned: Vec<Leftover>,
+}
+
+impl Scope {
+    /// Sorts `objects` (all of `channel.channel`'s) into `channel.product`'s
+    /// deploy; `owner(entry id, image id)` names the product of a ledger
+    /// entry whose image is that image.
+    pub fn resolve(
+        channel: &ChannelRef,
+        objects: Vec<Leftover>,
+        owner: impl Fn(i64, &str) -> Option<String>,
+    ) -> Scope {
+        let (labelled, legacy): (Vec<Leftover>, Vec<Leftover>) = objects
+            .into_iter()
+            .partition(|o| o.labels.contains_key(PRODUCT_LABEL));
+        let mut mine: Vec<Leftover> = labelled
+            .into_iter()
+            .filter(|o| label(o, PRODUCT_LABEL) == Some(channel.product.as_str()))
+            .collect();
+        let owners: Vec<String> = legacy
+            .iter()
+            .filter(|o| o.kind == "container" && kind_of(o) == "app")
+            .filter_map(|o| {
+                let entry = label(o, ENTRY_LABEL)?.parse().ok()?;
+                owner(entry, label(o, IMAGE_LABEL)?)
+            })
+            .collect();
+        let (layout, unowned) = if owners.contains(&channel.product) {
+            mine.extend(legacy);
+            (Layout::legacy(channel), Vec::new())
+        } else if owners.is_empty() {
+            (Layout::of(channel), legacy)
+        } else {
+            // Another product's deploy from before products.
+            (Layout::of(channel), Vec::new())
+        };
+        Scope {
+            layout,
+            objects: mine,
+            unowned,
+        }
+    }
+
+    /// [`Scope::resolve`] with the entries of `ledger`.
+    pub fn with_ledger(channel: &ChannelRef, objects: Vec<Leftover>, ledger: &Ledger) -> Scope {
+        Scope::resolve(channel, objects, |id, image| {
+            ledger
+                .entry(id)
+                .ok()
+                .flatten()
+                .filter(|e| e.image_id == image && e.channel == channel.channel)
+                .map(|e| e.name)
+        })
+    }
+}
+
+/// Every object labelled with `channel` ([`labels::DEPLOY`]), whatever its
+/// product: the input of [`Scope::resolve`].
+pub async fn channel_objects(engine: &Engine, channel: &str) -> Result<Vec<Leftover>, EngineError> {
+    engine
+        .labelled(&format!("{}={channel}", labels::DEPLOY))
+        .await
 }
 
 /// The image a deploy runs: a ledger entry.
@@ -146,11 +338,18 @@ fn tail_text(lines: &[String]) -> String {
     s
 }
 
-/// What runs for a channel (`drydock deploy <channel> --status`).
+/// What runs for a channel of a product (`drydock deploy <channel> --status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
+    /// The product.
+    pub product: String,
     /// The channel.
     pub channel: String,
+    /// Whether the deploy is named by channel alone (made before products).
+    pub legacy: bool,
+    /// Names (or ids) of objects of the channel made before products whose
+    /// product could not be told (see [`Scope`]).
+    pub unowned: Vec<String>,
     /// The stable address, when the proxy exists.
     pub address: Option<String>,
     /// Whether the proxy runs.
@@ -271,17 +470,17 @@ fn proxy_argv(args: &[&str]) -> Vec<String> {
 
 async fn proxy_ctl(
     engine: &Engine,
-    channel: &str,
+    layout: &Layout,
     args: &[&str],
 ) -> Result<serde_json::Value, DeployError> {
     let fail = |message: String| DeployError::Proxy {
-        channel: channel.to_string(),
+        channel: layout.channel.to_string(),
         message,
     };
     let mut argv = vec!["ctl"];
     argv.extend_from_slice(args);
     let out = engine
-        .exec(&proxy_name(channel), &proxy_argv(&argv), &BTreeMap::new())
+        .exec(&layout.proxy, &proxy_argv(&argv), &BTreeMap::new())
         .await?;
     let last = out.output.lines().last().unwrap_or("").trim();
     let reply: serde_json::Value = serde_json::from_str(last)
@@ -292,10 +491,10 @@ async fn proxy_ctl(
     Ok(reply)
 }
 
-async fn proxy_status(engine: &Engine, channel: &str) -> Result<ProxyStatus, DeployError> {
-    let reply = proxy_ctl(engine, channel, &["status"]).await?;
+async fn proxy_status(engine: &Engine, layout: &Layout) -> Result<ProxyStatus, DeployError> {
+    let reply = proxy_ctl(engine, layout, &["status"]).await?;
     serde_json::from_value(reply).map_err(|e| DeployError::Proxy {
-        channel: channel.to_string(),
+        channel: layout.channel.to_string(),
         message: format!("status: {e}"),
     })
 }
@@ -304,30 +503,33 @@ async fn proxy_status(engine: &Engine, channel: &str) -> Result<ProxyStatus, Dep
 /// container, i.e. over the path traffic takes. `Err` says what it saw.
 async fn probe_from_proxy(
     engine: &Engine,
-    channel: &str,
+    layout: &Layout,
     host: &str,
     port: u16,
     path: Option<&str>,
 ) -> Result<(), String> {
     let port = port.to_string();
     let argv = proxy_argv(&["probe", host, &port, path.unwrap_or("-")]);
-    match engine
-        .exec(&proxy_name(channel), &argv, &BTreeMap::new())
-        .await
-    {
+    match engine.exec(&layout.proxy, &argv, &BTreeMap::new()).await {
         Ok(out) if out.exit_code == 0 => Ok(()),
         Ok(out) => Err(out.output.trim().to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// What runs for `channel`.
-pub async fn status(engine: &Engine, channel: &str) -> Result<Status, EngineError> {
-    let objects = engine
-        .labelled(&format!("{}={channel}", labels::DEPLOY))
-        .await?;
+/// What runs for the deploy of `scope` (see [`Scope`]).
+pub async fn status(engine: &Engine, scope: &Scope) -> Result<Status, EngineError> {
+    let layout = &scope.layout;
+    let objects = &scope.objects;
     let mut status = Status {
-        channel: channel.to_string(),
+        product: layout.channel.product.clone(),
+        channel: layout.channel.channel.clone(),
+        legacy: layout.legacy,
+        unowned: scope
+            .unowned
+            .iter()
+            .map(|o| label(o, NAME_LABEL).unwrap_or(&o.id).to_string())
+            .collect(),
         address: None,
         proxy_running: false,
         upstream: None,
@@ -349,7 +551,7 @@ pub async fn status(engine: &Engine, channel: &str) -> Result<Status, EngineErro
                 status.address =
                     label(o, "drydock.deploy.publish").map(|p| format!("http://127.0.0.1:{p}"));
                 if state.running {
-                    status.upstream = proxy_status(engine, channel)
+                    status.upstream = proxy_status(engine, layout)
                         .await
                         .ok()
                         .and_then(|s| s.upstream);
@@ -384,16 +586,20 @@ pub async fn status(engine: &Engine, channel: &str) -> Result<Status, EngineErro
     Ok(status)
 }
 
-/// Removes everything of `channel`'s deploy (app, proxy, services, network);
-/// returns how many objects went.
-pub async fn undeploy(engine: &Engine, channel: &str) -> Result<usize, EngineError> {
-    let objects = engine
-        .labelled(&format!("{}={channel}", labels::DEPLOY))
-        .await?;
+/// Removes everything of the deploy of `scope` (app, proxy, services,
+/// network), and with `unowned` also the channel's objects made before
+/// products whose product could not be told; returns how many objects went.
+pub async fn undeploy(engine: &Engine, scope: &Scope, unowned: bool) -> Result<usize, EngineError> {
+    let mut objects = scope.objects.clone();
+    if unowned {
+        objects.extend(scope.unowned.iter().cloned());
+    }
     engine.remove_leftovers(&objects).await
 }
 
-/// Deploys `target` for `config.channel`: see the module documentation and
+/// Deploys `target` for `config.channel` of `config.name`, into the deploy
+/// `scope` (found with [`channel_objects`] and [`Scope::resolve`] for that
+/// product and channel): see the module documentation and
 /// `docs/deploy.md`. `progress` receives one line per stage.
 ///
 /// Before anything changes, every image needed is checked
@@ -403,12 +609,14 @@ pub async fn undeploy(engine: &Engine, channel: &str) -> Result<usize, EngineErr
 pub async fn deploy(
     engine: &Engine,
     config: &DeployConfig,
+    scope: &Scope,
     target: &Target,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Outcome, DeployError> {
-    let channel = config.channel.as_str();
-    let network = network_name(channel);
-    let proxy = proxy_name(channel);
+    let layout = &scope.layout;
+    let channel = &layout.channel;
+    let network = layout.network.clone();
+    let proxy = layout.proxy.clone();
     let app_hash = app_digest(config);
 
     // ----- what exists; preconditions (nothing changes before this passes) --
@@ -420,10 +628,11 @@ pub async fn deploy(
         });
     }
     let healthcheck = engine.image_healthcheck(&target.image_id).await?;
-    let objects = engine
-        .labelled(&format!("{}={channel}", labels::DEPLOY))
-        .await?;
-    let containers: Vec<&Leftover> = objects.iter().filter(|o| o.kind == "container").collect();
+    let containers: Vec<&Leftover> = scope
+        .objects
+        .iter()
+        .filter(|o| o.kind == "container")
+        .collect();
     let find = |kind: &str, name: &str| {
         containers
             .iter()
@@ -439,7 +648,7 @@ pub async fn deploy(
         None => false,
     };
     for service in &config.services {
-        if find("service", &service_container(channel, &service.name)).is_none()
+        if find("service", &layout.service(&service.name)).is_none()
             && engine.image(&service.image).await?.is_none()
         {
             return Err(DeployError::ImageMissing {
@@ -457,7 +666,7 @@ pub async fn deploy(
         });
     }
     let upstream = if proxy_ok {
-        proxy_status(engine, channel).await?.upstream
+        proxy_status(engine, layout).await?.upstream
     } else {
         None
     };
@@ -488,11 +697,11 @@ pub async fn deploy(
     if !engine.network_exists(&network).await? {
         progress(format!("creating network {network}"));
         engine
-            .create_network(&network, labels::deploy_labels(channel, "network"))
+            .create_network(&network, layout.labels("network"))
             .await?;
     }
     for service in &config.services {
-        ensure_service(engine, channel, service, &containers, progress).await?;
+        ensure_service(engine, layout, service, &containers, progress).await?;
     }
     if !proxy_ok {
         if let Some(p) = proxy_obj {
@@ -501,7 +710,7 @@ pub async fn deploy(
             ));
             engine.remove_container(&p.id).await?;
         }
-        start_proxy(engine, config).await?;
+        start_proxy(engine, layout, config).await?;
         progress(format!(
             "proxy {proxy} serves http://127.0.0.1:{}",
             config.app.publish
@@ -509,12 +718,8 @@ pub async fn deploy(
     }
 
     // ----- the new container ---------------------------------------------------
-    let name = format!(
-        "drydock-deploy-{channel}-app-{}-{:04x}",
-        target.entry_id,
-        rand::random::<u16>()
-    );
-    let mut app_labels = labels::deploy_labels(channel, "app");
+    let name = layout.app(target.entry_id);
+    let mut app_labels = layout.labels("app");
     app_labels.insert(IMAGE_LABEL.to_string(), target.image_id.clone());
     app_labels.insert(ENTRY_LABEL.to_string(), target.entry_id.to_string());
     app_labels.insert(NAME_LABEL.to_string(), name.clone());
@@ -552,7 +757,9 @@ pub async fn deploy(
         }
     ));
     let started = Instant::now();
-    if let Err(reason) = wait_healthy(engine, config, &id, &name, healthcheck.is_some()).await {
+    if let Err(reason) =
+        wait_healthy(engine, layout, config, &id, &name, healthcheck.is_some()).await
+    {
         let log_tail = engine
             .tail_logs(&id, TAIL_LINES)
             .await
@@ -572,7 +779,7 @@ pub async fn deploy(
 
     // ----- switch ----------------------------------------------------------------
     let new_upstream = format!("{name}:{}", config.app.port);
-    if let Err(e) = proxy_ctl(engine, channel, &["set", &new_upstream]).await {
+    if let Err(e) = proxy_ctl(engine, layout, &["set", &new_upstream]).await {
         let _ = engine.remove_container(&id).await;
         return Err(e);
     }
@@ -589,7 +796,7 @@ pub async fn deploy(
         let old_upstream = format!("{old_name}:{}", config.app.port);
         let deadline = Instant::now() + config.app.drain;
         loop {
-            let active = proxy_status(engine, channel)
+            let active = proxy_status(engine, layout)
                 .await
                 .map(|s| s.active.get(&old_upstream).copied().unwrap_or(0))
                 .unwrap_or(0);
@@ -619,12 +826,12 @@ pub async fn deploy(
 
 async fn wait_healthy(
     engine: &Engine,
+    layout: &Layout,
     config: &DeployConfig,
     id: &str,
     name: &str,
     has_healthcheck: bool,
 ) -> Result<(), String> {
-    let channel = config.channel.as_str();
     let deadline = Instant::now() + config.app.ready_timeout;
     let mut last = String::from("no answer yet");
     let mut healthy = false;
@@ -655,7 +862,7 @@ async fn wait_healthy(
             } else {
                 config.app.ready_path.as_deref()
             };
-            match probe_from_proxy(engine, channel, name, config.app.port, path).await {
+            match probe_from_proxy(engine, layout, name, config.app.port, path).await {
                 Ok(()) => return Ok(()),
                 Err(why) => last = why,
             }
@@ -670,10 +877,13 @@ async fn wait_healthy(
     }
 }
 
-async fn start_proxy(engine: &Engine, config: &DeployConfig) -> Result<(), DeployError> {
-    let channel = config.channel.as_str();
-    let name = proxy_name(channel);
-    let mut proxy_labels = labels::deploy_labels(channel, "proxy");
+async fn start_proxy(
+    engine: &Engine,
+    layout: &Layout,
+    config: &DeployConfig,
+) -> Result<(), DeployError> {
+    let name = layout.proxy.clone();
+    let mut proxy_labels = layout.labels("proxy");
     proxy_labels.insert(NAME_LABEL.to_string(), name.clone());
     proxy_labels.insert(CONFIG_LABEL.to_string(), proxy_digest(config));
     proxy_labels.insert(
@@ -687,7 +897,7 @@ async fn start_proxy(engine: &Engine, config: &DeployConfig) -> Result<(), Deplo
         command: Some(proxy_argv(&["serve", &port])),
         env: BTreeMap::from([(PROXY_ENV.to_string(), PROXY_SCRIPT.to_string())]),
         labels: proxy_labels,
-        network: Some((network_name(channel), vec![APP_ALIAS.to_string()])),
+        network: Some((layout.network.clone(), vec![APP_ALIAS.to_string()])),
         publish: vec![(config.app.port, config.app.publish)],
         restart: true,
         ..Default::default()
@@ -696,7 +906,7 @@ async fn start_proxy(engine: &Engine, config: &DeployConfig) -> Result<(), Deplo
     if let Err(e) = engine.start_container(&id, &spec).await {
         let _ = engine.remove_container(&id).await;
         return Err(DeployError::Proxy {
-            channel: channel.to_string(),
+            channel: layout.channel.to_string(),
             message: format!(
                 "cannot start it (is 127.0.0.1:{} free?): {e}",
                 config.app.publish
@@ -705,7 +915,7 @@ async fn start_proxy(engine: &Engine, config: &DeployConfig) -> Result<(), Deplo
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match proxy_status(engine, channel).await {
+        match proxy_status(engine, layout).await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() >= deadline => {
                 let _ = engine.remove_container(&id).await;
@@ -718,12 +928,13 @@ async fn start_proxy(engine: &Engine, config: &DeployConfig) -> Result<(), Deplo
 
 async fn ensure_service(
     engine: &Engine,
-    channel: &str,
+    layout: &Layout,
     service: &DeployService,
     containers: &[&Leftover],
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(), DeployError> {
-    let name = service_container(channel, &service.name);
+    let name = layout.service(&service.name);
+    let channel = &layout.channel;
     let hash = service_digest(service);
     let existing = containers
         .iter()
@@ -732,8 +943,8 @@ async fn ensure_service(
         Some(o) => {
             if label(o, CONFIG_LABEL) != Some(hash.as_str()) {
                 progress(format!(
-                    "warning: service {} differs from its definition in the deploy config; it is kept (with its data) — `drydock undeploy {channel}` recreates everything",
-                    service.name
+                    "warning: service {} differs from its definition in the deploy config; it is kept (with its data) — `drydock undeploy {} --product {}` recreates everything",
+                    service.name, channel.channel, channel.product
                 ));
             }
             if !engine.container_state(&o.id).await?.running {
@@ -748,7 +959,7 @@ async fn ensure_service(
             o.id.clone()
         }
         None => {
-            let mut service_labels = labels::deploy_labels(channel, "service");
+            let mut service_labels = layout.labels("service");
             service_labels.insert(NAME_LABEL.to_string(), name.clone());
             service_labels.insert(SERVICE_LABEL.to_string(), service.name.clone());
             service_labels.insert(CONFIG_LABEL.to_string(), hash);
@@ -758,7 +969,7 @@ async fn ensure_service(
                 command: service.command.clone(),
                 env: service.env.clone(),
                 labels: service_labels,
-                network: Some((network_name(channel), vec![service.name.clone()])),
+                network: Some((layout.network.clone(), vec![service.name.clone()])),
                 health_interval: matches!(
                     service.ready.as_ref().map(|r| &r.probe),
                     Some(Probe::Healthcheck)
@@ -778,7 +989,7 @@ async fn ensure_service(
         }
     };
     if let Some(ready) = &service.ready {
-        wait_service_ready(engine, channel, service, &id, ready).await?;
+        wait_service_ready(engine, &channel.to_string(), service, &id, ready).await?;
     }
     Ok(())
 }
@@ -835,39 +1046,136 @@ async fn wait_service_ready(
     }
 }
 
-/// Holds the per-channel deploy lock until dropped.
-#[derive(Debug)]
-pub struct ChannelLock {
-    _file: std::fs::File,
+/// Takes the deploy lock of `channel` (a `flock` on
+/// [`lock_path`](crate::release::lock_path)`(ledger, "deploy", channel)`,
+/// beside the ledger), so that two deploys of one product's channel never
+/// interleave; deploys of two products' channels of the same name do not
+/// wait for each other. Calls `waiting` once when another process holds it,
+/// then blocks until it is free (call it off the async runtime).
+pub fn lock_channel(
+    ledger: &std::path::Path,
+    channel: &ChannelRef,
+    waiting: impl FnOnce(),
+) -> std::io::Result<crate::release::ChannelLock> {
+    crate::release::ChannelLock::acquire(
+        &crate::release::lock_path(ledger, "deploy", channel),
+        waiting,
+    )
 }
 
-/// Takes the exclusive lock of `channel` (a `flock` on
-/// `<state_dir>/deploy-<channel>.lock`), so that two deploys of one channel
-/// never interleave. Calls `waiting` once when another process holds it,
-/// then blocks until it is free.
-pub fn lock_channel(
-    state_dir: &std::path::Path,
-    channel: &str,
-    waiting: impl FnOnce(),
-) -> std::io::Result<ChannelLock> {
-    use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(state_dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(state_dir.join(format!("deploy-{channel}.lock")))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(err);
-        }
-        waiting();
-        // SAFETY: as above, blocking this time.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(kind: &'static str, id: &str, pairs: &[(&str, &str)]) -> Leftover {
+        Leftover {
+            kind,
+            id: id.to_string(),
+            labels: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
-    Ok(ChannelLock { _file: file })
+
+    #[test]
+    fn names_keep_two_products_apart_and_fit_a_dns_label() {
+        let a = Layout::of(&ChannelRef::new("flask-api", "staging"));
+        let b = Layout::of(&ChannelRef::new("other-app", "staging"));
+        assert_ne!(a.network, b.network);
+        assert_ne!(a.proxy, b.proxy);
+        assert!(
+            a.proxy.starts_with("drydock-deploy-flask-api-staging-"),
+            "{}",
+            a.proxy
+        );
+        // Products whose last segment and channel slug alike still differ.
+        let c = Layout::of(&ChannelRef::new(
+            "registry.example/team/flask-api",
+            "staging",
+        ));
+        assert_ne!(a.prefix, c.prefix);
+        let long = Layout::of(&ChannelRef::new(
+            "registry.example:5000/a/very-long-product-name-indeed",
+            "a-channel-with/odd:chars_and_more",
+        ));
+        let app = long.app(123_456);
+        assert!(app.len() <= 63, "{app} ({})", app.len());
+        assert!(
+            app.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{app}"
+        );
+        let legacy = Layout::legacy(&ChannelRef::new("flask-api", "staging"));
+        assert_eq!(legacy.network, "drydock-deploy-staging");
+        assert_eq!(legacy.proxy, "drydock-deploy-staging-proxy");
+        assert_eq!(legacy.service("db"), "drydock-deploy-staging-svc-db");
+        assert!(!legacy.labels("app").contains_key(PRODUCT_LABEL));
+        assert_eq!(a.labels("app")[PRODUCT_LABEL], "flask-api");
+        assert_eq!(a.labels("app")[labels::DEPLOY], "staging");
+    }
+
+    /// A channel's objects: B's (labelled), a deploy from before products
+    /// whose app runs entry 1 (image `img-a`), and nothing else.
+    fn staging_objects() -> Vec<Leftover> {
+        let legacy = |kind, id: &str, extra: &[(&str, &str)]| {
+            let mut pairs = vec![(labels::DEPLOY, "staging"), (labels::DEPLOY_KIND, kind)];
+            pairs.extend_from_slice(extra);
+            object(
+                if kind == "network" {
+                    "network"
+                } else {
+                    "container"
+                },
+                id,
+                &pairs,
+            )
+        };
+        vec![
+            legacy("network", "n-old", &[]),
+            legacy(
+                "proxy",
+                "p-old",
+                &[(NAME_LABEL, "drydock-deploy-staging-proxy")],
+            ),
+            legacy(
+                "app",
+                "a-old",
+                &[(ENTRY_LABEL, "1"), (IMAGE_LABEL, "img-a")],
+            ),
+            object(
+                "container",
+                "b-app",
+                &[
+                    (labels::DEPLOY, "staging"),
+                    (labels::DEPLOY_KIND, "app"),
+                    (PRODUCT_LABEL, "other-app"),
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_deploy_from_before_products_belongs_to_the_product_of_its_app() {
+        // Entry 1 is flask-api's release of img-a in this ledger.
+        let owner =
+            |id: i64, image: &str| (id == 1 && image == "img-a").then(|| "flask-api".to_string());
+        let a = ChannelRef::new("flask-api", "staging");
+        let b = ChannelRef::new("other-app", "staging");
+        let mine = Scope::resolve(&a, staging_objects(), owner);
+        assert!(mine.layout.legacy);
+        assert_eq!(mine.layout.proxy, "drydock-deploy-staging-proxy");
+        let ids: Vec<&str> = mine.objects.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["n-old", "p-old", "a-old"]);
+        let theirs = Scope::resolve(&b, staging_objects(), owner);
+        assert!(!theirs.layout.legacy);
+        let ids: Vec<&str> = theirs.objects.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["b-app"]);
+        assert!(theirs.unowned.is_empty());
+        // A ledger that cannot tell (another ledger's entry 1, or another
+        // image): the old objects are nobody's, and reported as such.
+        let nobody = Scope::resolve(&a, staging_objects(), |_, _| None);
+        assert!(!nobody.layout.legacy);
+        assert!(nobody.objects.is_empty());
+        assert_eq!(nobody.unowned.len(), 3);
+    }
 }

@@ -298,6 +298,9 @@ pub struct PlannedRelease {
     pub name: String,
     /// Tags applied first (`<sha>` when known, `<run id>`).
     pub tags: Vec<String>,
+    /// The git commit the image is built from, when known (recorded in the
+    /// release ledger).
+    pub git_sha: Option<String>,
     /// The channel tag moved last.
     pub channel: String,
     /// Registry to push to, if any.
@@ -562,6 +565,7 @@ impl<'a> Planner<'a> {
                     build,
                     name: spec.name.clone(),
                     tags,
+                    git_sha: self.options.git.sha.clone(),
                     channel: match choice {
                         ReleaseChoice::Channel(c) => c.clone(),
                         _ => spec.channel.clone(),

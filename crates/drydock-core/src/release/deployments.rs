@@ -1,42 +1,22 @@
 //! What `drydock deploy` did: one row per deploy attempt of a channel, in the
 //! ledger file beside the release entries (table `deployments`, append-only
-//! like `entries`). Release entries say what a channel *points to*;
-//! deployments say what *ran*: which entry went live, and which attempts
-//! failed (and were rolled back automatically).
+//! like `entries`; see [`schema`](super::schema)). Release entries say what a
+//! channel *points to*; deployments say what *ran*: which entry went live,
+//! and which attempts failed (and were rolled back automatically). A
+//! deployment belongs to the product of the entry it deployed.
 
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use super::{Ledger, LedgerError};
 
-/// The schema of the deployments table, idempotent: run on every open.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS deployments (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel   TEXT NOT NULL CHECK (channel <> ''),
-    entry_id  INTEGER NOT NULL REFERENCES entries(id),
-    image_id  TEXT NOT NULL CHECK (image_id <> ''),
-    container TEXT,
-    outcome   TEXT NOT NULL CHECK (outcome IN ('live', 'failed', 'unchanged')),
-    detail    TEXT,
-    at        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deployments_by_channel ON deployments (channel, id);
-CREATE TRIGGER IF NOT EXISTS deployments_no_update BEFORE UPDATE ON deployments
-BEGIN
-    SELECT RAISE(ABORT, 'the deployment log is append-only');
-END;
-CREATE TRIGGER IF NOT EXISTS deployments_no_delete BEFORE DELETE ON deployments
-BEGIN
-    SELECT RAISE(ABORT, 'the deployment log is append-only');
-END;
-";
-
 /// One deploy attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     /// Ledger-wide id, increasing in recording order.
     pub id: i64,
+    /// The product deployed (the deployed entry's `name`).
+    pub product: String,
     /// The channel deployed.
     pub channel: String,
     /// The ledger entry whose image was deployed.
@@ -72,7 +52,9 @@ pub struct NewDeployment {
 }
 
 impl Ledger {
-    /// Appends a deploy attempt and returns it as stored.
+    /// Appends a deploy attempt and returns it as stored. Refuses
+    /// ([`LedgerError::InvalidEntry`]) an unknown outcome and an entry that
+    /// does not exist or is not of `d.channel`.
     pub fn record_deployment(&mut self, d: NewDeployment) -> Result<Deployment, LedgerError> {
         if !matches!(d.outcome.as_str(), "live" | "failed" | "unchanged") {
             return Err(LedgerError::InvalidEntry(format!(
@@ -80,6 +62,21 @@ impl Ledger {
                 d.outcome
             )));
         }
+        let product = match self.entry(d.entry_id)? {
+            Some(entry) if entry.channel == d.channel => entry.name,
+            Some(entry) => {
+                return Err(LedgerError::InvalidEntry(format!(
+                    "deployment of channel `{}` deploys entry {} of channel `{}`",
+                    d.channel, d.entry_id, entry.channel
+                )))
+            }
+            None => {
+                return Err(LedgerError::InvalidEntry(format!(
+                    "deployment of entry {}, which does not exist",
+                    d.entry_id
+                )))
+            }
+        };
         let at = chrono::Utc::now().to_rfc3339();
         self.conn.execute(
             "INSERT INTO deployments (channel, entry_id, image_id, container, outcome, detail, at)
@@ -96,6 +93,7 @@ impl Ledger {
         )?;
         Ok(Deployment {
             id: self.conn.last_insert_rowid(),
+            product,
             channel: d.channel,
             entry_id: d.entry_id,
             image_id: d.image_id,
@@ -106,22 +104,28 @@ impl Ledger {
         })
     }
 
-    /// Every deploy attempt of the channel, oldest first.
-    pub fn deployments(&self, channel: &str) -> Result<Vec<Deployment>, LedgerError> {
+    /// Every deploy attempt of the channel of that product, oldest first.
+    pub fn deployments(
+        &self,
+        product: &str,
+        channel: &str,
+    ) -> Result<Vec<Deployment>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, channel, entry_id, image_id, container, outcome, detail, at
-             FROM deployments WHERE channel = ?1 ORDER BY id",
+            "SELECT d.id, e.name, d.channel, d.entry_id, d.image_id, d.container, d.outcome, d.detail, d.at
+             FROM deployments AS d JOIN entries AS e ON e.id = d.entry_id
+             WHERE e.name = ?1 AND d.channel = ?2 ORDER BY d.id",
         )?;
-        let rows = stmt.query_map([channel], |row| {
+        let rows = stmt.query_map([product, channel], |row| {
             Ok(Deployment {
                 id: row.get(0)?,
-                channel: row.get(1)?,
-                entry_id: row.get(2)?,
-                image_id: row.get(3)?,
-                container: row.get(4)?,
-                outcome: row.get(5)?,
-                detail: row.get(6)?,
-                at: row.get(7)?,
+                product: row.get(1)?,
+                channel: row.get(2)?,
+                entry_id: row.get(3)?,
+                image_id: row.get(4)?,
+                container: row.get(5)?,
+                outcome: row.get(6)?,
+                detail: row.get(7)?,
+                at: row.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -151,16 +155,37 @@ mod tests {
         ledger.record_deployment(new("live")).unwrap();
         ledger.record_deployment(new("failed")).unwrap();
         assert!(ledger.record_deployment(new("maybe")).is_err());
-        let all = ledger.deployments("s").unwrap();
+        let all = ledger.deployments("app", "s").unwrap();
         assert_eq!(
             all.iter().map(|d| d.outcome.as_str()).collect::<Vec<_>>(),
             ["live", "failed"]
         );
-        assert!(ledger.deployments("other").unwrap().is_empty());
+        assert!(all.iter().all(|d| d.product == "app"));
+        assert!(ledger.deployments("app", "other").unwrap().is_empty());
+        // Another product's `s` is another channel.
+        let b = ledger
+            .record(NewEntry::release("s", "other-app", "sha256:bb", None, None))
+            .unwrap();
+        ledger
+            .record_deployment(NewDeployment {
+                entry_id: b.id,
+                image_id: b.image_id.clone(),
+                ..new("live")
+            })
+            .unwrap();
+        assert_eq!(ledger.deployments("app", "s").unwrap().len(), 2);
+        assert_eq!(ledger.deployments("other-app", "s").unwrap().len(), 1);
+        // A deployment of another channel's entry is refused.
+        let mut elsewhere = new("live");
+        elsewhere.channel = "production".into();
+        assert!(matches!(
+            ledger.record_deployment(elsewhere),
+            Err(LedgerError::InvalidEntry(_))
+        ));
         assert!(ledger.conn.execute("DELETE FROM deployments", []).is_err());
         // Reopening keeps them (the schema is idempotent).
         drop(ledger);
         let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
-        assert_eq!(ledger.deployments("s").unwrap().len(), 2);
+        assert_eq!(ledger.deployments("app", "s").unwrap().len(), 2);
     }
 }

@@ -1,24 +1,55 @@
-//! The release ledger: a durable, append-only record of every image a deploy
-//! channel (`staging`, `production`, …) pointed to, and the rollback logic
-//! built on it.
+//! The release ledger: a durable, append-only record of every image a
+//! channel (`staging`, `production`, …) of a product pointed to, the rollback
+//! logic built on it, and the one place that moves channel tags.
 //!
-//! The ledger never talks to the Docker Engine. A caller (the CLI) moves the
-//! channel tag through the engine first and then [`record`](Ledger::record)s
-//! what it did:
+//! # Products and channels
 //!
-//! * a green run tags the production image `<name>:<git sha>` and
-//!   `<name>:<run id>`, moves the channel tag to it and records an
-//!   [`Action::Release`];
-//! * `drydock promote <from> <to>` moves the image of `<from>`'s
-//!   [`current`](Ledger::current) entry to `<to>` and records an
-//!   [`Action::Promote`] (see [`NewEntry::promote`]);
-//! * `drydock rollback <channel> [--to <sha|run id>]` asks
-//!   [`rollback_target`](Ledger::rollback_target) which image to restore,
-//!   re-tags it and records an [`Action::Rollback`] whose
-//!   [`restores`](Entry::restores) names the restored entry (see
-//!   [`NewEntry::rollback`]);
-//! * `drydock releases <channel> [--json]` lists [`history`](Ledger::history),
-//!   which serializes to JSON with `serde_json`.
+//! A channel belongs to a product: the image repository a pipeline releases
+//! (`release.name`, stored as each entry's [`name`](Entry::name)). Every query
+//! takes both ([`ChannelRef`]): two products with a `staging` channel on one
+//! machine have separate histories, tags (`<product>:staging`), rollbacks and
+//! deploys. [`Ledger::products_of`] tells which products have a channel, for
+//! callers that must find the product from the channel alone.
+//!
+//! # Who writes
+//!
+//! Only this module moves a channel tag, always together with its entry:
+//!
+//! * a green run's release ([`release()`]): tags the image `<product>:<git
+//!   sha>` and `<product>:<run id>`, pushes them (and the channel tag) to the
+//!   release registry if there is one, then records an [`Action::Release`]
+//!   and moves `<product>:<channel>`;
+//! * `drydock promote` and `drydock rollback` ([`move_channel`]) record an
+//!   [`Action::Promote`] ([`NewEntry::promote`]) or an [`Action::Rollback`]
+//!   ([`NewEntry::rollback`] of [`Ledger::rollback_target`]'s answer) and
+//!   move the tag;
+//! * anything that reads a channel first calls [`repair`], which re-points a
+//!   tag left behind (see below) and says so.
+//!
+//! # Atomicity: record first, then tag, repair on the next read
+//!
+//! The ledger is the source of truth; the channel tag is a copy of its
+//! current entry's image, kept for people and tools that run `<product>:<channel>`.
+//! Moving a channel is: take the channel's lock ([`lock_path`], a `flock`
+//! beside the ledger that every drydock process honours), record the entry
+//! (one SQLite transaction: the commit point), move the tag, release the lock.
+//! A process that dies at any point leaves one of two states: nothing
+//! recorded (the tag was not moved either: the move never happened), or the
+//! entry recorded with the tag not yet moved. The second is repaired by the
+//! next command that reads the channel (`drydock releases`, `rollback`,
+//! `promote`, `push`, `deploy`, a runner at start-up): [`repair`] re-points
+//! the tag to the ledger's current image under the same lock and reports it
+//! ([`Repair::Repointed`]). So a tag is never ahead of the ledger, and a
+//! rollback never skips an image that was served. A release pushed to a
+//! registry pushes its channel tag there before the commit point; see
+//! [`release()`] for what that means when drydock dies in between.
+//!
+//! Two hooks keep the verdict of a cut-short process true: a process about
+//! to exit at once (a second signal) calls [`stop_recording`] before it
+//! reads the ledger to choose its exit code, so no record lands after that
+//! check; a release request may carry a [`ReleaseFence`], asked under the
+//! lock right before recording (the runner's: "does this attempt still hold
+//! its lease?"). [`TEST_PAUSE_VAR`] widens the two windows for tests.
 //!
 //! # Storage
 //!
@@ -28,7 +59,10 @@
 //! nothing that was committed and never leaves half an entry. Writers take the
 //! write lock up front and wait up to [`BUSY_TIMEOUT`] for each other, so
 //! several drydock processes can record into the same file at once. Entries
-//! are never updated or deleted; the schema refuses it with triggers.
+//! are never updated or deleted; the schema refuses it with triggers. The
+//! schema is versioned and migrated on open with `rusqlite_migration` (see
+//! [`SCHEMA_VERSION`]; a version-1 ledger, from before products, keeps all
+//! its entries).
 //!
 //! # Rollback
 //!
@@ -49,7 +83,9 @@
 //! [`MIN_SHA_PREFIX`] characters) or whose run id equals it.
 
 mod deployments;
+mod publish;
 mod rollback;
+mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -63,6 +99,12 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 pub use deployments::{Deployment, NewDeployment};
+pub use publish::{
+    lock_path, move_channel, push_release, release, released_by_run, repair, repair_all,
+    stop_recording, ChannelLock, ReleaseError, ReleaseFence, ReleaseRequest, Released, Repair,
+    TEST_PAUSE_VAR,
+};
+pub use schema::SCHEMA_VERSION;
 
 /// How long a ledger operation waits for another process holding the lock
 /// before it fails with [`LedgerError::Sql`] (`database is locked`).
@@ -71,39 +113,46 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The shortest git sha prefix `rollback --to` accepts as a sha.
 pub const MIN_SHA_PREFIX: usize = 7;
 
-/// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
-
 /// The file name of the ledger inside drydock's state directory.
 const FILE_NAME: &str = "ledger.sqlite";
 
-/// The schema, idempotent: run on every open.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel  TEXT NOT NULL CHECK (channel <> ''),
-    name     TEXT NOT NULL CHECK (name <> ''),
-    image_id TEXT NOT NULL CHECK (image_id <> ''),
-    git_sha  TEXT,
-    run_id   TEXT,
-    action   TEXT NOT NULL CHECK (action IN ('release', 'rollback', 'promote')),
-    reason   TEXT,
-    restores INTEGER REFERENCES entries(id),
-    at       TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_by_channel ON entries (channel, id);
-CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
-BEGIN
-    SELECT RAISE(ABORT, 'the release ledger is append-only');
-END;
-CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
-BEGIN
-    SELECT RAISE(ABORT, 'the release ledger is append-only');
-END;
-";
-
 /// The columns of [`Entry`], in the order [`entry_from_row`] reads them.
 const COLUMNS: &str = "id, channel, name, image_id, git_sha, run_id, action, reason, restores, at";
+
+/// A channel of a product: what a channel tag `<product>:<channel>` names and
+/// what the ledger keys its histories by. Two products may both have a
+/// `staging` channel; they never share its history, tag or deploy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChannelRef {
+    /// The product: the image repository a pipeline releases
+    /// (`release.name`, the ledger entries' `name`), e.g.
+    /// `registry.example/shop`.
+    pub product: String,
+    /// The channel, e.g. `staging`.
+    pub channel: String,
+}
+
+impl ChannelRef {
+    /// The channel `channel` of `product`.
+    pub fn new(product: impl Into<String>, channel: impl Into<String>) -> Self {
+        ChannelRef {
+            product: product.into(),
+            channel: channel.into(),
+        }
+    }
+
+    /// The channel tag, `<product>:<channel>`.
+    pub fn tag(&self) -> String {
+        format!("{}:{}", self.product, self.channel)
+    }
+}
+
+impl fmt::Display for ChannelRef {
+    /// `staging of registry.example/shop`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {}", self.channel, self.product)
+    }
+}
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -282,20 +331,17 @@ pub enum LedgerError {
     /// [`BUSY_TIMEOUT`].
     #[error("release ledger: {0}")]
     Sql(#[from] rusqlite::Error),
-    /// The channel has no entries.
-    #[error("channel `{0}` has no releases in the ledger")]
-    UnknownChannel(String),
+    /// The channel of that product has no entries.
+    #[error("channel `{}` of {} has no releases in the ledger", .0.channel, .0.product)]
+    UnknownChannel(ChannelRef),
     /// Nothing older than the current state of the channel has another image.
-    #[error("nothing to roll back to: channel `{channel}` has no earlier image")]
-    NothingToRollBackTo {
-        /// The channel.
-        channel: String,
-    },
+    #[error("nothing to roll back to: channel `{}` of {} has no earlier image", .0.channel, .0.product)]
+    NothingToRollBackTo(ChannelRef),
     /// `rollback --to` named a release the channel never had.
-    #[error("channel `{channel}` has no release with git sha or run id `{wanted}` (a sha prefix needs at least {MIN_SHA_PREFIX} characters)")]
+    #[error("channel `{}` of {} has no release with git sha or run id `{wanted}` (a sha prefix needs at least {MIN_SHA_PREFIX} characters)", channel.channel, channel.product)]
     NoSuchRelease {
         /// The channel.
-        channel: String,
+        channel: ChannelRef,
         /// The sha prefix or run id asked for.
         wanted: String,
     },
@@ -430,18 +476,18 @@ impl Ledger {
     }
 
     /// The channel's latest entry (what its tag points to now), or `None` if
-    /// the channel has none.
-    pub fn current(&self, channel: &str) -> Result<Option<Entry>, LedgerError> {
+    /// the channel of that product has none.
+    pub fn current(&self, product: &str, channel: &str) -> Result<Option<Entry>, LedgerError> {
         Ok(self
             .conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM entries WHERE channel = ?1 ORDER BY id DESC LIMIT 1"
+                "SELECT {COLUMNS} FROM entries WHERE name = ?1 AND channel = ?2 ORDER BY id DESC LIMIT 1"
             ))?
-            .query_row([channel], entry_from_row)
+            .query_row([product, channel], entry_from_row)
             .optional()?)
     }
 
-    /// The entry with this id, in any channel.
+    /// The entry with this id, in any channel of any product.
     pub fn entry(&self, id: i64) -> Result<Option<Entry>, LedgerError> {
         Ok(self
             .conn
@@ -450,27 +496,56 @@ impl Ledger {
             .optional()?)
     }
 
-    /// Every entry of the channel, oldest first; empty for an unknown channel.
-    pub fn history(&self, channel: &str) -> Result<Vec<Entry>, LedgerError> {
+    /// Every entry of the channel of that product, oldest first; empty for
+    /// an unknown channel.
+    pub fn history(&self, product: &str, channel: &str) -> Result<Vec<Entry>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM entries WHERE channel = ?1 ORDER BY id"
+            "SELECT {COLUMNS} FROM entries WHERE name = ?1 AND channel = ?2 ORDER BY id"
         ))?;
-        let rows = stmt.query_map([channel], entry_from_row)?;
+        let rows = stmt.query_map([product, channel], entry_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The channels that have entries, sorted by name.
-    pub fn channels(&self) -> Result<Vec<String>, LedgerError> {
+    /// Every channel that has entries, sorted by product, then channel.
+    pub fn channels(&self) -> Result<Vec<ChannelRef>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT DISTINCT channel FROM entries ORDER BY channel")?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
+            .prepare_cached("SELECT DISTINCT name, channel FROM entries ORDER BY name, channel")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(ChannelRef::new(
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+            ))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The products that have entries in a channel of this name, sorted:
+    /// how a caller that knows only the channel finds its product (exactly
+    /// one) or learns that it must ask (several).
+    pub fn products_of(&self, channel: &str) -> Result<Vec<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT name FROM entries WHERE channel = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([channel], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The release recorded by run `run_id` (the latest, should there be
+    /// several), if any: whether a run's release reached its commit point.
+    pub fn release_of_run(&self, run_id: &str) -> Result<Option<Entry>, LedgerError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM entries WHERE run_id = ?1 AND action = 'release' ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([run_id], entry_from_row)
+            .optional()?)
     }
 
     /// The entry whose image `drydock rollback <channel> [--to <to>]` should
-    /// restore. Only computes: the caller re-tags the image, then records
-    /// [`NewEntry::rollback`] of the answer.
+    /// restore in the channel of `product`. Only computes: the caller hands
+    /// [`NewEntry::rollback`] of the answer to [`move_channel`].
     ///
     /// * Without `to`: the state before the current one (see the
     ///   [module documentation](self#rollback)), skipping entries with the
@@ -483,21 +558,27 @@ impl Ledger {
     ///   image the channel already has.
     ///
     /// [`LedgerError::UnknownChannel`] if the channel has no entries.
-    pub fn rollback_target(&self, channel: &str, to: Option<&str>) -> Result<Entry, LedgerError> {
-        let history = self.history(channel)?;
-        rollback::target(channel, &history, to).cloned()
+    pub fn rollback_target(
+        &self,
+        product: &str,
+        channel: &str,
+        to: Option<&str>,
+    ) -> Result<Entry, LedgerError> {
+        let history = self.history(product, channel)?;
+        rollback::target(&ChannelRef::new(product, channel), &history, to).cloned()
     }
 
-    /// The image ids referenced by each channel's last `last_n` entries,
-    /// sorted and without duplicates: a garbage collector must keep these
-    /// images so that rollbacks stay possible. `last_n = 0` returns nothing;
-    /// `1` keeps only what the channels point to now.
+    /// The image ids referenced by each channel's last `last_n` entries
+    /// (each product's channels counted apart), sorted and without
+    /// duplicates: a garbage collector must keep these images so that
+    /// rollbacks stay possible. `last_n = 0` returns nothing; `1` keeps only
+    /// what the channels point to now.
     pub fn referenced_images(&self, last_n: usize) -> Result<Vec<String>, LedgerError> {
         let last_n = i64::try_from(last_n).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
             "SELECT DISTINCT image_id FROM (
                  SELECT image_id,
-                        ROW_NUMBER() OVER (PARTITION BY channel ORDER BY id DESC) AS nth
+                        ROW_NUMBER() OVER (PARTITION BY name, channel ORDER BY id DESC) AS nth
                  FROM entries
              )
              WHERE nth <= ?1
@@ -517,10 +598,10 @@ fn check_restored(entry: &NewEntry, id: i64, restored: Option<&Entry>) -> Result
             "rollback restores entry {id}, which does not exist"
         ));
     };
-    if restored.channel != entry.channel {
+    if restored.channel != entry.channel || restored.name != entry.name {
         return invalid(format!(
-            "rollback of channel `{}` restores entry {id} of channel `{}`",
-            entry.channel, restored.channel
+            "rollback of channel `{}` of {} restores entry {id} of channel `{}` of {}",
+            entry.channel, entry.name, restored.channel, restored.name
         ));
     }
     if restored.action == Action::Rollback {
@@ -560,21 +641,9 @@ fn setup(conn: &mut Connection) -> Result<(), Box<dyn std::error::Error + Send +
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(format!(
-            "the ledger has schema version {version}, newer than this drydock's {SCHEMA_VERSION}: upgrade drydock"
-        )
-        .into());
-    }
-    tx.execute_batch(SCHEMA)?;
-    tx.execute_batch(deployments::SCHEMA)?;
-    if version < SCHEMA_VERSION {
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    }
-    tx.commit()?;
-    Ok(())
+    // Migrations take the write lock up front, like every writer.
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    schema::migrate(conn)
 }
 
 /// Whether `e` is SQLite's "database is busy / locked".

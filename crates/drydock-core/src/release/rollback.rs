@@ -11,17 +11,17 @@
 //! after A, B, C, rb→B, D it goes to B: C, which was rolled back away from,
 //! is not restored by a plain rollback (`--to` can still name it).
 
-use super::{Action, Entry, LedgerError, MIN_SHA_PREFIX};
+use super::{Action, ChannelRef, Entry, LedgerError, MIN_SHA_PREFIX};
 
 /// The rollback target of `channel`, whose entries are `history` (oldest
 /// first); see [`Ledger::rollback_target`](super::Ledger::rollback_target).
 pub(super) fn target<'h>(
-    channel: &str,
+    channel: &ChannelRef,
     history: &'h [Entry],
     to: Option<&str>,
 ) -> Result<&'h Entry, LedgerError> {
     let Some(current) = history.last() else {
-        return Err(LedgerError::UnknownChannel(channel.to_string()));
+        return Err(LedgerError::UnknownChannel(channel.clone()));
     };
     if let Some(wanted) = to {
         return history
@@ -30,16 +30,14 @@ pub(super) fn target<'h>(
             .filter(|e| e.action != Action::Rollback)
             .find(|e| matches_wanted(e, wanted.trim()))
             .ok_or_else(|| LedgerError::NoSuchRelease {
-                channel: channel.to_string(),
+                channel: channel.clone(),
                 wanted: wanted.to_string(),
             });
     }
     let mut state = state_after(history, history.len() - 1);
     loop {
         if state == 0 {
-            return Err(LedgerError::NothingToRollBackTo {
-                channel: channel.to_string(),
-            });
+            return Err(LedgerError::NothingToRollBackTo(channel.clone()));
         }
         state = state_after(history, state - 1);
         if history[state].image_id != current.image_id {

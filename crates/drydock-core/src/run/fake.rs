@@ -44,6 +44,9 @@ pub(crate) struct FakeRuntime {
     pub refuse_push: Option<(String, String)>,
     /// Attempts started so far, by container name without its `-attemptN`.
     pub attempts: Mutex<HashMap<String, u32>>,
+    /// When set, tagging a reference containing `.0` first cancels `.1` as
+    /// two signals 10 ms apart would (a signal, then a second one).
+    pub signals_on_tag: Option<(String, super::RunCancel)>,
 }
 
 impl FakeRuntime {
@@ -315,6 +318,13 @@ impl Runtime for FakeRuntime {
         Ok(false)
     }
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        if let Some((pattern, cancel)) = &self.signals_on_tag {
+            if format!("{repo}:{tag}").contains(pattern.as_str()) {
+                cancel.cancel(super::CancelReason::Signal);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                cancel.cancel(super::CancelReason::SecondSignal);
+            }
+        }
         self.log(format!("tag {image} {repo}:{tag}"));
         self.tags
             .lock()

@@ -28,7 +28,7 @@ mod service;
 mod step;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
@@ -41,11 +41,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
 
+pub use crate::release::{push_release, Released};
 pub use cancel::{CancelReason, RunCancel};
 pub use runtime::Runtime;
 pub(crate) use service::probe_once;
 
-use crate::engine::{ContainerSpec, EngineError};
+use crate::engine::ContainerSpec;
 use crate::events::{Event, LogStream, Outcome, Status, StepKind, TestCounts, TierPlan};
 use crate::pipeline::{Pipeline, When};
 use crate::plan::{
@@ -84,6 +85,12 @@ pub struct RunOptions {
     pub release: ReleaseChoice,
     /// Run every step once, whatever its `retry:` says.
     pub no_retry: bool,
+    /// The release ledger file a green run's release is recorded in (e.g.
+    /// [`Ledger::default_path`](crate::release::Ledger::default_path)).
+    pub ledger: PathBuf,
+    /// Checked right before the release is recorded (see
+    /// [`ReleaseFence`](crate::release::ReleaseFence)); `None`: no check.
+    pub release_fence: Option<crate::release::ReleaseFence>,
 }
 
 impl RunOptions {
@@ -103,6 +110,8 @@ impl RunOptions {
         ExecOptions {
             results_dir: self.results_dir.clone(),
             stop_grace: self.stop_grace,
+            ledger: self.ledger.clone(),
+            release_fence: self.release_fence.clone(),
         }
     }
 }
@@ -114,21 +123,10 @@ pub struct ExecOptions {
     pub results_dir: PathBuf,
     /// How long a stopped container gets before it is killed.
     pub stop_grace: Duration,
-}
-
-/// What a release tagged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Released {
-    /// Image id.
-    pub image_id: String,
-    /// Image repository name.
-    pub name: String,
-    /// Tags applied.
-    pub tags: Vec<String>,
-    /// Channel moved.
-    pub channel: String,
-    /// References pushed to the release registry (empty without one).
-    pub pushed: Vec<String>,
+    /// The release ledger file (see [`RunOptions::ledger`]).
+    pub ledger: PathBuf,
+    /// See [`RunOptions::release_fence`].
+    pub release_fence: Option<crate::release::ReleaseFence>,
 }
 
 /// The result of a run.
@@ -140,7 +138,10 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// Why it did not pass, for people.
     pub error: Option<String>,
-    /// What a green run tagged.
+    /// What a green run released (recorded in the ledger; see
+    /// [`crate::release::release`]). A run that released passed, whatever
+    /// signal came after; the only exception is an `errored` run whose
+    /// channel tag could not be moved after the release was recorded.
     pub released: Option<Released>,
     /// Why the run was cut short, if it was (the strongest reason seen).
     pub cancel_reason: Option<CancelReason>,
@@ -240,18 +241,23 @@ pub async fn run_plan<R: Runtime>(
             (Outcome::Errored, Some(e))
         }
     };
+    // A release is all or nothing (see `crate::release`): a run that was
+    // cancelled before it starts does not release; one whose release was
+    // recorded passed, whatever signal comes after.
     let mut released = None;
-    if outcome == Outcome::Passed {
+    if outcome == Outcome::Passed && !run.cancelled() {
         match run.release().await {
             Ok(r) => released = r,
+            Err(e) if e.is_cancelled() && run.cancelled() => {}
             Err(e) => {
                 outcome = Outcome::Errored;
                 error = Some(format!("release failed: {e}"));
+                released = e.recorded().cloned();
             }
         }
     }
     let reason = run.reason();
-    if reason.is_some_and(CancelReason::stops_running_steps) {
+    if released.is_none() && reason.is_some_and(CancelReason::stops_running_steps) {
         outcome = Outcome::Interrupted;
         if error.is_none() {
             error = Some("interrupted".to_string());
@@ -1521,12 +1527,11 @@ fn tier_word(status: Status) -> &'static str {
 }
 
 impl<R: Runtime> RunLoop<R> {
-    /// Tags the release build of a green run: `<name>:<sha>` and
-    /// `<name>:<run id>` first; with a registry, pushes
-    /// `<registry>/<name>:{sha,run id,channel}` (the channel last); only then
-    /// moves the local channel tag `<name>:<channel>`. A failed push moves no
-    /// channel and puts the local registry tags back as they were.
-    async fn release(&self) -> Result<Option<Released>, EngineError> {
+    /// Releases the release build of a green run through
+    /// [`crate::release::release`] (tags `<name>:<sha>` and `<name>:<run id>`,
+    /// pushes to the registry if there is one, records the release in the
+    /// ledger, moves `<name>:<channel>`), then announces it.
+    async fn release(&self) -> Result<Option<Released>, crate::release::ReleaseError> {
         let plan = &self.ctx.plan;
         let Some(spec) = &plan.release else {
             return Ok(None);
@@ -1534,42 +1539,32 @@ impl<R: Runtime> RunLoop<R> {
         let Ok(image_id) = self.image_of(ImageRef::Build(spec.build)) else {
             return Ok(None);
         };
-        let runtime = self.ctx.runtime.as_ref();
-        let mut tags = spec.tags.clone();
-        for tag in &tags {
-            runtime.tag(&image_id, &spec.name, tag).await?;
-        }
-        tags.push(spec.channel.clone());
-        let pushed = match spec.registry_repository() {
-            Some(repository) => {
-                push_release(
-                    runtime,
-                    &image_id,
-                    &repository,
-                    &tags,
-                    &self.ctx.cancel.token(),
-                    Some(&self.ctx.events),
-                )
-                .await?
-            }
-            None => Vec::new(),
+        let request = crate::release::ReleaseRequest {
+            product: spec.name.clone(),
+            channel: spec.channel.clone(),
+            image_id,
+            tags: spec.tags.clone(),
+            registry_repository: spec.registry_repository(),
+            git_sha: spec.git_sha.clone(),
+            run_id: Some(plan.run_id.clone()),
+            fence: self.ctx.options.release_fence.clone(),
         };
-        runtime.tag(&image_id, &spec.name, &spec.channel).await?;
-        let tags: Vec<String> = tags.iter().map(|t| format!("{}:{t}", spec.name)).collect();
+        let released = crate::release::release(
+            self.ctx.runtime.as_ref(),
+            &self.ctx.options.ledger,
+            &request,
+            &self.ctx.cancel.token(),
+            Some(&self.ctx.events),
+        )
+        .await?;
         self.ctx
             .emit(Event::Released {
-                image_id: image_id.clone(),
-                tags: tags.clone(),
-                channel: spec.channel.clone(),
+                image_id: released.image_id.clone(),
+                tags: released.tags.clone(),
+                channel: released.channel.clone(),
             })
             .await;
-        Ok(Some(Released {
-            image_id,
-            name: spec.name.clone(),
-            tags,
-            channel: spec.channel.clone(),
-            pushed,
-        }))
+        Ok(Some(released))
     }
 
     /// Removes everything the run created; returns how many objects went
@@ -1623,65 +1618,4 @@ impl<R: Runtime> RunLoop<R> {
             .await;
         removed
     }
-}
-
-/// Tags `image_id` as `<repository>:<tag>` and pushes each, in order (put
-/// the channel last), sending an [`Event::Pushed`] to `events` after each.
-/// Returns the references pushed. On failure or cancellation, the local
-/// `<repository>:<tag>` tags are put back to what they pointed to before (or
-/// removed) and the error is returned; references already pushed stay in the
-/// registry.
-pub async fn push_release<R: Runtime + ?Sized>(
-    runtime: &R,
-    image_id: &str,
-    repository: &str,
-    tags: &[String],
-    cancel: &CancellationToken,
-    events: Option<&EventSender>,
-) -> Result<Vec<String>, EngineError> {
-    let registry = crate::engine::registry_host(repository);
-    let mut previous: Vec<(String, Option<String>)> = Vec::new();
-    let mut pushed = Vec::new();
-    let mut result = Ok(());
-    for tag in tags {
-        let reference = format!("{repository}:{tag}");
-        let step = async {
-            previous.push((reference.clone(), runtime.image_id(&reference).await?));
-            runtime.tag(image_id, repository, tag).await?;
-            tokio::select! {
-                pushed = runtime.push(&reference) => pushed,
-                _ = cancel.cancelled() => Err(EngineError::Cancelled),
-            }
-        };
-        if let Err(e) = step.await {
-            result = Err(e);
-            break;
-        }
-        if let Some(events) = events {
-            let _ = events
-                .send(Event::Pushed {
-                    reference: reference.clone(),
-                    registry: registry.clone(),
-                })
-                .await;
-        }
-        pushed.push(reference);
-    }
-    if let Err(e) = result {
-        for (reference, before) in previous.into_iter().rev() {
-            let restored = match &before {
-                Some(id) if id != image_id => {
-                    let (repo, tag) = crate::engine::split_tag(&reference);
-                    runtime.tag(id, repo, tag).await
-                }
-                Some(_) => Ok(()),
-                None => runtime.untag(&reference).await,
-            };
-            if let Err(err) = restored {
-                tracing::warn!("could not restore local tag {reference}: {err}");
-            }
-        }
-        return Err(e);
-    }
-    Ok(pushed)
 }

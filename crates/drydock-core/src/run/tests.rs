@@ -103,9 +103,22 @@ struct Ran {
     report: RunReport,
     events: Vec<Event>,
     fake: Arc<FakeRuntime>,
+    /// The run's release ledger (in a folder removed with `Ran`).
+    ledger: PathBuf,
+    _state: tempfile::TempDir,
 }
 
 async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Duration>) -> Ran {
+    run_cancelled_by(fake, pipeline, cancel_after, RunCancel::new()).await
+}
+
+/// [`run_with`], cancelling through `cancel` (which the fake may also use).
+async fn run_cancelled_by(
+    fake: FakeRuntime,
+    pipeline: Pipeline,
+    cancel_after: Option<Duration>,
+    cancel: RunCancel,
+) -> Ran {
     let fake = Arc::new(fake);
     let (tx, mut rx) = mpsc::channel(64);
     let collector = tokio::spawn(async move {
@@ -115,7 +128,6 @@ async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Du
         }
         events
     });
-    let cancel = RunCancel::new();
     if let Some(after) = cancel_after {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -123,6 +135,7 @@ async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Du
             cancel.cancel(CancelReason::Signal);
         });
     }
+    let state = tempfile::tempdir().unwrap();
     let options = RunOptions {
         run_id: "r1".to_string(),
         results_dir: std::env::temp_dir().join("drydock-unit-results"),
@@ -134,13 +147,18 @@ async fn run_with(fake: FakeRuntime, pipeline: Pipeline, cancel_after: Option<Du
         stop_grace: Duration::from_secs(1),
         release: ReleaseChoice::AsWritten,
         no_retry: false,
+        ledger: state.path().join("ledger.sqlite"),
+        release_fence: None,
     };
+    let ledger = options.ledger.clone();
     let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
     let events = collector.await.unwrap();
     Ran {
         report,
         events,
         fake,
+        ledger,
+        _state: state,
     }
 }
 
@@ -474,6 +492,82 @@ async fn a_green_run_tags_the_release_target_by_sha_run_and_channel() {
         .filter(|j| j.starts_with("tag "))
         .collect();
     assert_eq!(tags.len(), 3);
+    // The release is recorded in the ledger, which the channel tag follows.
+    let ledger = crate::release::Ledger::open(&ran.ledger).unwrap();
+    let entry = ledger.current("demo", "staging").unwrap().unwrap();
+    assert_eq!(entry, released.entry);
+    assert_eq!(
+        (entry.git_sha.as_deref(), entry.run_id.as_deref()),
+        (Some("abc123"), Some("r1"))
+    );
+}
+
+/// Two signals 10 ms apart while a green run releases: the run either
+/// released — then it passed (exit 0, no "interrupted"), the ledger records
+/// it and the channel tag follows — or it released nothing at all (exit 130,
+/// no entry, the channel tag where it was).
+#[tokio::test]
+async fn signals_during_the_release_never_split_tag_and_ledger() {
+    // (where the signals come, registry?, released?)
+    let cases = [
+        ("demo:abc123", None, true),  // immutable tags: the release goes on
+        ("demo:staging", None, true), // after the commit point
+        ("5000/demo:abc123", Some("127.0.0.1:5000"), false), // a cancellable push
+        ("5000/demo:staging", Some("127.0.0.1:5000"), false),
+    ];
+    for (at, registry, releases) in cases {
+        let mut p = release_pipeline(registry.unwrap_or("x"));
+        if registry.is_none() {
+            p.release.as_mut().unwrap().registry = None;
+        }
+        let cancel = RunCancel::new();
+        let mut fake = FakeRuntime::with_images(&[BASE]);
+        fake.tags
+            .get_mut()
+            .unwrap()
+            .insert("demo:staging".into(), "img-previous".into());
+        fake.signals_on_tag = Some((at.to_string(), cancel.clone()));
+        let ran = run_cancelled_by(fake, p, None, cancel).await;
+        let ledger = crate::release::Ledger::open(&ran.ledger).unwrap();
+        let current = ledger.current("demo", "staging").unwrap();
+        let tag = ran.fake.tags.lock().unwrap()["demo:staging"].clone();
+        let finished = ran.events.last().unwrap().clone();
+        if releases {
+            assert_eq!(
+                ran.report.outcome,
+                Outcome::Passed,
+                "{at}: {:?}",
+                ran.report
+            );
+            assert_eq!(ran.report.outcome.exit_code(), 0);
+            assert_eq!(ran.report.error, None, "{at}");
+            assert_eq!(current.unwrap().image_id, "img-production", "{at}");
+            assert_eq!(tag, "img-production", "{at}");
+            assert!(
+                matches!(
+                    finished,
+                    Event::RunFinished {
+                        outcome: Outcome::Passed,
+                        error: None,
+                        ..
+                    }
+                ),
+                "{at}: {finished:?}"
+            );
+        } else {
+            assert_eq!(
+                ran.report.outcome,
+                Outcome::Interrupted,
+                "{at}: {:?}",
+                ran.report
+            );
+            assert_eq!(ran.report.outcome.exit_code(), 130);
+            assert!(ran.report.released.is_none(), "{at}");
+            assert_eq!(current, None, "{at}");
+            assert_eq!(tag, "img-previous", "{at}");
+        }
+        assert_eq!(ran.fake.live_containers(), 0);
+    }
 }
 
 fn release_pipeline(registry: &str) -> Pipeline {
