@@ -3,6 +3,7 @@
 
 mod commands;
 mod error;
+mod hosted;
 mod report;
 
 use std::path::PathBuf;
@@ -56,6 +57,11 @@ enum Command {
     Deploy(commands::deploy::DeployArgs),
     /// Remove a channel's deploy: app, proxy, services and network.
     Undeploy(commands::deploy::UndeployArgs),
+    /// Hosted CI: write a provider's configuration file that runs a pipeline.
+    Ci {
+        #[command(subcommand)]
+        command: commands::ci::CiCommand,
+    },
     /// Long-lived service: run pipelines on new commits of watched repositories,
     /// gate merges, serve the API and status page (see crates/drydock-runner).
     Runner {
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
             Command::Push(args) => commands::releases::push(args).await,
             Command::Deploy(args) => commands::deploy::deploy(args).await,
             Command::Undeploy(args) => commands::deploy::undeploy(args).await,
+            Command::Ci { command } => commands::ci::run(command).await,
             Command::Runner {
                 config,
                 store,

@@ -45,6 +45,14 @@ pub struct RunArgs {
     /// Run every step once: ignore the steps' `retry:`.
     #[arg(long)]
     pub no_retry: bool,
+    /// Release to this channel instead of the one the pipeline's `release:`
+    /// names (as the runner's `deploy:` does).
+    #[arg(long, value_name = "CHANNEL", conflicts_with = "no_release")]
+    pub channel: Option<String>,
+    /// Do not release, whatever the pipeline's `release:` says (a pull
+    /// request's build on hosted CI).
+    #[arg(long)]
+    pub no_release: bool,
 }
 
 /// Loads and validates a pipeline, with built-ins from git and the run id.
@@ -241,6 +249,18 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         }
         None => run::new_run_id(),
     };
+    let release = match (&args.channel, args.no_release) {
+        (_, true) => ReleaseChoice::Off,
+        (Some(channel), false) => {
+            if !valid_channel(channel) {
+                return Err(CliError::invalid(format!(
+                    "--channel {channel:?}: expected an image tag [A-Za-z0-9_][A-Za-z0-9_.-]* (at most 128 characters)"
+                )));
+            }
+            ReleaseChoice::Channel(channel.clone())
+        }
+        (None, false) => ReleaseChoice::AsWritten,
+    };
     let repo_root = pipeline::find_repo_root(&args.pipeline);
     let git = git_info(&repo_root).await;
     let pipeline = load_pipeline(&args.pipeline, &run_id, &git)?;
@@ -312,7 +332,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         trust,
         git: git.clone(),
         stop_grace: Duration::from_secs(args.stop_grace),
-        release: ReleaseChoice::AsWritten,
+        release,
         no_retry: args.no_retry,
     };
     let runtime = Arc::new(engine.clone());
@@ -337,6 +357,16 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         super::releases::record_release(released, &git, &run_id)?;
     }
     Ok(report.outcome.exit_code() as u8)
+}
+
+/// A release channel: an image tag, as the pipeline's `release.channel`
+/// (`[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 128 characters).
+fn valid_channel(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(['.', '-'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// First SIGINT/SIGTERM: cancel gracefully (running steps get the stop
