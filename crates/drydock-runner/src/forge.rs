@@ -194,7 +194,8 @@ fn encode_component(s: &str) -> String {
     out
 }
 
-/// The request of a status post: URL and JSON body (headers: [`post_once`]).
+/// The request of a status post: URL and JSON body (the headers are in the
+/// module documentation).
 pub fn request(forge: &ForgeConfig, sha: &str, status: &Status) -> (String, serde_json::Value) {
     match forge.kind {
         ForgeKind::Github => (
