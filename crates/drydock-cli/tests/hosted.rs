@@ -238,3 +238,103 @@ fn check_fails_on_a_stale_or_missing_file() {
     let out = with(&["--output", "ci/drydock.yml", "--check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// The generated GitHub job's run step, executed by bash as the runner
+/// would (its environment variables set, drydock "installed" in
+/// `$HOME/.drydock/bin`) on the tiny fixture against the real engine: a
+/// push to the release branch passes and releases to `--channel`, with the
+/// merged JUnit copied where the upload step looks; a pull request's build
+/// of a breaking change exits 1, releases nothing, and still leaves its JUnit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_github_run_step_runs_the_pipeline() {
+    let repo = Repo::fixture("tiny");
+    let out = export(
+        repo.path(),
+        &[
+            "github",
+            "--pipeline",
+            "pipelines/tiny.yml",
+            "--channel",
+            "hosted-ci",
+            "--install-url",
+            "https://example.com/drydock",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let workflow: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo.path().join(".github/workflows/drydock.yml")).unwrap(),
+    )
+    .unwrap();
+    let steps = workflow["jobs"]["drydock"]["steps"].as_sequence().unwrap();
+    let script = steps
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Run the pipeline"))
+        .and_then(|s| s["run"].as_str())
+        .expect("a run step")
+        .to_string();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".drydock/bin")).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_drydock"),
+        home.path().join(".drydock/bin/drydock"),
+    )
+    .unwrap();
+    let github_run = format!("{}", std::process::id());
+    let job = |event: &str, attempt: &str, env: &[(&str, &str)]| {
+        // GitHub runs `run:` with `bash -e {0}`.
+        Command::new("bash")
+            .args(["-e", "-c", &script])
+            .current_dir(repo.path())
+            .env("HOME", home.path())
+            .env("DRYDOCK_STATE_DIR", repo.state.path())
+            .env("GITHUB_RUN_ID", &github_run)
+            .env("GITHUB_RUN_ATTEMPT", attempt)
+            .env("GITHUB_EVENT_NAME", event)
+            .env("GITHUB_REF_NAME", "main")
+            .envs(env.iter().copied())
+            .env_remove("DRYDOCK_LOG")
+            .output()
+            .unwrap()
+    };
+    let releases = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+            .args(["releases", "hosted-ci", "--json"])
+            .current_dir(repo.path())
+            .env("DRYDOCK_STATE_DIR", repo.state.path())
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+    };
+
+    let green_id = format!("gh-{github_run}-1");
+    let out = job("push", "1", &[]);
+    common::assert_nothing_left(&green_id).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // --json: the events on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("\"event\":\"run_finished\"")),
+        "{stdout}"
+    );
+    let junit = std::fs::read_to_string(repo.path().join("drydock-junit/junit.xml")).unwrap();
+    assert!(junit.contains("<testsuite"), "{junit}");
+    assert!(repo
+        .path()
+        .join(format!("drydock-results/{green_id}/summary.json"))
+        .is_file());
+    assert_eq!(
+        releases().len(),
+        1,
+        "a push to main releases to the channel"
+    );
+
+    let red_id = format!("gh-{github_run}-2");
+    std::fs::remove_dir_all(repo.path().join("drydock-junit")).unwrap();
+    let out = job("pull_request", "2", &[("BREAK", "1")]);
+    common::assert_nothing_left(&red_id).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(repo.path().join("drydock-junit/junit.xml").is_file());
+    assert_eq!(releases().len(), 1, "a pull request releases nothing");
+}
