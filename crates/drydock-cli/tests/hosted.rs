@@ -230,6 +230,27 @@ fn check_fails_on_a_stale_or_missing_file() {
     );
     assert!(!repo.path().join(".gitlab-ci.yml").exists());
 
+    // The run options the generated jobs use: a bad channel, or both, exit 2
+    // before anything runs.
+    for bad in [
+        &["run", "pipelines/flask-api.yml", "--channel", "a b"][..],
+        &[
+            "run",
+            "pipelines/flask-api.yml",
+            "--channel",
+            "x",
+            "--no-release",
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+            .args(bad)
+            .current_dir(repo.path())
+            .env("DRYDOCK_STATE_DIR", repo.state.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+    }
+
     // A non-default output path goes into the regeneration command.
     let out = with(&["--output", "ci/drydock.yml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

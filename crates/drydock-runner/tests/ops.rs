@@ -582,3 +582,37 @@ async fn gitlab_statuses_and_a_forge_outage() {
     assert!(!api.body.contains(FORGE_TOKEN));
     runner.stop().await;
 }
+
+/// `/readyz` follows the store: 200 while the PostgreSQL store answers, 503
+/// naming the store once its server is gone (the engine still ok), while
+/// `/healthz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_store() {
+    let pg = tokio::task::block_in_place(common::pg::Postgres::start);
+    let url = tokio::task::block_in_place(|| pg.create_database("ready"));
+    let origin = Origin::new();
+    let state = tempfile::tempdir().unwrap();
+    let text = origin.config(state.path(), "off", "").replace(
+        "listen: 127.0.0.1:0\n",
+        &format!("listen: 127.0.0.1:0\nstore: {url}\n"),
+    );
+    let config = Config::parse(&text, &state.path().join("runner.yml"), &|n| {
+        n.starts_with("DRYDOCK_TEST_").then(|| TOKEN.to_string())
+    })
+    .unwrap();
+    let runner = Runner::start(config).await.unwrap();
+    let addr = runner.addr();
+    let ready = get(addr, "/readyz", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    tokio::task::block_in_place(|| drop(pg));
+    let ready = get(addr, "/readyz", None).await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let body = ready.json();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["store"]["ok"], false);
+    assert!(body["store"]["error"].is_string(), "{body}");
+    assert_eq!(body["engine"]["ok"], true);
+    assert_eq!(get(addr, "/healthz", None).await.status, 200);
+    let _ = tokio::time::timeout(Duration::from_secs(30), runner.stop()).await;
+}
