@@ -19,6 +19,13 @@ install() {
     || "$py" -m pip install --quiet --break-system-packages "$@"
 }
 
+if ! "$py" -m pip --version >/dev/null 2>&1; then
+  echo "ensure-python-tools: installing python3-pip"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq python3-pip >/dev/null
+fi
+
 need=()
 if ! command -v check-jsonschema >/dev/null 2>&1 && ! "$py" -c 'import check_jsonschema' 2>/dev/null; then
   need+=(check-jsonschema)
