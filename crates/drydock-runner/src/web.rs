@@ -879,6 +879,10 @@ async fn api_cancel(
     match outcome {
         Cancel::Cancelled => {
             tracing::info!(run = %id, "cancelled through the API before it started");
+            // No worker will report its end: say it on the forge here.
+            if let Ok(Some(run)) = shared.store.get(&id).await {
+                shared.post_status(&run, crate::forge::Moment::Finished);
+            }
             (
                 StatusCode::ACCEPTED,
                 Json(json!({ "cancelling": id, "state": "cancelled" })),
