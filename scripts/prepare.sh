@@ -23,6 +23,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 bash scripts/ensure-engine.sh
+bash scripts/ensure-python-tools.sh
 cargo build -p drydock-cli
 DRYDOCK="$PWD/target/debug/drydock"
 export DRYDOCK

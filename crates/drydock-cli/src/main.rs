@@ -5,6 +5,7 @@ mod commands;
 mod diagnostics;
 mod error;
 mod help;
+mod hosted;
 mod report;
 
 use std::io::IsTerminal;
@@ -195,6 +196,11 @@ enum Command {
         env_block!(help::env_engine!(), help::env_state!(), help::env_log!())
     ))]
     Undeploy(commands::deploy::UndeployArgs),
+    /// Hosted CI: write a provider's configuration file that runs a pipeline.
+    Ci {
+        #[command(subcommand)]
+        command: commands::ci::CiCommand,
+    },
     /// Long-lived service: run pipelines on new commits of watched repositories,
     /// gate merges, serve the API and status page (see crates/drydock-runner).
     #[command(after_help = concat!(
@@ -327,6 +333,7 @@ fn main() -> ExitCode {
             Command::Push(args) => commands::releases::push(args).await,
             Command::Deploy(args) => commands::deploy::deploy(args).await,
             Command::Undeploy(args) => commands::deploy::undeploy(args).await,
+            Command::Ci { command } => commands::ci::run(command).await,
             Command::Runner {
                 config,
                 store,

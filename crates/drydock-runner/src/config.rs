@@ -15,6 +15,8 @@
 //! max_attempts: 3                 # attempts a run may lose to dead runners (default 3)
 //! webhook_secret: { env: DRYDOCK_WEBHOOK_SECRET }   # or { file: /run/secrets/hook }
 //! api_token: { file: /run/secrets/api-token }       # Bearer token of mutating endpoints
+//! read_auth: false                # true: reading (API, pages, badges, results, /metrics) needs the token too
+//! public_url: https://ci.example.com   # where people reach the runner (links in commit statuses; default http://<listen>)
 //! repos:
 //!   - name: app                   # [A-Za-z0-9][A-Za-z0-9_.-]*; webhooks match it, or the url
 //!     url: /srv/git/app.git       # anything `git fetch` reaches
@@ -27,6 +29,9 @@
 //!     deploy: staging             # channel a green central run releases to (default: none)
 //!     # or release and deploy it (`drydock deploy`) from the run's worktree:
 //!     # deploy: { channel: staging, config: deploy/staging.yml }
+//!     # commit statuses on the forge (docs/runner.md):
+//!     forge: { kind: github, api: https://api.github.com, project: owner/app, token: { env: GITHUB_TOKEN } }
+//!     # forge: { kind: gitlab, api: https://gitlab.example.com/api/v4, project: group/app, token: { file: … }, context: drydock }
 //! ```
 //!
 //! Relative paths (`state_dir`, a local `url`, a secret's `file`) are
@@ -97,6 +102,8 @@ pub struct RepoConfig {
     pub poll: Option<Duration>,
     /// Deploy on green: what a green run of the central branch does.
     pub deploy: Option<DeployOnGreen>,
+    /// Where the run's commit statuses are posted; `None`: nowhere.
+    pub forge: Option<crate::forge::ForgeConfig>,
 }
 
 /// Deploy on green (`deploy:` of a repository).
@@ -193,6 +200,12 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// Bearer token of mutating endpoints (none: they are refused).
     pub api_token: Option<Secret>,
+    /// Whether reading (the API, the status page, badges, results and
+    /// `/metrics`) needs the API token too; `/healthz` and `/readyz` never do.
+    pub read_auth: bool,
+    /// The runner's address for people (links in commit statuses), without
+    /// a trailing `/`; `None`: `http://<listen address>`.
+    pub public_url: Option<String>,
     /// Watched repositories.
     pub repos: Vec<RepoConfig>,
     /// Where the queue and history live.
@@ -341,6 +354,22 @@ pub fn absolute_url(base: &Path, url: &str) -> String {
         return url.to_string();
     }
     base.join(url).to_string_lossy().into_owned()
+}
+
+/// An `http://` or `https://` URL with a host, without a trailing `/`,
+/// query or fragment, and without spaces, quotes or control characters;
+/// `None` otherwise.
+fn http_url(s: &str) -> Option<String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    let ok = !host.is_empty()
+        && s.len() <= 500
+        && !s.contains(['?', '#'])
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !"\"'<>\\`".contains(c));
+    ok.then(|| s.trim_end_matches('/').to_string())
 }
 
 /// Reads a secret file: UTF-8, at most 64 KiB (a device or a huge file
@@ -533,6 +562,8 @@ impl Checker<'_> {
             max_body: 1 << 20,
             webhook_secret: None,
             api_token: None,
+            read_auth: false,
+            public_url: None,
             repos: Vec::new(),
             store: StoreSpec::Sqlite,
             name: None,
@@ -600,6 +631,22 @@ impl Checker<'_> {
                 }
                 "webhook_secret" => config.webhook_secret = self.secret(v, key),
                 "api_token" => config.api_token = self.secret(v, key),
+                "read_auth" => {
+                    if let Some(b) = self.boolean(v, key) {
+                        config.read_auth = b;
+                    }
+                }
+                "public_url" => {
+                    if let Some(s) = self.string(v, key) {
+                        match http_url(&s) {
+                            Some(url) => config.public_url = Some(url),
+                            None => self.fail(
+                                v.pos,
+                                format!("`public_url`: expected an http:// or https:// URL, found {s:?}"),
+                            ),
+                        }
+                    }
+                }
                 "repos" => repos_node = Some(v),
                 "store" => {
                     let text = match v.kind {
@@ -638,9 +685,15 @@ impl Checker<'_> {
                 }
                 other => self.fail(
                     k.pos,
-                    format!("unknown key `{other}` (expected listen, state_dir, concurrency, run_timeout, stop_grace, poll_interval, requeue_interrupted, max_body, webhook_secret, api_token, store, name, lease, max_attempts or repos)"),
+                    format!("unknown key `{other}` (expected listen, state_dir, concurrency, run_timeout, stop_grace, poll_interval, requeue_interrupted, max_body, webhook_secret, api_token, read_auth, public_url, store, name, lease, max_attempts or repos)"),
                 ),
             }
+        }
+        if config.read_auth && config.api_token.is_none() && !seen.contains("api_token") {
+            self.fail(
+                root.pos,
+                "`read_auth: true` needs `api_token` (the token reading requires)",
+            );
         }
         let Some(repos) = repos_node else {
             self.fail(root.pos, "missing `repos`: the repositories to watch");
@@ -757,6 +810,88 @@ impl Checker<'_> {
         })
     }
 
+    /// `forge: { kind: github|gitlab, api: URL, project: P, token: SECRET,
+    /// context: NAME }`.
+    fn forge(&mut self, node: &Node) -> Option<crate::forge::ForgeConfig> {
+        use crate::forge::{ForgeConfig, ForgeKind};
+        let entries = self.map(node, "forge")?;
+        let (mut kind, mut api, mut project, mut token) = (None, None, None, None);
+        let mut context = "drydock".to_string();
+        for (k, v) in entries {
+            let key = scalar(k).unwrap_or("");
+            match key {
+                "kind" => match self.string(v, "forge.kind").as_deref() {
+                    Some("github") => kind = Some(ForgeKind::Github),
+                    Some("gitlab") => kind = Some(ForgeKind::Gitlab),
+                    Some(other) => self.fail(
+                        v.pos,
+                        format!("`forge.kind`: expected github or gitlab, found {other:?}"),
+                    ),
+                    None => {}
+                },
+                "api" => {
+                    if let Some(s) = self.string(v, "forge.api") {
+                        match http_url(&s) {
+                            Some(url) => api = Some(url),
+                            None => self.fail(
+                                v.pos,
+                                format!("`forge.api`: expected an http:// or https:// URL, found {s:?}"),
+                            ),
+                        }
+                    }
+                }
+                "project" => {
+                    if let Some(s) = self.string(v, "forge.project") {
+                        let ok = !s.is_empty()
+                            && s.len() <= 255
+                            && !s.starts_with('/')
+                            && !s.ends_with('/')
+                            && !s.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+                            && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
+                        if ok {
+                            project = Some(s);
+                        } else {
+                            self.fail(
+                                v.pos,
+                                format!("`forge.project`: expected owner/repo (GitHub) or a project id or group/project path (GitLab), found {s:?}"),
+                            );
+                        }
+                    }
+                }
+                "token" => token = self.secret(v, "forge.token"),
+                "context" => {
+                    if let Some(s) = self.string(v, "forge.context") {
+                        if s.is_empty() || s.len() > 100 || s.chars().any(char::is_control) {
+                            self.fail(v.pos, "`forge.context`: expected a short name (1 to 100 characters)");
+                        } else {
+                            context = s;
+                        }
+                    }
+                }
+                other => self.fail(
+                    k.pos,
+                    format!("unknown `forge` key `{other}` (expected kind, api, project, token or context)"),
+                ),
+            }
+        }
+        let given: Vec<&str> = entries.iter().filter_map(|(k, _)| scalar(k)).collect();
+        let missing: Vec<&str> = ["kind", "api", "project", "token"]
+            .into_iter()
+            .filter(|k| !given.contains(k))
+            .collect();
+        if !missing.is_empty() {
+            self.fail(node.pos, format!("`forge`: missing {}", missing.join(", ")));
+            return None;
+        }
+        Some(ForgeConfig {
+            kind: kind?,
+            api: api?,
+            project: project?,
+            token: token?,
+            context,
+        })
+    }
+
     fn repo(&mut self, node: &Node, poll_interval: Duration) -> Option<RepoConfig> {
         let entries = self.map(node, "a repository")?;
         let mut name = None;
@@ -771,6 +906,7 @@ impl Checker<'_> {
             integrate: Integrate::FastForward,
             poll: Some(poll_interval),
             deploy: None,
+            forge: None,
         };
         let mut branches = None;
         for (k, v) in entries {
@@ -838,9 +974,10 @@ impl Checker<'_> {
                     }
                 }
                 "deploy" => repo.deploy = self.deploy(v),
+                "forge" => repo.forge = self.forge(v),
                 other => self.fail(
                     k.pos,
-                    format!("unknown repository key `{other}` (expected name, url, pipeline, branches, central, candidates, integrate, poll or deploy)"),
+                    format!("unknown repository key `{other}` (expected name, url, pipeline, branches, central, candidates, integrate, poll, deploy or forge)"),
                 ),
             }
         }
@@ -930,6 +1067,49 @@ mod tests {
             let e = parse(src).unwrap_err().to_string();
             assert!(e.starts_with(want), "{src:?}: {e}");
         }
+    }
+
+    #[test]
+    fn forge_read_auth_and_public_url() {
+        let c = parse(
+            "api_token: { env: HOOK }\nread_auth: true\npublic_url: https://ci.example.com/\nrepos:\n  - name: app\n    url: /srv/app.git\n    forge: { kind: gitlab, api: 'https://gitlab.example.com/api/v4/', project: group/app, token: { env: HOOK } }\n",
+        )
+        .unwrap();
+        assert!(c.read_auth);
+        assert_eq!(c.public_url.as_deref(), Some("https://ci.example.com"));
+        let forge = c.repos[0].forge.as_ref().unwrap();
+        assert_eq!(forge.kind, crate::forge::ForgeKind::Gitlab);
+        assert_eq!(forge.api, "https://gitlab.example.com/api/v4");
+        assert_eq!(forge.project, "group/app");
+        assert_eq!(forge.context, "drydock");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let repo = |forge: &str| {
+            parse(&format!(
+                "repos:\n  - name: app\n    url: /srv/app.git\n    forge: {forge}\n"
+            ))
+            .map(|c| c.repos[0].forge.clone())
+            .map_err(|e| e.to_string())
+        };
+        let bad = [
+            ("{ kind: bitbucket, api: 'https://x', project: a/b, token: { env: HOOK } }", "`forge.kind`: expected github or gitlab"),
+            ("{ kind: github, api: 'ftp://x', project: a/b, token: { env: HOOK } }", "`forge.api`: expected an http"),
+            ("{ kind: github, api: 'https://x', project: '../b', token: { env: HOOK } }", "`forge.project`"),
+            ("{ kind: github, api: 'https://x', project: a/b, token: { env: NOPE } }", "environment variable NOPE is not set"),
+            ("{ kind: github, api: 'https://x', project: a/b }", "`forge`: missing token"),
+            ("{ kind: github, api: 'https://x', project: a/b, token: { env: HOOK }, colour: red }", "unknown `forge` key `colour`"),
+        ];
+        for (forge, want) in bad {
+            let e = repo(forge).unwrap_err();
+            assert!(e.contains(want), "{forge}: {e}");
+        }
+        let e = parse("read_auth: true\nrepos: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`read_auth: true` needs `api_token`"), "{e}");
+        let e = parse("public_url: 'ci.example.com'\nrepos: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`public_url`"), "{e}");
     }
 
     #[test]

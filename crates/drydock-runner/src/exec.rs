@@ -129,7 +129,10 @@ pub async fn recover(shared: &Arc<Shared>) {
     match shared.engine.reap_dead_runs().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} leftovers of dead runs"),
-        Err(e) => tracing::warn!("cannot remove leftovers of dead runs: {e}"),
+        Err(e) => {
+            shared.metrics.engine_error("cleanup");
+            tracing::warn!("cannot remove leftovers of dead runs: {e}")
+        }
     }
     // Nothing runs yet: every worktree is a dead attempt's.
     let leftovers: Vec<_> = std::fs::read_dir(shared.config.state_dir.join("worktrees"))
@@ -203,6 +206,7 @@ async fn sweep_due(shared: &Shared) {
                 tracing::info!(engine_run = %id, "removed {n} late leftovers of a lost attempt")
             }
             Err(e) => {
+                shared.metrics.engine_error("cleanup");
                 tracing::warn!(engine_run = %id, "cannot remove leftovers of a lost attempt: {e}")
             }
         }
@@ -290,6 +294,7 @@ pub async fn dispatch_with(shared: Arc<Shared>, executor: Executor) {
         let shared = shared.clone();
         let executor = executor.clone();
         workers.spawn(async move {
+            shared.post_status(&run, crate::forge::Moment::Started);
             let task = tokio::spawn(executor(shared.clone(), run.clone(), lease.clone()));
             if let Err(e) = task.await {
                 if e.is_panic() {
@@ -297,6 +302,7 @@ pub async fn dispatch_with(shared: Arc<Shared>, executor: Executor) {
                     ended_by_panic(&shared, &run, &lease, &message).await;
                 }
             }
+            report_end(&shared, &lease).await;
             drop(permit);
             shared.wake.notify_one();
         });
@@ -304,6 +310,30 @@ pub async fn dispatch_with(shared: Arc<Shared>, executor: Executor) {
     }
     // Shutdown: running runs see their cancel; wait for their teardown.
     while workers.join_next().await.is_some() {}
+}
+
+/// After an attempt: when it recorded the run's end (the run is finished
+/// and its latest attempt is this one), counts it in the metrics and posts
+/// the final commit status. An attempt that lost its lease, or a run
+/// released back to the queue, reports nothing.
+async fn report_end(shared: &Arc<Shared>, lease: &Lease) {
+    let run = match shared.store.get(&lease.run_id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(run = %lease.run_id, "cannot read the run's end for metrics and forge status: {e}");
+            return;
+        }
+    };
+    if !run.state.is_finished() || run.attempt != lease.attempt {
+        return;
+    }
+    let seconds = match (run.started_ms, run.finished_ms) {
+        (Some(start), Some(end)) => (end - start).max(0) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    shared.metrics.run_finished(run.state, seconds);
+    shared.post_status(&run, crate::forge::Moment::Finished);
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
@@ -781,12 +811,16 @@ async fn execute_in(
             RunState::Failed,
             report.error.unwrap_or_else(|| "a step failed".into()),
         ),
-        Outcome::Errored => EndingError::new(
-            RunState::Errored,
-            report
-                .error
-                .unwrap_or_else(|| "infrastructure error".into()),
-        ),
+        Outcome::Errored => {
+            // drydock-core's `errored`: the engine or the environment failed.
+            shared.metrics.engine_error("run");
+            EndingError::new(
+                RunState::Errored,
+                report
+                    .error
+                    .unwrap_or_else(|| "infrastructure error".into()),
+            )
+        }
         Outcome::Interrupted => EndingError::new(RunState::Interrupted, "interrupted"),
         // The executor never reports it (the runner validates before it runs).
         Outcome::Invalid => EndingError::new(

@@ -6,7 +6,9 @@
 //! the repository's pipeline through drydock-core in a clean worktree of the
 //! exact commit ([`exec`], [`git`]), lands green merge-queue candidates on the
 //! central branch ([`gate`]) and serves a JSON API, a status page and badges
-//! ([`web`]). Its configuration is one YAML file ([`config`]).
+//! ([`web`]), health and readiness probes and Prometheus [`metrics`], and
+//! posts commit statuses to the repositories' forges ([`forge`]). Its
+//! configuration is one YAML file ([`config`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,8 +21,10 @@
 
 pub mod config;
 pub mod exec;
+pub mod forge;
 pub mod gate;
 pub mod git;
+pub mod metrics;
 pub mod poll;
 pub mod store;
 pub mod web;
@@ -221,6 +225,12 @@ pub struct Shared {
     /// Engine run ids whose leftovers are removed again at a later time
     /// (lost attempts: see [`exec::sweep_later`]).
     pub sweeps: Mutex<Vec<(std::time::Instant, String)>>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<metrics::Metrics>,
+    /// Posts commit statuses to forges in the background.
+    pub statuses: forge::Poster,
+    /// Where people reach this runner: `public_url`, else `http://<address>`.
+    pub public_url: String,
 }
 
 impl Shared {
@@ -240,7 +250,29 @@ impl Shared {
         let run = self.store.enqueue(new).await?;
         tracing::info!(run = %run.id, repo = %run.repo, branch = %run.branch, sha = %run.sha, "queued ({})", run.trigger);
         self.wake.notify_one();
+        self.post_status(&run, forge::Moment::Queued);
         Ok(run)
+    }
+
+    /// The run's page (`<public url>/runs/<id>`).
+    pub fn run_url(&self, run_id: &str) -> String {
+        format!("{}/runs/{run_id}", self.public_url)
+    }
+
+    /// Posts the commit status of `run` at `moment` when its repository has
+    /// a forge; returns at once (the post runs in the background, see
+    /// [`forge::Poster`]).
+    pub fn post_status(&self, run: &store::Run, moment: forge::Moment) {
+        let Some(forge) = self.config.repo(&run.repo).and_then(|r| r.forge.as_ref()) else {
+            return;
+        };
+        let status = forge::Status {
+            state: forge::state_word(forge.kind, moment, run.state),
+            target_url: self.run_url(&run.id),
+            description: forge::describe(moment, run, &self.identity.name),
+        };
+        self.statuses
+            .post(forge, run, status, moment == forge::Moment::Finished);
     }
 
     /// Queues `new` when its commit is a new head of its branch.
@@ -249,6 +281,7 @@ impl Shared {
         if let Some(run) = &run {
             tracing::info!(run = %run.id, repo = %run.repo, branch = %run.branch, sha = %run.sha, "queued ({})", run.trigger);
             self.wake.notify_one();
+            self.post_status(run, forge::Moment::Queued);
         }
         Ok(run)
     }
@@ -369,6 +402,14 @@ impl Runner {
             ),
             name,
         };
+        let metrics = Arc::new(metrics::Metrics::new());
+        let public_url = config.public_url.clone().unwrap_or_else(|| {
+            if addr.ip().is_unspecified() {
+                format!("http://{host_name}:{}", addr.port())
+            } else {
+                format!("http://{addr}")
+            }
+        });
         let me = RunnerInfo {
             name: identity.name.clone(),
             owner: identity.owner.clone(),
@@ -414,6 +455,9 @@ impl Runner {
             shutdown: CancellationToken::new(),
             state_lock,
             sweeps: Mutex::new(Vec::new()),
+            statuses: forge::Poster::new(metrics.clone()),
+            metrics,
+            public_url,
         });
         tracing::info!(
             "runner {} ({}) on store {}",

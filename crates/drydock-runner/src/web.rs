@@ -8,8 +8,17 @@
 //! | `GET /api/runs/{id}` | one run with its tiers, steps and test counts |
 //! | `GET /api/runs/{id}/log` | its log, streamed until the run ends |
 //! | `POST /api/runs/{id}/cancel`, `/rerun` | need `Authorization: Bearer <api token>` |
+//! | `GET /api/runs/{id}/junit.xml` | the run's merged JUnit report |
+//! | `GET /api/runs/{id}/results` | the files of its results folder (`{"files": [{"path", "size"}]}`) |
+//! | `GET /api/runs/{id}/results/{path}` | one of them |
 //! | `GET /badge/{repo}/{branch}.svg` | status badge of a branch's last finished run |
 //! | `GET /`, `GET /runs/{id}` | the status page |
+//! | `GET /metrics` | Prometheus metrics (see [`crate::metrics`]) |
+//! | `GET /healthz` | liveness: 200 while the HTTP server answers |
+//! | `GET /readyz` | readiness: 200 when the store and the engine answer, else 503 saying which does not |
+//!
+//! With `read_auth: true`, every `GET` route except `/healthz` and `/readyz`
+//! needs `Authorization: Bearer <api token>` too (401 without it).
 //!
 //! Webhooks: a body larger than `max_body` gets 413, a missing or wrong
 //! signature 401, malformed JSON 400 (each logged); a delivery id seen before
@@ -24,8 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,6 +45,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::valid_branch;
 use crate::git::is_sha;
+use crate::metrics::DeliveryResult;
 use crate::store::{Cancel, NewRun, Run, RunFilter, RunKind, RunState};
 use crate::Shared;
 
@@ -57,18 +68,97 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
 
 /// The routes.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    // Reading: behind the API token when `read_auth` is on.
+    let read = Router::new()
         .route("/", get(page_index))
         .route("/runs/{id}", get(page_run))
-        .route("/hooks/github", post(hook_github))
-        .route("/hooks/gitlab", post(hook_gitlab))
         .route("/api/runs", get(api_runs))
         .route("/api/runs/{id}", get(api_run))
         .route("/api/runs/{id}/log", get(api_log))
+        .route("/api/runs/{id}/junit.xml", get(api_junit))
+        .route("/api/runs/{id}/results", get(api_results))
+        .route("/api/runs/{id}/results/{*path}", get(api_result_file))
+        .route("/badge/{repo}/{*branch}", get(badge))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            read_guard,
+        ));
+    Router::new()
+        .merge(read)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/hooks/github", post(hook_github))
+        .route("/hooks/gitlab", post(hook_gitlab))
         .route("/api/runs/{id}/cancel", post(api_cancel))
         .route("/api/runs/{id}/rerun", post(api_rerun))
-        .route("/badge/{repo}/{*branch}", get(badge))
         .with_state(shared)
+}
+
+/// `read_auth: true`: reading needs the API token.
+async fn read_guard(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+    if shared.config.read_auth {
+        if let Err(refused) = authorized(&shared, request.headers()) {
+            return refused;
+        }
+    }
+    next.run(request).await
+}
+
+// ---------------------------------------------------------------- operations
+
+/// Liveness: the process serves HTTP.
+async fn healthz(State(shared): State<AppState>) -> Response {
+    Json(json!({ "status": "ok", "runner": shared.identity.name })).into_response()
+}
+
+/// Readiness: the store and the engine answer (each within 5 s).
+async fn readyz(State(shared): State<AppState>) -> Response {
+    const WITHIN: Duration = Duration::from_secs(5);
+    let store = match tokio::time::timeout(WITHIN, shared.store.count(RunState::Queued)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {WITHIN:?}")),
+    };
+    let engine = match tokio::time::timeout(WITHIN, shared.engine.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {WITHIN:?}")),
+    };
+    if engine.is_err() {
+        shared.metrics.engine_error("ping");
+    }
+    let word = |r: &Result<(), String>| match r {
+        Ok(()) => json!({ "ok": true }),
+        Err(e) => json!({ "ok": false, "error": e }),
+    };
+    let ready = store.is_ok() && engine.is_ok();
+    let body = json!({ "ready": ready, "store": word(&store), "engine": word(&engine) });
+    if ready {
+        Json(body).into_response()
+    } else {
+        tracing::warn!("not ready: {body}");
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// `GET /metrics`: the queue gauge is read from the store now; the rest is
+/// counted as things happen.
+async fn metrics(State(shared): State<AppState>) -> Response {
+    for state in [RunState::Queued, RunState::Running] {
+        match shared.store.count(state).await {
+            Ok(n) => shared.metrics.set_queue(state, n),
+            Err(e) => tracing::warn!("metrics: cannot count {} runs: {e}", state.as_str()),
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------- webhooks
@@ -118,13 +208,56 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Counts a delivery's result in the metrics: what the handler marked
+/// (queued, replayed), else what its status says.
+fn count_delivery(shared: &Shared, hook: &str, response: Response) -> Response {
+    let result = response
+        .extensions()
+        .get::<DeliveryResult>()
+        .copied()
+        .unwrap_or(match response.status() {
+            StatusCode::UNAUTHORIZED => DeliveryResult::unauthorized,
+            StatusCode::SERVICE_UNAVAILABLE => DeliveryResult::unavailable,
+            s if s.is_success() => DeliveryResult::ignored,
+            _ => DeliveryResult::rejected,
+        });
+    shared.metrics.delivery(hook, result);
+    response
+}
+
+/// Marks a response with what became of the delivery.
+fn marked(mut response: Response, result: DeliveryResult) -> Response {
+    response.extensions_mut().insert(result);
+    response
+}
+
 async fn hook_github(
     State(shared): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = match read_body(&shared, body, "github", peer).await {
+    let response = hook_github_inner(&shared, peer, headers, body).await;
+    count_delivery(&shared, "github", response)
+}
+
+async fn hook_gitlab(
+    State(shared): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = hook_gitlab_inner(&shared, peer, headers, body).await;
+    count_delivery(&shared, "gitlab", response)
+}
+
+async fn hook_github_inner(
+    shared: &Shared,
+    peer: std::net::SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_body(shared, body, "github", peer).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -158,7 +291,7 @@ async fn hook_github(
         }
     };
     handle_push(
-        &shared,
+        shared,
         "github",
         peer,
         delivery,
@@ -194,13 +327,13 @@ pub fn github_payload<'b>(
     }
 }
 
-async fn hook_gitlab(
-    State(shared): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+async fn hook_gitlab_inner(
+    shared: &Shared,
+    peer: std::net::SocketAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = match read_body(&shared, body, "gitlab", peer).await {
+    let body = match read_body(shared, body, "gitlab", peer).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -222,7 +355,7 @@ async fn hook_gitlab(
     }
     let event = header(&headers, "x-gitlab-event").unwrap_or("Push Hook");
     handle_push(
-        &shared,
+        shared,
         "gitlab",
         peer,
         delivery,
@@ -328,11 +461,14 @@ async fn handle_push(
         Ok(false) => {}
         Ok(true) => {
             tracing::warn!(hook, %peer, delivery, "webhook ignored: replayed delivery");
-            return (
-                StatusCode::OK,
-                Json(json!({ "ignored": "replayed delivery" })),
-            )
-                .into_response();
+            return marked(
+                (
+                    StatusCode::OK,
+                    Json(json!({ "ignored": "replayed delivery" })),
+                )
+                    .into_response(),
+                DeliveryResult::replayed,
+            );
         }
         Err(e) => {
             tracing::error!("{e}");
@@ -401,7 +537,10 @@ async fn handle_push(
         }
     }
     match queued {
-        Ok(Some(run)) => (StatusCode::ACCEPTED, Json(json!({ "queued": run.id }))).into_response(),
+        Ok(Some(run)) => marked(
+            (StatusCode::ACCEPTED, Json(json!({ "queued": run.id }))).into_response(),
+            DeliveryResult::queued,
+        ),
         Ok(None) => (
             StatusCode::ACCEPTED,
             Json(json!({ "ignored": "commit already seen" })),
@@ -561,6 +700,149 @@ fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
     buf
 }
 
+/// A redirect to the runner of the fleet that keeps the run's results.
+async fn elsewhere(shared: &Shared, run: &Run, path: &str) -> Option<Response> {
+    let url = log_elsewhere(shared, run).await?;
+    Some(
+        Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, format!("{url}{path}"))
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    )
+}
+
+/// `GET /api/runs/{id}/junit.xml`: the merged JUnit report of the run.
+async fn api_junit(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
+    serve_result(&shared, &id, "junit.xml").await
+}
+
+/// `GET /api/runs/{id}/results/{path}`: one file of the results folder.
+async fn api_result_file(
+    State(shared): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+) -> Response {
+    serve_result(&shared, &id, &path).await
+}
+
+/// A relative path of `/`-separated normal components (no `..`, `.`,
+/// empty component or leading `/`), at most 1024 bytes.
+pub fn safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1024
+        && !path.contains('\\')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn content_type(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    match ext {
+        "xml" => "application/xml",
+        "json" => "application/json",
+        "log" | "txt" | "ndjson" | "raw" | "omitted" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn serve_result(shared: &Arc<Shared>, id: &str, path: &str) -> Response {
+    let run = match find(shared, id).await {
+        Ok(run) => run,
+        Err(r) => return r,
+    };
+    if !safe_relative(path) {
+        return reject(StatusCode::BAD_REQUEST, "invalid path");
+    }
+    if let Some(redirect) = elsewhere(shared, &run, &format!("/api/runs/{id}/results/{path}")).await
+    {
+        return redirect;
+    }
+    let dir = shared.results_dir(id);
+    // Inside the results folder even through symbolic links.
+    let (Ok(root), Ok(file)) = (
+        tokio::fs::canonicalize(&dir).await,
+        tokio::fs::canonicalize(dir.join(path)).await,
+    ) else {
+        return reject(StatusCode::NOT_FOUND, "no such file in the run's results");
+    };
+    if !file.starts_with(&root) {
+        return reject(StatusCode::NOT_FOUND, "no such file in the run's results");
+    }
+    let opened = match tokio::fs::File::open(&file).await {
+        Ok(f) => f,
+        Err(_) => return reject(StatusCode::NOT_FOUND, "no such file in the run's results"),
+    };
+    match opened.metadata().await {
+        Ok(m) if m.is_file() => {
+            let stream = tokio_util::io::ReaderStream::new(opened);
+            Response::builder()
+                .header(header::CONTENT_TYPE, content_type(path))
+                .header(header::CONTENT_LENGTH, m.len())
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        _ => reject(StatusCode::NOT_FOUND, "no such file in the run's results"),
+    }
+}
+
+/// Most files listed by `GET /api/runs/{id}/results`.
+pub const MAX_LISTED_FILES: usize = 10_000;
+
+/// `GET /api/runs/{id}/results`: the files of the results folder
+/// (`{"files": [{"path", "size"}], "truncated": bool}`, sorted by path).
+async fn api_results(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
+    let run = match find(&shared, &id).await {
+        Ok(run) => run,
+        Err(r) => return r,
+    };
+    if let Some(redirect) = elsewhere(&shared, &run, &format!("/api/runs/{id}/results")).await {
+        return redirect;
+    }
+    let dir = shared.results_dir(&id);
+    let listed = tokio::task::spawn_blocking(move || {
+        let mut files = Vec::new();
+        let mut truncated = false;
+        let mut stack = vec![(dir.clone(), String::new())];
+        while let Some((folder, prefix)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&folder) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let rel = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                // Symbolic links are not followed (file_type does not).
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => stack.push((entry.path(), rel)),
+                    Ok(t) if t.is_file() => {
+                        if files.len() >= MAX_LISTED_FILES {
+                            truncated = true;
+                            break;
+                        }
+                        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                        files.push(json!({ "path": rel, "size": size }));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        (files, truncated)
+    })
+    .await;
+    match listed {
+        Ok((files, truncated)) => {
+            Json(json!({ "run": id, "files": files, "truncated": truncated })).into_response()
+        }
+        Err(e) => reject(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let Some(token) = &shared.config.api_token else {
         return Err(reject(
@@ -597,6 +879,10 @@ async fn api_cancel(
     match outcome {
         Cancel::Cancelled => {
             tracing::info!(run = %id, "cancelled through the API before it started");
+            // No worker will report its end: say it on the forge here.
+            if let Ok(Some(run)) = shared.store.get(&id).await {
+                shared.post_status(&run, crate::forge::Moment::Finished);
+            }
             (
                 StatusCode::ACCEPTED,
                 Json(json!({ "cancelling": id, "state": "cancelled" })),

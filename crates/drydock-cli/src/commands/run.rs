@@ -49,6 +49,14 @@ pub struct RunArgs {
     /// Run every step once: ignore the steps' `retry:`.
     #[arg(long)]
     pub no_retry: bool,
+    /// Release to this channel instead of the one the pipeline's `release:`
+    /// names (as the runner's `deploy:` does).
+    #[arg(long, value_name = "CHANNEL", conflicts_with = "no_release")]
+    pub channel: Option<String>,
+    /// Do not release, whatever the pipeline's `release:` says (a pull
+    /// request's build on hosted CI).
+    #[arg(long)]
+    pub no_release: bool,
     /// Put the time (RFC 3339, UTC, milliseconds) before every line of the terminal view.
     #[arg(long)]
     pub timestamps: bool,
@@ -292,6 +300,23 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         }
         None => run::new_run_id(),
     };
+    let release = match (&args.channel, args.no_release) {
+        (_, true) => ReleaseChoice::Off,
+        (Some(channel), false) => {
+            if !valid_channel(channel) {
+                return Err(refused(
+                    args.json,
+                    &run_id,
+                    None,
+                    CliError::invalid(format!(
+                        "--channel {channel:?}: expected an image tag [A-Za-z0-9_][A-Za-z0-9_.-]* (at most 128 characters)"
+                    )),
+                ));
+            }
+            ReleaseChoice::Channel(channel.clone())
+        }
+        (None, false) => ReleaseChoice::AsWritten,
+    };
     let repo_root = pipeline::find_repo_root(&args.pipeline);
     let git = git_info(&repo_root).await;
     let pipeline = load_pipeline(&args.pipeline, &run_id, &git)
@@ -304,7 +329,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         trust,
         git: git.clone(),
         stop_grace: Duration::from_secs(args.stop_grace),
-        release: ReleaseChoice::AsWritten,
+        release,
         no_retry: args.no_retry,
         ledger: drydock_core::release::Ledger::default_path(),
         release_fence: None,
@@ -447,6 +472,16 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         }
     }
     Ok(report.outcome.exit_code() as u8)
+}
+
+/// A release channel: an image tag, as the pipeline's `release.channel`
+/// (`[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 128 characters).
+fn valid_channel(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(['.', '-'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// First SIGINT/SIGTERM: cancel gracefully (running steps get the stop
