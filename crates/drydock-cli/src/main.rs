@@ -273,7 +273,7 @@ async fn runner(
 }
 
 /// Whether colour may be written to stderr: a terminal, and `NO_COLOR`
-/// unset (https://no-color.org: set to anything non-empty).
+/// unset (<https://no-color.org>: set to anything non-empty).
 pub(crate) fn stderr_colours() -> bool {
     std::io::stderr().is_terminal() && !no_color()
 }
