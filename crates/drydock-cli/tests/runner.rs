@@ -220,6 +220,83 @@ fn kill_9_mid_run_then_restart_loses_nothing_and_leaks_nothing() {
         .is_none());
 }
 
+/// A secret printed by a step (whole, split across two writes, base64, in a
+/// JUnit report and a collected file) and used in a build never appears in
+/// what the runner serves or writes: API, pages, badge, its log, its state
+/// folder (store, results).
+#[test]
+fn a_secret_never_appears_in_the_runner_api_pages_logs_or_state() {
+    use base64::Engine as _;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/controls");
+    let origin = Origin::new();
+    for (from, to) in [
+        ("pipelines/secrets.yml", "pipelines/ci.yml"),
+        ("secret-app/Dockerfile", "secret-app/Dockerfile"),
+    ] {
+        origin.write(to, &std::fs::read_to_string(fixture.join(from)).unwrap());
+    }
+    origin.commit("a step that prints its secret");
+    git(
+        &origin.work(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    let sha = origin.head("main");
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(&origin, state.path(), "");
+    let token = format!("tok-{}-runner-q7w", std::process::id());
+    let forms = [
+        token.clone(),
+        base64::engine::general_purpose::STANDARD.encode(&token),
+        base64::engine::general_purpose::STANDARD.encode(format!("{token}\n")),
+    ];
+    let runner = RunnerProcess::start_with(&config, None, &[("DRYDOCK_TEST_TOKEN", &token)]);
+    let run = wait_for("the run to finish", Duration::from_secs(240), || {
+        let runs = runner.runs();
+        let run = runs.iter().find(|r| r["sha"] == sha.as_str())?.clone();
+        (run["state"] != "queued" && run["state"] != "running").then_some(run)
+    });
+    assert_eq!(run["state"], "failed", "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let mut served = Vec::new();
+    for path in [
+        "/".to_string(),
+        format!("/runs/{id}"),
+        "/api/runs?limit=100".to_string(),
+        format!("/api/runs/{id}"),
+        format!("/api/runs/{id}/log"),
+        "/badge/app/main.svg".to_string(),
+    ] {
+        let reply = http(runner.addr, "GET", &path, &[], b"");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        served.push((path, reply.body));
+    }
+    let log = &served[4].1;
+    assert!(log.contains("token is ***"), "the secret is masked: {log}");
+    served.push(("the runner's log".into(), runner.terminate()));
+    let mut stack = vec![state.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                served.push((path.display().to_string(), text));
+            }
+        }
+    }
+    assert!(served.iter().any(|(p, _)| p.ends_with("events.ndjson")));
+    for (what, text) in &served {
+        for form in &forms {
+            assert!(!text.contains(form.as_str()), "{form} in {what}:\n{text}");
+        }
+    }
+    assert!(containers_of(&id).is_empty());
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "drydock-build/controls-secrets:app"])
+        .output();
+}
+
 fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -747,15 +747,54 @@ pub fn merge_files<'a>(
     reports: impl IntoIterator<Item = (&'a str, &'a Path)>,
     out: &Path,
 ) -> Result<Merged, JunitError> {
+    merge_reports(
+        reports.into_iter().map(|(prefix, path)| Report {
+            prefix,
+            path,
+            flaky: &[],
+        }),
+        out,
+    )
+}
+
+/// One report to merge: see [`merge_reports`].
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a> {
+    /// The suite prefix (`tier/step`).
+    pub prefix: &'a str,
+    /// The JUnit file.
+    pub path: &'a Path,
+    /// Test cases (`classname::name`, as [`JunitSummary::failed`] names
+    /// them) that failed in an earlier attempt of the step and passed in the
+    /// one this report comes from: each gets a `<flakyFailure>` element, as
+    /// Maven Surefire marks a test that passed on a rerun (read by Jenkins,
+    /// GitLab and most JUnit viewers as a passed, flaky test).
+    pub flaky: &'a [String],
+}
+
+/// The `message` of the `<flakyFailure>` added to a flaky test case.
+pub const FLAKY_TEST_MESSAGE: &str = "failed in an earlier attempt of its step, passed on a retry";
+
+/// [`merge_files`], marking the flaky test cases of each report (see
+/// [`Report::flaky`]); they stay passed in the counts.
+pub fn merge_reports<'a>(
+    reports: impl IntoIterator<Item = Report<'a>>,
+    out: &Path,
+) -> Result<Merged, JunitError> {
     let mut merged = Merged::default();
     let mut plans = Vec::new();
-    for (prefix, path) in reports {
+    for Report {
+        prefix,
+        path,
+        flaky,
+    } in reports
+    {
         match plan(path, prefix) {
             Ok(groups) => {
                 for (_, c) in &groups.suites {
                     merged.total.add(c);
                 }
-                plans.push((prefix, path, groups));
+                plans.push((prefix, path, flaky, groups));
             }
             Err(e) => merged.skipped.push(format!("{prefix}: {e}")),
         }
@@ -789,12 +828,33 @@ pub fn merge_files<'a>(
         )))
         .map_err(write_error)?;
     }
-    for (prefix, path, groups) in plans {
+    for (prefix, path, flaky, groups) in plans {
         let mut next = groups.suites.iter();
         // Elements written for this report and still open: closed if the
         // report turns out unreadable in this pass (it changed on disk), so
         // that the merged file stays well-formed.
         let mut written: Vec<String> = Vec::new();
+        // Whether the open test case is one of `flaky`.
+        let mut flaky_case = false;
+        let is_flaky = |e: &BytesStart| {
+            if flaky.is_empty() {
+                return false;
+            }
+            let class = attr(e, b"classname").unwrap_or_default();
+            let name = attr(e, b"name").unwrap_or_default();
+            let full = if class.is_empty() {
+                name
+            } else {
+                format!("{class}::{name}")
+            };
+            let full: String = full.chars().take(MAX_NAME_CHARS).collect();
+            flaky.contains(&full)
+        };
+        let flaky_mark = |w: &mut Writer<_>| {
+            let mut mark = BytesStart::new("flakyFailure");
+            mark.push_attribute(("message", FLAKY_TEST_MESSAGE));
+            w.write_event(Xml::Empty(mark)).map_err(write_error)
+        };
         let result = flatten(path, prefix, |o| {
             match o {
                 Out::Open(_) => {
@@ -820,15 +880,32 @@ pub fn merge_files<'a>(
                     Xml::Start(e) | Xml::Empty(e) => {
                         let name = xml_name(e.name().as_ref()).unwrap_or("invalid").to_string();
                         let start = rebuilt(e, &name, None, None).map_err(write_error)?;
+                        let case = name == "testcase"
+                            && written.last().map(String::as_str) == Some("testsuite");
                         if matches!(event, Xml::Start(_)) {
                             w.write_event(Xml::Start(start)).map_err(write_error)?;
+                            if case {
+                                flaky_case = is_flaky(e);
+                            }
                             written.push(name);
+                        } else if case && is_flaky(e) {
+                            // `<testcase/>` becomes `<testcase><flakyFailure/></testcase>`.
+                            w.write_event(Xml::Start(start)).map_err(write_error)?;
+                            flaky_mark(&mut w)?;
+                            w.write_event(Xml::End(BytesEnd::new("testcase")))
+                                .map_err(write_error)?;
                         } else {
                             w.write_event(Xml::Empty(start)).map_err(write_error)?;
                         }
                     }
                     Xml::End(_) => {
                         if let Some(name) = written.pop() {
+                            if name == "testcase"
+                                && written.last().map(String::as_str) == Some("testsuite")
+                                && std::mem::take(&mut flaky_case)
+                            {
+                                flaky_mark(&mut w)?;
+                            }
                             w.write_event(Xml::End(BytesEnd::new(name)))
                                 .map_err(write_error)?;
                         }
@@ -878,6 +955,10 @@ pub fn merge_files<'a>(
 pub enum CaseKind {
     /// `<testcase/>`.
     Passed,
+    /// Passed on a retry (`retry:`): `<testcase>` with a `<flakyFailure>`
+    /// (Maven Surefire's form for a test that passed on a rerun); counted
+    /// as passed.
+    Flaky,
     /// `<failure>`: it failed or timed out.
     Failed,
     /// `<error>`: it could not run (engine, image, environment).
@@ -917,7 +998,7 @@ pub fn write_step_cases(suite: &str, cases: &[StepCase], out: &Path) -> Result<(
     let mut counts = TestCounts::default();
     for case in cases {
         match case.kind {
-            CaseKind::Passed => CaseOutcome::Passed,
+            CaseKind::Passed | CaseKind::Flaky => CaseOutcome::Passed,
             CaseKind::Failed => CaseOutcome::Failed,
             CaseKind::Errored => CaseOutcome::Errored,
             CaseKind::Skipped => CaseOutcome::Skipped,
@@ -944,6 +1025,7 @@ pub fn write_step_cases(suite: &str, cases: &[StepCase], out: &Path) -> Result<(
         start.push_attribute(("time", format!("{:.3}", case.seconds).as_str()));
         let element = match case.kind {
             CaseKind::Passed => None,
+            CaseKind::Flaky => Some("flakyFailure"),
             CaseKind::Failed => Some("failure"),
             CaseKind::Errored => Some("error"),
             CaseKind::Skipped => Some("skipped"),

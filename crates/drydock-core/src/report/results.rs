@@ -52,6 +52,14 @@ pub struct StepRecord {
     pub output: OutputRecord,
     /// Problems that did not change its status (an unreadable JUnit report…).
     pub warnings: Vec<String>,
+    /// How many times it ran (more than 1 with `retry:`).
+    pub attempts: u32,
+    /// Its failure was allowed (`allow_failure: true`): a warning, not a
+    /// failure of its tier or the run.
+    pub allowed_failure: bool,
+    /// Its test cases (`classname::name`) that failed in an earlier attempt
+    /// and passed in the last.
+    pub flaky_tests: Vec<String>,
 }
 
 /// How much output a step had, and what of it was left out of the results.
@@ -121,6 +129,14 @@ pub struct Summary {
     pub truncated: bool,
     /// Warnings of the run (also in each step's `warnings`), for people.
     pub warnings: Vec<String>,
+    /// The steps that passed only on a retry (`tier/step`, status `flaky`).
+    pub flaky_steps: Vec<String>,
+    /// The test cases that failed in one attempt of their step and passed in
+    /// a later one (`tier/step: classname::name`), also marked with
+    /// `<flakyFailure>` in `junit.xml`.
+    pub flaky_tests: Vec<String>,
+    /// The steps whose failure was allowed (`tier/step`).
+    pub allowed_failures: Vec<String>,
 }
 
 impl Default for Summary {
@@ -137,6 +153,9 @@ impl Default for Summary {
             pushed: Vec::new(),
             truncated: false,
             warnings: Vec::new(),
+            flaky_steps: Vec::new(),
+            flaky_tests: Vec::new(),
+            allowed_failures: Vec::new(),
         }
     }
 }
@@ -417,7 +436,8 @@ pub struct ResultsWriter {
     run_id: String,
     events: BufWriter<File>,
     logs: BTreeMap<(String, String), StepLog>,
-    junit_files: Vec<(String, PathBuf)>,
+    /// `(tier/step, report, flaky test cases)`.
+    junit_files: Vec<(String, PathBuf, Vec<String>)>,
     /// Steps without a JUnit report of their own, as test cases.
     step_cases: Vec<junit::StepCase>,
     summary: Summary,
@@ -603,6 +623,8 @@ impl ResultsWriter {
                 error,
                 log_tail,
                 allowed_failure,
+                attempts,
+                flaky_tests,
                 ..
             } => {
                 let log = self.log_file(tier, step)?;
@@ -623,14 +645,17 @@ impl ResultsWriter {
                 }
                 self.summary.truncated |= output.truncated();
                 match junit {
-                    Some(junit) => self
-                        .junit_files
-                        .push((format!("{tier}/{step}"), self.dir.join(junit))),
+                    Some(junit) => self.junit_files.push((
+                        format!("{tier}/{step}"),
+                        self.dir.join(junit),
+                        flaky_tests.clone(),
+                    )),
                     None => self.step_cases.push(junit::StepCase {
                         tier: tier.clone(),
                         step: step.clone(),
                         kind: match status {
-                            Status::Passed | Status::Flaky => junit::CaseKind::Passed,
+                            Status::Passed => junit::CaseKind::Passed,
+                            Status::Flaky => junit::CaseKind::Flaky,
                             Status::Failed | Status::TimedOut => junit::CaseKind::Failed,
                             Status::Errored => junit::CaseKind::Errored,
                             Status::Cancelled | Status::Skipped => junit::CaseKind::Skipped,
@@ -640,6 +665,10 @@ impl ResultsWriter {
                             (Status::Cancelled, e) => {
                                 Some(e.clone().unwrap_or_else(|| "cancelled".into()))
                             }
+                            (Status::Flaky, _) => Some(format!(
+                                "flaky: passed on attempt {attempts} after {} failed",
+                                attempts.saturating_sub(1)
+                            )),
                             (_, Some(e)) if *allowed_failure => {
                                 Some(format!("{e} (allowed to fail)"))
                             }
@@ -657,7 +686,19 @@ impl ResultsWriter {
                     log: log_path(tier, step),
                     output,
                     warnings,
+                    attempts: *attempts,
+                    allowed_failure: *allowed_failure,
+                    flaky_tests: flaky_tests.clone(),
                 });
+                let name = format!("{tier}/{step}");
+                self.summary
+                    .flaky_tests
+                    .extend(flaky_tests.iter().map(|t| format!("{name}: {t}")));
+                if *status == Status::Flaky {
+                    self.summary.flaky_steps.push(name);
+                } else if *allowed_failure {
+                    self.summary.allowed_failures.push(name);
+                }
             }
             Event::TierFinished {
                 tier,
@@ -726,11 +767,19 @@ impl ResultsWriter {
             junit::write_step_cases("", &cases, file.path()).map_err(std::io::Error::other)?;
             step_files.push((tier.to_string(), file));
         }
-        let merged = junit::merge_files(
+        let merged = junit::merge_reports(
             self.junit_files
                 .iter()
-                .map(|(prefix, path)| (prefix.as_str(), path.as_path()))
-                .chain(step_files.iter().map(|(p, f)| (p.as_str(), f.path()))),
+                .map(|(prefix, path, flaky)| junit::Report {
+                    prefix,
+                    path,
+                    flaky,
+                })
+                .chain(step_files.iter().map(|(prefix, file)| junit::Report {
+                    prefix,
+                    path: file.path(),
+                    flaky: &[],
+                })),
             &self.dir.join("junit.xml"),
         )
         .map_err(std::io::Error::other)?;
@@ -942,6 +991,113 @@ mod tests {
         assert_eq!(summary["tiers"][0]["name"], "lint");
         assert_eq!(summary["tiers"][0]["status"], "failed");
         assert_eq!(summary["tiers"][0]["duration_ms"], 5);
+    }
+
+    /// A step that passed on a retry and a pytest step whose test failed in
+    /// one attempt and passed in the next: both `flaky` in summary.json and
+    /// marked with `<flakyFailure>` (Surefire's rerun form) in junit.xml,
+    /// counted as passed; an allowed failure is counted apart.
+    #[test]
+    fn flaky_steps_and_tests_are_marked_in_junit_and_counted_in_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("r2");
+        let mut w = ResultsWriter::create(&run_dir).unwrap();
+        std::fs::create_dir_all(run_dir.join("junit")).unwrap();
+        std::fs::write(
+            run_dir.join("junit/unit.xml"),
+            r#"<testsuites><testsuite name="pytest"><testcase classname="t.test_a" name="test_net"/><testcase classname="t.test_a" name="test_io" time="1"><system-out>x</system-out></testcase><testcase classname="t.test_a" name="test_ok"/></testsuite></testsuites>"#,
+        )
+        .unwrap();
+        let step = |name: &str, status: Status, attempts: u32| {
+            let mut event = finished(name);
+            if let Event::StepFinished {
+                status: s,
+                attempts: a,
+                ..
+            } = &mut event
+            {
+                *s = status;
+                *a = attempts;
+            }
+            event
+        };
+        w.handle(&step("lint", Status::Flaky, 2)).unwrap();
+        let mut unit = step("unit", Status::Flaky, 3);
+        if let Event::StepFinished {
+            junit, flaky_tests, ..
+        } = &mut unit
+        {
+            *junit = Some("junit/unit.xml".into());
+            *flaky_tests = vec!["t.test_a::test_net".into(), "t.test_a::test_io".into()];
+        }
+        w.handle(&unit).unwrap();
+        let mut perf = step("perf", Status::Failed, 1);
+        if let Event::StepFinished {
+            allowed_failure, ..
+        } = &mut perf
+        {
+            *allowed_failure = true;
+        }
+        w.handle(&perf).unwrap();
+        w.handle(&Event::RunFinished {
+            run_id: "r2".into(),
+            outcome: Outcome::Passed,
+            duration_ms: 9,
+            error: None,
+            removed: 0,
+            cancel_reason: None,
+            failure: None,
+        })
+        .unwrap();
+
+        let xml = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.attribute("tests"), Some("5"), "{xml}");
+        assert_eq!(root.attribute("failures"), Some("1"), "{xml}");
+        let case = |name: &str| {
+            doc.descendants()
+                .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+                .unwrap_or_else(|| panic!("no case {name}: {xml}"))
+        };
+        let flaky_mark = |name: &str| {
+            case(name)
+                .children()
+                .find(|n| n.has_tag_name("flakyFailure"))
+                .map(|n| n.attribute("message").unwrap_or_default().to_string())
+        };
+        assert_eq!(
+            flaky_mark("lint").as_deref(),
+            Some("flaky: passed on attempt 2 after 1 failed")
+        );
+        for test in ["test_net", "test_io"] {
+            assert_eq!(
+                flaky_mark(test).as_deref(),
+                Some(junit::FLAKY_TEST_MESSAGE),
+                "{test}: {xml}"
+            );
+        }
+        assert_eq!(flaky_mark("test_ok"), None);
+        assert!(
+            case("test_io")
+                .children()
+                .any(|n| n.has_tag_name("system-out")),
+            "the case keeps what it had: {xml}"
+        );
+
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(
+            summary["flaky_steps"],
+            serde_json::json!(["t/lint", "t/unit"])
+        );
+        assert_eq!(
+            summary["flaky_tests"],
+            serde_json::json!(["t/unit: t.test_a::test_net", "t/unit: t.test_a::test_io"])
+        );
+        assert_eq!(summary["allowed_failures"], serde_json::json!(["t/perf"]));
+        assert_eq!(summary["steps"][1]["attempts"], 3);
+        assert_eq!(summary["steps"][2]["allowed_failure"], true);
     }
 
     #[tokio::test]
