@@ -197,6 +197,19 @@ enum Command {
     ))]
     Undeploy(commands::deploy::UndeployArgs),
     /// Hosted CI: write a provider's configuration file that runs a pipeline.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock ci export github --pipeline pipelines/flask-api.yml \\
+      --install-git https://github.com/acme/drydock --branch main
+  drydock ci export gitlab --pipeline pipelines/flask-api.yml \\
+      --install-url https://example.com/drydock-x86_64-linux --check
+
+Exit codes (ci export): 0 written or up to date, 1 (--check) stale or missing,
+2 invalid options or pipeline, 3 the file cannot be read or written.
+
+",
+        env_block!(help::env_log!())
+    ))]
     Ci {
         #[command(subcommand)]
         command: commands::ci::CiCommand,

@@ -129,6 +129,37 @@ async fn needs_matrix_retry_allow_failure_and_when_on_the_real_engine() {
     let optional = finished(&events, "optional");
     assert_eq!(optional["status"], "failed");
     assert_eq!(optional["allowed_failure"], true);
+    // The summary counts both; junit.xml marks the flaky step in Surefire's
+    // rerun form (a passed case with a <flakyFailure>).
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("summary.json")).unwrap()).unwrap();
+    let names = |key: &str| -> Vec<String> {
+        summary[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} in {summary}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        names("flaky_steps").iter().any(|s| s.ends_with("/flaky")),
+        "{summary}"
+    );
+    assert!(
+        names("allowed_failures")
+            .iter()
+            .any(|s| s.ends_with("/optional")),
+        "{summary}"
+    );
+    let junit = std::fs::read_to_string(results.join("junit.xml")).unwrap();
+    let flaky_case = junit
+        .split("<testcase")
+        .find(|case| case.contains(r#"name="flaky""#))
+        .unwrap_or_else(|| panic!("no flaky case: {junit}"));
+    assert!(
+        flaky_case.contains("<flakyFailure") && !flaky_case.contains("<failure"),
+        "{junit}"
+    );
     // when: nothing failed, so on_failure is skipped and always runs.
     assert_eq!(status_of(&events, "on-failure"), "skipped");
     assert_eq!(status_of(&events, "always"), "passed");
