@@ -63,6 +63,12 @@ async fn bad_input_gets_one_clear_error_the_right_exit_code_and_leaves_nothing()
             &["no-such-command", "cannot be started", "skipped"],
         ),
         (
+            "pipelines/killed.yml",
+            &[],
+            1,
+            &["killed by SIGKILL (exit 137), not by the OOM killer"],
+        ),
+        (
             "pipelines/bad-sidecar.yml",
             &[],
             3,

@@ -367,8 +367,8 @@ async fn run_container<R: Runtime>(
 }
 
 /// Why a step's container exited with `code`, for people: the OOM killer
-/// (docker's `OOMKilled`) or a SIGKILL from outside are told apart from an
-/// ordinary non-zero exit.
+/// (docker's `OOMKilled`) or another SIGKILL (from inside or outside the
+/// step) are told apart from an ordinary non-zero exit.
 async fn exit_reason<R: Runtime>(ctx: &Ctx<R>, id: &str, code: i64) -> String {
     let oom = ctx
         .runtime
@@ -380,7 +380,7 @@ async fn exit_reason<R: Runtime>(ctx: &Ctx<R>, id: &str, code: i64) -> String {
         _ if oom => format!(
             "killed by the kernel's OOM killer (exit {code}, OOMKilled): a process of the step needed more memory than the container could have; lower its memory use (e.g. fewer test workers) or give the engine more memory"
         ),
-        137 => "killed by SIGKILL (exit 137), not by the OOM killer: something outside the step killed it (`docker kill`, `docker rm -f`, another tool's cleanup, or the engine restarting)".to_string(),
+        137 => "killed by SIGKILL (exit 137), not by the OOM killer: a process sent it SIGKILL, from inside the step (`kill -9`, a test harness or supervisor) or from outside (`docker kill`, `docker rm -f`, another tool's cleanup, the engine restarting)".to_string(),
         _ => format!("exited with code {code}"),
     }
 }
