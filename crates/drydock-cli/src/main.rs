@@ -1,6 +1,28 @@
 //! `drydock`: run a product's CI pipeline inside containers, tag releases and
 //! roll them back.
 
+/// `println!` that never panics: when the reader of stdout has gone away
+/// (`drydock plan --json | head`), what is left is dropped and the command
+/// goes on to its normal end (the standard `println!` panics on a broken
+/// pipe; resetting SIGPIPE instead would also kill drydock on a write to a
+/// closed engine socket, mid-run, before its cleanup).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics: see [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        let _ = write!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
+}
+
 mod commands;
 mod diagnostics;
 mod error;

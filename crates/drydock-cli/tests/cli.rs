@@ -95,6 +95,41 @@ async fn bad_input_gets_one_clear_error_the_right_exit_code_and_leaves_nothing()
     }
 }
 
+/// A reader that goes away (`drydock plan --json | head -0`): the command
+/// ends as it would have, never with a panic (Rust's `println!` panics on a
+/// broken pipe).
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let repo = Repo::fixture("tiny");
+    for args in [
+        &["plan", "pipelines/tiny.yml", "--json"][..],
+        &["plan", "pipelines/tiny.yml"],
+        &["validate", "pipelines/tiny.yml", "--json"],
+        &["schema", "pipeline"],
+        &["completions", "bash"],
+        &["man"],
+        &["--help"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drydock"))
+            .args(args)
+            .current_dir(repo.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command writes (it is still starting).
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            matches!(output.status.code(), Some(0)),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+    }
+}
+
 #[tokio::test]
 async fn usage_errors_exit_2_and_help_lists_every_command() {
     let repo = Repo::fixture("tiny");

@@ -148,14 +148,14 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
     let text = hosted::render(args.provider, &opts);
 
     if to_stdout {
-        print!("{text}");
+        out!("{text}");
         return Ok(0);
     }
     if args.check {
         return check(&output, &text, &opts.command(args.provider));
     }
     write_atomically(&output, &text)?;
-    println!("wrote {}", output.display());
+    outln!("wrote {}", output.display());
     Ok(0)
 }
 
@@ -175,7 +175,7 @@ fn check(path: &Path, text: &str, command: &str) -> Result<u8, CliError> {
         }
     };
     if current == text.as_bytes() {
-        println!("{} is up to date", path.display());
+        outln!("{} is up to date", path.display());
         return Ok(0);
     }
     let current = String::from_utf8_lossy(&current);

@@ -130,7 +130,7 @@ pub(crate) async fn deploy_entry(
         .await
         .map_err(channel_error)?;
     if deployed.serving() {
-        println!("{}", deployed.summary());
+        outln!("{}", deployed.summary());
         return Ok(true);
     }
     let mut message = deployed.summary();
@@ -199,24 +199,24 @@ async fn status(args: &DeployArgs) -> Result<u8, CliError> {
             serde_json::to_value(&status).map_err(|e| CliError::infra(e.to_string()))?;
         value["ledger_current"] =
             serde_json::to_value(&current).map_err(|e| CliError::infra(e.to_string()))?;
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
         return Ok(0);
     }
     match &current {
-        Some(entry) => println!(
+        Some(entry) => outln!(
             "{channel}: points to {} ({})",
             entry.image_id,
             describe(entry)
         ),
-        None => println!("{channel}: nothing released"),
+        None => outln!("{channel}: nothing released"),
     }
     if !status.deployed() {
-        println!("{channel}: not deployed");
+        outln!("{channel}: not deployed");
     } else {
-        println!(
+        outln!(
             "{channel}: {} (proxy {}{})",
             status.address.as_deref().unwrap_or("no stable address"),
             if status.proxy_running {
@@ -233,7 +233,7 @@ async fn status(args: &DeployArgs) -> Result<u8, CliError> {
     }
     for app in &status.apps {
         let image = app.image_id.trim_start_matches("sha256:");
-        println!(
+        outln!(
             "  app {} image {} entry {} {}{}{}",
             app.container,
             &image[..image.len().min(12)],
@@ -247,7 +247,7 @@ async fn status(args: &DeployArgs) -> Result<u8, CliError> {
         );
     }
     for service in &status.services {
-        println!(
+        outln!(
             "  service {} ({}) {}",
             service.service,
             service.container,
@@ -260,7 +260,7 @@ async fn status(args: &DeployArgs) -> Result<u8, CliError> {
     }
     if let (Some(current), Some(live)) = (&current, status.live()) {
         if current.image_id != live.image_id {
-            println!(
+            outln!(
                 "  note: channel {channel} points to {} ({}), which is not what runs: deploy it, or roll back",
                 current.image_id,
                 describe(current)
@@ -268,7 +268,7 @@ async fn status(args: &DeployArgs) -> Result<u8, CliError> {
         }
     }
     if !status.unowned.is_empty() {
-        println!(
+        outln!(
             "  note: objects of channel {} made before products, of a product this ledger cannot tell: {} (`drydock undeploy {} --product {} --unowned` removes them)",
             channel.channel,
             status.unowned.join(", "),
@@ -307,7 +307,7 @@ pub async fn undeploy(args: UndeployArgs) -> Result<u8, CliError> {
                 [one] => ChannelRef::new(one.as_str(), &args.channel),
                 [] if args.unowned => ChannelRef::new("(unknown)", &args.channel),
                 [] => {
-                    println!("{}: not deployed; nothing to remove", args.channel);
+                    outln!("{}: not deployed; nothing to remove", args.channel);
                     return Ok(0);
                 }
                 several => return Err(product::ambiguous(&args.channel, several)),
@@ -318,12 +318,12 @@ pub async fn undeploy(args: UndeployArgs) -> Result<u8, CliError> {
     let scope = scope_of(&engine, &ledger, &channel).await?;
     let removed = deploy::undeploy(&engine, &scope, args.unowned).await?;
     if removed == 0 {
-        println!("{channel}: not deployed; nothing to remove");
+        outln!("{channel}: not deployed; nothing to remove");
     } else {
-        println!("{channel}: removed {removed} objects (app, proxy, services, network)");
+        outln!("{channel}: removed {removed} objects (app, proxy, services, network)");
     }
     if !args.unowned && !scope.unowned.is_empty() {
-        println!(
+        outln!(
             "note: {} objects of channel {} made before products, of a product this ledger cannot tell, were left (--unowned removes them)",
             scope.unowned.len(),
             channel.channel

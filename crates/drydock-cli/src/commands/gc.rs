@@ -96,11 +96,11 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
             if !args.dry_run {
                 return Err(CliError::invalid(message));
             }
-            println!("would refuse: {message}");
+            outln!("would refuse: {message}");
         }
     }
     for item in &stale {
-        println!(
+        outln!(
             "{verb} {} {} (run {})",
             item.kind,
             &item.id[..item.id.len().min(12)],
@@ -117,7 +117,7 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
     if args.caches {
         removed += gc_caches(&engine, &args, verb).await?;
     }
-    println!(
+    outln!(
         "{} {removed} objects",
         if args.dry_run {
             "would remove"
@@ -146,13 +146,13 @@ async fn gc_caches(engine: &Engine, args: &GcArgs, verb: &str) -> Result<usize, 
             .cloned()
             .unwrap_or_default();
         if drydock_core::cache::leased(&state, &cache.id) {
-            println!(
+            outln!(
                 "keeping cache {} ({pipeline} {path}): a run holds it",
                 cache.id
             );
             continue;
         }
-        println!("{verb} cache {} ({pipeline} {path})", cache.id);
+        outln!("{verb} cache {} ({pipeline} {path})", cache.id);
         free.push(cache);
     }
     if args.dry_run {
@@ -178,7 +178,7 @@ async fn gc_images(engine: &Engine, args: &GcArgs, verb: &str) -> Result<usize, 
         if keep.contains(&id) || current_build {
             continue;
         }
-        println!(
+        outln!(
             "{verb} image {} {}",
             &id.trim_start_matches("sha256:")[..12],
             tags.join(" ")

@@ -167,18 +167,23 @@ pub async fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
         }
         let text =
             serde_json::to_string_pretty(&values).map_err(|e| CliError::infra(e.to_string()))?;
-        println!("{text}");
+        outln!("{text}");
         return Ok(0);
     }
-    println!("channel {channel}");
-    println!(
+    outln!("channel {channel}");
+    outln!(
         "{:<5} {:<26} {:<9} {:<14} {:<12} {:<22} reason",
-        "id", "at", "action", "image", "sha", "run"
+        "id",
+        "at",
+        "action",
+        "image",
+        "sha",
+        "run"
     );
     let current = history.last().map(|e| e.id);
     for e in &history {
         let image = e.image_id.trim_start_matches("sha256:");
-        println!(
+        outln!(
             "{:<5} {:<26} {:<9} {:<14} {:<12} {:<22} {}{}",
             e.id,
             e.at,
@@ -198,10 +203,10 @@ pub async fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
         );
     }
     if !deployments.is_empty() {
-        println!("\ndeploys (oldest first):");
+        outln!("\ndeploys (oldest first):");
         for d in &deployments {
             let image = d.image_id.trim_start_matches("sha256:");
-            println!(
+            outln!(
                 "  {:<26} entry {:<5} image {:<12} {:<9} {}{}",
                 d.at,
                 d.entry_id,
@@ -275,7 +280,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
     )
     .await
     .map_err(release_error)?;
-    println!(
+    outln!(
         "{}:{} → {} (release {}, run {}, sha {})",
         moved.name,
         moved.channel,
@@ -348,7 +353,7 @@ pub async fn push(args: PushArgs) -> Result<u8, CliError> {
     )
     .await?;
     for reference in pushed {
-        println!("pushed {reference}");
+        outln!("pushed {reference}");
     }
     Ok(0)
 }
@@ -393,7 +398,7 @@ pub async fn promote(args: PromoteArgs) -> Result<u8, CliError> {
     )
     .await
     .map_err(release_error)?;
-    println!(
+    outln!(
         "{}:{} → {} (from {} entry {}, run {}, sha {})",
         moved.name,
         moved.channel,

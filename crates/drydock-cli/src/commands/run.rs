@@ -188,9 +188,9 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
     if args.json {
         let json = serde_json::to_string_pretty(&plan)
             .map_err(|e| CliError::infra(format!("cannot render the plan: {e}")))?;
-        println!("{json}");
+        outln!("{json}");
     } else {
-        print!("{}", plan::render(&plan));
+        out!("{}", plan::render(&plan));
     }
     Ok(0)
 }

@@ -39,7 +39,7 @@ pub fn schema_text(which: Which) -> String {
 
 /// `drydock schema <which>`.
 pub fn schema(args: SchemaArgs) -> Result<u8, CliError> {
-    print!("{}", schema_text(args.which));
+    out!("{}", schema_text(args.which));
     Ok(0)
 }
 
@@ -54,7 +54,10 @@ pub struct CompletionsArgs {
 /// `drydock completions <shell>`.
 pub fn completions(args: CompletionsArgs) -> Result<u8, CliError> {
     let mut command = crate::command();
-    clap_complete::generate(args.shell, &mut command, "drydock", &mut std::io::stdout());
+    // Rendered first: clap_complete panics on a write error (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "drydock", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
     Ok(0)
 }
 
@@ -77,9 +80,12 @@ pub fn man(args: ManArgs) -> Result<u8, CliError> {
                 .render(&mut out)
                 .map_err(|e| CliError::infra(format!("cannot render the man page: {e}")))?;
             use std::io::Write;
-            std::io::stdout()
-                .write_all(&out)
-                .map_err(|e| CliError::infra(format!("cannot write the man page: {e}")))?;
+            match std::io::stdout().write_all(&out) {
+                // The reader went away (`drydock man | head`): nothing to say.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                result => result
+                    .map_err(|e| CliError::infra(format!("cannot write the man page: {e}")))?,
+            }
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)

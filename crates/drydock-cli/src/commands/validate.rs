@@ -54,7 +54,7 @@ pub async fn validate(args: ValidateArgs) -> Result<u8, CliError> {
     let loaded = super::run::load_pipeline(path, "validate", &git);
     if !args.json {
         let pipeline = loaded?;
-        println!(
+        outln!(
             "{}: valid ({}, {}, {})",
             path.display(),
             count(pipeline.tiers.len(), "tier"),
@@ -88,6 +88,6 @@ pub async fn validate(args: ValidateArgs) -> Result<u8, CliError> {
             )
         }
     };
-    println!("{json}");
+    outln!("{json}");
     Ok(code)
 }

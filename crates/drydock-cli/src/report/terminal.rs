@@ -96,7 +96,7 @@ impl TerminalReporter {
             Some(multi) => {
                 let _ = multi.println(text);
             }
-            None => println!("{text}"),
+            None => outln!("{text}"),
         }
     }
 }
