@@ -295,33 +295,25 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Glob match where `*` matches any run of characters (including `/`).
-///
-/// Linear backtracking to the last `*` only (the usual wildcard matcher), so
-/// a pattern such as `*a*a*a*a*b` against a long branch name from a webhook
-/// takes O(pattern × text) steps, not exponential time.
+/// Glob match where `*` matches any run of characters (including `/`) and
+/// every other character is itself: the branch patterns of `branches:` and
+/// `candidates:` (`ready/*`), by `globset`. Its other syntax (`?`, `[…]`,
+/// `{a,b}`) is escaped and a backslash is not an escape, so a branch name
+/// holding `{` or `}` (git allows them) matches only itself. Matching is by a compiled regular
+/// expression: linear in the text, whatever the pattern (a pattern such as
+/// `*a*a*a*a*b` against a long branch name from a webhook stays fast).
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and the text position it was tried at.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            // Let the last `*` swallow one more character.
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
+    let escaped: Vec<String> = pattern.split('*').map(globset::escape).collect();
+    match globset::GlobBuilder::new(&escaped.join("*"))
+        .literal_separator(false)
+        .backslash_escape(false)
+        .build()
+    {
+        Ok(glob) => glob.compile_matcher().is_match(text),
+        // Unreachable with every special character escaped; a pattern that
+        // cannot be compiled matches nothing.
+        Err(_) => false,
     }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// A git branch name the runner accepts: what `git check-ref-format --branch`
@@ -1238,6 +1230,10 @@ mod tests {
             ("r*/*z", "r/a/b/z", true),
             ("main", "main", true),
             ("main", "mainx", false),
+            // globset's own syntax is literal here.
+            ("feat{a,b}", "feat{a,b}", true),
+            ("feat{a,b}", "feata", false),
+            ("x\\*", "x\\y", true),
         ];
         for (p, t, want) in cases {
             assert_eq!(glob(p, t), want, "{p} {t}");

@@ -163,26 +163,25 @@ async fn metrics(State(shared): State<AppState>) -> Response {
 
 // ---------------------------------------------------------------- webhooks
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104) of `message` under `key` (any length), by the
+/// `hmac` crate: what GitHub signs a delivery's raw body with
+/// (`X-Hub-Signature-256: sha256=<hex>`).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length (longer ones are hashed first), so
+    // `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
-/// Equality in time independent of where the inputs differ.
+/// Equality in time independent of where the inputs differ (`subtle`); the
+/// length is not secret (a signature's or a token's length is public).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 fn reject(status: StatusCode, why: &str) -> Response {
