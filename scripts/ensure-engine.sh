@@ -22,6 +22,9 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The man page test renders with man(1); completions are tested in bash.
 command -v man >/dev/null 2>&1 || need_apt+=(man-db)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# The GitHub job summary `drydock ci export github` writes is a jq program:
+# a test runs it on a real summary.json.
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 # The runner's store and fleet tests start throw-away PostgreSQL servers
 # (initdb into a temporary folder, a free loopback port). Debian's package

@@ -6,7 +6,8 @@ use std::path::{Component, Path, PathBuf};
 use drydock_core::pipeline;
 
 use crate::error::CliError;
-use crate::hosted::{self, ExportOptions, Install, Provider};
+use crate::hosted::{self, ExportOptions, HostedSecret, Install, Provider};
+use drydock_core::pipeline::SecretSource;
 
 /// Subcommands of `drydock ci`.
 #[derive(Debug, clap::Subcommand)]
@@ -32,7 +33,11 @@ pub struct ExportArgs {
     pub pipeline: PathBuf,
     /// A branch whose pushes, and pull/merge requests into which, run the
     /// pipeline (repeatable; the first is the release branch).
-    #[arg(long = "branch", value_name = "BRANCH", default_values_t = [String::from("main")])]
+    ///
+    /// Default: the repository's current branch (else `main`); the
+    /// generated file names the branches it was written for, so `--check`
+    /// gives the same answer on the hosted machine's detached checkout.
+    #[arg(long = "branch", value_name = "BRANCH")]
     pub branches: Vec<String>,
     /// Release to this channel on pushes to the first branch only (other
     /// builds run with --no-release); default: the pipeline's `release:` as
@@ -96,7 +101,9 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
     // The file must be a pipeline drydock accepts here, as the hosted job
     // will load it.
     let git = super::run::git_info(&repo_root).await;
-    super::run::load_pipeline(&args.pipeline, "export", &git)?;
+    // Its secrets need not be at hand here: the hosted job gets them from
+    // the provider's secret store.
+    let loaded = super::run::load_pipeline_without_secrets(&args.pipeline, "export", &git)?;
     let pipeline = relative_to(&repo_root, &args.pipeline).ok_or_else(|| {
         CliError::invalid(format!(
             "--pipeline {}: not inside the repository {}",
@@ -138,10 +145,32 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
     };
     let opts = ExportOptions {
         pipeline,
-        branches: args.branches,
+        branches: if args.branches.is_empty() {
+            let (branch, why) = match &git.branch {
+                Some(branch) => (branch.clone(), "the current branch"),
+                None => ("main".to_string(), "no current branch"),
+            };
+            eprintln!("drydock: no --branch given: the file is written for `{branch}` ({why})");
+            vec![branch]
+        } else {
+            args.branches
+        },
         channel: args.channel,
         install,
         output: output_rel,
+        secrets: loaded
+            .secrets
+            .iter()
+            .map(|secret| match &secret.source {
+                SecretSource::Env(var) => HostedSecret::Env {
+                    name: secret.name.clone(),
+                    var: var.clone(),
+                },
+                SecretSource::File(_) => HostedSecret::File {
+                    name: secret.name.clone(),
+                },
+            })
+            .collect(),
     };
     opts.validate()
         .map_err(|e| CliError::invalid(e.to_string()))?;

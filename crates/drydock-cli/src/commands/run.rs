@@ -82,8 +82,32 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// Loads and validates a pipeline, with built-ins from git and the run id.
 pub fn load_pipeline(path: &Path, run_id: &str, git: &GitInfo) -> Result<Pipeline, CliError> {
+    load_pipeline_with(path, run_id, git, Vars::from_process_env())
+}
+
+/// [`load_pipeline`] without needing the secrets' sources to be there (see
+/// [`Vars::without_secret_sources`]): for `plan` and `ci export`.
+pub fn load_pipeline_without_secrets(
+    path: &Path,
+    run_id: &str,
+    git: &GitInfo,
+) -> Result<Pipeline, CliError> {
+    load_pipeline_with(
+        path,
+        run_id,
+        git,
+        Vars::from_process_env().without_secret_sources(),
+    )
+}
+
+fn load_pipeline_with(
+    path: &Path,
+    run_id: &str,
+    git: &GitInfo,
+    vars: Vars,
+) -> Result<Pipeline, CliError> {
     let repo_root = pipeline::find_repo_root(path);
-    let mut vars = Vars::from_process_env().with_builtin("DRYDOCK_RUN_ID", run_id);
+    let mut vars = vars.with_builtin("DRYDOCK_RUN_ID", run_id);
     if let Some(sha) = &git.sha {
         vars = vars
             .with_builtin("DRYDOCK_GIT_SHA", sha.as_str())
@@ -174,7 +198,7 @@ pub struct PlanArgs {
 pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
     let git = git_info(&pipeline::find_repo_root(&args.pipeline)).await;
     let run_id = "plan".to_string();
-    let pipeline = load_pipeline(&args.pipeline, &run_id, &git)?;
+    let pipeline = load_pipeline_without_secrets(&args.pipeline, &run_id, &git)?;
     let plan = plan::plan(
         &pipeline,
         &plan::PlanOptions {

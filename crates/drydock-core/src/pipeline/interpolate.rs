@@ -17,6 +17,8 @@ pub const BUILTIN_VARS: [&str; 4] = [
 pub struct Vars {
     env: BTreeMap<String, String>,
     builtins: BTreeMap<String, String>,
+    /// See [`Vars::without_secret_sources`].
+    skip_secret_sources: bool,
 }
 
 impl Vars {
@@ -25,7 +27,23 @@ impl Vars {
         Vars {
             env,
             builtins: BTreeMap::new(),
+            skip_secret_sources: false,
         }
+    }
+
+    /// For reading a pipeline without running it where its secrets are not
+    /// at hand (`drydock plan`, `drydock ci export` on a laptop that holds
+    /// no CI secret): a secret's source is checked for its form only, not
+    /// for being there (an unset variable, a missing file). A run (and
+    /// `drydock validate`) always checks both.
+    pub fn without_secret_sources(mut self) -> Self {
+        self.skip_secret_sources = true;
+        self
+    }
+
+    /// Whether secret sources must be there (see [`Vars::without_secret_sources`]).
+    pub fn checks_secret_sources(&self) -> bool {
+        !self.skip_secret_sources
     }
 
     /// A snapshot of the process environment (variables that are not valid

@@ -382,7 +382,7 @@ impl Checker<'_> {
                         .vars
                         .get(&var)
                         .is_some_and(|value| !value.is_empty());
-                    if !set {
+                    if !set && self.vars.checks_secret_sources() {
                         self.err(
                             e.pos,
                             format!("{what} comes from the environment variable {var}, which is not set (or empty)"),
@@ -412,6 +412,9 @@ impl Checker<'_> {
                         Ok(_) => {
                             self.err(file.pos, format!("{what}: {} is not a file", resolved.display()));
                             None
+                        }
+                        Err(_) if !self.vars.checks_secret_sources() => {
+                            Some(SecretSource::File(resolved))
                         }
                         Err(e) => {
                             self.err(file.pos, format!("{what}: cannot read {}: {e}", resolved.display()));
