@@ -72,10 +72,10 @@ impl CliError {
     /// Prints the error on stderr and returns its exit code.
     pub fn report(self) -> ExitCode {
         if self.formatted {
-            eprintln!("{}", self.message);
+            errln!("{}", self.message);
         } else {
             let style = console::Style::new().for_stderr().red().bold();
-            eprintln!("{} {}", style.apply_to("error:"), self.message);
+            errln!("{} {}", style.apply_to("error:"), self.message);
         }
         ExitCode::from(self.code)
     }

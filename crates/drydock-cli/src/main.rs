@@ -13,6 +13,15 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` that never panics (stderr closed: `drydock validate x 2>&-`,
+/// or piped into a reader that went away): see [`outln!`].
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `print!` that never panics: see [`outln!`].
 macro_rules! out {
     ($($arg:tt)*) => {{

@@ -95,9 +95,9 @@ async fn bad_input_gets_one_clear_error_the_right_exit_code_and_leaves_nothing()
     }
 }
 
-/// A reader that goes away (`drydock plan --json | head -0`): the command
-/// ends as it would have, never with a panic (Rust's `println!` panics on a
-/// broken pipe).
+/// A reader that goes away (`drydock plan --json | head -0`, or of stderr):
+/// the command ends as it would have, never with a panic (Rust's `println!`
+/// and `eprintln!` panic on a broken pipe).
 #[test]
 fn a_closed_stdout_is_not_a_panic() {
     let repo = Repo::fixture("tiny");
@@ -128,6 +128,19 @@ fn a_closed_stdout_is_not_a_panic() {
             output.status
         );
     }
+    // stderr closed: an invalid pipeline still exits 2, not with a panic.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_drydock"))
+        .args(["validate", "pipelines/bad-syntax.yml"])
+        .current_dir(repo.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            drop(child.stderr.take());
+            child.wait()
+        })
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{status:?}");
 }
 
 #[tokio::test]

@@ -150,7 +150,7 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
                 Some(branch) => (branch.clone(), "the current branch"),
                 None => ("main".to_string(), "no current branch"),
             };
-            eprintln!("drydock: no --branch given: the file is written for `{branch}` ({why})");
+            errln!("drydock: no --branch given: the file is written for `{branch}` ({why})");
             vec![branch]
         } else {
             args.branches
@@ -193,7 +193,7 @@ fn check(path: &Path, text: &str, command: &str) -> Result<u8, CliError> {
     let current = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("{} is missing; write it with:\n  {command}", path.display());
+            errln!("{} is missing; write it with:\n  {command}", path.display());
             return Ok(crate::error::EXIT_FAILED);
         }
         Err(e) => {
@@ -222,12 +222,12 @@ fn check(path: &Path, text: &str, command: &str) -> Result<u8, CliError> {
     const MAX_LINES: usize = 200;
     let lines: Vec<&str> = unified.lines().collect();
     for line in lines.iter().take(MAX_LINES) {
-        eprintln!("{line}");
+        errln!("{line}");
     }
     if lines.len() > MAX_LINES {
-        eprintln!("… ({} more diff lines)", lines.len() - MAX_LINES);
+        errln!("… ({} more diff lines)", lines.len() - MAX_LINES);
     }
-    eprintln!(
+    errln!(
         "{} is stale: it differs from what drydock generates; write it again with:\n  {command}",
         path.display()
     );

@@ -125,7 +125,7 @@ pub(crate) async fn deploy_entry(
     detail: Option<&str>,
 ) -> Result<bool, CliError> {
     let channel = config.channel.clone();
-    let progress = move |line: String| eprintln!("deploy {channel}: {line}");
+    let progress = move |line: String| errln!("deploy {channel}: {line}");
     let deployed = deploy::deploy_channel(engine, ledger, config, which, detail, &progress)
         .await
         .map_err(channel_error)?;

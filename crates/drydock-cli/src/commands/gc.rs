@@ -192,7 +192,7 @@ async fn gc_images(engine: &Engine, args: &GcArgs, verb: &str) -> Result<usize, 
             let _ = engine.remove_image(tag, false).await;
         }
         if let Err(e) = engine.remove_image(&id, false).await {
-            eprintln!("drydock: kept image {id}: {e}");
+            errln!("drydock: kept image {id}: {e}");
             count -= 1;
         }
     }

@@ -93,7 +93,7 @@ async fn run_bootstrap(
         if let (Some(text), false) = (text, quiet) {
             match &spinner {
                 Some(bar) => bar.println(text),
-                None => eprintln!("{text}"),
+                None => errln!("{text}"),
             }
         }
     })

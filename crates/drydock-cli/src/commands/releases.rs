@@ -104,7 +104,7 @@ pub(crate) async fn repair(engine: &Engine, channel: &ChannelRef) -> Result<(), 
         .await
         .map_err(release_error)?;
     if let Some(message) = found.message() {
-        eprintln!("drydock: {message}");
+        errln!("drydock: {message}");
     }
     Ok(())
 }
@@ -129,14 +129,14 @@ pub async fn releases(args: ReleasesArgs) -> Result<u8, CliError> {
     match Engine::connect().await {
         Ok(engine) => {
             if let Err(e) = repair(&engine, &channel).await {
-                eprintln!(
+                errln!(
                     "drydock: could not check the channel tag {}: {}",
                     channel.tag(),
                     e.message
                 );
             }
         }
-        Err(e) => eprintln!(
+        Err(e) => errln!(
             "drydock: could not check the channel tag {}: {e}",
             channel.tag()
         ),
@@ -267,7 +267,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
         )
         .await?
         {
-            eprintln!(
+            errln!(
                 "drydock: rollback of {channel} not recorded: the restored version failed its health check"
             );
             return Ok(crate::error::EXIT_FAILED);

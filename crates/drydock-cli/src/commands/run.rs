@@ -365,7 +365,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     // Best effort: leftovers of dead runs must never stop this run.
     match engine.reap_dead_runs().await {
         Ok(0) => {}
-        Ok(reaped) if !args.json => eprintln!(
+        Ok(reaped) if !args.json => errln!(
             "drydock: removed {} of runs that died",
             crate::report::plural(reaped as u64, "leftover")
         ),
@@ -465,7 +465,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let report = task.await;
     signals.abort();
     if let Ok(Err(_)) = tokio::task::spawn_blocking(move || consumer.join()).await {
-        eprintln!("drydock: internal error: the reporter stopped early (the results folder may be incomplete)");
+        errln!("drydock: internal error: the reporter stopped early (the results folder may be incomplete)");
     }
 
     let report = match report {
@@ -489,7 +489,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         report.cancel_reason.or(asked_to_stop.reason()),
     ) {
         if report.outcome == drydock_core::events::Outcome::Passed {
-            eprintln!(
+            errln!(
                 "drydock: the run had released {}:{} (ledger entry {}) when it was asked to stop: it passed",
                 released.name, released.channel, released.entry.id
             );
@@ -524,13 +524,13 @@ async fn watch_signals(cancel: RunCancel, ledger: PathBuf, run_id: String) {
         return;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("\ndrydock: signal received: stopping the run (again to force)…");
+    errln!("\ndrydock: signal received: stopping the run (again to force)…");
     cancel.cancel(CancelReason::Signal);
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("drydock: stopping now");
+    errln!("drydock: stopping now");
     cancel.cancel(CancelReason::SecondSignal);
     tokio::time::sleep(Duration::from_millis(1900)).await;
-    eprintln!(
+    errln!(
         "drydock: the run did not end in time; containers of run {run_id} may be left: `drydock gc` removes them"
     );
     // A run whose release was recorded passed: say so with the exit code.
@@ -544,9 +544,11 @@ async fn watch_signals(cancel: RunCancel, ledger: PathBuf, run_id: String) {
     .ok()
     .flatten();
     if let Some(entry) = released {
-        eprintln!(
+        errln!(
             "drydock: the run had released {}:{} (ledger entry {}): it passed",
-            entry.name, entry.channel, entry.id
+            entry.name,
+            entry.channel,
+            entry.id
         );
         std::process::exit(0);
     }
