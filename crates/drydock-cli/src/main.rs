@@ -246,7 +246,7 @@ Exit codes (ci export): 0 written or up to date, 1 (--check) stale or missing,
         command: commands::ci::CiCommand,
     },
     /// Long-lived service: run pipelines on new commits of watched repositories,
-    /// gate merges, serve the API and status page (see crates/drydock-runner).
+    /// gate merges, serve the API and status page (see docs/runner.md).
     #[command(after_help = concat!(
         "Examples:
   drydock runner --config runner.yml

@@ -1129,6 +1129,36 @@ tiers:
     assert_eq!(e.message(), all[0].trim_start_matches("ci.yml:9:18: "));
 }
 
+/// A build whose declaration is refused (here: a target its Dockerfile
+/// lacks) is reported once, where it is declared, not again as "unknown"
+/// where a service or step uses it.
+#[test]
+fn a_refused_build_is_not_reported_again_where_it_is_used() {
+    let repo = repo();
+    let e = parse(
+        &repo,
+        r#"
+version: 1
+name: app
+builds:
+  db: {context: images/app, target: nosuch}
+services:
+  db: {build: db}
+tiers:
+  - name: t
+    services: [db]
+    steps: [{name: s, build: db, command: [x]}]
+"#,
+    )
+    .unwrap_err();
+    let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].contains("target `nosuch` is not a stage of"),
+        "{all:#?}"
+    );
+}
+
 #[test]
 fn load_reads_the_file_and_names_it() {
     let repo = repo();

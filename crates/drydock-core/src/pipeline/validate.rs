@@ -198,6 +198,9 @@ pub(crate) struct Checker<'v> {
     /// Every service name given under `services:`, valid or not (so that a
     /// broken service is not reported again as unknown where it is used).
     declared_services: HashSet<String>,
+    /// Names under `builds:` whose declaration was refused (already
+    /// reported: a use of one is not reported again as unknown).
+    broken_builds: HashSet<String>,
     /// Problems located in other files (Dockerfiles, env files, compose files).
     foreign: Vec<Diagnostic>,
     /// The `secrets:` section.
@@ -217,6 +220,7 @@ impl<'v> Checker<'v> {
             repo_root,
             errors: Vec::new(),
             declared_services: HashSet::new(),
+            broken_builds: HashSet::new(),
             foreign: Vec::new(),
             secrets: Vec::new(),
             compose_builds: Vec::new(),
@@ -958,6 +962,8 @@ impl<'v> Checker<'v> {
                 None
             }
             Some(None) => None,
+            // Declared, but its declaration was refused: said there.
+            None if self.broken_builds.contains(&u.name) => None,
             None => {
                 let known: Vec<&str> = named.iter().map(|n| n.base.spec.name.as_str()).collect();
                 let hint = match suggest(&u.name, &known) {
@@ -1005,13 +1011,14 @@ impl<'v> Checker<'v> {
             }
             seen.insert(name.to_string(), k.pos);
             let name_ok = self.check_name(name, k.pos, "build name", false);
-            if let Some(base) = self.named_build(name, v, k.pos) {
-                if name_ok {
-                    out.push(NamedBuild {
-                        base,
-                        name_pos: k.pos,
-                        from_compose: false,
-                    });
+            match self.named_build(name, v, k.pos) {
+                Some(base) if name_ok => out.push(NamedBuild {
+                    base,
+                    name_pos: k.pos,
+                    from_compose: false,
+                }),
+                _ => {
+                    self.broken_builds.insert(name.to_string());
                 }
             }
         }
