@@ -210,6 +210,30 @@ async fn an_entrypoint_image_and_a_database_built_from_the_repository() {
         ])
     );
     assert_eq!(junit_tests(&events, "pytest"), 5);
+
+    // The same lint step without `entrypoint`: the image's ENTRYPOINT
+    // (gunicorn) runs with flake8's arguments; the failure says so.
+    let pipeline = std::fs::read_to_string(repo.path().join("pipelines/ci.yml"))
+        .unwrap()
+        .replace(
+            "entrypoint: [flake8]\n        command: [orders, tests]",
+            "command: [flake8, orders, tests]",
+        );
+    assert!(pipeline.contains("command: [flake8, orders, tests]"));
+    std::fs::write(repo.path().join("pipelines/no-entrypoint.yml"), pipeline).unwrap();
+    let id = run_id("orders-noep");
+    let (output, events) = run(&repo, "pipelines/no-entrypoint.yml", &id).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let flake8 = events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == "flake8")
+        .unwrap();
+    let error = flake8["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(r#"the image's ENTRYPOINT ["gunicorn"] ran with the step's `command`"#)
+            && error.contains("entrypoint: []"),
+        "{error}"
+    );
 }
 
 /// (d) Services and environment taken from the repository's docker-compose.yml.

@@ -22,6 +22,8 @@ pub struct ImageInfo {
     pub labels: HashMap<String, String>,
     /// The user the image runs as (empty = root).
     pub user: String,
+    /// Its `ENTRYPOINT` (empty when it has none).
+    pub entrypoint: Vec<String>,
     /// Creation time (RFC 3339).
     pub created: String,
 }
@@ -37,6 +39,7 @@ impl Engine {
                     tags: image.repo_tags.unwrap_or_default(),
                     labels: config.labels.unwrap_or_default(),
                     user: config.user.unwrap_or_default(),
+                    entrypoint: config.entrypoint.unwrap_or_default(),
                     created: image
                         .created
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))

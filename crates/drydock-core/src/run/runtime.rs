@@ -39,6 +39,11 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<(), EngineError>;
     /// Whether an image exists.
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError>;
+    /// The image's `ENTRYPOINT` (empty when it has none, or when the
+    /// runtime cannot tell: the default).
+    async fn image_entrypoint(&self, _reference: &str) -> Result<Vec<String>, EngineError> {
+        Ok(Vec::new())
+    }
     /// Pulls an image from its registry.
     async fn pull(&self, reference: &str) -> Result<(), EngineError>;
     /// Builds (or reuses) an image.
@@ -122,6 +127,13 @@ impl Runtime for Engine {
     }
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
         Ok(self.image(reference).await?.is_some())
+    }
+    async fn image_entrypoint(&self, reference: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .image(reference)
+            .await?
+            .map(|i| i.entrypoint)
+            .unwrap_or_default())
     }
     async fn pull(&self, reference: &str) -> Result<(), EngineError> {
         self.pull_image(reference).await

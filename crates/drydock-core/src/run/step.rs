@@ -198,6 +198,13 @@ async fn run_attempt<R: Runtime>(
     let mut junit = None;
     let mut error = ended.error;
     let mut removal = None;
+    if !ended.status.is_success() && container_id.is_some() {
+        if let (Ok(image), Some(error)) = (image, error.as_mut()) {
+            if let Some(hint) = entrypoint_hint(ctx, step, image).await {
+                error.push_str(&hint);
+            }
+        }
+    }
     if let Some(id) = &container_id {
         if let Some(report) = &step.junit {
             // A report that cannot be read does not change how the step
@@ -255,6 +262,38 @@ async fn run_attempt<R: Runtime>(
         junit,
         removal,
     }
+}
+
+/// When a failed step gave `command` but no `entrypoint`, and its image has
+/// an `ENTRYPOINT` that is a program rather than a pass-through wrapper
+/// (`docker-entrypoint.sh`, tini, dumb-init, a shell): the image ran that
+/// program with the command as its arguments (as `docker run IMAGE ARGS`
+/// does), which is rarely what a lint or test step meant. Says so, with the
+/// fix. `None` otherwise, or when the image cannot be inspected.
+async fn entrypoint_hint<R: Runtime>(
+    ctx: &Ctx<R>,
+    step: &PlannedStep,
+    image: &str,
+) -> Option<String> {
+    let command = step.container.command.as_ref()?;
+    if step.container.entrypoint.is_some() {
+        return None;
+    }
+    let entrypoint = ctx.runtime.image_entrypoint(image).await.ok()?;
+    let program = entrypoint.first()?;
+    let base = program.rsplit('/').next().unwrap_or(program);
+    let wrapper = base.contains("entrypoint")
+        || matches!(
+            base,
+            "tini" | "dumb-init" | "docker-init" | "catatonit" | "sh" | "bash" | "env"
+        );
+    if wrapper {
+        return None;
+    }
+    let ran: Vec<&String> = entrypoint.iter().chain(command).collect();
+    Some(format!(
+        " (the image's ENTRYPOINT {entrypoint:?} ran with the step's `command` as its arguments: {ran:?}; to run the command itself, set `entrypoint: []`, or the program as `entrypoint:` and its arguments as `command:`)"
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
