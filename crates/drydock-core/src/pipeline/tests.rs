@@ -1129,6 +1129,58 @@ tiers:
     assert_eq!(e.message(), all[0].trim_start_matches("ci.yml:9:18: "));
 }
 
+/// A need naming no step is reported with the other problems, also when
+/// its own step or the step it names was refused; a need of a refused step
+/// that names a declared step is not a problem.
+#[test]
+fn unknown_needs_are_reported_beside_other_problems() {
+    let repo = repo();
+    let e = parse(
+        &repo,
+        r#"
+version: 1
+name: app
+tiers:
+  - name: lint
+    steps:
+      - name: flake8
+        image: alpine
+        comand: [x]
+  - name: unit
+    steps:
+      - name: pytest
+        image: alpine
+        command: [x]
+        needs: [lint/flake9, lint/flake8]
+        timeout: 2 minutes
+      - name: other
+        image: alpine
+        command: [x]
+        needs: [lint/flake8, nope/x]
+"#,
+    )
+    .unwrap_err();
+    let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+    assert_eq!(all.len(), 4, "{all:#?}");
+    assert!(
+        all[0].starts_with("ci.yml:8:9: unknown key `comand`"),
+        "{all:#?}"
+    );
+    assert!(
+        all[1].starts_with("ci.yml:14:17: unknown step `flake9` in tier `lint`")
+            && all[1].contains("did you mean `flake8`?"),
+        "{all:#?}"
+    );
+    assert!(
+        all[2].starts_with("ci.yml:15:18: expected a duration"),
+        "{all:#?}"
+    );
+    assert!(
+        all[3].starts_with("ci.yml:19:30: unknown tier `nope`"),
+        "{all:#?}"
+    );
+}
+
 /// A build whose declaration is refused (here: a target its Dockerfile
 /// lacks) is reported once, where it is declared, not again as "unknown"
 /// where a service or step uses it.

@@ -115,6 +115,11 @@ struct TierRefs {
     step_builds: Vec<StepBuild>,
     /// Every step's `needs` entries: (step index in the tier, entries).
     step_needs: Vec<(usize, Vec<(String, Pos)>)>,
+    /// The `name:` of every step item of the tier, valid or not (so that a
+    /// need of a broken pipeline is checked against what is declared).
+    declared_steps: Vec<String>,
+    /// The `needs` entries of steps that were refused.
+    broken_needs: Vec<Vec<(String, Pos)>>,
 }
 
 /// A step's use of a build.
@@ -1495,6 +1500,8 @@ impl<'v> Checker<'v> {
         let mut steps = Some(Vec::new());
         let mut step_builds = Vec::new();
         let mut step_needs = Vec::new();
+        let mut declared_steps = Vec::new();
+        let mut broken_needs = Vec::new();
         let tier_when = match f.get("when") {
             Some(w) => self.when(w),
             None => Some(When::OnSuccess),
@@ -1508,6 +1515,12 @@ impl<'v> Checker<'v> {
                     let mut list = Vec::new();
                     let mut ok = true;
                     for item in items {
+                        if let Some(Kind::Scalar { text, .. }) =
+                            item_key(item, "name").map(|n| &n.kind)
+                        {
+                            declared_steps.push(text.clone());
+                        }
+                        let needs = item_key(item, "needs").and_then(|n| self.need_entries(n));
                         // A matrix step is checked once per combination,
                         // with the combination's variables.
                         let combinations = match item_key(item, "matrix") {
@@ -1515,12 +1528,13 @@ impl<'v> Checker<'v> {
                                 Some(c) => c,
                                 None => {
                                     ok = false;
+                                    broken_needs.extend(needs);
                                     continue;
                                 }
                             },
                             None => vec![Vec::new()],
                         };
-                        let needs = item_key(item, "needs").and_then(|n| self.need_entries(n));
+                        let mut broken = false;
                         for combination in combinations {
                             self.matrix_vars = (!combination.is_empty()).then(|| {
                                 combination.iter().fold(self.vars.clone(), |vars, (k, v)| {
@@ -1531,6 +1545,7 @@ impl<'v> Checker<'v> {
                             let vars = self.matrix_vars.take();
                             let Some((mut spec, target)) = step else {
                                 ok = false;
+                                broken = true;
                                 continue;
                             };
                             if !combination.is_empty() {
@@ -1572,6 +1587,9 @@ impl<'v> Checker<'v> {
                             }
                             list.push(spec);
                         }
+                        if broken {
+                            broken_needs.extend(needs);
+                        }
                     }
                     steps = ok.then_some(list);
                 }
@@ -1611,6 +1629,8 @@ impl<'v> Checker<'v> {
             services: services.clone().unwrap_or_default(),
             step_builds,
             step_needs,
+            declared_steps,
+            broken_needs,
         };
         let spec = (|| {
             Some(TierSpec {

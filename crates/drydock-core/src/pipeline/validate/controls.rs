@@ -181,11 +181,67 @@ impl Checker<'_> {
         (self.errors.len() == before).then_some(items)
     }
 
+    /// For a pipeline with refused tiers or steps: every `needs` entry must
+    /// name a declared tier and, in it, a declared step (by `name:`, a
+    /// matrix step by its base name). Cycles are checked once all is valid.
+    fn check_need_names(&mut self, refs: &[TierRefs]) {
+        for tier_refs in refs {
+            let entries = tier_refs
+                .step_needs
+                .iter()
+                .map(|(_, e)| e)
+                .chain(&tier_refs.broken_needs)
+                .flatten();
+            for (need, pos) in entries {
+                let (tier_name, step_name) = match need.split_once('/') {
+                    Some((t, s)) => (t, s),
+                    None => match &tier_refs.name {
+                        Some(t) => (t.as_str(), need.as_str()),
+                        None => continue,
+                    },
+                };
+                let Some(target) = refs.iter().find(|r| r.name.as_deref() == Some(tier_name))
+                else {
+                    if refs.iter().any(|r| r.name.is_none()) {
+                        continue; // maybe the tier whose name was refused
+                    }
+                    let names: Vec<&str> = refs.iter().filter_map(|r| r.name.as_deref()).collect();
+                    let hint = suggest(tier_name, &names)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    self.err(
+                        *pos,
+                        format!("unknown tier `{tier_name}` in need {need:?}{hint}"),
+                    );
+                    continue;
+                };
+                if !target.declared_steps.iter().any(|s| s == step_name) {
+                    let names: Vec<&str> =
+                        target.declared_steps.iter().map(String::as_str).collect();
+                    let hint = suggest(step_name, &names)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    self.err(
+                        *pos,
+                        format!("unknown step `{step_name}` in tier `{tier_name}` (need {need:?}{hint})"),
+                    );
+                }
+            }
+        }
+    }
+
     /// Resolves every step's `needs` into the steps it names (a matrix
     /// step's name means all its combinations) and refuses unknown names,
     /// a step needing itself, and cycles — counting the implicit edges of
     /// steps without `needs`, which wait for every earlier tier.
     pub(super) fn resolve_needs(&mut self, tiers: &mut [TierSpec], refs: &[TierRefs]) {
+        if tiers.len() != refs.len() || refs.iter().any(|r| !r.broken_needs.is_empty()) {
+            // Some tier or step was refused: its problems are reported; check
+            // only that every need (of valid and refused steps alike) names
+            // a declared step, so that this problem is not held back.
+            self.check_need_names(refs);
+            return;
+        }
         // (tier, step index) → the steps it needs, with the position of the entry.
         let mut explicit: HashMap<StepAt, Vec<(StepAt, Pos)>> = HashMap::new();
         for (t, tier_refs) in refs.iter().enumerate() {
