@@ -309,6 +309,49 @@ async fn green_runs_release_and_rollback_moves_the_channel_back() {
     let unknown = repo.run(&["rollback", "nowhere"], &[]).await;
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
 
+    // An uncommitted file in the build context: the release is not the
+    // commit, so it is tagged and recorded as `<sha>-dirty`.
+    let head = String::from_utf8(
+        std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(repo.path())
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    std::fs::write(repo.path().join("app/untracked.txt"), "not committed\n").unwrap();
+    let dirty = run_id("dirty");
+    let output = repo
+        .run(&["run", "pipelines/tiny.yml", "--run-id", &dirty], &[])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("changes that are not committed"),
+        "{}",
+        text(&output)
+    );
+    let releases = repo.run(&["releases", "staging", "--json"], &[]).await;
+    let staging: Vec<serde_json::Value> = serde_json::from_slice(&releases.stdout).unwrap();
+    let last = staging.last().unwrap();
+    assert_eq!(last["run_id"].as_str(), Some(dirty.as_str()));
+    assert_eq!(
+        last["git_sha"].as_str(),
+        Some(format!("{head}-dirty").as_str())
+    );
+    assert!(engine
+        .image(&format!("drydock-test/tiny:{head}-dirty"))
+        .await
+        .unwrap()
+        .is_some());
+    for tag in [format!("{head}-dirty"), dirty.clone()] {
+        let _ = engine
+            .remove_image(&format!("drydock-test/tiny:{tag}"), true)
+            .await;
+    }
+
     let shas: Vec<String> = history
         .iter()
         .filter_map(|e| e["git_sha"].as_str().map(str::to_string))

@@ -181,6 +181,48 @@ pub async fn git_info(dir: &Path) -> GitInfo {
     }
 }
 
+/// A working tree with changes that are not committed (modified, staged,
+/// deleted or untracked files, outside drydock's results folders) is not
+/// the commit: its sha becomes `<sha>-dirty` (as `git describe --dirty`
+/// says it), so that a release is never tagged, recorded or found by
+/// `rollback --to <sha>` as that commit. Says so on stderr.
+async fn mark_dirty(mut git: GitInfo, repo_root: &Path, results: Option<&Path>) -> GitInfo {
+    let Some(sha) = git.sha.clone() else {
+        return git;
+    };
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("-C")
+        .arg(repo_root)
+        .args([
+            "status",
+            "--porcelain",
+            "-z",
+            "--untracked-files=normal",
+            "--",
+            ".",
+        ])
+        .arg(":(exclude).drydock");
+    if let Some(rel) = results
+        .and_then(|r| std::path::absolute(r).ok())
+        .and_then(|r| r.strip_prefix(repo_root).ok().map(Path::to_path_buf))
+        .filter(|r| !r.as_os_str().is_empty())
+    {
+        cmd.arg(format!(":(exclude){}", rel.display()));
+    }
+    let dirty = match cmd.output().await {
+        Ok(out) if out.status.success() => !out.stdout.is_empty(),
+        _ => false,
+    };
+    if dirty {
+        errln!(
+            "drydock: the working tree has changes that are not committed: this run counts as {}-dirty, not as the commit (a release is tagged and recorded so)",
+            &sha[..sha.len().min(12)]
+        );
+        git.sha = Some(format!("{sha}-dirty"));
+    }
+    git
+}
+
 /// Arguments of `drydock plan`.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -342,7 +384,12 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         (None, false) => ReleaseChoice::AsWritten,
     };
     let repo_root = pipeline::find_repo_root(&args.pipeline);
-    let git = git_info(&repo_root).await;
+    let git = mark_dirty(
+        git_info(&repo_root).await,
+        &repo_root,
+        args.results.as_deref(),
+    )
+    .await;
     let pipeline = load_pipeline(&args.pipeline, &run_id, &git)
         .map_err(|e| refused(args.json, &run_id, None, e))?;
     let trust =

@@ -75,7 +75,9 @@ fn matches_wanted(entry: &Entry, wanted: &str) -> bool {
     }
     wanted.len() >= MIN_SHA_PREFIX
         && entry.git_sha.as_deref().is_some_and(|sha| {
-            sha.len() >= wanted.len()
+            // A build of a dirty tree (`<sha>-dirty`) is not that commit.
+            (!sha.ends_with("-dirty") || wanted.ends_with("-dirty"))
+                && sha.len() >= wanted.len()
                 && sha.as_bytes()[..wanted.len()].eq_ignore_ascii_case(wanted.as_bytes())
         })
 }
