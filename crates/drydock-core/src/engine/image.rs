@@ -24,6 +24,10 @@ pub struct ImageInfo {
     pub user: String,
     /// Creation time (RFC 3339).
     pub created: String,
+    /// The image's ENTRYPOINT (empty when none).
+    pub entrypoint: Vec<String>,
+    /// The image's CMD (empty when none).
+    pub cmd: Vec<String>,
 }
 
 impl Engine {
@@ -37,6 +41,8 @@ impl Engine {
                     tags: image.repo_tags.unwrap_or_default(),
                     labels: config.labels.unwrap_or_default(),
                     user: config.user.unwrap_or_default(),
+                    entrypoint: config.entrypoint.unwrap_or_default(),
+                    cmd: config.cmd.unwrap_or_default(),
                     created: image
                         .created
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
