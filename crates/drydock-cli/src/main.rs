@@ -86,6 +86,27 @@ enum Command {
         )
     ))]
     Plan(commands::run::PlanArgs),
+    /// The TDD loop: keep one tier's step containers and services warm and
+    /// run the affected steps again, through exec, on every save.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock watch pipelines/flask-api.yml                       first tier with test steps
+  drydock watch pipelines/flask-api.yml --tier pre-build --step unit
+
+Watched: the repository paths the tier's steps mount (and copy), and the
+build contexts of the images it uses; a saved file a build reads rebuilds
+that image. Ctrl-C (or SIGTERM) removes every container, network and volume
+the session created (exit 130); a second Ctrl-C forces. See docs/watch.md.
+
+",
+        env_block!(
+            help::env_engine!(),
+            "  DRYDOCK_CA_BUNDLE  CA bundle for builds and networked steps (else PIP_CERT)",
+            help::env_log!(),
+            "  any other variable the pipeline interpolates as ${NAME}",
+        )
+    ))]
+    Watch(commands::watch::WatchArgs),
     /// Print a JSON Schema: the pipeline format (for editors), one record
     /// of the event stream, or summary.json.
     #[command(after_help = "Examples:
@@ -322,6 +343,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Validate(args) => commands::validate::validate(args).await,
             Command::Plan(args) => commands::run::plan(args).await,
+            Command::Watch(args) => commands::watch::watch(args).await,
             Command::Schema(args) => commands::schema::schema(args),
             Command::Completions(args) => commands::schema::completions(args),
             Command::Man(args) => commands::schema::man(args),

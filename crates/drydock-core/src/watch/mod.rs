@@ -14,7 +14,7 @@
 //! would combine them) then runs in it through exec ([`Session::run_step`]).
 //!
 //! [`watch`] turns saves into runs: a file-system watcher
-//! (`notify-debouncer-mini`, debounced) reports saved paths; [`WatchMap`]
+//! (`notify-debouncer-full`, debounced; reads and metadata changes ignored) reports saved paths; [`WatchMap`]
 //! says which steps mount them and which builds read them; builds that read
 //! a saved file are rebuilt and the containers of their steps recreated.
 //!
@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -666,31 +666,37 @@ pub async fn remove_all<R: Runtime + ?Sized>(runtime: &R, plan: &Plan) -> usize 
     removed
 }
 
-/// A file-system watcher on `map`'s roots: batches of saved paths (noise
-/// and `ignored` folders dropped), each batch gathered for `debounce`.
-/// Dropping the returned watcher stops it.
+/// A file-system watcher on `map`'s roots: batches of saved paths, each
+/// batch gathered for `debounce`. Only changes of content or names count
+/// (creations, writes, renames, removals): reads and metadata changes
+/// (access times, which the steps' own runs cause) are dropped, as are
+/// noise ([`is_noise`]) and `ignored` folders. Dropping the returned watcher
+/// stops it.
 pub fn watch_files(
     map: &WatchMap,
     debounce: Duration,
     ignored: Vec<PathBuf>,
-) -> Result<
-    (
-        notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
-        mpsc::UnboundedReceiver<Vec<PathBuf>>,
-    ),
-    WatchError,
-> {
+) -> Result<(FileWatcher, mpsc::UnboundedReceiver<Vec<PathBuf>>), WatchError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut debouncer = notify_debouncer_mini::new_debouncer(
+    let mut debouncer = notify_debouncer_full::new_debouncer(
         debounce,
-        move |result: notify_debouncer_mini::DebounceEventResult| match result {
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| match result {
             Ok(events) => {
-                let batch = filter_batch(events.into_iter().map(|e| e.path), &ignored);
+                let paths = events
+                    .into_iter()
+                    .filter(|e| counts(&e.event.kind))
+                    .flat_map(|e| e.event.paths);
+                let batch = filter_batch(paths, &ignored);
                 if !batch.is_empty() {
                     let _ = tx.send(batch);
                 }
             }
-            Err(e) => tracing::warn!("file watcher: {e}"),
+            Err(errors) => {
+                for e in errors {
+                    tracing::warn!("file watcher: {e}");
+                }
+            }
         },
     )
     .map_err(|e| WatchError::Infra(format!("cannot watch files: {e}")))?;
@@ -701,11 +707,35 @@ pub fn watch_files(
             RecursiveMode::NonRecursive
         };
         debouncer
-            .watcher()
             .watch(&root, mode)
             .map_err(|e| WatchError::Infra(format!("cannot watch {}: {e}", root.display())))?;
     }
-    Ok((debouncer, rx))
+    Ok((
+        FileWatcher {
+            _debouncer: debouncer,
+        },
+        rx,
+    ))
+}
+
+/// Whether a file-system event changes what a step or build reads.
+fn counts(kind: &EventKind) -> bool {
+    use notify_debouncer_full::notify::event::ModifyKind;
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        // Some platforms' watchers cannot tell what changed.
+        EventKind::Modify(_) | EventKind::Any => true,
+        EventKind::Access(_) | EventKind::Other => false,
+    }
+}
+
+/// A running file-system watcher; dropping it stops it.
+pub struct FileWatcher {
+    _debouncer: notify_debouncer_full::Debouncer<
+        notify_debouncer_full::notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
 }
 
 /// The loop: runs every step once, then on each batch of saved paths from
@@ -887,6 +917,28 @@ mod tests {
             failed_tests: failed.iter().map(|s| s.to_string()).collect(),
             tail: Vec::new(),
             error: None,
+        }
+    }
+
+    #[test]
+    fn only_changes_of_content_or_names_count() {
+        use notify_debouncer_full::notify::event::{
+            AccessKind, CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind, RenameMode,
+        };
+        let cases = [
+            (EventKind::Create(CreateKind::File), true),
+            (EventKind::Remove(RemoveKind::Any), true),
+            (EventKind::Modify(ModifyKind::Data(DataChange::Any)), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), true),
+            (
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+                false,
+            ),
+            (EventKind::Access(AccessKind::Any), false),
+            (EventKind::Other, false),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(counts(&kind), want, "{kind:?}");
         }
     }
 
