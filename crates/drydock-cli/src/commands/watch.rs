@@ -232,7 +232,6 @@ fn print_report(repo_root: &Path, report: Report) {
                 }
             }
         }
-        Report::Warning(message) => eprintln!("warning: {message}"),
     }
 }
 

@@ -192,8 +192,6 @@ pub enum Report {
     },
     /// A step ran.
     Step(StepResult),
-    /// Something went wrong that does not end the session.
-    Warning(String),
 }
 
 struct Warm {
