@@ -331,10 +331,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(stderr_colours())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `watch` lives long and mostly waits: one thread keeps its memory
+    // small (docs/watch.md); everything else uses every core.
+    let mut builder = match cli.command {
+        Command::Watch(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return CliError::infra(format!("cannot start the async runtime: {e}")).report(),
     };

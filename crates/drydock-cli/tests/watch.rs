@@ -132,7 +132,10 @@ async fn watch_refuses_an_unknown_tier_or_step_with_exit_2() {
     let repo = Repo::fixture("watch");
     for (args, needle) in [
         (&["--tier", "nope"][..], "no tier \"nope\""),
-        (&["--tier", "unit", "--step", "nope"][..], "no step \"nope\""),
+        (
+            &["--tier", "unit", "--step", "nope"][..],
+            "no step \"nope\"",
+        ),
     ] {
         let id = run_id("watch-bad");
         let mut all = vec!["watch", "pipeline.yml", "--run-id", &id];
