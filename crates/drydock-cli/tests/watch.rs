@@ -146,3 +146,50 @@ async fn watch_refuses_an_unknown_tier_or_step_with_exit_2() {
         assert_nothing_left(&id).await;
     }
 }
+
+#[tokio::test]
+async fn watch_without_an_engine_exits_3() {
+    let repo = Repo::fixture("watch");
+    let output = repo
+        .run(
+            &["watch", "pipeline.yml"],
+            &[("DOCKER_HOST", "unix:///tmp/drydock-no-engine-here.sock")],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+}
+
+/// SIGTERM ends the session like Ctrl-C: exit 130, nothing of the run left.
+#[tokio::test]
+async fn watch_cleans_up_on_sigterm() {
+    let repo = Repo::fixture("watch");
+    let id = run_id("watch-term");
+    let mut child = repo
+        .drydock(&["watch", "pipeline.yml", "--tier", "lint", "--run-id", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The lint tier's step has no JUnit report: the line gives the exit code.
+    let first = next_result(&mut lines, &stderr).await;
+    assert!(
+        first.starts_with("✔ lint/compile ") && first.ends_with(" exit 0"),
+        "{first}"
+    );
+    let live = engine()
+        .await
+        .labelled(&format!("drydock.run={id}"))
+        .await
+        .unwrap();
+    assert!(!live.is_empty(), "a warm container expected");
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("drydock watch did not stop within 30 s of SIGTERM")
+        .unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    assert_nothing_left(&id).await;
+}

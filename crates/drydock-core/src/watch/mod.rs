@@ -479,13 +479,12 @@ impl<R: Runtime> Session<R> {
                 .map_err(|e| e.to_string())?
                 .unwrap_or_default(),
         };
-        let entrypoint = c.entrypoint.clone().unwrap_or(image_entrypoint);
-        let command = match (&c.command, &c.entrypoint) {
-            (Some(cmd), _) => cmd.clone(),
-            (None, Some(_)) => Vec::new(),
-            (None, None) => image_cmd,
-        };
-        let argv: Vec<String> = entrypoint.into_iter().chain(command).collect();
+        let argv = combine_argv(
+            c.entrypoint.as_deref(),
+            c.command.as_deref(),
+            image_entrypoint,
+            image_cmd,
+        );
         if argv.is_empty() {
             return Err(format!(
                 "step {}: neither the step nor image {image} gives a command",
@@ -623,6 +622,24 @@ impl<R: Runtime> Session<R> {
         self.drain.abort();
         remove_all(self.ctx.runtime.as_ref(), &self.ctx.plan).await
     }
+}
+
+/// The argv `docker run` would start: the entrypoint (the step's, else the
+/// image's) then the command (the step's; else the image's CMD, unless the
+/// step overrides the entrypoint, which drops the image's CMD).
+fn combine_argv(
+    entrypoint: Option<&[String]>,
+    command: Option<&[String]>,
+    image_entrypoint: Vec<String>,
+    image_cmd: Vec<String>,
+) -> Vec<String> {
+    let command = match (command, entrypoint) {
+        (Some(cmd), _) => cmd.to_vec(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image_cmd,
+    };
+    let entrypoint = entrypoint.map_or(image_entrypoint, <[String]>::to_vec);
+    entrypoint.into_iter().chain(command).collect()
 }
 
 /// Hands the heap memory freed after a build (its context went through
@@ -926,6 +943,67 @@ mod tests {
             failed_tests: failed.iter().map(|s| s.to_string()).collect(),
             tail: Vec::new(),
             error: None,
+        }
+    }
+
+    #[test]
+    fn argv_combines_as_docker_run_does() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases: &[(Option<&[&str]>, Option<&[&str]>, &[&str], &[&str], &[&str])] = &[
+            // step command, image without entrypoint
+            (
+                None,
+                Some(&["pytest", "-q"]),
+                &[],
+                &["python3"],
+                &["pytest", "-q"],
+            ),
+            // step command after the image's entrypoint
+            (
+                None,
+                Some(&["ping"]),
+                &["redis-cli"],
+                &["--help"],
+                &["redis-cli", "ping"],
+            ),
+            // nothing given: the image's entrypoint and CMD
+            (
+                None,
+                None,
+                &["tini", "--"],
+                &["serve"],
+                &["tini", "--", "serve"],
+            ),
+            // an overridden entrypoint drops the image's CMD
+            (
+                Some(&["sh", "-c", "x"]),
+                None,
+                &["tini"],
+                &["serve"],
+                &["sh", "-c", "x"],
+            ),
+            // `script:` clears the entrypoint and gives the command
+            (
+                Some(&[]),
+                Some(&["sh", "-c", "set -e"]),
+                &["tini"],
+                &["serve"],
+                &["sh", "-c", "set -e"],
+            ),
+        ];
+        for (entrypoint, command, image_entrypoint, image_cmd, want) in cases {
+            let e = entrypoint.map(v);
+            let c = command.map(v);
+            assert_eq!(
+                combine_argv(
+                    e.as_deref(),
+                    c.as_deref(),
+                    v(image_entrypoint),
+                    v(image_cmd)
+                ),
+                v(want),
+                "{entrypoint:?} {command:?}"
+            );
         }
     }
 
