@@ -569,6 +569,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::api(op(), e))?;
         let mut output: Vec<u8> = Vec::new();
+        let mut cut_some = false;
         match self
             .docker
             .start_exec(&exec.id, None)
@@ -584,6 +585,7 @@ impl Engine {
                     if output.len() > keep.saturating_mul(2) {
                         let cut = output.len() - keep;
                         output.drain(..cut);
+                        cut_some = true;
                     }
                 }
             }
@@ -592,6 +594,10 @@ impl Engine {
         if output.len() > keep {
             let cut = output.len() - keep;
             output.drain(..cut);
+            cut_some = true;
+        }
+        if cut_some {
+            // Start at a line start when one is in reach.
             if let Some(newline) = output.iter().position(|b| *b == b'\n') {
                 output.drain(..=newline);
             }
