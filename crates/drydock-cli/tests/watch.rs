@@ -164,23 +164,25 @@ async fn watch_without_an_engine_exits_3() {
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
 }
 
-/// SIGTERM ends the session like Ctrl-C: exit 130, nothing of the run left.
+/// A tier with a service: the service is ready on the session's network
+/// before the step runs; SIGTERM ends the session like Ctrl-C (exit 130,
+/// nothing of the run left).
 #[tokio::test]
-async fn watch_cleans_up_on_sigterm() {
+async fn watch_starts_the_tiers_services_and_cleans_up_on_sigterm() {
     let repo = Repo::fixture("watch");
     let id = run_id("watch-term");
     let mut child = repo
-        .drydock(&["watch", "pipeline.yml", "--tier", "lint", "--run-id", &id])
+        .drydock(&["watch", "pipeline.yml", "--tier", "net", "--run-id", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = Arc::new(Mutex::new(String::new()));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // The lint tier's step has no JUnit report: the line gives the exit code.
+    // The step has no JUnit report: the line gives the exit code.
     let first = next_result(&mut lines, &stderr).await;
     assert!(
-        first.starts_with("✔ lint/compile ") && first.ends_with(" exit 0"),
+        first.starts_with("✔ net/reach-web ") && first.ends_with(" exit 0"),
         "{first}"
     );
     let live = engine()
@@ -188,7 +190,15 @@ async fn watch_cleans_up_on_sigterm() {
         .labelled(&format!("drydock.run={id}"))
         .await
         .unwrap();
-    assert!(!live.is_empty(), "a warm container expected");
+    let roles: Vec<&str> = live
+        .iter()
+        .filter(|o| o.kind == "container")
+        .filter_map(|o| o.labels.get("drydock.role").map(String::as_str))
+        .collect();
+    assert!(
+        roles.contains(&"service") && roles.contains(&"step"),
+        "{live:?}"
+    );
     // SAFETY: sending SIGTERM to our own child process.
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
@@ -196,5 +206,10 @@ async fn watch_cleans_up_on_sigterm() {
         .expect("drydock watch did not stop within 30 s of SIGTERM")
         .unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("service web ready"),
+        "{}",
+        text(&output)
+    );
     assert_nothing_left(&id).await;
 }
