@@ -152,7 +152,13 @@ pub async fn watch(args: WatchArgs) -> Result<u8, CliError> {
         .iter()
         .map(|(p, _)| relative(&plan.repo_root, p))
         .collect();
-    eprintln!("  watching {}", roots.join(", "));
+    if roots.is_empty() {
+        eprintln!(
+            "  watching nothing: the tier's steps mount no repository path and it builds nothing"
+        );
+    } else {
+        eprintln!("  watching {}", roots.join(", "));
+    }
     let repo_root = plan.repo_root.clone();
     let mut print = |report: Report| print_report(&repo_root, report);
     let looped = watch::watch(&mut session, map, ignored, saves, stop.clone(), &mut print).await;
