@@ -949,7 +949,15 @@ mod tests {
     #[test]
     fn argv_combines_as_docker_run_does() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let cases: &[(Option<&[&str]>, Option<&[&str]>, &[&str], &[&str], &[&str])] = &[
+        /// (step entrypoint, step command, image ENTRYPOINT, image CMD, argv)
+        type Case<'a> = (
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
             // step command, image without entrypoint
             (
                 None,
