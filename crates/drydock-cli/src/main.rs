@@ -117,6 +117,27 @@ enum Command {
         )
     ))]
     Plan(commands::run::PlanArgs),
+    /// The TDD loop: keep one tier's step containers and services warm and
+    /// run the affected steps again, through exec, on every save.
+    #[command(after_help = concat!(
+        "Examples:
+  drydock watch pipelines/flask-api.yml                       first tier with test steps
+  drydock watch pipelines/flask-api.yml --tier pre-build --step unit
+
+Watched: the repository paths the tier's steps mount (and copy), and the
+build contexts of the images it uses; a saved file a build reads rebuilds
+that image. Ctrl-C (or SIGTERM) removes every container, network and volume
+the session created (exit 130); a second Ctrl-C forces. See docs/watch.md.
+
+",
+        env_block!(
+            help::env_engine!(),
+            "  DRYDOCK_CA_BUNDLE  CA bundle for builds and networked steps (else PIP_CERT)",
+            help::env_log!(),
+            "  any other variable the pipeline interpolates as ${NAME}",
+        )
+    ))]
+    Watch(commands::watch::WatchArgs),
     /// Print a JSON Schema: the pipeline format (for editors), one record
     /// of the event stream, or summary.json.
     #[command(after_help = "Examples:
@@ -354,10 +375,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(stderr_colours())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `watch` lives long and mostly waits: one thread keeps its memory
+    // small (docs/watch.md); everything else uses every core.
+    let mut builder = match cli.command {
+        Command::Watch(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return CliError::infra(format!("cannot start the async runtime: {e}")).report(),
     };
@@ -366,6 +390,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Validate(args) => commands::validate::validate(args).await,
             Command::Plan(args) => commands::run::plan(args).await,
+            Command::Watch(args) => commands::watch::watch(args).await,
             Command::Schema(args) => commands::schema::schema(args),
             Command::Completions(args) => commands::schema::completions(args),
             Command::Man(args) => commands::schema::man(args),

@@ -17,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod secrets;
 pub mod trust;
+pub mod watch;
 
 /// The position-keeping YAML tree the pipeline loader is built on, for other
 /// configuration files that want `file:line:col` diagnostics (the runner's

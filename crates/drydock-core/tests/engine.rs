@@ -611,6 +611,24 @@ async fn exec_returns_code_and_output() {
                 assert!(out.output.contains(needle), "{argv:?}: {out:?}");
             }
         }
+        // A bounded exec keeps the end of a long output, from a line start.
+        let argv: Vec<String> = ["sh", "-c", "seq 1 200000; exit 3"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let out = s
+            .engine
+            .exec_bounded(&id, &argv, &BTreeMap::new(), 1000)
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, 3);
+        assert!(out.output.len() <= 1000, "{}", out.output.len());
+        assert!(out.output.ends_with("199999\n200000\n"), "{:?}", out.output);
+        let first = out.output.lines().next().unwrap();
+        assert!(
+            first.parse::<u32>().unwrap() > 199_000,
+            "cut at a line start: {first:?}"
+        );
         s.engine.kill_container(&id).await.unwrap();
         assert_eq!(s.engine.wait_container(&id).await.unwrap(), 137);
     })

@@ -9,3 +9,4 @@ pub mod releases;
 pub mod run;
 pub mod schema;
 pub mod validate;
+pub mod watch;

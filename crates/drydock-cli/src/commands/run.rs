@@ -262,7 +262,7 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
 }
 
 /// The run's trust settings: the environment's, with `--ca-bundle` first.
-fn trust_from(ca_bundle: Option<&PathBuf>) -> Result<Trust, CliError> {
+pub(crate) fn trust_from(ca_bundle: Option<&PathBuf>) -> Result<Trust, CliError> {
     let mut trust = Trust::from_env();
     if let Some(ca) = ca_bundle {
         trust.ca_bundle = Some(ca.clone());

@@ -537,6 +537,21 @@ impl Engine {
         argv: &[String],
         env: &BTreeMap<String, String>,
     ) -> Result<ExecOutput, EngineError> {
+        self.exec_bounded(id, argv, env, usize::MAX).await
+    }
+
+    /// Runs `argv` in the running container `id` as [`Engine::exec`] does
+    /// (the container's user, working directory and environment, plus
+    /// `env`), keeping only the last `keep` bytes of its output (cut at a
+    /// line start when one is in reach): a command that prints gigabytes
+    /// costs `keep` bytes of memory.
+    pub async fn exec_bounded(
+        &self,
+        id: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        keep: usize,
+    ) -> Result<ExecOutput, EngineError> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
         let op = || format!("exec {argv:?} in {id}");
         let exec = self
@@ -553,7 +568,8 @@ impl Engine {
             )
             .await
             .map_err(|e| EngineError::api(op(), e))?;
-        let mut output = String::new();
+        let mut output: Vec<u8> = Vec::new();
+        let mut cut_some = false;
         match self
             .docker
             .start_exec(&exec.id, None)
@@ -565,10 +581,26 @@ impl Engine {
             } => {
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| EngineError::api(op(), e))?;
-                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                    output.extend_from_slice(&chunk.into_bytes());
+                    if output.len() > keep.saturating_mul(2) {
+                        let cut = output.len() - keep;
+                        output.drain(..cut);
+                        cut_some = true;
+                    }
                 }
             }
             StartExecResults::Detached => {}
+        }
+        if output.len() > keep {
+            let cut = output.len() - keep;
+            output.drain(..cut);
+            cut_some = true;
+        }
+        if cut_some {
+            // Start at a line start when one is in reach.
+            if let Some(newline) = output.iter().position(|b| *b == b'\n') {
+                output.drain(..=newline);
+            }
         }
         let inspect = self
             .docker
@@ -577,7 +609,7 @@ impl Engine {
             .map_err(|e| EngineError::api(op(), e))?;
         Ok(ExecOutput {
             exit_code: inspect.exit_code.unwrap_or(-1),
-            output,
+            output: String::from_utf8_lossy(&output).into_owned(),
         })
     }
 

@@ -73,6 +73,14 @@ pub(crate) struct StageInfo {
     pub base: Base,
     /// Its `RUN`s in order.
     pub runs: Vec<RunInfo>,
+    /// Its name (`FROM … AS name`), lower-cased.
+    pub name: Option<String>,
+    /// Context sources its `COPY`/`ADD`/`RUN --mount=type=bind` read, as
+    /// written (`.`, `requirements.txt`, `src/*.py`…); URLs left out.
+    pub context_sources: Vec<String>,
+    /// Stages (names or indices, as written) its `COPY --from` and
+    /// `RUN --mount=from=` read.
+    pub from_stages: Vec<String>,
 }
 
 /// What drydock needs to know of a Dockerfile.
@@ -126,6 +134,8 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
             names.insert(name.value.to_ascii_lowercase(), index);
         }
         let mut runs = Vec::new();
+        let mut context_sources = Vec::new();
+        let mut from_stages = Vec::new();
         for instruction in stage.instructions {
             match instruction {
                 Instruction::Run(run) => {
@@ -157,9 +167,13 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
                         if let Some(target) = mount.get("target") {
                             mount_targets.push(target.clone());
                         }
+                        if let Some(from) = mount.get("from") {
+                            from_stages.push(from.clone());
+                        }
                         let kind = mount.get("type").map_or("bind", String::as_str);
                         if kind == "bind" && !mount.contains_key("from") {
                             let source = mount.get("source").map_or(".", String::as_str);
+                            context_sources.push(source.to_string());
                             let line = lines.line(run.run.span.start);
                             classify_source(
                                 source,
@@ -177,13 +191,17 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
                     });
                 }
                 Instruction::Copy(copy) => {
-                    if copy.options.iter().any(|f| f.name.value == "from") {
+                    if let Some(from) = copy.options.iter().find(|f| f.name.value == "from") {
+                        if let Some(value) = &from.value {
+                            from_stages.push(value.value.to_string());
+                        }
                         continue;
                     }
                     let line = lines.line(copy.copy.span.start);
                     let whole = instruction_text(text, copy.copy.span.start, &copy.dest.span);
                     for source in &copy.src {
                         if let Source::Path(path) = source {
+                            context_sources.push(path.value.to_string());
                             classify_source(&path.value, line, whole.clone(), &mut out);
                         }
                     }
@@ -200,6 +218,7 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
                             {
                                 continue;
                             }
+                            context_sources.push(path.value.to_string());
                             classify_source(&path.value, line, whole.clone(), &mut out);
                         }
                     }
@@ -207,11 +226,99 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
                 _ => {}
             }
         }
-        out.stages.push(StageInfo { base, runs });
+        out.stages.push(StageInfo {
+            base,
+            runs,
+            name: stage
+                .from
+                .as_
+                .as_ref()
+                .map(|(_, n)| n.value.to_ascii_lowercase()),
+            context_sources,
+            from_stages,
+        });
     }
     out.trust_dir_uses.dedup();
     out.whole_context.dedup();
     Ok(out)
+}
+
+/// What a build of one target reads from its context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ContextInputs {
+    /// Some instruction copies the whole context (`COPY . …`, a glob over
+    /// the top level, a path only known at build time).
+    Whole,
+    /// Only these sources (as written, relative to the context).
+    Sources(Vec<String>),
+}
+
+impl Analysis {
+    /// The context sources the build of `target` (`None`: the last stage)
+    /// reads: the target stage, the stages it is built on, and the stages
+    /// its `COPY --from`/`RUN --mount=from=` name, transitively; `None`
+    /// when `target` names no stage. As BuildKit does, unused stages count
+    /// for nothing.
+    pub(crate) fn context_inputs(&self, target: Option<&str>) -> Option<ContextInputs> {
+        let find = |name: &str| -> Option<usize> {
+            let lower = name.to_ascii_lowercase();
+            self.stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                .or_else(|| {
+                    name.parse::<usize>()
+                        .ok()
+                        .filter(|i| *i < self.stages.len())
+                })
+        };
+        let start = match target {
+            Some(t) => find(t)?,
+            None => self.stages.len().checked_sub(1)?,
+        };
+        let mut seen = vec![false; self.stages.len()];
+        let mut todo = vec![start];
+        let mut sources = Vec::new();
+        while let Some(i) = todo.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            let stage = &self.stages[i];
+            if let Base::Stage(b) = stage.base {
+                todo.push(b);
+            }
+            // A `--from` that names no stage is an image: nothing of the context.
+            todo.extend(stage.from_stages.iter().filter_map(|f| find(f)));
+            for source in &stage.context_sources {
+                let trimmed = source.trim();
+                let cleaned = trimmed.trim_start_matches('/');
+                let cleaned = cleaned.strip_prefix("./").unwrap_or(cleaned);
+                let first = cleaned.split('/').find(|c| !c.is_empty() && *c != ".");
+                if first.is_none() || trimmed.contains('$') {
+                    return Some(ContextInputs::Whole);
+                }
+                sources.push(cleaned.trim_end_matches('/').to_string());
+            }
+        }
+        sources.sort();
+        sources.dedup();
+        Some(ContextInputs::Sources(sources))
+    }
+}
+
+/// Whether the context-relative path `relative` is read by a build whose
+/// sources are `sources` (patterns as `COPY` takes them, relative): it
+/// matches one, or lies under a folder one matches.
+pub(crate) fn source_reads(sources: &[String], relative: &str) -> bool {
+    sources.iter().any(|pattern| {
+        let mut prefix = String::new();
+        relative.split('/').any(|component| {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(component);
+            path_match(pattern, &prefix)
+        })
+    })
 }
 
 /// The text of an instruction from `start` to the end of `last`.
@@ -488,6 +595,54 @@ impl LineIndex {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_target_reads_the_sources_of_the_stages_it_needs() {
+        let text = "FROM base AS deps\nCOPY requirements.txt .trust* /tmp/\n\
+FROM deps AS dev\nCOPY requirements-dev.txt /tmp/\n\
+FROM base AS production\nCOPY --from=deps /opt /opt\nCOPY app/ /app/app\n\
+FROM production AS test\nCOPY . /app\n\
+FROM base AS tools\nRUN --mount=type=bind,source=scripts,target=/s true\n";
+        let a = analyze(text, &BTreeMap::new()).unwrap();
+        let sources =
+            |t: &[&str]| ContextInputs::Sources(t.iter().map(|s| s.to_string()).collect());
+        let cases: &[(Option<&str>, Option<ContextInputs>)] = &[
+            (
+                Some("deps"),
+                Some(sources(&[".trust*", "requirements.txt"])),
+            ),
+            (
+                Some("DEV"),
+                Some(sources(&[
+                    ".trust*",
+                    "requirements-dev.txt",
+                    "requirements.txt",
+                ])),
+            ),
+            (
+                Some("production"),
+                Some(sources(&[".trust*", "app", "requirements.txt"])),
+            ),
+            (Some("test"), Some(ContextInputs::Whole)),
+            (None, Some(sources(&["scripts"]))),
+            (Some("nope"), None),
+        ];
+        for (target, want) in cases {
+            assert_eq!(&a.context_inputs(*target), want, "{target:?}");
+        }
+        let reads = ["requirements.txt", "app", ".trust*"].map(String::from);
+        for (path, want) in [
+            ("requirements.txt", true),
+            ("app/x.py", true),
+            ("app/sub/y.py", true),
+            (".trust/ca.crt", true),
+            ("apps/x.py", false),
+            ("tests/test_x.py", false),
+            ("requirements-dev.txt", false),
+        ] {
+            assert_eq!(source_reads(&reads, path), want, "{path}");
+        }
+    }
+
     use super::*;
 
     fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -22,10 +22,12 @@ pub struct ImageInfo {
     pub labels: HashMap<String, String>,
     /// The user the image runs as (empty = root).
     pub user: String,
-    /// Its `ENTRYPOINT` (empty when it has none).
-    pub entrypoint: Vec<String>,
     /// Creation time (RFC 3339).
     pub created: String,
+    /// The image's ENTRYPOINT (empty when none).
+    pub entrypoint: Vec<String>,
+    /// The image's CMD (empty when none).
+    pub cmd: Vec<String>,
 }
 
 impl Engine {
@@ -40,6 +42,7 @@ impl Engine {
                     labels: config.labels.unwrap_or_default(),
                     user: config.user.unwrap_or_default(),
                     entrypoint: config.entrypoint.unwrap_or_default(),
+                    cmd: config.cmd.unwrap_or_default(),
                     created: image
                         .created
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))

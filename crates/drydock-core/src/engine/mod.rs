@@ -7,7 +7,7 @@ mod client;
 mod container;
 pub mod context;
 mod copy;
-mod dockerfile;
+pub(crate) mod dockerfile;
 pub mod dockerignore;
 pub mod endpoint;
 mod error;

@@ -21,11 +21,11 @@
 //! [`Event::RunFinished`]. Whatever happens, the teardown removes every
 //! container and network labelled with the run.
 
-mod builder;
+pub(crate) mod builder;
 mod cancel;
 mod runtime;
-mod service;
-mod step;
+pub(crate) mod service;
+pub(crate) mod step;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -367,6 +367,38 @@ pub(crate) struct Ctx<R: Runtime> {
 }
 
 impl<R: Runtime> Ctx<R> {
+    /// The context of a run or watch session of `plan`: its secret values
+    /// read (from the environment) and file-exposed ones written. `Err`
+    /// says why the secrets cannot be prepared.
+    pub(crate) fn prepare(
+        plan: Plan,
+        runtime: Arc<R>,
+        options: ExecOptions,
+        events: EventSender,
+        cancel: RunCancel,
+    ) -> Result<Ctx<R>, String> {
+        let secrets = crate::secrets::read_values(&plan.secrets, |v| std::env::var(v).ok())
+            .map_err(|e| e.to_string())?;
+        let secret_files = SecretFiles::write(&secrets)
+            .map_err(|e| format!("cannot prepare secret files: {e}"))?;
+        Ok(Ctx {
+            runtime,
+            plan: Arc::new(plan),
+            options,
+            events,
+            cancel,
+            masker: crate::secrets::Masker::new(&secrets),
+            secrets,
+            secret_files,
+            caches: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sets the cache volumes (cache path → volume), once, before any step.
+    pub(crate) fn set_caches(&self, caches: HashMap<String, String>) {
+        let _ = self.caches.set(caches);
+    }
+
     pub async fn emit(&self, mut event: Event) {
         if let Some(masker) = &self.masker {
             event.for_each_text(&mut |text| {

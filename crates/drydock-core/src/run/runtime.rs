@@ -39,11 +39,6 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<(), EngineError>;
     /// Whether an image exists.
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError>;
-    /// The image's `ENTRYPOINT` (empty when it has none, or when the
-    /// runtime cannot tell: the default).
-    async fn image_entrypoint(&self, _reference: &str) -> Result<Vec<String>, EngineError> {
-        Ok(Vec::new())
-    }
     /// Pulls an image from its registry.
     async fn pull(&self, reference: &str) -> Result<(), EngineError>;
     /// Builds (or reuses) an image.
@@ -73,6 +68,31 @@ pub trait Runtime: Send + Sync + 'static {
         argv: &[String],
         env: &BTreeMap<String, String>,
     ) -> Result<ExecOutput, EngineError>;
+    /// Runs a command in a running container as [`Runtime::exec`] does,
+    /// keeping only the last `keep` bytes of its output.
+    async fn exec_bounded(
+        &self,
+        id: &str,
+        argv: &[String],
+        keep: usize,
+    ) -> Result<ExecOutput, EngineError> {
+        let mut out = self.exec(id, argv, &BTreeMap::new()).await?;
+        if out.output.len() > keep {
+            let mut cut = out.output.len() - keep;
+            while !out.output.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out.output.drain(..cut);
+        }
+        Ok(out)
+    }
+    /// An image's ENTRYPOINT and CMD; `None` when the image does not exist.
+    async fn image_command(
+        &self,
+        _reference: &str,
+    ) -> Result<Option<(Vec<String>, Vec<String>)>, EngineError> {
+        Ok(Some((Vec::new(), Vec::new())))
+    }
     /// The last lines of a container's output.
     async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError>;
     /// Copies the host file or folder `source` into the created container
@@ -128,13 +148,6 @@ impl Runtime for Engine {
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
         Ok(self.image(reference).await?.is_some())
     }
-    async fn image_entrypoint(&self, reference: &str) -> Result<Vec<String>, EngineError> {
-        Ok(self
-            .image(reference)
-            .await?
-            .map(|i| i.entrypoint)
-            .unwrap_or_default())
-    }
     async fn pull(&self, reference: &str) -> Result<(), EngineError> {
         self.pull_image(reference).await
     }
@@ -173,6 +186,23 @@ impl Runtime for Engine {
         env: &BTreeMap<String, String>,
     ) -> Result<ExecOutput, EngineError> {
         Engine::exec(self, id, argv, env).await
+    }
+    async fn exec_bounded(
+        &self,
+        id: &str,
+        argv: &[String],
+        keep: usize,
+    ) -> Result<ExecOutput, EngineError> {
+        Engine::exec_bounded(self, id, argv, &BTreeMap::new(), keep).await
+    }
+    async fn image_command(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(Vec<String>, Vec<String>)>, EngineError> {
+        Ok(self
+            .image(reference)
+            .await?
+            .map(|info| (info.entrypoint, info.cmd)))
     }
     async fn tail_logs(&self, id: &str, lines: usize) -> Result<String, EngineError> {
         Engine::tail_logs(self, id, lines).await

@@ -279,7 +279,7 @@ async fn entrypoint_hint<R: Runtime>(
     if step.container.entrypoint.is_some() {
         return None;
     }
-    let entrypoint = ctx.runtime.image_entrypoint(image).await.ok()?;
+    let (entrypoint, _) = ctx.runtime.image_command(image).await.ok()??;
     let program = entrypoint.first()?;
     let base = program.rsplit('/').next().unwrap_or(program);
     let wrapper = base.contains("entrypoint")
