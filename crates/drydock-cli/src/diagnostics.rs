@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::Path;
 
 use drydock_core::pipeline::Diagnostic as Located;
+use drydock_core::pipeline::PipelineError;
 use miette::{
     Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError,
     MietteSpanContents, SourceCode, SourceSpan, SpanContents,
@@ -195,6 +196,25 @@ pub fn render(problems: &[Located], colour: bool) -> String {
         ));
     }
     out
+}
+
+/// The message of an invalid pipeline: each problem as `error:
+/// FILE:LINE:COL: message` with its code frame, then how many there are.
+/// (Formatted: print it as it is.)
+pub fn render_pipeline_error(path: &Path, error: &PipelineError) -> (String, bool) {
+    let problems = error.diagnostics();
+    if problems.is_empty() {
+        return (error.to_string(), false);
+    }
+    let mut text = crate::diagnostics::render(&problems, crate::stderr_colours());
+    if problems.len() > 1 {
+        text.push_str(&format!(
+            "\n{}: {}",
+            path.display(),
+            crate::report::plural(problems.len() as u64, "problem")
+        ));
+    }
+    (text.trim_end().to_string(), true)
 }
 
 #[cfg(test)]

@@ -2,13 +2,12 @@
 //! product points to behind a stable address, switching versions without
 //! dropping requests.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use drydock_core::deploy::{
     self, config::DeployConfig, ChannelDeployError, Outcome, Scope, Status, Which,
 };
 use drydock_core::engine::Engine;
-use drydock_core::pipeline::Vars;
 use drydock_core::release::{ChannelRef, Entry, Ledger};
 
 use super::product::{self, Hints};
@@ -49,7 +48,7 @@ pub struct UndeployArgs {
     pub unowned: bool,
 }
 
-pub(crate) use super::releases::open_ledger;
+pub(crate) use super::ledger::{load_config, open_ledger};
 
 /// Refuses a deploy config of another product than `channel`'s (exit 2).
 pub(crate) fn check_product(config: &DeployConfig, channel: &ChannelRef) -> Result<(), CliError> {
@@ -84,22 +83,6 @@ pub(crate) async fn status_of(
     Ok(deploy::status(engine, &scope).await?)
 }
 
-/// Loads the channel's deploy config (`--config`, else `deploy/<channel>.yml`).
-pub(crate) fn load_config(channel: &str, path: Option<&Path>) -> Result<DeployConfig, CliError> {
-    let path = path
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| deploy::config::default_path(Path::new("."), channel));
-    let path = path.strip_prefix("./").unwrap_or(&path).to_path_buf();
-    if !path.exists() {
-        return Err(CliError::invalid(format!(
-            "{}: no deploy config for channel {channel} (write one, see docs/deploy.md, or pass --config FILE)",
-            path.display()
-        )));
-    }
-    deploy::config::load(&path, channel, &Vars::from_process_env())
-        .map_err(|e| super::run::pipeline_error(&path, &e))
-}
-
 fn describe(entry: &Entry) -> String {
     deploy::describe_entry(entry)
 }
@@ -107,7 +90,7 @@ fn describe(entry: &Entry) -> String {
 fn channel_error(e: ChannelDeployError) -> CliError {
     match e {
         ChannelDeployError::UnknownChannel(_) => CliError::failed(e.to_string()),
-        ChannelDeployError::Ledger(e) => super::releases::ledger_error(e),
+        ChannelDeployError::Ledger(e) => super::ledger::ledger_error(e),
         ChannelDeployError::NameMismatch { .. } => CliError::invalid(e.to_string()),
         _ => CliError::infra(e.to_string()),
     }
@@ -161,13 +144,13 @@ pub async fn deploy(args: DeployArgs) -> Result<u8, CliError> {
     let mut ledger = open_ledger()?;
     if ledger
         .current(&channel.product, &channel.channel)
-        .map_err(super::releases::ledger_error)?
+        .map_err(super::ledger::ledger_error)?
         .is_none()
     {
         return Err(channel_error(ChannelDeployError::UnknownChannel(channel)));
     }
     let engine = Engine::connect().await?;
-    super::releases::repair(&engine, &channel).await?;
+    super::ledger::repair(&engine, &channel).await?;
     Ok(
         if deploy_entry(&engine, &mut ledger, &config, Which::Current, None).await? {
             0
@@ -189,11 +172,11 @@ async fn status(args: &DeployArgs) -> Result<u8, CliError> {
     )
     .await?;
     let engine = Engine::connect().await?;
-    super::releases::repair(&engine, &channel).await?;
+    super::ledger::repair(&engine, &channel).await?;
     let status = status_of(&engine, &ledger, &channel).await?;
     let current = ledger
         .current(&channel.product, &channel.channel)
-        .map_err(super::releases::ledger_error)?;
+        .map_err(super::ledger::ledger_error)?;
     if args.json {
         let mut value =
             serde_json::to_value(&status).map_err(|e| CliError::infra(e.to_string()))?;

@@ -4,6 +4,7 @@ pub mod ci;
 pub mod deploy;
 pub mod gc;
 pub mod images;
+pub mod ledger;
 pub mod product;
 pub mod releases;
 pub mod run;

@@ -97,7 +97,7 @@ fn deploy_config_name(channel: &str, given: Option<&Path>) -> Result<Option<Stri
             path
         }
     };
-    Ok(Some(super::deploy::load_config(channel, Some(&path))?.name))
+    Ok(Some(super::ledger::load_config(channel, Some(&path))?.name))
 }
 
 /// The release names of the repository's pipelines, sorted and without

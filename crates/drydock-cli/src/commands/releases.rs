@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use drydock_core::engine::Engine;
 use drydock_core::pipeline::is_registry;
-use drydock_core::release::{self, ChannelRef, Ledger, LedgerError, NewEntry, ReleaseError};
+use drydock_core::release::{self, ChannelRef, Ledger, LedgerError, NewEntry};
 use drydock_core::run::{self, CancellationToken};
 
+use super::ledger::{ledger_error, open_ledger, release_error, repair};
 use super::product::{self, Hints};
 use crate::error::CliError;
 
@@ -74,39 +75,6 @@ pub struct PromoteArgs {
     /// Why, recorded in the ledger.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-}
-
-pub(crate) fn open_ledger() -> Result<Ledger, CliError> {
-    Ledger::open(&Ledger::default_path()).map_err(|e| CliError::infra(e.to_string()))
-}
-
-pub(crate) fn ledger_error(e: LedgerError) -> CliError {
-    match e {
-        LedgerError::UnknownChannel(_)
-        | LedgerError::NothingToRollBackTo { .. }
-        | LedgerError::NoSuchRelease { .. } => CliError::failed(e.to_string()),
-        LedgerError::InvalidEntry(_) => CliError::invalid(e.to_string()),
-        other => CliError::infra(other.to_string()),
-    }
-}
-
-fn release_error(e: ReleaseError) -> CliError {
-    match e {
-        ReleaseError::Ledger(e) => ledger_error(e),
-        other => CliError::infra(other.to_string()),
-    }
-}
-
-/// Puts right `channel`'s tag if a process died between recording a move
-/// and making it, saying so on stderr (see [`release::repair`]).
-pub(crate) async fn repair(engine: &Engine, channel: &ChannelRef) -> Result<(), CliError> {
-    let found = release::repair(engine, &Ledger::default_path(), channel)
-        .await
-        .map_err(release_error)?;
-    if let Some(message) = found.message() {
-        errln!("drydock: {message}");
-    }
-    Ok(())
 }
 
 fn unknown(channel: &ChannelRef) -> CliError {
@@ -256,7 +224,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CliError> {
         .await?
         .deployed()
     {
-        let config = super::deploy::load_config(&channel.channel, args.config.as_deref())?;
+        let config = super::ledger::load_config(&channel.channel, args.config.as_deref())?;
         super::deploy::check_product(&config, &channel)?;
         if !super::deploy::deploy_entry(
             &engine,

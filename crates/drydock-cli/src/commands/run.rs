@@ -123,7 +123,7 @@ fn load_pipeline_with(
 /// people, and every problem located for tools.
 pub(crate) fn pipeline_error(path: &Path, error: &PipelineError) -> CliError {
     use drydock_core::events::{FailureKind, Location, Problem, RunFailure};
-    let (text, formatted) = super::validate::render_error(path, error);
+    let (text, formatted) = crate::diagnostics::render_pipeline_error(path, error);
     let mut e = CliError::invalid(text);
     e.formatted = formatted;
     let problems: Vec<Problem> = error

@@ -1,9 +1,9 @@
 //! `drydock validate`: every problem of a pipeline file, with code frames,
 //! or as JSON objects for tools.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use drydock_core::pipeline::{self, PipelineError};
+use drydock_core::pipeline;
 
 use crate::error::CliError;
 
@@ -19,34 +19,6 @@ pub struct ValidateArgs {
     pub json: bool,
 }
 
-/// `3 tiers`, `1 tier`.
-pub fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-/// The message of an invalid pipeline: each problem as `error:
-/// FILE:LINE:COL: message` with its code frame, then how many there are.
-/// (Formatted: print it as it is.)
-pub fn render_error(path: &Path, error: &PipelineError) -> (String, bool) {
-    let problems = error.diagnostics();
-    if problems.is_empty() {
-        return (error.to_string(), false);
-    }
-    let mut text = crate::diagnostics::render(&problems, crate::stderr_colours());
-    if problems.len() > 1 {
-        text.push_str(&format!(
-            "\n{}: {}",
-            path.display(),
-            count(problems.len(), "problem")
-        ));
-    }
-    (text.trim_end().to_string(), true)
-}
-
 /// `drydock validate`.
 pub async fn validate(args: ValidateArgs) -> Result<u8, CliError> {
     let path = &args.pipeline;
@@ -57,9 +29,9 @@ pub async fn validate(args: ValidateArgs) -> Result<u8, CliError> {
         outln!(
             "{}: valid ({}, {}, {})",
             path.display(),
-            count(pipeline.tiers.len(), "tier"),
-            count(pipeline.builds.len(), "build"),
-            count(pipeline.services.len(), "service")
+            crate::report::plural(pipeline.tiers.len() as u64, "tier"),
+            crate::report::plural(pipeline.builds.len() as u64, "build"),
+            crate::report::plural(pipeline.services.len() as u64, "service")
         );
         return Ok(0);
     }
