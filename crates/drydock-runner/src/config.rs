@@ -103,7 +103,7 @@ pub struct RepoConfig {
     /// Deploy on green: what a green run of the central branch does.
     pub deploy: Option<DeployOnGreen>,
     /// Where the run's commit statuses are posted; `None`: nowhere.
-    pub forge: Option<crate::forge::ForgeConfig>,
+    pub forge: Option<ForgeConfig>,
 }
 
 /// Deploy on green (`deploy:` of a repository).
@@ -804,8 +804,7 @@ impl Checker<'_> {
 
     /// `forge: { kind: github|gitlab, api: URL, project: P, token: SECRET,
     /// context: NAME }`.
-    fn forge(&mut self, node: &Node) -> Option<crate::forge::ForgeConfig> {
-        use crate::forge::{ForgeConfig, ForgeKind};
+    fn forge(&mut self, node: &Node) -> Option<ForgeConfig> {
         let entries = self.map(node, "forge")?;
         let (mut kind, mut api, mut project, mut token) = (None, None, None, None);
         let mut context = "drydock".to_string();
@@ -992,6 +991,44 @@ impl Checker<'_> {
     }
 }
 
+/// Which forge API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForgeKind {
+    /// GitHub's (or GitHub Enterprise's) REST API.
+    Github,
+    /// GitLab's REST API v4.
+    Gitlab,
+}
+
+impl ForgeKind {
+    /// `github` or `gitlab`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForgeKind::Github => "github",
+            ForgeKind::Gitlab => "gitlab",
+        }
+    }
+}
+
+/// A repository's forge (`forge:` in the runner configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgeConfig {
+    /// Which API.
+    pub kind: ForgeKind,
+    /// The API's base URL without a trailing `/` (`https://api.github.com`,
+    /// `https://gitlab.example.com/api/v4`).
+    pub api: String,
+    /// GitHub: `owner/repo`; GitLab: the project's numeric id or its path
+    /// (`group/project`, URL-encoded when posting).
+    pub project: String,
+    /// The access token (GitHub: a token allowed to write commit statuses;
+    /// GitLab: a token with the `api` scope).
+    pub token: Secret,
+    /// The status's name on the commit (GitHub `context`, GitLab `name`);
+    /// default `drydock`.
+    pub context: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1070,7 +1107,7 @@ mod tests {
         assert!(c.read_auth);
         assert_eq!(c.public_url.as_deref(), Some("https://ci.example.com"));
         let forge = c.repos[0].forge.as_ref().unwrap();
-        assert_eq!(forge.kind, crate::forge::ForgeKind::Gitlab);
+        assert_eq!(forge.kind, ForgeKind::Gitlab);
         assert_eq!(forge.api, "https://gitlab.example.com/api/v4");
         assert_eq!(forge.project, "group/app");
         assert_eq!(forge.context, "drydock");

@@ -30,47 +30,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::config::Secret;
+pub use crate::config::{ForgeConfig, ForgeKind};
 use crate::metrics::Metrics;
 use crate::store::{Run, RunState, RunSummary};
-
-/// Which forge API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForgeKind {
-    /// GitHub's (or GitHub Enterprise's) REST API.
-    Github,
-    /// GitLab's REST API v4.
-    Gitlab,
-}
-
-impl ForgeKind {
-    /// `github` or `gitlab`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForgeKind::Github => "github",
-            ForgeKind::Gitlab => "gitlab",
-        }
-    }
-}
-
-/// A repository's forge (`forge:` in the runner configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForgeConfig {
-    /// Which API.
-    pub kind: ForgeKind,
-    /// The API's base URL without a trailing `/` (`https://api.github.com`,
-    /// `https://gitlab.example.com/api/v4`).
-    pub api: String,
-    /// GitHub: `owner/repo`; GitLab: the project's numeric id or its path
-    /// (`group/project`, URL-encoded when posting).
-    pub project: String,
-    /// The access token (GitHub: a token allowed to write commit statuses;
-    /// GitLab: a token with the `api` scope).
-    pub token: Secret,
-    /// The status's name on the commit (GitHub `context`, GitLab `name`);
-    /// default `drydock`.
-    pub context: String,
-}
 
 /// Attempts of one status post (the first and the retries).
 pub const ATTEMPTS: u32 = 4;
@@ -343,6 +305,7 @@ impl Poster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn forge(kind: ForgeKind) -> ForgeConfig {
         ForgeConfig {
