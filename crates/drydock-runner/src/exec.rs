@@ -4,10 +4,9 @@
 //! runner's own heartbeat), and recovery at start-up.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use drydock_core::deploy::{self, Outcome as DeployOutcome, Which};
@@ -20,82 +19,14 @@ use drydock_core::run::{run_pipeline, CancelReason, GitInfo, RunOptions};
 use drydock_core::trust::Trust;
 use futures::future::BoxFuture;
 
+use crate::attempt::{fence, EndingError, RunLog};
 use crate::config::RepoConfig;
 use crate::gate;
 use crate::store::{
-    engine_run_id, DeploySummary, Ending, Heartbeat, Lease, NewRun, Run, RunKind, RunState,
-    RunSummary, StepSummary, TierSummary,
+    engine_run_id, DeploySummary, Ending, Heartbeat, Lease, Run, RunKind, RunState, RunSummary,
+    StepSummary, TierSummary,
 };
 use crate::{RunHandle, Shared};
-
-/// The run's own log (`run.log` in its results folder): runner messages and
-/// every step's output, prefixed `[tier/step]`, flushed line by line so the
-/// API can stream it. At most [`MAX_RUN_LOG_BYTES`] of step output are
-/// written (one line then says so; the full output is in the step's `.log`);
-/// runner messages are always written.
-#[derive(Clone)]
-pub struct RunLog(Arc<Mutex<RunLogFile>>);
-
-/// Most bytes of step output in a `run.log`.
-pub const MAX_RUN_LOG_BYTES: u64 = 64 << 20;
-
-struct RunLogFile {
-    file: Option<std::fs::File>,
-    output_bytes: u64,
-    capped: bool,
-}
-
-impl RunLog {
-    /// Opens (appending) `dir/run.log`.
-    pub fn open(dir: &Path) -> RunLog {
-        let _ = std::fs::create_dir_all(dir);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("run.log"))
-            .ok();
-        RunLog(Arc::new(Mutex::new(RunLogFile {
-            file,
-            output_bytes: 0,
-            capped: false,
-        })))
-    }
-
-    /// Appends one line.
-    pub fn line(&self, text: &str) {
-        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = log.file.as_mut() {
-            let _ = f.write_all(text.as_bytes());
-            let _ = f.write_all(b"\n");
-        }
-    }
-
-    /// Appends a line of step output, within [`MAX_RUN_LOG_BYTES`].
-    pub fn output(&self, text: &str) {
-        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if log.capped {
-            return;
-        }
-        log.output_bytes += text.len() as u64 + 1;
-        if log.output_bytes > MAX_RUN_LOG_BYTES {
-            log.capped = true;
-            drop(log);
-            self.note(&format!(
-                "step output past {} MiB is not in run.log; each step's full log is in \
-                 logs/<tier>/<step>.log (see summary.json)",
-                MAX_RUN_LOG_BYTES >> 20
-            ));
-            return;
-        }
-        drop(log);
-        self.line(text);
-    }
-
-    /// A runner message (`drydock: …`).
-    pub fn note(&self, text: &str) {
-        self.line(&format!("drydock: {text}"));
-    }
-}
 
 /// At start-up: the leases a previous process of this runner left expire
 /// now (it is dead: the state folder's lock says so, or its name was free),
@@ -375,24 +306,6 @@ async fn ended_by_panic(shared: &Arc<Shared>, run: &Run, lease: &Lease, message:
     }
 }
 
-/// What a run ended as, and the run to queue with its end (a candidate's
-/// retest).
-pub(crate) struct EndingError {
-    state: RunState,
-    reason: Option<String>,
-    then: Option<NewRun>,
-}
-
-impl EndingError {
-    pub(crate) fn new(state: RunState, reason: impl Into<String>) -> EndingError {
-        EndingError {
-            state,
-            reason: Some(reason.into()),
-            then: None,
-        }
-    }
-}
-
 /// Aborts a task when dropped (also when the owner unwinds from a panic).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -478,25 +391,6 @@ async fn heartbeat(
             }
         }
         tokio::time::sleep(shared.tick()).await;
-    }
-}
-
-/// Whether this attempt still holds its lease (renewing it for a whole
-/// lease): asked right before anything that cannot be undone (landing,
-/// recording a release, deploying), so that a stale worker never does it.
-/// `Err` says why not.
-pub(crate) async fn fence(shared: &Shared, lease: &Lease) -> Result<(), String> {
-    match shared
-        .store
-        .heartbeat(lease, shared.config.lease, None)
-        .await
-    {
-        Ok(Heartbeat::Held { .. }) => Ok(()),
-        Ok(Heartbeat::Lost) => Err(format!(
-            "attempt {} lost its lease (the run was reclaimed)",
-            lease.attempt
-        )),
-        Err(e) => Err(format!("cannot confirm the lease: {e}")),
     }
 }
 

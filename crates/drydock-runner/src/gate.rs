@@ -17,8 +17,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::attempt::{fence, EndingError, RunLog};
 use crate::config::{Integrate, RepoConfig};
-use crate::exec::{fence, RunLog};
 use crate::git::{merge_in_worktree, Mirror};
 use crate::store::{Lease, NewRun, Run, RunKind, RunState};
 use crate::Shared;
@@ -38,9 +38,9 @@ pub(crate) async fn prepare(
     lease: &Lease,
     worktree: &Path,
     log: &RunLog,
-) -> Result<(String, String), super::exec::EndingError> {
+) -> Result<(String, String), EndingError> {
     let Some(base) = mirror.branch_head(&repo.central).await else {
-        return Err(super::exec::EndingError::new(
+        return Err(EndingError::new(
             RunState::Errored,
             format!("central branch {} does not exist", repo.central),
         ));
@@ -53,9 +53,10 @@ pub(crate) async fn prepare(
             repo.central,
             short(&base)
         ));
-        mirror.add_worktree(worktree, &run.sha).await.map_err(|e| {
-            super::exec::EndingError::new(RunState::Errored, format!("cannot check out: {e}"))
-        })?;
+        mirror
+            .add_worktree(worktree, &run.sha)
+            .await
+            .map_err(|e| EndingError::new(RunState::Errored, format!("cannot check out: {e}")))?;
         run.sha.clone()
     } else {
         log.note(&format!(
@@ -64,9 +65,10 @@ pub(crate) async fn prepare(
             repo.central,
             short(&base)
         ));
-        mirror.add_worktree(worktree, &base).await.map_err(|e| {
-            super::exec::EndingError::new(RunState::Errored, format!("cannot check out: {e}"))
-        })?;
+        mirror
+            .add_worktree(worktree, &base)
+            .await
+            .map_err(|e| EndingError::new(RunState::Errored, format!("cannot check out: {e}")))?;
         let message = format!("Merge branch '{}' into {}", run.branch, repo.central);
         match merge_in_worktree(worktree, &run.sha, &message, true).await {
             Ok(head) => head,
@@ -80,7 +82,7 @@ pub(crate) async fn prepare(
                     repo.central,
                     short(&base)
                 );
-                return Err(super::exec::EndingError::new(RunState::Failed, reason));
+                return Err(EndingError::new(RunState::Failed, reason));
             }
         }
     };

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attempt;
 pub mod config;
 pub mod exec;
 pub mod forge;
