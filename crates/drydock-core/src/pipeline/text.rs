@@ -22,8 +22,6 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::tree::{Pos, SyntaxError};
-
 /// Largest YAML file drydock reads: 1 MiB. Pipelines, deploy configs and
 /// runner configurations are a few kilobytes; this bounds the parser's time
 /// and memory for whatever is pushed to a repository the runner serves.
@@ -219,6 +217,35 @@ fn wide_encoding(bytes: &[u8]) -> Option<&'static str> {
         [b, 0, c, 0, ..] if ascii(b) && ascii(c) => Some("UTF-16LE"),
         _ => None,
     }
+}
+
+/// A 1-based line and column in the pipeline file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+}
+
+impl Pos {
+    /// Line 1, column 1.
+    pub const START: Pos = Pos { line: 1, col: 1 };
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// A YAML syntax problem: position and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntaxError {
+    /// Where.
+    pub pos: Pos,
+    /// What.
+    pub message: String,
 }
 
 #[cfg(test)]

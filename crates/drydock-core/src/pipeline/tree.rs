@@ -13,31 +13,13 @@
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// A 1-based line and column in the pipeline file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pos {
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub col: usize,
-}
+pub use super::text::{Pos, SyntaxError};
 
-impl Pos {
-    /// Line 1, column 1.
-    pub const START: Pos = Pos { line: 1, col: 1 };
-
-    fn from_marker(m: Marker) -> Pos {
-        // yaml-rust2 markers: line is 1-based, column is 0-based.
-        Pos {
-            line: m.line().max(1),
-            col: m.col() + 1,
-        }
-    }
-}
-
-impl std::fmt::Display for Pos {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.line, self.col)
+/// The position of a yaml-rust2 marker (its line is 1-based, its column 0-based).
+fn pos_of(m: Marker) -> Pos {
+    Pos {
+        line: m.line().max(1),
+        col: m.col() + 1,
     }
 }
 
@@ -171,15 +153,6 @@ fn is_float(t: &str) -> bool {
     mantissa_ok && exp_ok
 }
 
-/// A YAML syntax problem: position and message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyntaxError {
-    /// Where.
-    pub pos: Pos,
-    /// What.
-    pub message: String,
-}
-
 /// Deepest nesting of lists and mappings accepted (the root mapping is level 1).
 ///
 /// A pipeline nests about 6 levels; the limit keeps every recursive walk of
@@ -219,7 +192,7 @@ pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     loop {
         let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
-            pos: Pos::from_marker(*e.marker()),
+            pos: pos_of(*e.marker()),
             message: match e.info() {
                 // The scanner's own limit on `[`/`{` nesting (it scans ahead
                 // of the events, so it can be reached before MAX_DEPTH is).
@@ -525,10 +498,10 @@ impl Builder {
             _ => None,
         };
         if let Some(problem) = tag_problem(&tag) {
-            self.fail(Pos::from_marker(mark), problem);
+            self.fail(pos_of(mark), problem);
             return;
         }
-        let pos = Pos::from_marker(mark);
+        let pos = pos_of(mark);
         match ev {
             Event::DocumentStart => {
                 self.documents += 1;

@@ -37,7 +37,6 @@ use crate::pipeline::{
     format_duration, BuildSpec, ImageSource, Pipeline, ReadySpec, SecretSpec, StepRun, StepSpec,
     When,
 };
-use crate::run::GitInfo;
 use crate::trust::{Trust, STEP_CA_PATH};
 
 mod text;
@@ -69,6 +68,15 @@ pub enum ReleaseChoice {
     Channel(String),
     /// Do not release (a runner candidate, a branch that does not deploy).
     Off,
+}
+
+/// Git facts about the commit being run (`DRYDOCK_GIT_SHA`, the release tags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitInfo {
+    /// Full sha of HEAD.
+    pub sha: Option<String>,
+    /// Branch name.
+    pub branch: Option<String>,
 }
 
 /// Inputs of planning besides the pipeline.

@@ -58,14 +58,9 @@ use crate::trust::Trust;
 /// The sending half of a run's event stream.
 pub type EventSender = mpsc::Sender<Event>;
 
-/// Git facts about the commit being run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GitInfo {
-    /// Full sha of HEAD.
-    pub sha: Option<String>,
-    /// Branch name.
-    pub branch: Option<String>,
-}
+/// Git facts about the commit being run (defined with the plan, which
+/// tags releases with them).
+pub use crate::plan::GitInfo;
 
 /// How to run a pipeline: what planning needs ([`RunOptions::plan_options`])
 /// and what execution needs ([`RunOptions::exec_options`]).
