@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-use super::buildkit::{self, BuilderPreference};
+use super::builder::{self, BuilderPreference};
 use super::endpoint::{Endpoint, EndpointError, EndpointSource};
 use super::EngineError;
 
@@ -76,7 +76,7 @@ pub struct Engine {
     /// For `ssh://` engines: the local socket that carries connections
     /// through `ssh` (kept alive as long as a clone of this engine is).
     tunnel: Option<Arc<super::ssh::SshTunnel>>,
-    /// The builder in use ([`buildkit::Builder`] as a number), shared by the
+    /// The builder in use ([`builder::Builder`] as a number), shared by the
     /// clones so that a fallback to the classic builder sticks.
     pub(crate) builder: Arc<AtomicU8>,
     /// Image id → the system CA bundle files found in it (see
@@ -204,8 +204,8 @@ impl Engine {
         let builder = match flavour {
             // Podman's compatible API builds with Buildah behind the
             // classic build endpoint: no BuildKit session.
-            Flavour::Podman => buildkit::Builder::Classic,
-            Flavour::Docker => buildkit::choose_builder(
+            Flavour::Podman => builder::Builder::Classic,
+            Flavour::Docker => builder::choose_builder(
                 BuilderPreference::from_env(),
                 &api_version,
                 version.os.as_deref().unwrap_or_default(),

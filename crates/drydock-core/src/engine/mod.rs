@@ -2,6 +2,7 @@
 //! bollard). Everything else speaks drydock's own types.
 
 mod build;
+mod builder;
 mod buildkit;
 mod client;
 mod container;
@@ -16,6 +17,7 @@ mod image;
 pub mod labels;
 mod network;
 mod registry;
+mod request;
 mod session;
 mod ssh;
 mod sweep;
@@ -23,8 +25,7 @@ pub mod terminal;
 mod trustplan;
 mod volume;
 
-pub use build::{split_tag, BuildProgress, BuildRequest, Built};
-pub use buildkit::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
+pub use builder::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
 pub use client::{flavour_of, Engine, Flavour, DEFAULT_HOST};
 pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
 pub use endpoint::{Endpoint, EndpointError, EndpointSource};
@@ -34,6 +35,7 @@ pub use registry::{
     registry_host, CredentialsError, PushFailure, RegistryAuth, ENV_PASSWORD, ENV_PASSWORD_FILE,
     ENV_USER,
 };
+pub use request::{split_tag, BuildProgress, BuildRequest, Built};
 pub use sweep::{owner_alive, Leftover};
 pub use terminal::{render_lines, strip_ansi, LineBuffer};
 pub use trustplan::NOTE_PREFIX;

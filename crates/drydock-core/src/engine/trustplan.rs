@@ -20,10 +20,10 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::query_parameters::DownloadFromContainerOptions;
 use futures::StreamExt;
 
-use super::build::{BuildProgress, BuildRequest};
-use super::buildkit::Builder;
+use super::builder::Builder;
 use super::container::ContainerSpec;
 use super::dockerfile::{self, add_ca_mounts, Analysis, Base, CA_SECRET_ID, SYSTEM_BUNDLES};
+use super::request::{BuildProgress, BuildRequest};
 use super::{labels, Engine, EngineError};
 use crate::trust::TRUST_CONTEXT_PATH;
 
