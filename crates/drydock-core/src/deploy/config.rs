@@ -125,7 +125,26 @@ pub fn parse_str(
     channel: &str,
     vars: &Vars,
 ) -> Result<DeployConfig, PipelineError> {
-    crate::pipeline::parse_deploy_config(source, file_label, channel, vars)
+    parse_deploy_config(source, file_label, channel, vars)
+}
+
+/// Validates a deploy config held in memory, with the pipeline's checker
+/// (the same positions, messages and service rules).
+fn parse_deploy_config(
+    source: &str,
+    file_label: &str,
+    channel: &str,
+    vars: &Vars,
+) -> Result<DeployConfig, PipelineError> {
+    let root = crate::pipeline::parse_document(
+        source,
+        file_label,
+        "the deploy config is empty (expected a mapping with version, name, channel and app)",
+    )?;
+    // Deploy configs name no repository paths: the root is never used.
+    crate::pipeline::validate::Checker::new(vars, PathBuf::from("/"))
+        .check_deploy(&root, PathBuf::from(file_label), channel)
+        .map_err(|errors| crate::pipeline::invalid(file_label, errors))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod model;
 pub mod schema;
 pub(crate) mod text;
 pub(crate) mod tree;
-mod validate;
+pub(crate) mod validate;
 
 use std::path::{Path, PathBuf};
 
@@ -99,24 +99,6 @@ pub fn parse_str(
     }
 }
 
-/// Validates a deploy config (see [`crate::deploy::config`]) held in memory.
-pub(crate) fn parse_deploy_config(
-    source: &str,
-    file_label: &str,
-    channel: &str,
-    vars: &Vars,
-) -> Result<crate::deploy::config::DeployConfig, PipelineError> {
-    let root = parse_document(
-        source,
-        file_label,
-        "the deploy config is empty (expected a mapping with version, name, channel and app)",
-    )?;
-    // Deploy configs name no repository paths: the root is never used.
-    validate::Checker::new(vars, PathBuf::from("/"))
-        .check_deploy(&root, PathBuf::from(file_label), channel)
-        .map_err(|errors| invalid(file_label, errors))
-}
-
 fn diagnostic(file_label: &str, pos: tree::Pos, message: String) -> Diagnostic {
     Diagnostic {
         file: file_label.to_string(),
@@ -127,7 +109,7 @@ fn diagnostic(file_label: &str, pos: tree::Pos, message: String) -> Diagnostic {
 }
 
 /// Parses a document into a positioned tree; an empty one is invalid.
-fn parse_document(
+pub(crate) fn parse_document(
     source: &str,
     file_label: &str,
     empty_message: &str,
@@ -145,7 +127,7 @@ fn parse_document(
 }
 
 /// All problems found, in order, as one error.
-fn invalid(file_label: &str, errors: Vec<(tree::Pos, String)>) -> PipelineError {
+pub(crate) fn invalid(file_label: &str, errors: Vec<(tree::Pos, String)>) -> PipelineError {
     invalid_with(file_label, errors, Vec::new())
 }
 
