@@ -404,6 +404,19 @@ fn walk(
 }
 
 /// Counts and failed cases of a report read from `source`.
+/// A test case's name as summaries give it: `classname::name` (or `name`
+/// without a class), at most [`MAX_NAME_CHARS`] characters.
+fn case_name(e: &BytesStart) -> String {
+    let class = attr(e, b"classname").unwrap_or_default();
+    let name = attr(e, b"name").unwrap_or_default();
+    let full = if class.is_empty() {
+        name
+    } else {
+        format!("{class}::{name}")
+    };
+    full.chars().take(MAX_NAME_CHARS).collect()
+}
+
 fn summarize_reader(source: impl Read + 'static, label: &str) -> Result<JunitSummary, JunitError> {
     let mut summary = JunitSummary::default();
     let mut case: Option<(String, CaseOutcome)> = None;
@@ -427,14 +440,7 @@ fn summarize_reader(source: impl Read + 'static, label: &str) -> Result<JunitSum
                     };
                 }
                 b"testcase" if case.is_none() => {
-                    let class = attr(e, b"classname").unwrap_or_default();
-                    let name = attr(e, b"name").unwrap_or_default();
-                    let full = if class.is_empty() {
-                        name
-                    } else {
-                        format!("{class}::{name}")
-                    };
-                    let full: String = full.chars().take(MAX_NAME_CHARS).collect();
+                    let full = case_name(e);
                     if matches!(event, Xml::Empty(_)) {
                         CaseOutcome::Passed.add_to(&mut summary.counts);
                     } else {
@@ -840,15 +846,7 @@ pub fn merge_reports<'a>(
             if flaky.is_empty() {
                 return false;
             }
-            let class = attr(e, b"classname").unwrap_or_default();
-            let name = attr(e, b"name").unwrap_or_default();
-            let full = if class.is_empty() {
-                name
-            } else {
-                format!("{class}::{name}")
-            };
-            let full: String = full.chars().take(MAX_NAME_CHARS).collect();
-            flaky.contains(&full)
+            flaky.contains(&case_name(e))
         };
         let flaky_mark = |w: &mut Writer<_>| {
             let mut mark = BytesStart::new("flakyFailure");
