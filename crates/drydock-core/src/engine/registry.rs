@@ -365,13 +365,6 @@ impl PushFailure {
             PushFailure::ImageMissing
         } else if m.contains("http response to https client") {
             PushFailure::Insecure
-        } else if m.contains("unauthorized")
-            || m.contains("authentication required")
-            || m.contains("no basic auth credentials")
-            || m.contains("401")
-            || m.contains("access to the resource is denied")
-        {
-            PushFailure::Authentication
         } else if m.contains("connection refused")
             || m.contains("no such host")
             || m.contains("dial tcp")
@@ -380,7 +373,17 @@ impl PushFailure {
             || m.contains("no route to host")
             || m.contains("connection reset")
         {
+            // Before the status words: the registry's address, which every
+            // message names, may hold "401" (port 40137).
             PushFailure::Unreachable
+        } else if m.contains("unauthorized")
+            || m.contains("authentication required")
+            || m.contains("no basic auth credentials")
+            || m.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|word| word == "401")
+            || m.contains("access to the resource is denied")
+        {
+            PushFailure::Authentication
         } else {
             PushFailure::Refused
         }
@@ -682,6 +685,13 @@ mod tests {
                 "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused",
                 Unreachable,
             ),
+            // A port that holds "401" is not an HTTP status.
+            (
+                "Get \"http://127.0.0.1:40137/v2/\": dial tcp 127.0.0.1:40137: connect: connection refused",
+                Unreachable,
+            ),
+            ("manifest push: status 401", Authentication),
+            ("received unexpected HTTP status: 500 Internal Server Error (registry 127.0.0.1:40137)", Refused),
             (
                 "Get \"https://r:1/v2/\": http: server gave HTTP response to HTTPS client",
                 Insecure,
