@@ -40,6 +40,19 @@ impl CliError {
         Self::new(EXIT_INVALID, message.into())
     }
 
+    /// A command line that cannot be used (exit 2; `invalid_usage` for
+    /// tools, where [`CliError::invalid`] is `invalid_configuration`).
+    pub fn usage(message: impl Into<String>) -> Self {
+        let mut e = Self::invalid(message);
+        e.failure = Some(Box::new(RunFailure {
+            kind: FailureKind::InvalidUsage,
+            message: e.message.clone(),
+            location: None,
+            problems: Vec::new(),
+        }));
+        e
+    }
+
     /// Infrastructure failure (exit 3).
     pub fn infra(message: impl Into<String>) -> Self {
         Self::new(EXIT_INFRA, message.into())

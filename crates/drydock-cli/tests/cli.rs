@@ -322,6 +322,30 @@ async fn green_runs_release_and_rollback_moves_the_channel_back() {
     .unwrap()
     .trim()
     .to_string();
+    // A results folder of its own inside the repository is not a change.
+    let clean = run_id("clean");
+    let output = repo
+        .run(
+            &[
+                "run",
+                "pipelines/tiny.yml",
+                "--run-id",
+                &clean,
+                "--results",
+                "./own-results/../own-results",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        !text(&output).contains("not committed"),
+        "{}",
+        text(&output)
+    );
+    let _ = engine
+        .remove_image(&format!("drydock-test/tiny:{clean}"), true)
+        .await;
     std::fs::write(repo.path().join("app/untracked.txt"), "not committed\n").unwrap();
     let dirty = run_id("dirty");
     let output = repo

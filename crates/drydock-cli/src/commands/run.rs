@@ -202,9 +202,19 @@ async fn mark_dirty(mut git: GitInfo, repo_root: &Path, results: Option<&Path>) 
             ".",
         ])
         .arg(":(exclude).drydock");
+    // Both resolved (symlinks, `..`) as far as they exist: the results
+    // folder usually does not exist yet.
+    let real = |path: &Path| -> Option<PathBuf> {
+        let abs = std::path::absolute(path).ok()?;
+        abs.ancestors().find_map(|existing| {
+            let rest = abs.strip_prefix(existing).ok()?;
+            Some(existing.canonicalize().ok()?.join(rest))
+        })
+    };
     if let Some(rel) = results
-        .and_then(|r| std::path::absolute(r).ok())
-        .and_then(|r| r.strip_prefix(repo_root).ok().map(Path::to_path_buf))
+        .and_then(real)
+        .zip(real(repo_root))
+        .and_then(|(r, root)| r.strip_prefix(&root).ok().map(Path::to_path_buf))
         .filter(|r| !r.as_os_str().is_empty())
     {
         cmd.arg(format!(":(exclude){}", rel.display()));
@@ -340,30 +350,27 @@ fn refused(json: bool, run_id: &str, planned: Option<&plan::Plan>, error: CliErr
     error
 }
 
+/// A run id given with `--run-id`: up to 64 letters, digits, `_`, `.` or
+/// `-` (a label value, an image tag and a folder name alike).
+pub(crate) fn check_run_id(id: &str) -> Result<String, CliError> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(id.to_string())
+    } else {
+        Err(CliError::usage(format!(
+            "invalid run id {id:?}: use up to 64 letters, digits, `_`, `.` or `-`"
+        )))
+    }
+}
+
 /// `drydock run`.
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let run_id = match &args.run_id {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
-        {
-            id.clone()
-        }
-        Some(id) => {
-            let mut e = CliError::invalid(format!(
-                "invalid run id {id:?}: use up to 64 letters, digits, `_`, `.` or `-`"
-            ));
-            e.failure = Some(Box::new(drydock_core::events::RunFailure {
-                kind: drydock_core::events::FailureKind::InvalidUsage,
-                message: e.message.clone(),
-                location: None,
-                problems: Vec::new(),
-            }));
-            return Err(refused(args.json, "", None, e));
-        }
+        Some(id) => check_run_id(id).map_err(|e| refused(args.json, "", None, e))?,
         None => run::new_run_id(),
     };
     let release = match (&args.channel, args.no_release) {
@@ -374,7 +381,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
                     args.json,
                     &run_id,
                     None,
-                    CliError::invalid(format!(
+                    CliError::usage(format!(
                         "--channel {channel:?}: expected an image tag [A-Za-z0-9_][A-Za-z0-9_.-]* (at most 128 characters)"
                     )),
                 ));

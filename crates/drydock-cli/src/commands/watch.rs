@@ -46,20 +46,7 @@ const FORCED_TEARDOWN: Duration = Duration::from_secs(1);
 /// at start.
 pub async fn watch(args: WatchArgs) -> Result<u8, CliError> {
     let run_id = match &args.run_id {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
-        {
-            id.clone()
-        }
-        Some(id) => {
-            return Err(CliError::invalid(format!(
-                "invalid run id {id:?}: use up to 64 letters, digits, `_`, `.` or `-`"
-            )))
-        }
+        Some(id) => super::run::check_run_id(id)?,
         None => run::new_run_id(),
     };
     let repo_root = pipeline::find_repo_root(&args.pipeline);
@@ -103,12 +90,12 @@ pub async fn watch(args: WatchArgs) -> Result<u8, CliError> {
     let stop = CancellationToken::new();
     let runtime = Arc::new(engine.clone());
     let signals = tokio::spawn(watch_signals(stop.clone(), engine.clone(), plan.clone()));
-    eprintln!(
+    errln!(
         "drydock watch: run {run_id}, tier {}, {} (Ctrl-C to stop)",
         plan.tiers[tier].name,
         crate::report::plural(steps.len() as u64, "step")
     );
-    let note = |line: String| eprintln!("  {line}");
+    let note = |line: String| errln!("  {line}");
     let started = tokio::select! {
         s = Session::start(plan.clone(), runtime.clone(), options, tier, steps, &note) => Some(s),
         _ = stop.cancelled() => None,
@@ -121,14 +108,14 @@ pub async fn watch(args: WatchArgs) -> Result<u8, CliError> {
             signals.abort();
             if let WatchError::Build { tail, .. } = &e {
                 for line in tail {
-                    eprintln!("    {line}");
+                    errln!("    {line}");
                 }
             }
             return Err(cli_error(e));
         }
         None => {
             watch::remove_all(runtime.as_ref(), &plan).await;
-            eprintln!("drydock watch: stopped; everything it created is removed");
+            errln!("drydock watch: stopped; everything it created is removed");
             return Ok(EXIT_INTERRUPTED);
         }
     };
@@ -153,11 +140,11 @@ pub async fn watch(args: WatchArgs) -> Result<u8, CliError> {
         .map(|(p, _)| relative(&plan.repo_root, p))
         .collect();
     if roots.is_empty() {
-        eprintln!(
+        errln!(
             "  watching nothing: the tier's steps mount no repository path and it builds nothing"
         );
     } else {
-        eprintln!("  watching {}", roots.join(", "));
+        errln!("  watching {}", roots.join(", "));
     }
     let repo_root = plan.repo_root.clone();
     let mut print = |report: Report| print_report(&repo_root, report);
@@ -165,7 +152,7 @@ pub async fn watch(args: WatchArgs) -> Result<u8, CliError> {
     drop(watcher);
     let removed = session.teardown().await;
     signals.abort();
-    eprintln!(
+    errln!(
         "drydock watch: stopped; removed {} it created",
         crate::report::plural(removed as u64, "object")
     );
@@ -205,10 +192,10 @@ fn print_report(repo_root: &Path, report: Report) {
             } else {
                 String::new()
             };
-            eprintln!("· saved {first}{more}");
+            errln!("· saved {first}{more}");
         }
         Report::Rebuilding { build, .. } => {
-            eprintln!("· the build {build} reads a saved file: rebuilding it");
+            errln!("· the build {build} reads a saved file: rebuilding it");
         }
         Report::Rebuilt {
             build,
@@ -216,25 +203,25 @@ fn print_report(repo_root: &Path, report: Report) {
             duration,
         } => {
             if changed {
-                eprintln!(
+                errln!(
                     "· rebuilt {build} in {:.1}s: its containers are new",
                     duration.as_secs_f64()
                 );
             } else {
-                eprintln!("· rebuilt {build}: image unchanged");
+                errln!("· rebuilt {build}: image unchanged");
             }
         }
         Report::RebuildFailed { build, error, tail } => {
-            eprintln!("✘ build {build}: {error} (the previous image stays)");
+            errln!("✘ build {build}: {error} (the previous image stays)");
             for line in tail {
-                eprintln!("    {line}");
+                errln!("    {line}");
             }
         }
         Report::Step(result) => {
-            println!("{}", watch::summary_line(&result));
+            outln!("{}", watch::summary_line(&result));
             if !result.status.is_success() {
                 for line in &result.tail {
-                    println!("    {line}");
+                    outln!("    {line}");
                 }
             }
         }
@@ -252,15 +239,16 @@ async fn watch_signals(stop: CancellationToken, engine: Engine, plan: plan::Plan
         return;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("\ndrydock watch: stopping, removing what it created (again to force)…");
+    errln!("\ndrydock watch: stopping, removing what it created (again to force)…");
     stop.cancel();
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("drydock watch: stopping now");
+    errln!("drydock watch: stopping now");
     let removed = tokio::time::timeout(FORCED_TEARDOWN, watch::remove_all(&engine, &plan)).await;
     if removed.is_err() {
-        eprintln!(
+        errln!(
             "drydock watch: containers of run {} may be left: `drydock gc --run {}` removes them",
-            plan.run_id, plan.run_id
+            plan.run_id,
+            plan.run_id
         );
     }
     std::process::exit(EXIT_INTERRUPTED.into());

@@ -181,6 +181,26 @@ impl Checker<'_> {
         (self.errors.len() == before).then_some(items)
     }
 
+    /// Reports a need that names no tier (`step: None`; `known` the tiers)
+    /// or no step of `tier` (`known` its steps), with a "did you mean".
+    fn unknown_need(
+        &mut self,
+        pos: Pos,
+        need: &str,
+        tier: &str,
+        step: Option<&str>,
+        known: &[&str],
+    ) {
+        let hint = suggest(step.unwrap_or(tier), known)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        let message = match step {
+            None => format!("unknown tier `{tier}` in need {need:?}{hint}"),
+            Some(step) => format!("unknown step `{step}` in tier `{tier}` (need {need:?}{hint})"),
+        };
+        self.err(pos, message);
+    }
+
     /// For a pipeline with refused tiers or steps: every `needs` entry must
     /// name a declared tier and, in it, a declared step (by `name:`, a
     /// matrix step by its base name). Cycles are checked once all is valid.
@@ -206,25 +226,13 @@ impl Checker<'_> {
                         continue; // maybe the tier whose name was refused
                     }
                     let names: Vec<&str> = refs.iter().filter_map(|r| r.name.as_deref()).collect();
-                    let hint = suggest(tier_name, &names)
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
-                    self.err(
-                        *pos,
-                        format!("unknown tier `{tier_name}` in need {need:?}{hint}"),
-                    );
+                    self.unknown_need(*pos, need, tier_name, None, &names);
                     continue;
                 };
                 if !target.declared_steps.iter().any(|s| s == step_name) {
                     let names: Vec<&str> =
                         target.declared_steps.iter().map(String::as_str).collect();
-                    let hint = suggest(step_name, &names)
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
-                    self.err(
-                        *pos,
-                        format!("unknown step `{step_name}` in tier `{tier_name}` (need {need:?}{hint})"),
-                    );
+                    self.unknown_need(*pos, need, tier_name, Some(step_name), &names);
                 }
             }
         }
@@ -255,13 +263,7 @@ impl Checker<'_> {
                     };
                     let Some(nt) = tiers.iter().position(|x| x.name == tier_name) else {
                         let names: Vec<&str> = tiers.iter().map(|x| x.name.as_str()).collect();
-                        let hint = suggest(tier_name, &names)
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default();
-                        self.err(
-                            *pos,
-                            format!("unknown tier `{tier_name}` in need {need:?}{hint}"),
-                        );
+                        self.unknown_need(*pos, need, tier_name, None, &names);
                         continue;
                     };
                     let matches: Vec<usize> = tiers[nt]
@@ -274,16 +276,7 @@ impl Checker<'_> {
                     if matches.is_empty() {
                         let names: Vec<&str> =
                             tiers[nt].steps.iter().map(|st| st.base_name()).collect();
-                        let hint = suggest(step_name, &names)
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default();
-                        self.err(
-                            *pos,
-                            format!(
-                                "unknown step `{step_name}` in tier `{}` (need {need:?}{hint})",
-                                tiers[nt].name
-                            ),
-                        );
+                        self.unknown_need(*pos, need, &tiers[nt].name, Some(step_name), &names);
                         continue;
                     }
                     for m in matches {
