@@ -1,5 +1,6 @@
-//! Embedding drydock: load a pipeline, run it on the local engine, receive
-//! typed events, and cancel on Ctrl-C.
+//! Embedding drydock: load a pipeline, run it on the local engine through a
+//! run session (the one the CLI and the runner use), receive typed events,
+//! and cancel on Ctrl-C.
 //!
 //! ```text
 //! cargo run -p drydock-core --example run_pipeline -- pipelines/flask-api.yml
@@ -12,8 +13,9 @@ use std::time::Duration;
 use drydock_core::engine::Engine;
 use drydock_core::events::Event;
 use drydock_core::pipeline::{self, Vars};
-use drydock_core::plan::ReleaseChoice;
+use drydock_core::plan::{self, ReleaseChoice};
 use drydock_core::run::{self, CancelReason, GitInfo, RunCancel, RunOptions};
+use drydock_core::session::{self, FnSink};
 use drydock_core::trust::Trust;
 
 #[tokio::main]
@@ -33,8 +35,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. Connect to the engine the docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT, the current context, the local socket).
     let engine = Arc::new(Engine::connect().await?);
 
-    // 3. Run, receiving events on a channel; cancel on Ctrl-C.
-    let (events, mut received) = tokio::sync::mpsc::channel(256);
+    // 3. Run through a session: it writes the results folder and hands every
+    //    event, in order, to our sinks (here a closure); cancel on Ctrl-C.
     let cancel = RunCancel::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
@@ -54,27 +56,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ledger: drydock_core::release::Ledger::default_path(),
         release_fence: None,
     };
-    let run =
-        tokio::spawn(
-            async move { run::run_pipeline(&pipeline, engine, options, events, cancel).await },
-        );
-
-    while let Some(event) = received.recv().await {
-        match event {
-            Event::StepFinished {
-                tier,
-                step,
-                status,
-                duration_ms,
-                ..
-            } => {
-                println!("{tier}/{step}: {} in {duration_ms} ms", status.word())
-            }
-            Event::TierFinished { tier, status, .. } => println!("tier {tier}: {}", status.word()),
-            _ => {}
-        }
-    }
-    let report = run.await?;
-    println!("run {}: {:?}", report.run_id, report.outcome);
+    let plan = plan::plan(&pipeline, &options.plan_options());
+    let show = FnSink(|event: &Event| match event {
+        Event::StepFinished {
+            tier,
+            step,
+            status,
+            duration_ms,
+            ..
+        } => println!("{tier}/{step}: {} in {duration_ms} ms", status.word()),
+        Event::TierFinished { tier, status, .. } => println!("tier {tier}: {}", status.word()),
+        _ => {}
+    });
+    let ended = session::run_session(&plan, engine, options, cancel, vec![Box::new(show)]).await?;
+    let report = ended.report;
+    println!(
+        "run {}: {:?} ({} steps; results in {})",
+        report.run_id,
+        report.outcome,
+        ended.summary.steps.len(),
+        std::env::temp_dir()
+            .join("drydock-example")
+            .join(&report.run_id)
+            .display()
+    );
     std::process::exit(report.outcome.exit_code());
 }

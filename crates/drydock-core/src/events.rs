@@ -7,6 +7,31 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::engine::LogStream;
 
+/// A consumer of a run's events: the terminal, `--json` output, the results
+/// folder, the runner's database and status page. The run session
+/// ([`crate::session`]) calls every sink on one thread of its own, off the
+/// async runtime, with every event in the order the executor sent it and the
+/// time it was received (the same stamp for every sink).
+pub trait EventSink: Send {
+    /// One event, stamped `at` (when the session received it).
+    fn handle(&mut self, event: &Event, at: Timestamp);
+    /// No event is waiting: write out what is buffered.
+    fn idle(&mut self) {}
+    /// Called at least every [`SINK_TICK`] while the run goes on (progress
+    /// lines use it), with the time now.
+    fn tick(&mut self, _now: Timestamp) {}
+    /// The stream ended ([`Event::RunFinished`] was the last event, or the
+    /// executor stopped sending).
+    fn finish(&mut self) {}
+}
+
+/// When something happened: UTC, as recorded in `events.ndjson` (see
+/// [`format_ts`]).
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// How often [`EventSink::tick`] is called at least: 250 ms.
+pub const SINK_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -16,6 +16,7 @@ pub mod release;
 pub mod report;
 pub mod run;
 pub mod secrets;
+pub mod session;
 pub mod trust;
 pub mod watch;
 

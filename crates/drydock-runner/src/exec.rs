@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use drydock_core::deploy::{self, Outcome as DeployOutcome, Which};
-use drydock_core::events::{Event, Outcome};
+use drydock_core::events::{Event, EventSink, Outcome, Timestamp};
 use drydock_core::pipeline::{self, Vars};
 use drydock_core::plan::ReleaseChoice;
 use drydock_core::release::{self, ChannelRef, Ledger};
-use drydock_core::report::ResultsWriter;
-use drydock_core::run::{run_pipeline, CancelReason, GitInfo, RunOptions};
+use drydock_core::run::{CancelReason, GitInfo, RunOptions};
+use drydock_core::session;
 use drydock_core::trust::Trust;
 use futures::future::BoxFuture;
 
@@ -596,48 +596,10 @@ async fn execute_in(
     };
 
     // 3. Run it.
-    let results_dir = shared.results_dir(&run.id);
-    let mut results = match ResultsWriter::create(&results_dir) {
-        Ok(r) => r,
-        Err(e) => {
-            return EndingError::new(
-                RunState::Errored,
-                format!("cannot create the results folder: {e}"),
-            )
-        }
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
-    let consumer = {
-        let shared = shared.clone();
-        let id = run.id.clone();
-        let log = log.clone();
-        std::thread::spawn(move || {
-            let mut live = Live::default();
-            while let Some(event) = rx.blocking_recv() {
-                // Nothing follows the end of the run: do not wait for a
-                // sender that a task given up on still holds.
-                let last = matches!(event, Event::RunFinished { .. });
-                if let Err(e) = results.handle(&event) {
-                    tracing::warn!("results folder: {e}");
-                }
-                if live.handle(&event, &log) {
-                    shared
-                        .live
-                        .lock()
-                        .unwrap()
-                        .insert(id.clone(), live.summary.clone());
-                }
-                if last {
-                    break;
-                }
-            }
-            shared.live.lock().unwrap().insert(id, live.summary.clone());
-        })
-    };
     let options = RunOptions {
         // Each attempt has its own engine id (labels, container names).
         run_id: engine_run_id(&run.id, lease.attempt),
-        results_dir,
+        results_dir: shared.results_dir(&run.id),
         trust: Trust::from_env(),
         git: GitInfo {
             sha: Some(tested.clone()),
@@ -649,34 +611,37 @@ async fn execute_in(
         ledger: Ledger::default_path(),
         release_fence: Some(release_fence(shared, lease)),
     };
-    let runtime = Arc::new(shared.engine.clone());
+    let plan = drydock_core::plan::plan(&pipeline, &options.plan_options());
+    let live = Live {
+        summary: RunSummary::default(),
+        shared: shared.clone(),
+        id: run.id.clone(),
+        log: log.clone(),
+    };
     // The run's cancel handle: the API (here, or at any runner through the
     // store) cancels with ApiCancel, the runner stopping or a lost lease
     // with Signal, the per-run deadline below with Timeout.
     let run_cancel = handle.cancel.clone();
-    let mut task = {
-        let run_cancel = run_cancel.clone();
-        tokio::spawn(async move { run_pipeline(&pipeline, runtime, options, tx, run_cancel).await })
-    };
+    let session = session::run_session(
+        &plan,
+        Arc::new(shared.engine.clone()),
+        options,
+        run_cancel.clone(),
+        vec![Box::new(live)],
+    );
+    tokio::pin!(session);
     let timeout = shared.config.run_timeout;
-    let (report, timed_out) = tokio::select! {
-        r = &mut task => (r, false),
+    let (ended, timed_out) = tokio::select! {
+        r = &mut session => (r, false),
         _ = tokio::time::sleep(timeout) => {
             log.note(&format!("timed out after {}; stopping", pipeline::format_duration(timeout)));
             run_cancel.cancel(CancelReason::Timeout);
-            (task.await, true)
+            (session.await, true)
         }
     };
-    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
-    let report = match report {
-        Ok(r) => r,
-        Err(panic) => {
-            let _ = shared
-                .engine
-                .remove_run(&engine_run_id(&run.id, lease.attempt))
-                .await;
-            return EndingError::new(RunState::Errored, format!("internal error: {panic}"));
-        }
+    let report = match ended {
+        Ok(ended) => ended.report,
+        Err(e) => return EndingError::new(RunState::Errored, e.to_string()),
     };
     // A run whose release was recorded passed, whatever stopped it after.
     if timed_out && report.released.is_none() {
@@ -939,15 +904,40 @@ async fn deploy_on_green(
     summary
 }
 
-/// Builds the live summary from events and writes step output to `run.log`.
-#[derive(Default)]
+/// The runner's event sink: builds the live summary the status page and the
+/// store show, and writes step output to `run.log`.
 struct Live {
     summary: RunSummary,
+    shared: Arc<Shared>,
+    /// The run (its store id, not the engine's run id).
+    id: String,
+    log: RunLog,
+}
+
+impl EventSink for Live {
+    fn handle(&mut self, event: &Event, _at: Timestamp) {
+        let log = self.log.clone();
+        if self.update(event, &log) {
+            self.publish();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.publish();
+    }
 }
 
 impl Live {
+    fn publish(&self) {
+        self.shared
+            .live
+            .lock()
+            .unwrap()
+            .insert(self.id.clone(), self.summary.clone());
+    }
+
     /// Returns true when the summary changed.
-    fn handle(&mut self, event: &Event, log: &RunLog) -> bool {
+    fn update(&mut self, event: &Event, log: &RunLog) -> bool {
         match event {
             Event::RunStarted { pipeline, .. } => {
                 self.summary.pipeline = pipeline.clone();

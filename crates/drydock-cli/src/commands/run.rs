@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drydock_core::engine::Engine;
-use drydock_core::events::Event;
+use drydock_core::events::{Event, EventSink};
 use drydock_core::pipeline::{self, Pipeline, PipelineError, Vars};
 use drydock_core::plan::{self, ReleaseChoice};
-use drydock_core::report::{self, ResultsWriter};
+use drydock_core::report;
 use drydock_core::run::{self, CancelReason, GitInfo, RunCancel, RunOptions};
+use drydock_core::session;
 use drydock_core::trust::Trust;
 
 use crate::error::CliError;
 use crate::report::{
     json::JsonReporter,
     terminal::{TerminalOptions, TerminalReporter},
-    Reporter,
 };
 
 /// Arguments of `drydock run`.
@@ -441,15 +441,8 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
             )))
         })?,
     };
-    let results_dir = results_root.join(&run_id);
-    let mut results = ResultsWriter::create(&results_dir).map_err(|e| {
-        refuse(CliError::infra(format!(
-            "cannot create results folder {}: {e}",
-            results_dir.display()
-        )))
-    })?;
-    options.results_dir = results_dir;
-    let mut reporter: Box<dyn Reporter> = if args.json {
+    options.results_dir = results_root.join(&run_id);
+    let reporter: Box<dyn EventSink> = if args.json {
         Box::new(JsonReporter::new(&run_id))
     } else {
         Box::new(TerminalReporter::new(TerminalOptions {
@@ -459,52 +452,6 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         }))
     };
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
-    // Reporters write files and terminals: keep them off the async runtime.
-    // Each event is stamped once, when received, for the terminal, --json
-    // and events.ndjson alike; what is buffered is written out as soon as
-    // no event is waiting (a log line reaches a reader within milliseconds).
-    let handle = tokio::runtime::Handle::current();
-    let consumer = std::thread::spawn(move || {
-        use tokio::sync::mpsc::error::TryRecvError;
-        loop {
-            let event = match rx.try_recv() {
-                Ok(event) => Some(event),
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    if let Err(e) = results.flush() {
-                        tracing::warn!("results folder: {e}");
-                    }
-                    reporter.idle();
-                    // The timer is made on the runtime (inside block_on).
-                    let next = handle.block_on(async {
-                        tokio::time::timeout(crate::report::TICK, rx.recv()).await
-                    });
-                    match next {
-                        Ok(Some(event)) => Some(event),
-                        Ok(None) => break,
-                        Err(_) => None,
-                    }
-                }
-            };
-            let now = chrono::Utc::now();
-            reporter.tick(now);
-            let Some(event) = event else { continue };
-            // Nothing follows the end of the run: do not wait for a
-            // sender that a task given up on still holds.
-            let last = matches!(event, Event::RunFinished { .. });
-            if let Err(e) = results.handle_at(&event, now) {
-                tracing::warn!("results folder: {e}");
-            }
-            reporter.handle(&event, now);
-            if last {
-                break;
-            }
-        }
-        let _ = results.flush();
-        reporter.finish();
-    });
-
     let cancel = RunCancel::new();
     let ledger = options.ledger.clone();
     let signals = tokio::spawn(watch_signals(
@@ -512,27 +459,33 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         ledger.clone(),
         run_id.clone(),
     ));
-    let runtime = Arc::new(engine.clone());
-    let exec = options.exec_options();
     let asked_to_stop = cancel.clone();
-    let task = tokio::spawn(async move { run::run_plan(&plan, runtime, exec, tx, cancel).await });
-    let report = task.await;
+    let ended = session::run_session(
+        &plan,
+        Arc::new(engine.clone()),
+        options,
+        cancel,
+        vec![reporter],
+    )
+    .await;
     signals.abort();
-    if let Ok(Err(_)) = tokio::task::spawn_blocking(move || consumer.join()).await {
-        errln!("drydock: internal error: the reporter stopped early (the results folder may be incomplete)");
-    }
-
-    let report = match report {
-        Ok(report) => report,
-        Err(panic) => {
-            // The executor died: its teardown did not run, so sweep by label.
-            let _ = engine.remove_run(&run_id).await;
+    let report = match ended {
+        Ok(ended) => {
+            if ended.sink_failed {
+                errln!("drydock: internal error: the reporter stopped early (the results folder may be incomplete)");
+            }
+            ended.report
+        }
+        Err(e @ session::SessionError::ResultsFolder { .. }) => {
+            return Err(refuse(CliError::infra(e.to_string())))
+        }
+        Err(e) => {
             return Err(refused(
                 args.json,
                 &run_id,
                 None,
-                CliError::infra(format!("internal error in run {run_id}: {panic}")),
-            ));
+                CliError::infra(e.to_string()),
+            ))
         }
     };
     // The executor recorded the release (and moved the channel) itself. A

@@ -8,7 +8,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use drydock_core::events::{Event, Record};
 
-use super::Reporter;
+use drydock_core::events::EventSink;
 
 /// Writes the event stream v1.
 pub struct JsonReporter {
@@ -26,7 +26,7 @@ impl JsonReporter {
     }
 }
 
-impl Reporter for JsonReporter {
+impl EventSink for JsonReporter {
     fn handle(&mut self, event: &Event, ts: DateTime<Utc>) {
         let record = Record {
             ts,

@@ -1,25 +1,8 @@
-//! Reporters: consume a run's events, never touch the engine.
+//! Reporters: event sinks ([`drydock_core::events::EventSink`]) that show a
+//! run's events; they never touch the engine.
 
 pub mod json;
 pub mod terminal;
-
-use chrono::{DateTime, Utc};
-use drydock_core::events::Event;
-
-/// Something that shows a run's events.
-pub trait Reporter: Send {
-    /// One event, in order, with the time it was received.
-    fn handle(&mut self, event: &Event, ts: DateTime<Utc>);
-    /// No event is waiting: write out what is buffered.
-    fn idle(&mut self) {}
-    /// Called at least every [`TICK`] while the run goes on.
-    fn tick(&mut self, _now: DateTime<Utc>) {}
-    /// The stream ended.
-    fn finish(&mut self) {}
-}
-
-/// How often [`Reporter::tick`] is called at least.
-pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `1 object`, `3 objects`.
 pub fn plural(n: u64, noun: &str) -> String {

@@ -15,7 +15,8 @@ use console::{style, Term};
 use drydock_core::events::{format_ts, Event, Outcome, Status, TestCounts};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{human_duration, Reporter};
+use super::human_duration;
+use drydock_core::events::EventSink;
 
 /// Terminal reporter; spinners only when stdout is a terminal.
 pub struct TerminalReporter {
@@ -138,7 +139,7 @@ pub(crate) fn elapsed_text(d: chrono::TimeDelta) -> String {
     }
 }
 
-impl Reporter for TerminalReporter {
+impl EventSink for TerminalReporter {
     fn tick(&mut self, now: DateTime<Utc>) {
         let Some(interval) = self.progress_interval else {
             return;

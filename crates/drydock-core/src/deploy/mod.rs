@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::{labels, ContainerSpec, Engine, EngineError, Leftover};
 use crate::pipeline::{format_duration, Probe, ReadySpec};
 use crate::release::{ChannelRef, Ledger};
+use crate::run::ready::{probe_once, wait_ready, Backoff, Check, NotReady};
 use config::{DeployConfig, DeployService, APP_ALIAS};
 
 pub use channel::{deploy_channel, describe_entry, ChannelDeployError, Deployed, Which};
@@ -824,6 +825,9 @@ pub async fn deploy(
     })
 }
 
+/// Waits until the new app container is healthy (its HEALTHCHECK, when it
+/// has one) and answers over the path traffic will take (through the proxy,
+/// at `ready_path` when it has no HEALTHCHECK).
 async fn wait_healthy(
     engine: &Engine,
     layout: &Layout,
@@ -832,30 +836,28 @@ async fn wait_healthy(
     name: &str,
     has_healthcheck: bool,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + config.app.ready_timeout;
-    let mut last = String::from("no answer yet");
-    let mut healthy = false;
-    loop {
-        let state = engine
-            .container_state(id)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !state.running {
-            return Err(format!(
-                "it exited with code {} before it was healthy",
-                state.exit_code.unwrap_or(-1)
-            ));
-        }
-        if has_healthcheck && !healthy {
-            match state.health.as_deref() {
-                Some("healthy") => healthy = true,
-                Some("unhealthy") => {
-                    return Err("its health check failed (status unhealthy)".to_string())
+    let waited = wait_ready(
+        engine,
+        id,
+        Instant::now(),
+        config.app.ready_timeout,
+        Backoff::fixed(POLL),
+        TAIL_LINES,
+        |state| async move {
+            if has_healthcheck {
+                match state.health.as_deref() {
+                    Some("healthy") => {}
+                    Some("unhealthy") => {
+                        return Check::Failed("its health check failed (status unhealthy)".into())
+                    }
+                    other => {
+                        return Check::NotYet(format!(
+                            "health status {}",
+                            other.unwrap_or("unknown")
+                        ))
+                    }
                 }
-                other => last = format!("health status {}", other.unwrap_or("unknown")),
             }
-        }
-        if healthy || !has_healthcheck {
             // Also reachable over the path traffic will take.
             let path = if has_healthcheck {
                 None
@@ -863,17 +865,23 @@ async fn wait_healthy(
                 config.app.ready_path.as_deref()
             };
             match probe_from_proxy(engine, layout, name, config.app.port, path).await {
-                Ok(()) => return Ok(()),
-                Err(why) => last = why,
+                Ok(()) => Check::Ready,
+                Err(why) => Check::NotYet(why),
             }
+        },
+    )
+    .await;
+    match waited {
+        Ok(_) => Ok(()),
+        Err(NotReady::Exited { code, .. }) => {
+            Err(format!("it exited with code {code} before it was healthy"))
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "not healthy within {}: {last}",
-                format_duration(config.app.ready_timeout)
-            ));
-        }
-        tokio::time::sleep(POLL).await;
+        Err(NotReady::Failed { why, .. }) => Err(why),
+        Err(NotReady::TimedOut { last, .. }) => Err(format!(
+            "not healthy within {}: {last}",
+            format_duration(config.app.ready_timeout)
+        )),
+        Err(NotReady::Engine(e)) => Err(e),
     }
 }
 
@@ -1001,48 +1009,48 @@ async fn wait_service_ready(
     id: &str,
     ready: &ReadySpec,
 ) -> Result<(), DeployError> {
-    let deadline = Instant::now() + ready.timeout;
-    let mut backoff = ready.interval;
     let not_ready = |why: String, log_tail: Vec<String>| DeployError::ServiceNotReady {
         channel: channel.to_string(),
         service: service.name.clone(),
         why,
         log_tail,
     };
-    loop {
-        let state = engine.container_state(id).await?;
-        let result: Result<(), String> = if !state.running {
-            Err(format!(
-                "it exited with code {}",
-                state.exit_code.unwrap_or(-1)
-            ))
-        } else {
-            crate::run::probe_once(
-                engine,
-                id,
-                &service.name,
-                &ready.probe,
-                state.health.as_deref(),
-            )
-            .await
-        };
-        match result {
-            Ok(()) => return Ok(()),
-            Err(why) if !state.running || Instant::now() >= deadline => {
-                let tail = engine
-                    .tail_logs(id, TAIL_LINES)
-                    .await
-                    .map(crate::engine::render_lines)
-                    .unwrap_or_default();
-                return Err(not_ready(
-                    format!("not ready after {}: {why}", format_duration(ready.timeout)),
-                    tail,
-                ));
+    let waited = wait_ready(
+        engine,
+        id,
+        Instant::now(),
+        ready.timeout,
+        Backoff {
+            first: ready.interval,
+            max: Duration::from_secs(2),
+        },
+        TAIL_LINES,
+        |state| {
+            let (alias, probe) = (&service.name, &ready.probe);
+            async move { probe_once(engine, id, alias, probe, state.health.as_deref()).await }
+        },
+    )
+    .await;
+    match waited {
+        Ok(_) => Ok(()),
+        Err(NotReady::Exited { code, log_tail }) => Err(not_ready(
+            format!(
+                "not ready after {}: it exited with code {code}",
+                format_duration(ready.timeout)
+            ),
+            log_tail,
+        )),
+        Err(
+            NotReady::TimedOut {
+                last: why,
+                log_tail,
             }
-            Err(_) => {}
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+            | NotReady::Failed { why, log_tail },
+        ) => Err(not_ready(
+            format!("not ready after {}: {why}", format_duration(ready.timeout)),
+            log_tail,
+        )),
+        Err(NotReady::Engine(e)) => Err(not_ready(e, Vec::new())),
     }
 }
 

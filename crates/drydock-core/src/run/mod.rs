@@ -23,6 +23,7 @@
 
 pub(crate) mod builder;
 mod cancel;
+pub(crate) mod ready;
 mod runtime;
 pub(crate) mod service;
 pub(crate) mod step;
@@ -30,7 +31,7 @@ pub(crate) mod step;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -44,11 +45,10 @@ pub use tokio_util::sync::CancellationToken;
 pub use crate::release::{push_release, Released};
 pub use cancel::{CancelReason, RunCancel};
 pub use runtime::Runtime;
-pub(crate) use service::probe_once;
 
 use crate::engine::ContainerSpec;
 use crate::events::{Event, LogStream, Outcome, Status, StepKind, TestCounts, TierPlan};
-use crate::pipeline::{Pipeline, When};
+use crate::pipeline::When;
 use crate::plan::{
     BuildId, ContainerPlan, ImageRef, NetworkPlan, Plan, PlanOptions, ReleaseChoice, ServiceId,
     StepId,
@@ -152,18 +152,6 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Plans `pipeline` with `options` and runs the plan (see [`run_plan`]).
-pub async fn run_pipeline<R: Runtime>(
-    pipeline: &Pipeline,
-    runtime: Arc<R>,
-    options: RunOptions,
-    events: EventSender,
-    cancel: RunCancel,
-) -> RunReport {
-    let plan = crate::plan::plan(pipeline, &options.plan_options());
-    run_plan(&plan, runtime, options.exec_options(), events, cancel).await
-}
-
 /// The tier plan announced in [`Event::RunStarted`].
 pub fn tier_plans(plan: &Plan) -> Vec<TierPlan> {
     plan.tiers
@@ -177,7 +165,9 @@ pub fn tier_plans(plan: &Plan) -> Vec<TierPlan> {
 
 /// Runs `plan` on `runtime`, sending events to `events`, until done or
 /// `cancel` fires. Never leaves containers or networks of the run behind.
-pub async fn run_plan<R: Runtime>(
+/// Front ends run pipelines through [`crate::session::run_session`], which
+/// calls this.
+pub(crate) async fn run_plan<R: Runtime>(
     plan: &Plan,
     runtime: Arc<R>,
     options: ExecOptions,

@@ -1,12 +1,12 @@
 //! Services: start a sidecar on the run network and wait until a probe that
 //! cannot be fooled says it is ready.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use super::ready::{probe_once, wait_ready, Backoff, NotReady};
 use super::{Ctx, Runtime};
 use crate::engine::LineBuffer;
 use crate::events::Event;
@@ -83,129 +83,55 @@ async fn start_and_probe_inner<R: Runtime>(
     let Some(ready) = &service.ready else {
         return Ok(());
     };
-    let deadline = started + ready.timeout;
-    let mut backoff = ready.interval;
-    let mut last_failure;
-    loop {
-        let state = ctx
-            .runtime
-            .state(&id)
-            .await
-            .map_err(|e| no_tail(e.to_string()))?;
-        if !state.running {
-            let tail = tail_lines(ctx, &id).await;
-            return Err((
-                format!(
-                    "service {} exited with code {} before it was ready",
-                    service.name,
-                    state.exit_code.unwrap_or(-1)
-                ),
-                tail,
-            ));
-        }
-        match probe_once(
-            ctx.runtime.as_ref(),
-            &id,
-            &service.name,
-            &ready.probe,
-            state.health.as_deref(),
-        )
-        .await
-        {
-            Ok(()) => {
-                ctx.emit(Event::ServiceReady {
-                    service: service.name.clone(),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                })
-                .await;
-                return Ok(());
-            }
-            Err(why) => last_failure = why,
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            let tail = tail_lines(ctx, &id).await;
-            return Err((
-                format!(
-                    "service {} not ready after {}: {last_failure}",
-                    service.name,
-                    crate::pipeline::format_duration(ready.timeout)
-                ),
-                tail,
-            ));
-        }
-        tokio::time::sleep(backoff.min(deadline - now)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// One probe; `Err` says what it saw.
-/// Runs one readiness probe against the container `id`, which answers to
-/// `alias` on its network; `health` is its current health status. Shared by
-/// run services and deploy services.
-pub(crate) async fn probe_once<R: Runtime + ?Sized>(
-    runtime: &R,
-    id: &str,
-    alias: &str,
-    probe: &Probe,
-    health: Option<&str>,
-) -> Result<(), String> {
-    match probe {
-        Probe::Healthcheck => match health {
-            Some("healthy") => Ok(()),
-            Some(other) => Err(format!("health status {other}")),
-            None => Err("the image has no HEALTHCHECK".to_string()),
+    let waited = wait_ready(
+        ctx.runtime.as_ref(),
+        &id,
+        started,
+        ready.timeout,
+        Backoff {
+            first: ready.interval,
+            max: MAX_BACKOFF,
         },
-        Probe::Exec(argv) => {
-            let out = runtime
-                .exec(id, argv, &BTreeMap::new())
-                .await
-                .map_err(|e| e.to_string())?;
-            if out.exit_code == 0 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{argv:?} exited with {}: {}",
-                    out.exit_code,
-                    out.output.trim()
-                ))
-            }
+        super::step::TAIL_LINES,
+        |state| {
+            let runtime = ctx.runtime.as_ref();
+            let (id, alias, probe) = (&id, &service.name, &ready.probe);
+            async move { probe_once(runtime, id, alias, probe, state.health.as_deref()).await }
+        },
+    )
+    .await;
+    match waited {
+        Ok(took) => {
+            ctx.emit(Event::ServiceReady {
+                service: service.name.clone(),
+                duration_ms: took.as_millis() as u64,
+            })
+            .await;
+            Ok(())
         }
-        Probe::Postgres {
-            user,
-            password,
-            database,
-        } => {
-            // Over the run network, by alias (TCP, not the socket), with a real login and query.
-            let argv: Vec<String> = [
-                "psql", "-h", alias, "-U", user, "-d", database, "-tAc", "SELECT 1",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let mut env = BTreeMap::from([("PGCONNECT_TIMEOUT".to_string(), "3".to_string())]);
-            if let Some(password) = password {
-                env.insert("PGPASSWORD".to_string(), password.clone());
+        Err(NotReady::Exited { code, log_tail }) => Err((
+            format!(
+                "service {} exited with code {code} before it was ready",
+                service.name
+            ),
+            log_tail,
+        )),
+        Err(
+            NotReady::TimedOut {
+                last: why,
+                log_tail,
             }
-            let out = runtime
-                .exec(id, &argv, &env)
-                .await
-                .map_err(|e| e.to_string())?;
-            if out.exit_code == 0 && out.output.trim() == "1" {
-                Ok(())
-            } else {
-                Err(format!("psql said: {}", out.output.trim()))
-            }
-        }
+            | NotReady::Failed { why, log_tail },
+        ) => Err((
+            format!(
+                "service {} not ready after {}: {why}",
+                service.name,
+                crate::pipeline::format_duration(ready.timeout)
+            ),
+            log_tail,
+        )),
+        Err(NotReady::Engine(e)) => Err(no_tail(e)),
     }
-}
-
-async fn tail_lines<R: Runtime>(ctx: &Ctx<R>, id: &str) -> Vec<String> {
-    ctx.runtime
-        .tail_logs(id, super::step::TAIL_LINES)
-        .await
-        .map(crate::engine::render_lines)
-        .unwrap_or_default()
 }
 
 fn follow_service_logs<R: Runtime>(ctx: Arc<Ctx<R>>, service: String, id: String) -> LogFollower {

@@ -151,7 +151,8 @@ async fn run_cancelled_by(
         release_fence: None,
     };
     let ledger = options.ledger.clone();
-    let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
+    let plan = crate::plan::plan(&pipeline, &options.plan_options());
+    let report = run_plan(&plan, fake.clone(), options.exec_options(), tx, cancel).await;
     let events = collector.await.unwrap();
     Ran {
         report,
@@ -1063,4 +1064,29 @@ async fn a_step_passing_on_a_retry_is_flaky_and_its_failed_attempt_is_reported()
         .iter()
         .any(|j| j == "create drydock-r1-t-flaky-attempt2"));
     assert_eq!(ran.fake.live_containers(), 0);
+}
+
+/// A planned one-tier, one-step pipeline on the fake engine's base image,
+/// with run id `run_id` and its results folder and ledger under `dir`
+/// (for the session's tests).
+pub(crate) fn one_step_plan(
+    run_id: &str,
+    dir: &std::path::Path,
+) -> (crate::plan::Plan, RunOptions) {
+    let pipeline = pipeline(vec![tier("unit", vec![step("pytest", &["pytest"])])]);
+    let options = RunOptions {
+        run_id: run_id.to_string(),
+        results_dir: dir.join("results").join(run_id),
+        trust: Trust::default(),
+        git: GitInfo::default(),
+        stop_grace: Duration::from_secs(1),
+        release: ReleaseChoice::Off,
+        no_retry: false,
+        ledger: dir.join("ledger.sqlite"),
+        release_fence: None,
+    };
+    (
+        crate::plan::plan(&pipeline, &options.plan_options()),
+        options,
+    )
 }
