@@ -217,15 +217,6 @@ fn valid_branch(s: &str) -> bool {
         && !s.contains("/.")
 }
 
-/// A channel: an image tag, as the pipeline's `release.channel`.
-fn valid_channel(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with(['.', '-'])
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
 /// A URL without characters that YAML, shell or Groovy quoting would
 /// change: a scheme among `schemes`, then RFC 3986 unreserved and
 /// delimiter characters except quotes, `$`, `` ` ``, `\`, `!` and spaces.
@@ -276,7 +267,7 @@ impl ExportOptions {
             }
         }
         if let Some(channel) = &self.channel {
-            if !valid_channel(channel) {
+            if !drydock_core::pipeline::is_tag(channel) {
                 return Err(invalid(
                     "--channel",
                     channel,

@@ -615,6 +615,35 @@ pub fn record_schema() -> serde_json::Value {
 }
 
 impl Event {
+    /// A [`Event::StepFinished`] with only its names, status and error: no
+    /// exit code, 0 ms, one attempt, no tests, JUnit report, tail or cause,
+    /// not reused. What the executor sends for a step or build it ends
+    /// itself (cancelled while running); set other fields on the value.
+    pub fn step_ended(
+        tier: impl Into<String>,
+        step: impl Into<String>,
+        status: Status,
+        error: Option<String>,
+    ) -> Event {
+        Event::StepFinished {
+            tier: tier.into(),
+            step: step.into(),
+            status,
+            exit_code: None,
+            duration_ms: 0,
+            error,
+            log_tail: Vec::new(),
+            tests: None,
+            failed_tests: Vec::new(),
+            junit: None,
+            reused: false,
+            attempts: 1,
+            flaky_tests: Vec::new(),
+            allowed_failure: false,
+            cause: Vec::new(),
+        }
+    }
+
     /// Calls `f` on every free-text field of the event (log lines, errors,
     /// log tails, test names): what may carry a secret a step printed. Used
     /// to mask secrets before an event leaves the executor; a new variant
@@ -676,23 +705,16 @@ mod tests {
     use super::*;
 
     fn finished(cause: Vec<String>) -> Event {
-        Event::StepFinished {
-            tier: "t".into(),
-            step: "build x".into(),
-            status: Status::Failed,
-            exit_code: None,
-            duration_ms: 1,
-            error: Some("build of x failed".into()),
-            cause,
-            log_tail: Vec::new(),
-            tests: None,
-            failed_tests: Vec::new(),
-            junit: None,
-            reused: false,
-            attempts: 1,
-            flaky_tests: Vec::new(),
-            allowed_failure: false,
+        let mut event = Event::step_ended(
+            "t",
+            "build x",
+            Status::Failed,
+            Some("build of x failed".into()),
+        );
+        if let Event::StepFinished { cause: c, .. } = &mut event {
+            *c = cause;
         }
+        event
     }
 
     #[test]

@@ -551,12 +551,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     eprintln!("drydock runner: listening on http://{}", runner.addr());
     let shutdown = runner.shared.shutdown.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        if let Ok(mut signals) = drydock_core::run::StopSignals::install() {
+            signals.next().await;
             eprintln!("drydock runner: stopping; running runs go back to the queue");
             shutdown.cancel();
         }

@@ -376,7 +376,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let release = match (&args.channel, args.no_release) {
         (_, true) => ReleaseChoice::Off,
         (Some(channel), false) => {
-            if !valid_channel(channel) {
+            if !drydock_core::pipeline::is_tag(channel) {
                 return Err(refused(
                     args.json,
                     &run_id,
@@ -505,16 +505,6 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     Ok(report.outcome.exit_code() as u8)
 }
 
-/// A release channel: an image tag, as the pipeline's `release.channel`
-/// (`[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 128 characters).
-fn valid_channel(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with(['.', '-'])
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
 /// First SIGINT/SIGTERM: cancel gracefully (running steps get the stop
 /// grace; `when: always` steps still run; a release not yet started does
 /// not happen, one under way completes). Second: stop now — the run skips
@@ -523,17 +513,13 @@ fn valid_channel(s: &str) -> bool {
 /// the ledger (`ledger`) holds the run's release (it passed and released;
 /// see `drydock_core::release`).
 async fn watch_signals(cancel: RunCancel, ledger: PathBuf, run_id: String) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let Ok(mut signals) = drydock_core::run::StopSignals::install() else {
         return;
     };
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    signals.next().await;
     errln!("\ndrydock: signal received: stopping the run (again to force)…");
     cancel.cancel(CancelReason::Signal);
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    signals.next().await;
     errln!("drydock: stopping now");
     cancel.cancel(CancelReason::SecondSignal);
     tokio::time::sleep(Duration::from_millis(1900)).await;

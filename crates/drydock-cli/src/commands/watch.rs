@@ -231,17 +231,13 @@ fn print_report(repo_root: &Path, report: Report) {
 /// First SIGINT/SIGTERM: stop the loop (the caller removes everything).
 /// Second: remove what can be removed within [`FORCED_TEARDOWN`] and exit 130.
 async fn watch_signals(stop: CancellationToken, engine: Engine, plan: plan::Plan) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let Ok(mut signals) = drydock_core::run::StopSignals::install() else {
         return;
     };
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    signals.next().await;
     errln!("\ndrydock watch: stopping, removing what it created (again to force)…");
     stop.cancel();
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    signals.next().await;
     errln!("drydock watch: stopping now");
     let removed = tokio::time::timeout(FORCED_TEARDOWN, watch::remove_all(&engine, &plan)).await;
     if removed.is_err() {

@@ -720,48 +720,23 @@ impl<'l> Loader<'l> {
             return None;
         }
         let joined = self.dir.join(raw);
-        let canonical = match joined.canonicalize() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.err(
-                    pos,
-                    format!(
-                        "{what} {raw:?} does not exist (looked for {})",
-                        joined.display()
-                    ),
-                );
-                return None;
-            }
+        match super::paths::inside_repo(&joined, raw, &self.repo_root, what) {
+            Ok(canonical) => Some(canonical),
             Err(e) => {
-                self.err(pos, format!("{what} {raw:?} cannot be resolved: {e}"));
-                return None;
+                self.err(pos, e);
+                None
             }
-        };
-        if !canonical.starts_with(&self.repo_root) {
-            self.err(
-                pos,
-                format!(
-                    "{what} {raw:?} is outside the repository root {} (it resolves to {}): drydock reads only repository paths",
-                    self.repo_root.display(),
-                    canonical.display()
-                ),
-            );
-            return None;
         }
-        Some(canonical)
     }
 
     fn container_path(&mut self, raw: String, pos: Pos, what: &str) -> Option<String> {
-        if !raw.starts_with('/') {
-            self.err(
-                pos,
-                format!(
-                    "{what} must be an absolute container path (starting with /), found {raw:?}"
-                ),
-            );
-            return None;
+        match super::paths::container_path(&raw, what) {
+            Ok(()) => Some(raw),
+            Err(e) => {
+                self.err(pos, e);
+                None
+            }
         }
-        Some(raw)
     }
 
     // ----- the document --------------------------------------------------------

@@ -13,6 +13,7 @@ mod error;
 mod interpolate;
 mod limits;
 mod model;
+mod paths;
 pub mod schema;
 pub(crate) mod text;
 pub(crate) mod tree;
@@ -32,7 +33,7 @@ pub use model::{
     ReleaseSpec, SecretExpose, SecretSource, SecretSpec, ServiceSpec, StepRun, StepSpec, TierSpec,
     When, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
 };
-pub use validate::is_registry;
+pub use validate::{is_registry, is_tag};
 
 /// Reads and validates the pipeline file at `path`.
 ///

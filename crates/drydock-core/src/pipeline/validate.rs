@@ -624,14 +624,13 @@ impl<'v> Checker<'v> {
 
     fn abs_container_path(&mut self, node: &Node, what: &str) -> Option<String> {
         let s = self.string(node)?;
-        if !s.starts_with('/') {
-            self.err(
-                node.pos,
-                format!("{what} must be an absolute container path (starting with /), found {s:?}"),
-            );
-            return None;
+        match super::paths::container_path(&s, what) {
+            Ok(()) => Some(s),
+            Err(e) => {
+                self.err(node.pos, e);
+                None
+            }
         }
-        Some(s)
     }
 
     /// Resolves a repository-relative path: must exist and stay inside the
@@ -649,35 +648,13 @@ impl<'v> Checker<'v> {
             return None;
         }
         let joined = self.repo_root.join(rel);
-        let canonical = match joined.canonicalize() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.err(
-                    pos,
-                    format!(
-                        "{what} {rel:?} does not exist (looked for {})",
-                        joined.display()
-                    ),
-                );
-                return None;
-            }
+        match super::paths::inside_repo(&joined, rel, &self.repo_root, what) {
+            Ok(canonical) => Some(canonical),
             Err(e) => {
-                self.err(pos, format!("{what} {rel:?} cannot be resolved: {e}"));
-                return None;
+                self.err(pos, e);
+                None
             }
-        };
-        if !canonical.starts_with(&self.repo_root) {
-            self.err(
-                pos,
-                format!(
-                    "{what} {rel:?} is outside the repository root {} (it resolves to {})",
-                    self.repo_root.display(),
-                    canonical.display()
-                ),
-            );
-            return None;
         }
-        Some(canonical)
     }
 
     // ----- sections ---------------------------------------------------------
@@ -2197,7 +2174,10 @@ fn is_var_name(s: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-fn is_tag(s: &str) -> bool {
+/// Whether `s` is an image tag, as Docker's reference grammar has it:
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 128 characters. Release channels
+/// (`release.channel`, `--channel`) are tags.
+pub fn is_tag(s: &str) -> bool {
     let mut chars = s.chars();
     s.len() <= 128
         && matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphanumeric())

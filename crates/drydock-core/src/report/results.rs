@@ -809,23 +809,11 @@ mod tests {
     }
 
     fn finished(step: &str) -> Event {
-        Event::StepFinished {
-            tier: "t".into(),
-            step: step.into(),
-            status: Status::Passed,
-            exit_code: Some(0),
-            duration_ms: 1,
-            error: None,
-            log_tail: Vec::new(),
-            tests: None,
-            failed_tests: Vec::new(),
-            junit: None,
-            reused: false,
-            attempts: 1,
-            flaky_tests: Vec::new(),
-            allowed_failure: false,
-            cause: Vec::new(),
+        let mut event = Event::step_ended("t", step, Status::Passed, None);
+        if let Event::StepFinished { exit_code, .. } = &mut event {
+            *exit_code = Some(0);
         }
+        event
     }
 
     #[test]

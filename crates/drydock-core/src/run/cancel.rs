@@ -88,6 +88,31 @@ impl RunCancel {
     }
 }
 
+/// The signals that ask a process to stop, SIGINT (Ctrl-C) and SIGTERM
+/// (`docker stop`, systemd, CI cancel buttons), as one stream: front ends
+/// turn the first into a graceful cancel and the second into a forced one.
+pub struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (from then on the signals no longer kill the
+    /// process). Errors: the handlers could not be installed.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn next(&mut self) {
+        tokio::select! { _ = self.int.recv() => {}, _ = self.term.recv() => {} }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

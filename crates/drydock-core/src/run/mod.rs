@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
 
 pub use crate::release::{push_release, Released};
-pub use cancel::{CancelReason, RunCancel};
+pub use cancel::{CancelReason, RunCancel, StopSignals};
 pub use runtime::Runtime;
 
 use crate::engine::ContainerSpec;
@@ -960,23 +960,9 @@ impl<R: Runtime> RunLoop<R> {
             for (i, build) in tier.builds.iter().enumerate() {
                 let step = plan.build(*build).step_name();
                 let event = match reports[i] {
-                    Report::Streaming => Event::StepFinished {
-                        tier: tier.name.clone(),
-                        step,
-                        status,
-                        exit_code: None,
-                        duration_ms: 0,
-                        error: Some(why.to_string()),
-                        log_tail: Vec::new(),
-                        tests: None,
-                        failed_tests: Vec::new(),
-                        junit: None,
-                        reused: false,
-                        attempts: 1,
-                        flaky_tests: Vec::new(),
-                        allowed_failure: false,
-                        cause: Vec::new(),
-                    },
+                    Report::Streaming => {
+                        Event::step_ended(&tier.name, step, status, Some(why.to_string()))
+                    }
                     Report::NotYet => Event::StepSkipped {
                         tier: tier.name.clone(),
                         step,
@@ -996,23 +982,12 @@ impl<R: Runtime> RunLoop<R> {
                             tests: None,
                         };
                         self.ctx
-                            .emit(Event::StepFinished {
-                                tier: tier.name.clone(),
-                                step: name,
+                            .emit(Event::step_ended(
+                                &tier.name,
+                                name,
                                 status,
-                                exit_code: None,
-                                duration_ms: 0,
-                                error: Some(why.to_string()),
-                                log_tail: Vec::new(),
-                                tests: None,
-                                failed_tests: Vec::new(),
-                                junit: None,
-                                reused: false,
-                                attempts: 1,
-                                flaky_tests: Vec::new(),
-                                allowed_failure: false,
-                                cause: Vec::new(),
-                            })
+                                Some(why.to_string()),
+                            ))
                             .await;
                     }
                     StepState::Waiting => {
