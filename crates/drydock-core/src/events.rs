@@ -29,6 +29,10 @@ pub trait EventSink: Send {
 /// [`format_ts`]).
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
+/// The executor's end of a run's event channel (bounded: a slow consumer
+/// slows the run down rather than growing memory).
+pub type EventSender = tokio::sync::mpsc::Sender<Event>;
+
 /// How often [`EventSink::tick`] is called at least: 250 ms.
 pub const SINK_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 

@@ -5,6 +5,8 @@
 //! [`events`] that reporters ([`report`]) consume. What each deploy channel
 //! pointed to, and rollbacks of it, are kept in the [`release`] ledger.
 
+#[cfg(test)]
+mod architecture_tests;
 pub mod bootstrap;
 pub mod cache;
 pub mod deploy;
@@ -15,6 +17,7 @@ pub mod plan;
 pub mod release;
 pub mod report;
 pub mod run;
+pub mod runtime;
 pub mod secrets;
 pub mod session;
 pub mod trust;

@@ -5,6 +5,7 @@
 
 pub mod channel;
 pub mod config;
+mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -14,7 +14,6 @@ use super::tree::{Kind, Node, Pos, ScalarType};
 
 mod compose_service;
 mod controls;
-mod deploy;
 
 #[cfg(test)]
 pub(crate) use compose_service::COMPOSE_KEYS;
@@ -77,7 +76,7 @@ pub(crate) const STEP_KEYS: &[&str] = &[
 pub(crate) const RELEASE_KEYS: &[&str] = &["target", "name", "channel", "registry"];
 
 /// A mapping whose keys have been checked against the allowed set.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     /// Where "missing key" problems are reported.
     owner: Pos,
     /// What the mapping is, for messages (`step "unit"`, `the build section`).
@@ -92,15 +91,15 @@ impl<'a> Fields<'a> {
     /// Whether one of `keys` was given misspelt: its absence is then not
     /// reported again ("did you mean `command`?" says it all, where "needs
     /// `command`" would mislead).
-    fn misspelt(&self, keys: &[&str]) -> bool {
+    pub(crate) fn misspelt(&self, keys: &[&str]) -> bool {
         self.misspelt.iter().any(|m| keys.contains(m))
     }
 
-    fn get(&self, key: &str) -> Option<&'a Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a Node> {
         self.entries.iter().find(|e| e.0 == key).map(|e| e.2)
     }
 
-    fn key_pos(&self, key: &str) -> Option<Pos> {
+    pub(crate) fn key_pos(&self, key: &str) -> Option<Pos> {
         self.entries.iter().find(|e| e.0 == key).map(|e| e.1.pos)
     }
 }
@@ -199,7 +198,7 @@ pub(crate) struct Checker<'v> {
     /// Names under `secrets:` (`None`: the pipeline has no secrets section).
     declared_secrets: Option<HashSet<String>>,
     repo_root: PathBuf,
-    errors: Vec<(Pos, String)>,
+    pub(crate) errors: Vec<(Pos, String)>,
     /// Every service name given under `services:`, valid or not (so that a
     /// broken service is not reported again as unknown where it is used).
     declared_services: HashSet<String>,
@@ -271,7 +270,7 @@ impl<'v> Checker<'v> {
         result.ok()
     }
 
-    fn err(&mut self, pos: Pos, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, pos: Pos, message: impl Into<String>) {
         self.errors.push((pos, message.into()));
     }
 
@@ -294,7 +293,7 @@ impl<'v> Checker<'v> {
 
     // ----- generic shapes -------------------------------------------------
 
-    fn fields<'a>(
+    pub(crate) fn fields<'a>(
         &mut self,
         node: &'a Node,
         owner: Pos,
@@ -353,7 +352,7 @@ impl<'v> Checker<'v> {
     }
 
     /// The text of a mapping key; keys must be plain scalars.
-    fn key_text<'a>(&mut self, k: &'a Node) -> Option<&'a str> {
+    pub(crate) fn key_text<'a>(&mut self, k: &'a Node) -> Option<&'a str> {
         match &k.kind {
             Kind::Scalar { text, .. } if !matches!(k.scalar_type(), Some(ScalarType::Null)) => {
                 Some(text.as_str())
@@ -368,7 +367,7 @@ impl<'v> Checker<'v> {
         }
     }
 
-    fn required<'a>(&mut self, f: &Fields<'a>, key: &str) -> Option<&'a Node> {
+    pub(crate) fn required<'a>(&mut self, f: &Fields<'a>, key: &str) -> Option<&'a Node> {
         let v = f.get(key);
         if v.is_none() && !f.misspelt(&[key]) {
             let what = f.what.clone();
@@ -381,7 +380,7 @@ impl<'v> Checker<'v> {
     }
 
     /// A string value, interpolated.
-    fn string(&mut self, node: &Node) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node) -> Option<String> {
         let raw = self.raw_string(node, "a string")?;
         let vars = self.matrix_vars.as_ref().unwrap_or(self.vars);
         match interpolate(raw, vars) {
@@ -431,7 +430,7 @@ impl<'v> Checker<'v> {
 
     /// A list of strings, each interpolated, with positions. Bad items are
     /// reported and left out.
-    fn strings(&mut self, node: &Node) -> Option<Vec<(String, Pos)>> {
+    pub(crate) fn strings(&mut self, node: &Node) -> Option<Vec<(String, Pos)>> {
         let Kind::Seq(items) = &node.kind else {
             self.err(
                 node.pos,
@@ -449,7 +448,7 @@ impl<'v> Checker<'v> {
     }
 
     /// An argv: a non-empty list of strings.
-    fn argv(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+    pub(crate) fn argv(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
         if !matches!(node.kind, Kind::Seq(_)) {
             self.err(
                 node.pos,
@@ -473,7 +472,11 @@ impl<'v> Checker<'v> {
     }
 
     /// A mapping of variable names to string values (env, build args).
-    fn string_map(&mut self, node: &Node, what: &str) -> Option<BTreeMap<String, String>> {
+    pub(crate) fn string_map(
+        &mut self,
+        node: &Node,
+        what: &str,
+    ) -> Option<BTreeMap<String, String>> {
         let Kind::Map(entries) = &node.kind else {
             self.err(
                 node.pos,
@@ -522,7 +525,7 @@ impl<'v> Checker<'v> {
         }
     }
 
-    fn duration(&mut self, node: &Node) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, node: &Node) -> Option<Duration> {
         let text = match (&node.kind, node.scalar_type()) {
             (Kind::Scalar { text, .. }, Some(ScalarType::Int | ScalarType::Float)) => text.clone(),
             (_, Some(ScalarType::Str)) => self.string(node)?,
@@ -547,12 +550,12 @@ impl<'v> Checker<'v> {
     }
 
     /// A name (interpolated) checked against a pattern.
-    fn name(&mut self, node: &Node, what: &str, lower: bool) -> Option<String> {
+    pub(crate) fn name(&mut self, node: &Node, what: &str, lower: bool) -> Option<String> {
         let s = self.string(node)?;
         self.check_name(&s, node.pos, what, lower).then_some(s)
     }
 
-    fn check_name(&mut self, s: &str, pos: Pos, what: &str, lower: bool) -> bool {
+    pub(crate) fn check_name(&mut self, s: &str, pos: Pos, what: &str, lower: bool) -> bool {
         if s.len() > MAX_NAME_LENGTH {
             self.err(
                 pos,
@@ -577,7 +580,7 @@ impl<'v> Checker<'v> {
 
     /// An image reference in docker's grammar (`[host[:port]/]path[:tag][@digest]`,
     /// lowercase path components), checked as `docker run` would check it.
-    fn image_ref(&mut self, node: &Node) -> Option<String> {
+    pub(crate) fn image_ref(&mut self, node: &Node) -> Option<String> {
         let s = self.string(node)?;
         if let Err(why) = check_image_reference(&s) {
             self.err(
@@ -1315,7 +1318,7 @@ impl<'v> Checker<'v> {
         Some(Some(user))
     }
 
-    fn ready(&mut self, node: &Node, owner: Pos) -> Option<ReadySpec> {
+    pub(crate) fn ready(&mut self, node: &Node, owner: Pos) -> Option<ReadySpec> {
         let f = self.fields(node, owner, "ready", READY_KEYS)?;
         let kinds: Vec<&str> = ["postgres", "exec", "healthcheck"]
             .into_iter()
@@ -2195,7 +2198,7 @@ pub fn is_registry(s: &str) -> bool {
         && is_repository(&format!("{s}/x"))
 }
 
-fn is_repository(s: &str) -> bool {
+pub(crate) fn is_repository(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     let (host, path) = match parts.as_slice() {
         [first, rest @ ..]

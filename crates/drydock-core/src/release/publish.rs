@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Action, ChannelRef, Entry, Ledger, LedgerError, NewEntry};
 use crate::engine::EngineError;
 use crate::events::Event;
-use crate::run::{EventSender, Runtime};
+use crate::events::EventSender;
+use crate::runtime::Runtime;
 
 /// A check made under the channel lock right before a release is recorded
 /// (its commit point): `Err(why)` refuses the release, which then records

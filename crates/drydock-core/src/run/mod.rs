@@ -24,7 +24,6 @@
 pub(crate) mod builder;
 mod cancel;
 pub(crate) mod ready;
-mod runtime;
 pub(crate) mod service;
 pub(crate) mod step;
 
@@ -42,9 +41,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
 
+pub use crate::events::EventSender;
 pub use crate::release::{push_release, Released};
+pub use crate::runtime::Runtime;
 pub use cancel::{CancelReason, RunCancel, StopSignals};
-pub use runtime::Runtime;
 
 use crate::engine::ContainerSpec;
 use crate::events::{Event, LogStream, Outcome, Status, StepKind, TestCounts, TierPlan};
@@ -54,9 +54,6 @@ use crate::plan::{
     StepId,
 };
 use crate::trust::Trust;
-
-/// The sending half of a run's event stream.
-pub type EventSender = mpsc::Sender<Event>;
 
 /// Git facts about the commit being run (defined with the plan, which
 /// tags releases with them).

@@ -1,15 +1,16 @@
-//! Validation of deploy config files (`deploy/<channel>.yml`), with the
-//! pipeline checker's helpers and `file:line:col` diagnostics.
+//! Validation of deploy config files (`deploy/<channel>.yml`), beside the
+//! deploy it configures, with the document checker's field helpers (the
+//! pipeline's [`Checker`]) and `file:line:col` diagnostics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use super::super::tree::{Kind, Node, Pos, ScalarType};
-use super::{is_repository, Checker};
 use crate::deploy::config::{
     AppSpec, DeployConfig, DeployService, APP_ALIAS, DEFAULT_APP_READY_TIMEOUT, DEFAULT_DRAIN,
     DEFAULT_STOP_GRACE,
 };
+use crate::pipeline::tree::{Kind, Node, Pos, ScalarType};
+use crate::pipeline::validate::{is_repository, Checker};
 
 const ROOT_KEYS: &[&str] = &["version", "name", "channel", "app", "services"];
 const APP_KEYS: &[&str] = &[
