@@ -14,6 +14,7 @@ use drydock_core::events::{Event, EventSink, Outcome, Timestamp};
 use drydock_core::pipeline::{self, Vars};
 use drydock_core::plan::ReleaseChoice;
 use drydock_core::release::{self, ChannelRef, Ledger};
+use drydock_core::report::SummaryBuilder;
 use drydock_core::run::{CancelReason, GitInfo, RunOptions};
 use drydock_core::session;
 use drydock_core::trust::Trust;
@@ -24,7 +25,6 @@ use crate::config::RepoConfig;
 use crate::gate;
 use crate::store::{
     engine_run_id, DeploySummary, Ending, Heartbeat, Lease, Run, RunKind, RunState, RunSummary,
-    StepSummary, TierSummary,
 };
 use crate::{RunHandle, Shared};
 
@@ -613,7 +613,7 @@ async fn execute_in(
     };
     let plan = drydock_core::plan::plan(&pipeline, &options.plan_options());
     let live = Live {
-        summary: RunSummary::default(),
+        summary: SummaryBuilder::new(),
         shared: shared.clone(),
         id: run.id.clone(),
         log: log.clone(),
@@ -904,10 +904,11 @@ async fn deploy_on_green(
     summary
 }
 
-/// The runner's event sink: builds the live summary the status page and the
-/// store show, and writes step output to `run.log`.
+/// The runner's event sink: the live summary the status page and the store
+/// show (folded by core's [`SummaryBuilder`], as `summary.json` is), and the
+/// run's notes and step output in `run.log`.
 struct Live {
-    summary: RunSummary,
+    summary: SummaryBuilder,
     shared: Arc<Shared>,
     /// The run (its store id, not the engine's run id).
     id: String,
@@ -916,8 +917,8 @@ struct Live {
 
 impl EventSink for Live {
     fn handle(&mut self, event: &Event, _at: Timestamp) {
-        let log = self.log.clone();
-        if self.update(event, &log) {
+        self.note(event);
+        if self.summary.handle(event) {
             self.publish();
         }
     }
@@ -933,36 +934,24 @@ impl Live {
             .live
             .lock()
             .unwrap()
-            .insert(self.id.clone(), self.summary.clone());
+            .insert(self.id.clone(), RunSummary::from(self.summary.summary()));
     }
 
-    /// Returns true when the summary changed.
-    fn update(&mut self, event: &Event, log: &RunLog) -> bool {
+    /// Writes what people follow in `run.log`.
+    fn note(&self, event: &Event) {
+        let log = &self.log;
         match event {
-            Event::RunStarted { pipeline, .. } => {
-                self.summary.pipeline = pipeline.clone();
-                log.note(&format!("pipeline {pipeline} started"));
-                true
-            }
+            Event::RunStarted { pipeline, .. } => log.note(&format!("pipeline {pipeline} started")),
             Event::Log {
                 tier, step, line, ..
-            } => {
-                log.output(&format!("[{tier}/{step}] {line}"));
-                false
-            }
-            Event::StepStarted { tier, step, .. } => {
-                log.note(&format!("{tier}/{step} started"));
-                false
-            }
+            } => log.output(&format!("[{tier}/{step}] {line}")),
+            Event::StepStarted { tier, step, .. } => log.note(&format!("{tier}/{step} started")),
             Event::StepFinished {
                 tier,
                 step,
                 status,
                 duration_ms,
-                error,
                 cause,
-                tests,
-                failed_tests,
                 ..
             } => {
                 log.note(&format!(
@@ -972,68 +961,16 @@ impl Live {
                 for line in cause {
                     log.note(&format!("{tier}/{step} cause: {line}"));
                 }
-                self.summary.steps.push(StepSummary {
-                    tier: tier.clone(),
-                    step: step.clone(),
-                    status: *status,
-                    duration_ms: *duration_ms,
-                    tests: *tests,
-                    // The cause lines follow the error on the status page.
-                    error: error.clone().map(|e| {
-                        std::iter::once(e)
-                            .chain(cause.iter().map(|c| format!("cause: {c}")))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    }),
-                });
-                self.summary
-                    .failed_tests
-                    .extend(failed_tests.iter().map(|t| format!("{tier}/{step}: {t}")));
-                true
-            }
-            Event::StepSkipped { tier, step, reason } => {
-                self.summary.steps.push(StepSummary {
-                    tier: tier.clone(),
-                    step: step.clone(),
-                    status: drydock_core::events::Status::Skipped,
-                    duration_ms: 0,
-                    tests: None,
-                    error: reason.clone(),
-                });
-                true
-            }
-            Event::TierFinished {
-                tier,
-                status,
-                duration_ms,
-                tests,
-            } => {
-                self.summary.tiers.push(TierSummary {
-                    name: tier.clone(),
-                    status: *status,
-                    duration_ms: *duration_ms,
-                    tests: *tests,
-                });
-                self.summary.tests.add(tests);
-                true
-            }
-            Event::Released { tags, .. } => {
-                self.summary.released = tags.clone();
-                true
             }
             Event::Warning {
                 tier,
                 step,
                 message,
-            } => {
-                log.note(&format!("warning: {tier}/{step}: {message}"));
-                false
-            }
+            } => log.note(&format!("warning: {tier}/{step}: {message}")),
             Event::ServiceFailed { service, error, .. } => {
-                log.note(&format!("service {service} failed: {error}"));
-                false
+                log.note(&format!("service {service} failed: {error}"))
             }
-            _ => false,
+            _ => {}
         }
     }
 }

@@ -4,14 +4,16 @@
 pub mod cause;
 pub mod junit;
 mod results;
+mod summary;
 
 use std::path::{Path, PathBuf};
 
 pub use results::{
-    OutputLimits, OutputRecord, RawLog, ResultsWriter, StepRecord, Summary, TierRecord,
-    LOG_TAIL_SEGMENT_BYTES, MAX_EVENT_LOG_BYTES, MAX_LOG_HEAD_BYTES, MAX_RAW_BYTES,
+    OutputLimits, OutputRecord, RawLog, ResultsWriter, SkippedRecord, StepRecord, Summary,
+    TierRecord, LOG_TAIL_SEGMENT_BYTES, MAX_EVENT_LOG_BYTES, MAX_LOG_HEAD_BYTES, MAX_RAW_BYTES,
     MAX_RUN_EVENT_LOG_BYTES, SUMMARY_VERSION,
 };
+pub use summary::SummaryBuilder;
 
 /// drydock's own folder in a repository (`<repo>/.drydock/`): the default
 /// results live under it. It ignores itself for git (it holds a `.gitignore`

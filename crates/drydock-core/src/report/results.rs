@@ -46,6 +46,11 @@ pub struct StepRecord {
     pub duration_ms: u64,
     /// Test counts, when it had a report.
     pub tests: Option<TestCounts>,
+    /// Why it did not pass, for people (`null` when it passed).
+    pub error: Option<String>,
+    /// The lines of its output that explain its failure (see
+    /// `step_finished`'s `cause`); empty when it passed.
+    pub cause: Vec<String>,
     /// Its log as a terminal showed it, relative to the results folder.
     pub log: String,
     /// How much output it had and what of it was stored.
@@ -60,6 +65,17 @@ pub struct StepRecord {
     /// Its test cases (`classname::name`) that failed in an earlier attempt
     /// and passed in the last.
     pub flaky_tests: Vec<String>,
+}
+
+/// A step that did not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SkippedRecord {
+    /// Tier name.
+    pub tier: String,
+    /// Step name.
+    pub step: String,
+    /// Why (an earlier tier failed, the run was cancelled, `when:`…).
+    pub reason: Option<String>,
 }
 
 /// How much output a step had, and what of it was left out of the results.
@@ -119,8 +135,15 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Every tier, in order.
     pub tiers: Vec<TierRecord>,
-    /// Every step.
+    /// Every step that ran, in the order they ended.
     pub steps: Vec<StepRecord>,
+    /// Every step that did not run, in the order they were skipped.
+    pub skipped: Vec<SkippedRecord>,
+    /// Test counts summed over the tiers' JUnit reports.
+    pub tests: TestCounts,
+    /// The test cases that failed in their step's last attempt
+    /// (`tier/step: classname::name`).
+    pub failed_tests: Vec<String>,
     /// Tags applied on release.
     pub released: Vec<String>,
     /// References pushed to the release registry.
@@ -149,6 +172,9 @@ impl Default for Summary {
             duration_ms: 0,
             tiers: Vec::new(),
             steps: Vec::new(),
+            skipped: Vec::new(),
+            tests: TestCounts::default(),
+            failed_tests: Vec::new(),
             released: Vec::new(),
             pushed: Vec::new(),
             truncated: false,
@@ -440,7 +466,7 @@ pub struct ResultsWriter {
     junit_files: Vec<(String, PathBuf, Vec<String>)>,
     /// Steps without a JUnit report of their own, as test cases.
     step_cases: Vec<junit::StepCase>,
-    summary: Summary,
+    summary: super::summary::SummaryBuilder,
     run_event_log_bytes: u64,
     limits: OutputLimits,
 }
@@ -487,7 +513,7 @@ impl ResultsWriter {
             logs: BTreeMap::new(),
             junit_files: Vec::new(),
             step_cases: Vec::new(),
-            summary: Summary::default(),
+            summary: Default::default(),
             run_event_log_bytes: 0,
             limits,
         })
@@ -500,7 +526,7 @@ impl ResultsWriter {
 
     /// The summary so far.
     pub fn summary(&self) -> &Summary {
-        &self.summary
+        self.summary.summary()
     }
 
     fn log_file(&mut self, tier: &str, step: &str) -> std::io::Result<&mut StepLog> {
@@ -590,13 +616,8 @@ impl ResultsWriter {
             self.run_id.clone_from(run_id);
         }
         self.record(event, ts)?;
+        self.summary.handle(event);
         match event {
-            Event::RunStarted {
-                run_id, pipeline, ..
-            } => {
-                self.summary.run_id = run_id.clone();
-                self.summary.pipeline = pipeline.clone();
-            }
             Event::Log {
                 tier, step, line, ..
             } => {
@@ -607,18 +628,15 @@ impl ResultsWriter {
                 step,
                 message,
             } => {
-                let text = format!("{tier}/{step}: {message}");
                 let log = self.log_file(tier, step)?;
                 log.note(&format!("drydock: warning: {message}"))?;
                 log.warnings.push(message.clone());
-                self.summary.warnings.push(text);
             }
             Event::StepFinished {
                 tier,
                 step,
                 status,
                 duration_ms,
-                tests,
                 junit,
                 error,
                 log_tail,
@@ -643,7 +661,13 @@ impl ResultsWriter {
                             .unwrap_or(0);
                     output.raw_log = Some(raw);
                 }
-                self.summary.truncated |= output.truncated();
+                // What only the results folder knows, on the builder's record.
+                let summary = self.summary.summary_mut();
+                summary.truncated |= output.truncated();
+                if let Some(record) = summary.steps.last_mut() {
+                    record.output = output;
+                    record.warnings = warnings;
+                }
                 match junit {
                     Some(junit) => self.junit_files.push((
                         format!("{tier}/{step}"),
@@ -677,41 +701,6 @@ impl ResultsWriter {
                         text: log_tail.join("\n"),
                     }),
                 }
-                self.summary.steps.push(StepRecord {
-                    tier: tier.clone(),
-                    step: step.clone(),
-                    status: *status,
-                    duration_ms: *duration_ms,
-                    tests: *tests,
-                    log: log_path(tier, step),
-                    output,
-                    warnings,
-                    attempts: *attempts,
-                    allowed_failure: *allowed_failure,
-                    flaky_tests: flaky_tests.clone(),
-                });
-                let name = format!("{tier}/{step}");
-                self.summary
-                    .flaky_tests
-                    .extend(flaky_tests.iter().map(|t| format!("{name}: {t}")));
-                if *status == Status::Flaky {
-                    self.summary.flaky_steps.push(name);
-                } else if *allowed_failure {
-                    self.summary.allowed_failures.push(name);
-                }
-            }
-            Event::TierFinished {
-                tier,
-                status,
-                duration_ms,
-                tests,
-            } => {
-                self.summary.tiers.push(TierRecord {
-                    name: tier.clone(),
-                    status: *status,
-                    duration_ms: *duration_ms,
-                    tests: *tests,
-                });
             }
             Event::StepSkipped { tier, step, reason } => {
                 self.step_cases.push(junit::StepCase {
@@ -723,17 +712,7 @@ impl ResultsWriter {
                     text: String::new(),
                 });
             }
-            Event::Pushed { reference, .. } => self.summary.pushed.push(reference.clone()),
-            Event::Released { tags, .. } => self.summary.released = tags.clone(),
-            Event::RunFinished {
-                outcome,
-                duration_ms,
-                ..
-            } => {
-                self.summary.outcome = Some(*outcome);
-                self.summary.duration_ms = *duration_ms;
-                self.finish()?;
-            }
+            Event::RunFinished { .. } => self.finish()?,
             _ => {}
         }
         Ok(())
@@ -786,10 +765,11 @@ impl ResultsWriter {
         drop(step_files);
         for left_out in merged.skipped {
             self.summary
+                .summary_mut()
                 .warnings
                 .push(format!("left out of junit.xml: {left_out}"));
         }
-        let summary = serde_json::to_vec_pretty(&self.summary)?;
+        let summary = serde_json::to_vec_pretty(self.summary.summary())?;
         std::fs::write(self.dir.join("summary.json"), summary)
     }
 }

@@ -211,6 +211,57 @@ pub struct RunSummary {
     pub deploy: Option<DeploySummary>,
 }
 
+impl From<&drydock_core::report::Summary> for RunSummary {
+    /// The live summary of a run from the summary core folds from its
+    /// events (the one builder, [`drydock_core::report::SummaryBuilder`]):
+    /// steps that ran in the order they ended, then the skipped ones; a
+    /// step's error followed by its `cause:` lines. No deploy yet.
+    fn from(s: &drydock_core::report::Summary) -> Self {
+        RunSummary {
+            pipeline: s.pipeline.clone(),
+            tiers: s
+                .tiers
+                .iter()
+                .map(|t| TierSummary {
+                    name: t.name.clone(),
+                    status: t.status,
+                    duration_ms: t.duration_ms,
+                    tests: t.tests,
+                })
+                .collect(),
+            steps: s
+                .steps
+                .iter()
+                .map(|r| StepSummary {
+                    tier: r.tier.clone(),
+                    step: r.step.clone(),
+                    status: r.status,
+                    duration_ms: r.duration_ms,
+                    tests: r.tests,
+                    error: r.error.clone().map(|e| {
+                        std::iter::once(e)
+                            .chain(r.cause.iter().map(|c| format!("cause: {c}")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    }),
+                })
+                .chain(s.skipped.iter().map(|k| StepSummary {
+                    tier: k.tier.clone(),
+                    step: k.step.clone(),
+                    status: Status::Skipped,
+                    duration_ms: 0,
+                    tests: None,
+                    error: k.reason.clone(),
+                }))
+                .collect(),
+            tests: s.tests,
+            failed_tests: s.failed_tests.clone(),
+            released: s.released.clone(),
+            deploy: None,
+        }
+    }
+}
+
 /// The deploy a green run of the central branch made after releasing.
 /// A failed deploy does not change the run's state (the tests passed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
