@@ -109,37 +109,16 @@ impl Checker<'_> {
         out: &mut Vec<DeployService>,
         declared: &mut HashMap<String, Pos>,
     ) {
-        let Kind::Map(entries) = &node.kind else {
-            self.err(
-                node.pos,
-                format!(
-                    "expected a mapping of service names to services, found {}",
-                    node.describe()
-                ),
-            );
-            return;
-        };
-        for (k, v) in entries {
-            let Some(name) = self.key_text(k) else {
-                continue;
-            };
-            if let Some(first) = declared.get(name) {
-                self.err(
-                    k.pos,
-                    format!("duplicate service `{name}` (first defined at {first})"),
-                );
-                continue;
-            }
-            declared.insert(name.to_string(), k.pos);
-            let mut name_ok = self.check_name(name, k.pos, "service name", true);
+        for (name, pos, v, mut name_ok) in self.named_entries(node, "service", true) {
+            declared.insert(name.clone(), pos);
             if name == APP_ALIAS {
                 self.err(
-                    k.pos,
+                    pos,
                     format!("the service name `{APP_ALIAS}` is reserved: it is the stable address of the app on the channel network"),
                 );
                 name_ok = false;
             }
-            if let Some(spec) = self.deploy_service(name, v, k.pos) {
+            if let Some(spec) = self.deploy_service(&name, v, pos) {
                 if name_ok {
                     out.push(spec);
                 }

@@ -554,6 +554,47 @@ impl<'v> Checker<'v> {
         let s = self.string(node)?;
         self.check_name(&s, node.pos, what, lower).then_some(s)
     }
+    /// The entries of a mapping of names to things (`builds:`, `services:`
+    /// of a pipeline or a deploy config): each name checked
+    /// ([`Checker::check_name`]; `lower`: lower case only) and taken once —
+    /// a repeated name is reported with where it was first defined and left
+    /// out. `thing` says what the values are (`build`, `service`). Returns
+    /// `(name, key position, value, whether the name is valid)`.
+    pub(crate) fn named_entries<'n>(
+        &mut self,
+        node: &'n Node,
+        thing: &str,
+        lower: bool,
+    ) -> Vec<(String, Pos, &'n Node, bool)> {
+        let Kind::Map(entries) = &node.kind else {
+            self.err(
+                node.pos,
+                format!(
+                    "expected a mapping of {thing} names to {thing}s, found {}",
+                    node.describe()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let Some(name) = self.key_text(k) else {
+                continue;
+            };
+            if let Some(first) = seen.get(name) {
+                self.err(
+                    k.pos,
+                    format!("duplicate {thing} `{name}` (first defined at {first})"),
+                );
+                continue;
+            }
+            seen.insert(name, k.pos);
+            let ok = self.check_name(name, k.pos, &format!("{thing} name"), lower);
+            out.push((name.to_string(), k.pos, v, ok));
+        }
+        out
+    }
 
     pub(crate) fn check_name(&mut self, s: &str, pos: Pos, what: &str, lower: bool) -> bool {
         if s.len() > MAX_NAME_LENGTH {
@@ -971,39 +1012,16 @@ impl<'v> Checker<'v> {
 
     /// The `builds:` section: name → build.
     fn named_builds(&mut self, node: &Node) -> Vec<NamedBuild> {
-        let Kind::Map(entries) = &node.kind else {
-            self.err(
-                node.pos,
-                format!(
-                    "expected a mapping of build names to builds, found {}",
-                    node.describe()
-                ),
-            );
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        let mut seen: HashMap<String, Pos> = HashMap::new();
-        for (k, v) in entries {
-            let Some(name) = self.key_text(k) else {
-                continue;
-            };
-            if let Some(first) = seen.get(name) {
-                self.err(
-                    k.pos,
-                    format!("duplicate build `{name}` (first defined at {first})"),
-                );
-                continue;
-            }
-            seen.insert(name.to_string(), k.pos);
-            let name_ok = self.check_name(name, k.pos, "build name", false);
-            match self.named_build(name, v, k.pos) {
+        for (name, pos, v, name_ok) in self.named_entries(node, "build", false) {
+            match self.named_build(&name, v, pos) {
                 Some(base) if name_ok => out.push(NamedBuild {
                     base,
-                    name_pos: k.pos,
+                    name_pos: pos,
                     from_compose: false,
                 }),
                 _ => {
-                    self.broken_builds.insert(name.to_string());
+                    self.broken_builds.insert(name);
                 }
             }
         }
@@ -1148,35 +1166,12 @@ impl<'v> Checker<'v> {
     }
 
     fn services(&mut self, node: &Node, out: &mut Vec<ServiceSpec>, refs: &mut Vec<ServiceRefs>) {
-        let Kind::Map(entries) = &node.kind else {
-            self.err(
-                node.pos,
-                format!(
-                    "expected a mapping of service names to services, found {}",
-                    node.describe()
-                ),
-            );
-            return;
-        };
-        let mut seen: HashMap<String, Pos> = HashMap::new();
-        for (k, v) in entries {
-            let Some(name) = self.key_text(k) else {
-                continue;
-            };
-            if let Some(first) = seen.get(name) {
-                self.err(
-                    k.pos,
-                    format!("duplicate service `{name}` (first defined at {first})"),
-                );
-                continue;
-            }
-            seen.insert(name.to_string(), k.pos);
-            self.declared_services.insert(name.to_string());
-            let name_ok = self.check_name(name, k.pos, "service name", false);
-            if let Some((spec, target)) = self.service(name, v, k.pos) {
+        for (name, pos, v, name_ok) in self.named_entries(node, "service", false) {
+            self.declared_services.insert(name.clone());
+            if let Some((spec, target)) = self.service(&name, v, pos) {
                 if name_ok {
                     refs.push(ServiceRefs {
-                        name_pos: k.pos,
+                        name_pos: pos,
                         build: target,
                     });
                     out.push(spec);
