@@ -1034,24 +1034,10 @@ async fn wait_service_ready(
     .await;
     match waited {
         Ok(_) => Ok(()),
-        Err(NotReady::Exited { code, log_tail }) => Err(not_ready(
-            format!(
-                "not ready after {}: it exited with code {code}",
-                format_duration(ready.timeout)
-            ),
-            log_tail,
-        )),
-        Err(
-            NotReady::TimedOut {
-                last: why,
-                log_tail,
-            }
-            | NotReady::Failed { why, log_tail },
-        ) => Err(not_ready(
-            format!("not ready after {}: {why}", format_duration(ready.timeout)),
-            log_tail,
-        )),
-        Err(NotReady::Engine(e)) => Err(not_ready(e, Vec::new())),
+        Err(e) => {
+            let (why, log_tail) = e.reason(ready.timeout);
+            Err(not_ready(why, log_tail))
+        }
     }
 }
 

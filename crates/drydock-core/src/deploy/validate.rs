@@ -53,16 +53,7 @@ impl Checker<'_> {
         channel: &str,
     ) -> Option<DeployConfig> {
         let f = self.fields(root, Pos::START, "the deploy config", ROOT_KEYS)?;
-        if let Some(v) = self.required(&f, "version") {
-            let ok = matches!(&v.kind, Kind::Scalar { text, .. } if text == "1")
-                && v.scalar_type() == Some(ScalarType::Int);
-            if !ok {
-                self.err(
-                    v.pos,
-                    format!("unsupported version: expected 1, found {}", v.describe()),
-                );
-            }
-        }
+        self.version_1(&f);
         let name = self.required(&f, "name").and_then(|n| {
             let s = self.string(n)?;
             if !is_repository(&s) {

@@ -554,6 +554,21 @@ impl<'v> Checker<'v> {
         let s = self.string(node)?;
         self.check_name(&s, node.pos, what, lower).then_some(s)
     }
+    /// The required `version: 1` of a document (the integer 1, not the
+    /// string "1").
+    pub(crate) fn version_1(&mut self, f: &Fields) {
+        if let Some(v) = self.required(f, "version") {
+            let ok = matches!(&v.kind, Kind::Scalar { text, .. } if text == "1")
+                && v.scalar_type() == Some(ScalarType::Int);
+            if !ok {
+                self.err(
+                    v.pos,
+                    format!("unsupported version: expected 1, found {}", v.describe()),
+                );
+            }
+        }
+    }
+
     /// The entries of a mapping of names to things (`builds:`, `services:`
     /// of a pipeline or a deploy config): each name checked
     /// ([`Checker::check_name`]; `lower`: lower case only) and taken once —
@@ -706,16 +721,7 @@ impl<'v> Checker<'v> {
     fn pipeline(&mut self, root: &Node, source_path: PathBuf) -> Option<Pipeline> {
         let f = self.fields(root, Pos::START, "the pipeline file", ROOT_KEYS)?;
 
-        if let Some(v) = self.required(&f, "version") {
-            let ok = matches!(&v.kind, Kind::Scalar { text, .. } if text == "1")
-                && v.scalar_type() == Some(ScalarType::Int);
-            if !ok {
-                self.err(
-                    v.pos,
-                    format!("unsupported version: expected 1, found {}", v.describe()),
-                );
-            }
-        }
+        self.version_1(&f);
         let name = self
             .required(&f, "name")
             .and_then(|n| self.name(n, "pipeline name", true));

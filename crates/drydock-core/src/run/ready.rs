@@ -78,6 +78,32 @@ pub(crate) enum NotReady {
     Engine(String),
 }
 
+impl NotReady {
+    /// Why, for people, after the thing's name: `exited with code 1 before
+    /// it was ready`, `not ready after 30s: psql said: …`; the log tail
+    /// comes apart.
+    pub(crate) fn reason(self, timeout: Duration) -> (String, Vec<String>) {
+        match self {
+            NotReady::Exited { code, log_tail } => (
+                format!("exited with code {code} before it was ready"),
+                log_tail,
+            ),
+            NotReady::TimedOut {
+                last: why,
+                log_tail,
+            }
+            | NotReady::Failed { why, log_tail } => (
+                format!(
+                    "not ready after {}: {why}",
+                    crate::pipeline::format_duration(timeout)
+                ),
+                log_tail,
+            ),
+            NotReady::Engine(e) => (e, Vec::new()),
+        }
+    }
+}
+
 /// Waits until `check` says the running container `id` is ready, at most
 /// `timeout` from `since` (the moment the container was started), keeping
 /// `tail_lines` lines of output for a failure. Returns how long it took

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use super::ready::{probe_once, wait_ready, Backoff, NotReady};
+use super::ready::{probe_once, wait_ready, Backoff};
 use super::{Ctx, Runtime};
 use crate::engine::LineBuffer;
 use crate::events::Event;
@@ -109,28 +109,10 @@ async fn start_and_probe_inner<R: Runtime>(
             .await;
             Ok(())
         }
-        Err(NotReady::Exited { code, log_tail }) => Err((
-            format!(
-                "service {} exited with code {code} before it was ready",
-                service.name
-            ),
-            log_tail,
-        )),
-        Err(
-            NotReady::TimedOut {
-                last: why,
-                log_tail,
-            }
-            | NotReady::Failed { why, log_tail },
-        ) => Err((
-            format!(
-                "service {} not ready after {}: {why}",
-                service.name,
-                crate::pipeline::format_duration(ready.timeout)
-            ),
-            log_tail,
-        )),
-        Err(NotReady::Engine(e)) => Err(no_tail(e)),
+        Err(not_ready) => {
+            let (why, log_tail) = not_ready.reason(ready.timeout);
+            Err((format!("service {} {why}", service.name), log_tail))
+        }
     }
 }
 
