@@ -28,7 +28,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::junit;
-use crate::events::{Event, Outcome, Record, Status, TestCounts};
+use crate::events::{Event, Outcome, Record, Status, StepTimings, TestCounts};
 
 /// When an event was recorded.
 type Timestamp = chrono::DateTime<chrono::Utc>;
@@ -60,6 +60,12 @@ pub struct StepRecord {
     /// Its test cases (`classname::name`) that failed in an earlier attempt
     /// and passed in the last.
     pub flaky_tests: Vec<String>,
+    /// Whether its container was created and started ahead of its turn
+    /// (the command then ran through exec; `timings.started_ahead`).
+    pub started_ahead: bool,
+    /// Where its time went, in milliseconds (`null` for builds and steps
+    /// whose container was never created).
+    pub timings: Option<StepTimings>,
 }
 
 /// How much output a step had, and what of it was left out of the results.
@@ -625,6 +631,7 @@ impl ResultsWriter {
                 allowed_failure,
                 attempts,
                 flaky_tests,
+                timings,
                 ..
             } => {
                 let log = self.log_file(tier, step)?;
@@ -689,6 +696,8 @@ impl ResultsWriter {
                     attempts: *attempts,
                     allowed_failure: *allowed_failure,
                     flaky_tests: flaky_tests.clone(),
+                    started_ahead: timings.is_some_and(|t| t.started_ahead),
+                    timings: *timings,
                 });
                 let name = format!("{tier}/{step}");
                 self.summary
@@ -824,6 +833,7 @@ mod tests {
             attempts: 1,
             flaky_tests: Vec::new(),
             allowed_failure: false,
+            timings: None,
             cause: Vec::new(),
         }
     }
