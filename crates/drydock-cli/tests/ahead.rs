@@ -71,6 +71,11 @@ async fn a_step_started_ahead_runs_as_its_own_container_would_and_leaves_nothing
     // The image's ENTRYPOINT with the step's command as its arguments.
     let entry = log(&run_dir, "second", "entry");
     assert!(entry.contains("entry-says: hello"), "{entry}");
+    // An image without a shell cannot idle: its step runs as before.
+    let no_shell = record(&summary, "second", "no-shell");
+    assert_eq!(no_shell["status"], "passed", "{no_shell}");
+    assert_eq!(no_shell["started_ahead"], false, "{no_shell}");
+    assert!(log(&run_dir, "second", "no-shell").contains("no-shell-ok"));
 }
 
 #[tokio::test]
@@ -90,6 +95,17 @@ async fn a_failing_step_started_ahead_fails_fast_and_leaves_nothing() {
     assert_eq!(bad["status"], "failed", "{bad}");
     assert_eq!(bad["started_ahead"], true, "{bad}");
     assert!(log(&run_dir, "second", "bad").contains("boom"));
+    // A missing program and a timeout, in steps started ahead.
+    assert!(
+        all.contains("no-such-command") && all.contains("cannot be started"),
+        "{all}"
+    );
+    assert!(all.contains("timed out after 2s"), "{all}");
+    for (step, status) in [("missing", "failed"), ("stuck", "timed_out")] {
+        let record = record(&summary, "second", step);
+        assert_eq!(record["status"], status, "{record}");
+        assert_eq!(record["started_ahead"], true, "{record}");
+    }
     let third = summary["tiers"]
         .as_array()
         .unwrap()
