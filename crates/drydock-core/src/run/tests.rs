@@ -1262,3 +1262,62 @@ async fn a_container_started_ahead_that_cannot_exec_falls_back_to_a_fresh_one() 
         Event::Log { step, line, .. } if step == "talk" && line == "hi")));
     assert_eq!(ran.fake.live_containers(), 0);
 }
+
+#[tokio::test]
+async fn a_step_started_ahead_is_stopped_by_a_cancel_and_its_kills_are_explained() {
+    // Cancelled while its command runs through exec.
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier("first", vec![step("quick", &["sleep", "100"])]),
+            tier("slow", vec![step("s", &["sleep", "10000"])]),
+            tier("next", vec![step("n", &["true"])]),
+        ]),
+        Some(Duration::from_millis(400)),
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Interrupted);
+    let journal = ran.fake.journal();
+    assert!(
+        journal.iter().any(|j| j == "exec drydock-r1-slow-s-ahead"),
+        "{journal:?}"
+    );
+    assert!(
+        journal.iter().any(|j| j == "stop drydock-r1-slow-s-ahead"),
+        "{journal:?}"
+    );
+    assert!(finished_steps(&ran.events).contains(&("s".to_string(), Status::Cancelled)));
+    assert!(timings_of(&ran.events, "s").expect("timings").started_ahead);
+    assert_eq!(ran.fake.live_containers(), 0);
+
+    // Exit 137 through exec: the OOM killer when the engine says so; else
+    // both causes are named (the engine may not mark an exec's OOM kill).
+    for (command, says) in [
+        (&["oom"][..], "OOM killer (exit 137, OOMKilled)"),
+        (
+            &["exit", "137"][..],
+            "by the kernel's OOM killer (a process",
+        ),
+        (&["exit", "3"][..], "exited with code 3"),
+    ] {
+        let ran = run_with(
+            FakeRuntime::with_images(&[BASE]),
+            pipeline(vec![
+                tier("first", vec![step("quick", &["sleep", "100"])]),
+                tier("t", vec![step("s", command)]),
+            ]),
+            None,
+        )
+        .await;
+        assert!(timings_of(&ran.events, "s").expect("timings").started_ahead);
+        let error = ran
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepFinished { step, error, .. } if step == "s" => error.clone(),
+                _ => None,
+            })
+            .unwrap();
+        assert!(error.contains(says), "{command:?}: {error}");
+    }
+}
