@@ -101,6 +101,8 @@ async fn a_failing_step_started_ahead_fails_fast_and_leaves_nothing() {
         "{all}"
     );
     assert!(all.contains("timed out after 2s"), "{all}");
+    let stuck = log(&run_dir, "second", "stuck");
+    assert!(stuck.contains("got-term"), "{stuck}");
     for (step, status) in [("missing", "failed"), ("stuck", "timed_out")] {
         let record = record(&summary, "second", step);
         assert_eq!(record["status"], status, "{record}");
