@@ -165,6 +165,28 @@ fn is_one(n: &u32) -> bool {
     *n == 1
 }
 
+/// Where a step's time went, in milliseconds (its last attempt). Removal
+/// is not in it: it happens in the background after `step_finished`, off
+/// the critical path (the run's teardown waits for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StepTimings {
+    /// Whether its container was created and started ahead of its turn
+    /// (its command then ran through exec in it; see `docs/events.md`).
+    pub started_ahead: bool,
+    /// Creating its container, copies in included (ahead of its turn when
+    /// `started_ahead`).
+    pub create_ms: u64,
+    /// Starting its container (ahead of its turn when `started_ahead`).
+    pub start_ms: u64,
+    /// Waiting, at its turn, for its container started ahead to be ready.
+    pub ready_wait_ms: u64,
+    /// Its command: from its start (or exec) to its exit and the end of its
+    /// output.
+    pub command_ms: u64,
+    /// Copying its JUnit report and collected files out.
+    pub copy_out_ms: u64,
+}
+
 /// Test counts from JUnit reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TestCounts {
@@ -310,6 +332,10 @@ pub enum Event {
         /// The step failed but may (`allow_failure: true`): a warning, not a failure.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         allowed_failure: bool,
+        /// Where its time went (run steps whose container was created; not
+        /// builds, skipped or abandoned steps).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timings: Option<StepTimings>,
     },
     /// An attempt of a step with `retry:` failed and the step runs again.
     /// The attempt's log lines were sent before this event; the next
@@ -645,6 +671,7 @@ impl Event {
             flaky_tests: Vec::new(),
             allowed_failure: false,
             cause: Vec::new(),
+            timings: None,
         }
     }
 

@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use crate::engine::{
     registry_host, BuildProgress, BuildRequest, Built, ContainerSpec, ContainerState, Engine,
-    EngineError, ExecOutput, LogChunk, RegistryAuth,
+    EngineError, ExecAttached, ExecOutput, LogChunk, RegistryAuth,
 };
 
 /// What the executor needs from a container engine.
@@ -86,6 +86,18 @@ pub trait Runtime: Send + Sync + 'static {
         }
         Ok(out)
     }
+    /// Starts `argv` in a running container, its output streamed (see
+    /// [`Engine::exec_attach`]); `user`/`workdir` override the container's.
+    async fn exec_attach(
+        &self,
+        id: &str,
+        argv: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+    ) -> Result<ExecAttached, EngineError>;
+    /// The exit code of an exec once its output ended; `None` while it runs
+    /// (see [`Engine::exec_exit_code`]).
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError>;
     /// An image's ENTRYPOINT and CMD; `None` when the image does not exist.
     async fn image_command(
         &self,
@@ -194,6 +206,18 @@ impl Runtime for Engine {
         keep: usize,
     ) -> Result<ExecOutput, EngineError> {
         Engine::exec_bounded(self, id, argv, &BTreeMap::new(), keep).await
+    }
+    async fn exec_attach(
+        &self,
+        id: &str,
+        argv: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+    ) -> Result<ExecAttached, EngineError> {
+        Engine::exec_attach(self, id, argv, user, workdir).await
+    }
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
+        Engine::exec_exit_code(self, exec_id).await
     }
     async fn image_command(
         &self,

@@ -115,6 +115,25 @@ pub struct ExecOutput {
     pub output: String,
 }
 
+/// A command started in a running container by [`Engine::exec_attach`]:
+/// its output as it comes, and the exec's id to ask its exit code
+/// ([`Engine::exec_exit_code`]) once the output has ended.
+pub struct ExecAttached {
+    /// The engine's id of the exec instance.
+    pub exec_id: String,
+    /// Its standard output and error as separate frames (no TTY), ending
+    /// when the command exits.
+    pub output: futures::stream::BoxStream<'static, Result<LogChunk, EngineError>>,
+}
+
+impl std::fmt::Debug for ExecAttached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecAttached")
+            .field("exec_id", &self.exec_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Engine {
     /// Creates a container; a missing image is [`EngineError::ImageMissing`].
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
@@ -610,6 +629,88 @@ impl Engine {
         Ok(ExecOutput {
             exit_code: inspect.exit_code.unwrap_or(-1),
             output: String::from_utf8_lossy(&output).into_owned(),
+        })
+    }
+
+    /// Starts `argv` in the running container `id` as `docker exec` does
+    /// (no TTY, no stdin), as `user` in `workdir` when given (else the
+    /// container's own, which a step's container was created with), with
+    /// the container's environment. The output streams as
+    /// [`LogChunk`]s split into stdout and stderr, as [`Engine::logs`] does
+    /// for a container's main process. A stopped container is an
+    /// [`EngineError::Api`] (409).
+    pub async fn exec_attach(
+        &self,
+        id: &str,
+        argv: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+    ) -> Result<ExecAttached, EngineError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let op = format!("exec {argv:?} in {id}");
+        let exec = self
+            .quick
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(argv.to_vec()),
+                    user: user.map(str::to_string),
+                    working_dir: workdir.map(str::to_string),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| EngineError::api(op.clone(), e))?;
+        let output = match self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| EngineError::api(op.clone(), e))?
+        {
+            StartExecResults::Attached { output, .. } => output
+                .filter_map(move |item| {
+                    let op = op.clone();
+                    async move {
+                        use bollard::container::LogOutput;
+                        match item {
+                            Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+                                stream: LogStream::Stderr,
+                                bytes: message,
+                            })),
+                            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                                Some(Ok(LogChunk {
+                                    stream: LogStream::Stdout,
+                                    bytes: message,
+                                }))
+                            }
+                            Ok(LogOutput::StdIn { .. }) => None,
+                            Err(source) => Some(Err(EngineError::api(op, source))),
+                        }
+                    }
+                })
+                .boxed(),
+            StartExecResults::Detached => futures::stream::empty().boxed(),
+        };
+        Ok(ExecAttached {
+            exec_id: exec.id,
+            output,
+        })
+    }
+
+    /// The exit code of an exec started by [`Engine::exec_attach`]; `None`
+    /// while it runs. The engine sets it once the output has been drained.
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
+        let inspect = self
+            .quick
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| EngineError::api(format!("inspect exec {exec_id}"), e))?;
+        Ok(if inspect.running == Some(true) {
+            None
+        } else {
+            inspect.exit_code
         })
     }
 

@@ -27,7 +27,9 @@ mod volume;
 
 pub use builder::{choose_builder, Builder, BuilderPreference, BUILDER_ENV};
 pub use client::{flavour_of, Engine, Flavour, DEFAULT_HOST};
-pub use container::{BindMount, ContainerSpec, ContainerState, ExecOutput, LogChunk, LogStream};
+pub use container::{
+    BindMount, ContainerSpec, ContainerState, ExecAttached, ExecOutput, LogChunk, LogStream,
+};
 pub use endpoint::{Endpoint, EndpointError, EndpointSource};
 pub use error::EngineError;
 pub use image::ImageInfo;

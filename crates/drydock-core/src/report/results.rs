@@ -28,7 +28,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::junit;
-use crate::events::{Event, Outcome, Record, Status, TestCounts};
+use crate::events::{Event, Outcome, Record, Status, StepTimings, TestCounts};
 
 /// When an event was recorded.
 type Timestamp = chrono::DateTime<chrono::Utc>;
@@ -65,6 +65,12 @@ pub struct StepRecord {
     /// Its test cases (`classname::name`) that failed in an earlier attempt
     /// and passed in the last.
     pub flaky_tests: Vec<String>,
+    /// Whether its container was created and started ahead of its turn
+    /// (the command then ran through exec; `timings.started_ahead`).
+    pub started_ahead: bool,
+    /// Where its time went, in milliseconds (`null` for builds and steps
+    /// whose container was never created).
+    pub timings: Option<StepTimings>,
 }
 
 /// A step that did not run.
@@ -643,6 +649,7 @@ impl ResultsWriter {
                 allowed_failure,
                 attempts,
                 flaky_tests,
+                timings,
                 ..
             } => {
                 let log = self.log_file(tier, step)?;

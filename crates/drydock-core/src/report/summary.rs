@@ -57,6 +57,7 @@ impl SummaryBuilder {
                 allowed_failure,
                 attempts,
                 flaky_tests,
+                timings,
                 ..
             } => {
                 let name = format!("{tier}/{step}");
@@ -83,6 +84,8 @@ impl SummaryBuilder {
                     attempts: *attempts,
                     allowed_failure: *allowed_failure,
                     flaky_tests: flaky_tests.clone(),
+                    started_ahead: timings.is_some_and(|t| t.started_ahead),
+                    timings: *timings,
                 });
             }
             Event::StepSkipped { tier, step, reason } => s.skipped.push(SkippedRecord {

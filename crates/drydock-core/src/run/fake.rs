@@ -4,7 +4,10 @@
 //! with N, `["oom"]` exits 137 with `OOMKilled` set, `["flaky", N]` fails
 //! its first N attempts, `["echo", WORDS…]`
 //! prints WORDS; anything else exits 0. A command
-//! whose first word is `missing` cannot be started. Builds of targets listed in
+//! whose first word is `missing` cannot be started (nor exec'd). A
+//! container whose entrypoint is the idle loop of steps started ahead
+//! runs until stopped; commands exec'd in it behave as above (journal
+//! `exec ID`). Builds of targets listed in
 //! `failing_builds` fail. Services named in `never_ready` fail every probe.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,8 +23,8 @@ use tokio::sync::watch;
 
 use super::Runtime;
 use crate::engine::{
-    BuildProgress, BuildRequest, Built, ContainerSpec, ContainerState, EngineError, ExecOutput,
-    LogChunk, LogStream,
+    BuildProgress, BuildRequest, Built, ContainerSpec, ContainerState, EngineError, ExecAttached,
+    ExecOutput, LogChunk, LogStream,
 };
 
 #[derive(Default)]
@@ -29,7 +32,8 @@ pub(crate) struct FakeRuntime {
     pub images: Mutex<HashSet<String>>,
     pub failing_builds: HashSet<String>,
     pub never_ready: HashSet<String>,
-    /// Every call, in order: `build x`, `create name`, `start name`, `stop name`, `tag repo:tag`.
+    /// Every call, in order: `build x`, `create name`, `start name`, `exec name`,
+    /// `stop name`, `remove name`, `tag repo:tag`.
     pub journal: Arc<Mutex<Vec<String>>>,
     /// Containers that exist.
     pub live: Mutex<HashMap<String, ContainerSpec>>,
@@ -47,6 +51,12 @@ pub(crate) struct FakeRuntime {
     /// When set, tagging a reference containing `.0` first cancels `.1` as
     /// two signals 10 ms apart would (a signal, then a second one).
     pub signals_on_tag: Option<(String, super::RunCancel)>,
+    /// Exec ids by container.
+    pub execs: Mutex<HashMap<String, Vec<String>>>,
+    /// The argv exec'd last in each container.
+    pub exec_argv: Mutex<HashMap<String, Vec<String>>>,
+    /// When set, every exec fails to start (a container started ahead that died).
+    pub refuse_exec: bool,
 }
 
 impl FakeRuntime {
@@ -70,8 +80,64 @@ impl FakeRuntime {
     }
 
     fn finish(&self, id: &str, code: i64) {
+        let execs = self
+            .execs
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
+        for exec in execs {
+            self.finish(&exec, code);
+        }
         if let Some(tx) = self.exits.lock().unwrap().get(id) {
             exit(tx, &self.running_now, code);
+        }
+    }
+
+    /// How a command behaves: (delay in ms, exit code).
+    fn behaviour(&self, argv: &[String], id: &str) -> (u64, i64) {
+        match argv.first().map(String::as_str) {
+            Some("sleep") => (argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(0), 0),
+            Some("exit") => (0, argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1)),
+            Some("oom") => (0, 137),
+            // ["flaky", N]: the first N attempts fail.
+            Some("flaky") => {
+                let base = id.split("-attempt").next().unwrap_or(id);
+                let base = base.trim_end_matches("-ahead").to_string();
+                let mut attempts = self.attempts.lock().unwrap();
+                let n = attempts.entry(base).or_insert(0);
+                *n += 1;
+                let failing: u32 = argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+                (0, if *n <= failing { 1 } else { 0 })
+            }
+            _ => (0, 0),
+        }
+    }
+
+    /// Registers a running process (a container or an exec) and ends it
+    /// after `delay` ms with `code`.
+    fn run_process(&self, id: &str, delay: u64, code: i64, ends: bool) {
+        let tx = Arc::new(watch::channel(None).0);
+        self.exits
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), tx.clone());
+        {
+            let mut running = self.running_now.lock().unwrap();
+            *running += 1;
+            let mut max = self.max_running.lock().unwrap();
+            *max = (*max).max(*running);
+        }
+        if ends {
+            let running_now = self.running_now.clone();
+            let journal = self.journal.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                journal.lock().unwrap().push(format!("exited {id}"));
+                exit(&tx, &running_now, code);
+            });
         }
     }
 }
@@ -183,44 +249,86 @@ impl Runtime for FakeRuntime {
             });
         }
         self.log(format!("start {id}"));
-        let tx = Arc::new(watch::channel(None).0);
-        self.exits
+        let is_service = spec.labels.get("drydock.role").map(String::as_str) == Some("service");
+        let idle = spec.entrypoint.as_ref() == Some(&super::ahead::idle_argv());
+        let (delay, code) = if is_service || idle {
+            (0, 0)
+        } else {
+            self.behaviour(&argv, id)
+        };
+        self.run_process(id, delay, code, !(is_service || idle));
+        Ok(())
+    }
+    async fn exec_attach(
+        &self,
+        id: &str,
+        argv: &[String],
+        _user: Option<&str>,
+        _workdir: Option<&str>,
+    ) -> Result<ExecAttached, EngineError> {
+        let running = self
+            .exits
             .lock()
             .unwrap()
-            .insert(id.to_string(), tx.clone());
-        {
-            let mut running = self.running_now.lock().unwrap();
-            *running += 1;
-            let mut max = self.max_running.lock().unwrap();
-            *max = (*max).max(*running);
-        }
-        let is_service = spec.labels.get("drydock.role").map(String::as_str) == Some("service");
-        if !is_service {
-            let (delay, code) = match argv.first().map(String::as_str) {
-                Some("sleep") => (argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(0), 0),
-                Some("exit") => (0, argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1)),
-                Some("oom") => (0, 137),
-                // ["flaky", N]: the first N attempts fail.
-                Some("flaky") => {
-                    let base = id.split("-attempt").next().unwrap_or(id).to_string();
-                    let mut attempts = self.attempts.lock().unwrap();
-                    let n = attempts.entry(base).or_insert(0);
-                    *n += 1;
-                    let failing: u32 = argv.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
-                    (0, if *n <= failing { 1 } else { 0 })
-                }
-                _ => (0, 0),
-            };
-            let running_now = self.running_now.clone();
-            let journal = self.journal.clone();
-            let id = id.to_string();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                journal.lock().unwrap().push(format!("exited {id}"));
-                exit(&tx, &running_now, code);
+            .get(id)
+            .is_some_and(|tx| tx.borrow().is_none());
+        if self.refuse_exec || !running || argv.first().map(String::as_str) == Some("missing") {
+            return Err(EngineError::CommandNotFound {
+                command: argv.to_vec(),
+                image: String::new(),
+                message: "exec refused by the fake".to_string(),
             });
         }
-        Ok(())
+        self.log(format!("exec {id}"));
+        let exec_id = format!("{id}#exec");
+        self.exec_argv
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), argv.to_vec());
+        self.execs
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .push(exec_id.clone());
+        let (delay, code) = self.behaviour(argv, id);
+        self.run_process(&exec_id, delay, code, true);
+        let mut rx = self
+            .exits
+            .lock()
+            .unwrap()
+            .get(&exec_id)
+            .map(|tx| tx.subscribe())
+            .expect("just registered");
+        let text = if argv.first().map(String::as_str) == Some("echo") {
+            format!("{}\n", argv[1..].join(" "))
+        } else {
+            String::new()
+        };
+        let output = futures::stream::once(async move {
+            while rx.borrow().is_none() {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            (!text.is_empty()).then(|| {
+                Ok(LogChunk {
+                    stream: LogStream::Stdout,
+                    bytes: Bytes::from(text),
+                })
+            })
+        })
+        .filter_map(futures::future::ready)
+        .boxed();
+        Ok(ExecAttached { exec_id, output })
+    }
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
+        Ok(self
+            .exits
+            .lock()
+            .unwrap()
+            .get(exec_id)
+            .and_then(|tx| *tx.borrow()))
     }
     fn logs(&self, id: &str) -> BoxStream<'static, Result<LogChunk, EngineError>> {
         let spec = self
@@ -262,15 +370,20 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
     async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.log(format!("remove {id}"));
         self.finish(id, 137);
         self.live.lock().unwrap().remove(id);
         Ok(())
     }
     async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
         let live = self.live.lock().unwrap();
+        let exec_argv = self.exec_argv.lock().unwrap();
         let oom_killed = live
             .get(id)
-            .is_some_and(|spec| words(spec).first().map(String::as_str) == Some("oom"));
+            .map(words)
+            .into_iter()
+            .chain(exec_argv.get(id).cloned())
+            .any(|argv| argv.first().map(String::as_str) == Some("oom"));
         Ok(ContainerState {
             running: live.contains_key(id),
             exit_code: None,

@@ -21,6 +21,7 @@
 //! [`Event::RunFinished`]. Whatever happens, the teardown removes every
 //! container and network labelled with the run.
 
+pub(crate) mod ahead;
 pub(crate) mod builder;
 mod cancel;
 pub(crate) mod ready;
@@ -201,6 +202,7 @@ pub(crate) async fn run_plan<R: Runtime>(
         secrets,
         secret_files,
         caches: std::sync::OnceLock::new(),
+        ahead: ahead::Ahead::default(),
     });
     ctx.emit(Event::RunStarted {
         run_id: plan.run_id.clone(),
@@ -346,6 +348,8 @@ pub(crate) struct Ctx<R: Runtime> {
     secret_files: SecretFiles,
     /// Cache path → the volume this run mounts there (set once, before any step).
     caches: std::sync::OnceLock<HashMap<String, String>>,
+    /// The step containers started ahead of their turn (see [`ahead`]).
+    pub ahead: ahead::Ahead,
 }
 
 impl<R: Runtime> Ctx<R> {
@@ -373,6 +377,7 @@ impl<R: Runtime> Ctx<R> {
             secrets,
             secret_files,
             caches: std::sync::OnceLock::new(),
+            ahead: ahead::Ahead::default(),
         })
     }
 
@@ -570,6 +575,8 @@ struct RunLoop<R: Runtime> {
     build_tails: Vec<VecDeque<String>>,
     /// The liveness watchdog.
     watchdog: Option<JoinHandle<()>>,
+    /// Steps whose container was started ahead (each at most once).
+    ahead_tried: Vec<bool>,
 }
 
 impl<R: Runtime> RunLoop<R> {
@@ -618,6 +625,7 @@ impl<R: Runtime> RunLoop<R> {
             engine_lost: None,
             watchdog: None,
             build_tails: plan.builds.iter().map(|_| VecDeque::new()).collect(),
+            ahead_tried: plan.steps.iter().map(|_| false).collect(),
         }
     }
 
@@ -635,6 +643,9 @@ impl<R: Runtime> RunLoop<R> {
         let reason = self.reason();
         if reason > self.announced {
             self.announced = reason;
+            // Nothing started ahead will run (`always` steps never start ahead).
+            let unused = self.ctx.ahead.discard_all(&self.ctx.runtime);
+            self.removals.extend(unused);
             if let Some(reason) = reason {
                 if reason.stops_running_steps() && self.always_deadline.is_none() {
                     self.always_deadline = Some(Instant::now() + ALWAYS_GRACE);
@@ -649,8 +660,11 @@ impl<R: Runtime> RunLoop<R> {
     async fn pump(&mut self) {
         let cancel = self.ctx.cancel.clone();
         let deadline = self.always_deadline;
+        let ahead = self.ctx.clone();
         let msg = tokio::select! {
             msg = self.rx.recv() => msg,
+            // A container started ahead was taken: room for another.
+            _ = ahead.ahead.taken() => None,
             _ = cancel.changed(self.announced) => None,
             _ = async {
                 match deadline {
@@ -757,6 +771,9 @@ impl<R: Runtime> RunLoop<R> {
         }
         self.builder_stop.cancel();
         self.own_reason = self.own_reason.max(Some(CancelReason::FailedTier));
+        // The steps started ahead will be skipped: their containers go now.
+        let unused = self.ctx.ahead.discard_all(&self.ctx.runtime);
+        self.removals.extend(unused);
     }
 
     /// The image of a container: a reference as is, a build's image id once built.
@@ -887,6 +904,8 @@ impl<R: Runtime> RunLoop<R> {
                 Decision::Skip(reason) => {
                     self.start_tier(step.tier).await;
                     self.steps[step.id.0] = StepState::Skipped;
+                    self.removals
+                        .extend(self.ctx.ahead.discard(&self.ctx.runtime, step.id));
                     self.ctx
                         .emit(Event::StepSkipped {
                             tier: plan.tiers[step.tier].name.clone(),
@@ -905,7 +924,42 @@ impl<R: Runtime> RunLoop<R> {
             self.close_tier(current).await;
             changed = true;
         }
+        self.start_ahead(current);
         changed
+    }
+
+    /// Starts ahead the containers of the waiting steps of the current tier
+    /// and the next one whose image is known, within [`ahead::MAX_AHEAD`]
+    /// (see [`ahead`] for which steps and why). Nothing starts ahead once
+    /// the run failed or is being cancelled.
+    fn start_ahead(&mut self, current: usize) {
+        if self.failure.is_some() || self.reason().is_some() {
+            return;
+        }
+        let plan = self.ctx.plan.clone();
+        for step in &plan.steps {
+            if self.ctx.ahead.len() >= ahead::MAX_AHEAD {
+                break;
+            }
+            let candidate = !self.ahead_tried[step.id.0]
+                && self.steps[step.id.0] == StepState::Waiting
+                && step.when == When::OnSuccess
+                && (current..=current + 1).contains(&step.tier)
+                && ahead::eligible(&plan, step);
+            if !candidate {
+                continue;
+            }
+            let Ok(image) = self.image_of(step.container.image) else {
+                continue;
+            };
+            self.ahead_tried[step.id.0] = true;
+            self.ctx.ahead.spawn(
+                self.ctx.clone(),
+                step.clone(),
+                image,
+                self.ctx.cancel.token(),
+            );
+        }
     }
 
     /// Pings the engine every [`PING_INTERVAL`]; when no ping was answered
@@ -1139,6 +1193,7 @@ impl<R: Runtime> RunLoop<R> {
                             attempts: 1,
                             flaky_tests: Vec::new(),
                             allowed_failure: false,
+                            timings: None,
                         })
                         .await;
                     changed = true;
@@ -1590,6 +1645,8 @@ impl<R: Runtime> RunLoop<R> {
         for task in self.step_tasks.drain(..) {
             task.abort();
         }
+        let unused = self.ctx.ahead.discard_all(&self.ctx.runtime);
+        self.removals.extend(unused);
         futures::future::join_all(self.removals.drain(..)).await;
         let run_id = &self.ctx.plan.run_id;
         let mut removed = 0;

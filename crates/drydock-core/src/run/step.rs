@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, Runtime};
 use crate::engine::{ContainerSpec, EngineError, LineBuffer, LogStream};
-use crate::events::{Event, Status, StepKind, TestCounts};
+use crate::events::{Event, Status, StepKind, StepTimings, TestCounts};
 use crate::plan::PlannedStep;
 use crate::report::{junit, RawLog};
 
@@ -26,10 +26,23 @@ pub(crate) struct StepOutcome {
     pub tests: Option<TestCounts>,
 }
 
-struct Ended {
-    status: Status,
-    exit_code: Option<i64>,
-    error: Option<String>,
+pub(crate) struct Ended {
+    pub status: Status,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    /// Where its time went (copy-out not yet in it).
+    pub timings: Option<StepTimings>,
+}
+
+impl Ended {
+    fn errored(error: String) -> Ended {
+        Ended {
+            status: Status::Errored,
+            exit_code: None,
+            error: Some(error),
+            timings: None,
+        }
+    }
 }
 
 /// Runs a step to the end and reports it; never panics on engine errors.
@@ -123,6 +136,7 @@ pub(crate) async fn run_step<R: Runtime>(
             flaky_tests,
             allowed_failure: step.allow_failure && !status.is_success(),
             cause,
+            timings: run.timings,
         })
         .await;
         return (
@@ -145,6 +159,7 @@ struct Attempt {
     failed_tests: Vec<String>,
     junit: Option<String>,
     removal: Option<tokio::task::JoinHandle<()>>,
+    timings: Option<StepTimings>,
 }
 
 async fn run_attempt<R: Runtime>(
@@ -159,28 +174,56 @@ async fn run_attempt<R: Runtime>(
     let mut tail = VecDeque::new();
     let mut container_id = None;
     let ended = match image {
-        Err(e) => Ended {
-            status: Status::Errored,
-            exit_code: None,
-            error: Some(e.clone()),
-        },
+        Err(e) => Ended::errored(e.clone()),
         Ok(image) => {
             let mut spec = ctx.step_spec(step, image.clone());
             if attempt > 1 {
                 // The earlier attempt's container may still be going away.
                 spec.name = format!("{}-attempt{attempt}", spec.name);
             }
-            run_container(
-                ctx,
-                tier,
-                step,
-                &spec,
-                &mut tail,
-                &mut container_id,
-                stop,
-                timeout,
-            )
-            .await
+            // The first attempt runs in its container started ahead when
+            // there is one (see `ahead`); otherwise, or when that container
+            // cannot run it, as always.
+            let waited = Instant::now();
+            let prestarted = match attempt {
+                1 => ctx.ahead.take(step.id).await,
+                _ => None,
+            };
+            let ready_wait = waited.elapsed();
+            let ahead = match prestarted {
+                Some(pre) => {
+                    super::ahead::run_exec(
+                        ctx,
+                        tier,
+                        step,
+                        &spec,
+                        pre,
+                        ready_wait,
+                        &mut tail,
+                        &mut container_id,
+                        stop,
+                        timeout,
+                    )
+                    .await
+                }
+                None => None,
+            };
+            match ahead {
+                Some(ended) => ended,
+                None => {
+                    run_container(
+                        ctx,
+                        tier,
+                        step,
+                        &spec,
+                        &mut tail,
+                        &mut container_id,
+                        stop,
+                        timeout,
+                    )
+                    .await
+                }
+            }
         }
     };
     // Artifacts of the last attempt where people look; earlier ones beside.
@@ -198,6 +241,8 @@ async fn run_attempt<R: Runtime>(
     let mut junit = None;
     let mut error = ended.error;
     let mut removal = None;
+    let mut timings = ended.timings;
+    let copying = Instant::now();
     if !ended.status.is_success() && container_id.is_some() {
         if let (Ok(image), Some(error)) = (image, error.as_mut()) {
             if let Some(hint) = entrypoint_hint(ctx, step, image).await {
@@ -244,6 +289,9 @@ async fn run_attempt<R: Runtime>(
             let dir = artifacts.clone();
             let _ = tokio::task::spawn_blocking(move || masker.mask_files(&dir)).await;
         }
+        if let Some(timings) = timings.as_mut() {
+            timings.copy_out_ms = copying.elapsed().as_millis() as u64;
+        }
         let runtime = ctx.runtime.clone();
         let id = id.clone();
         removal = Some(tokio::spawn(async move {
@@ -261,6 +309,7 @@ async fn run_attempt<R: Runtime>(
         failed_tests,
         junit,
         removal,
+        timings,
     }
 }
 
@@ -307,11 +356,9 @@ async fn run_container<R: Runtime>(
     stop: &CancellationToken,
     timeout: Duration,
 ) -> Ended {
-    let errored = |e: EngineError| Ended {
-        status: Status::Errored,
-        exit_code: None,
-        error: Some(e.to_string()),
-    };
+    let errored = |e: EngineError| Ended::errored(e.to_string());
+    let mut timings = StepTimings::default();
+    let began = Instant::now();
     let id = match ctx.runtime.create(spec).await {
         Ok(id) => id,
         Err(e) => return errored(e),
@@ -331,13 +378,16 @@ async fn run_container<R: Runtime>(
             return errored(e);
         }
     }
+    timings.create_ms = began.elapsed().as_millis() as u64;
     if stop.is_cancelled() {
         return Ended {
             status: Status::Cancelled,
             exit_code: None,
             error: Some("interrupted".to_string()),
+            timings: Some(timings),
         };
     }
+    let began = Instant::now();
     match ctx.runtime.start(&id, spec).await {
         Ok(()) => {}
         Err(e @ EngineError::CommandNotFound { .. }) => {
@@ -345,16 +395,24 @@ async fn run_container<R: Runtime>(
                 status: Status::Failed,
                 exit_code: Some(127),
                 error: Some(e.to_string()),
+                timings: Some(timings),
             }
         }
         Err(e) => return errored(e),
     }
+    timings.start_ms = began.elapsed().as_millis() as u64;
+    let began = Instant::now();
 
-    let logs = follow_logs(ctx.clone(), tier.to_string(), step.name.clone(), id.clone());
+    let logs = follow_output(
+        ctx.clone(),
+        tier.to_string(),
+        step.name.clone(),
+        ctx.runtime.logs(&id),
+    );
     let (status, exit_code, error) = tokio::select! {
         code = ctx.runtime.wait(&id) => match code {
             Ok(0) => (Status::Passed, Some(0), None),
-            Ok(code) => (Status::Failed, Some(code), Some(exit_reason(ctx, &id, code).await)),
+            Ok(code) => (Status::Failed, Some(code), Some(exit_reason(ctx, &id, code, true).await)),
             Err(e) => (Status::Errored, None, Some(e.to_string())),
         },
         _ = tokio::time::sleep(timeout) => {
@@ -368,6 +426,31 @@ async fn run_container<R: Runtime>(
             (Status::Cancelled, None, Some("interrupted".to_string()))
         }
     };
+    drain_output(step, logs, tail).await;
+    let argv: Vec<String> = spec
+        .entrypoint
+        .iter()
+        .flatten()
+        .chain(spec.command.iter().flatten())
+        .cloned()
+        .collect();
+    let error = explain_not_started(&argv, &spec.image, exit_code, tail, error);
+    timings.command_ms = began.elapsed().as_millis() as u64;
+    Ended {
+        status,
+        exit_code,
+        error,
+        timings: Some(timings),
+    }
+}
+
+/// Waits for the end of a step's output (see [`follow_output`]) and keeps
+/// its last lines in `tail`.
+pub(crate) async fn drain_output(
+    step: &PlannedStep,
+    logs: tokio_util::task::AbortOnDropHandle<VecDeque<String>>,
+    tail: &mut VecDeque<String>,
+) {
     // The log stream ends once the engine has sent all the container's
     // output, which takes a while after a step that printed a lot: wait for
     // it, so that the step's last lines come before its end. A stuck engine
@@ -381,34 +464,41 @@ async fn run_container<R: Runtime>(
             LOG_DRAIN_LIMIT.as_secs()
         ),
     }
-    // With an init process the engine starts the container fine and the init
-    // reports the missing command itself (exit 126/127): say so plainly.
-    let error = match (exit_code, tail.back()) {
+}
+
+/// With an init process the engine starts the container fine and the init
+/// reports the missing command itself (exit 126/127), as an exec does: says
+/// so plainly, naming the `argv` that was run in `image`.
+pub(crate) fn explain_not_started(
+    argv: &[String],
+    image: &str,
+    exit_code: Option<i64>,
+    tail: &VecDeque<String>,
+    error: Option<String>,
+) -> Option<String> {
+    match (exit_code, tail.back()) {
         (Some(126 | 127), Some(last)) if last.contains("exec") && last.contains("failed") => {
             Some(format!(
-                "command {:?} cannot be started in image {}: {}",
-                spec.entrypoint
-                    .iter()
-                    .flatten()
-                    .chain(spec.command.iter().flatten())
-                    .collect::<Vec<_>>(),
-                spec.image,
+                "command {argv:?} cannot be started in image {image}: {}",
                 last.rsplit("failed: ").next().unwrap_or(last)
             ))
         }
         _ => error,
-    };
-    Ended {
-        status,
-        exit_code,
-        error,
     }
 }
 
 /// Why a step's container exited with `code`, for people: the OOM killer
 /// (docker's `OOMKilled`) or another SIGKILL (from inside or outside the
-/// step) are told apart from an ordinary non-zero exit.
-async fn exit_reason<R: Runtime>(ctx: &Ctx<R>, id: &str, code: i64) -> String {
+/// step) are told apart from an ordinary non-zero exit. `main` says the
+/// command was the container's main process; an exec'd command (a step
+/// started ahead) killed by the OOM killer does not stop the container, so
+/// the engine may not mark `OOMKilled`: a 137 then names both causes.
+pub(crate) async fn exit_reason<R: Runtime>(
+    ctx: &Ctx<R>,
+    id: &str,
+    code: i64,
+    main: bool,
+) -> String {
     let oom = ctx
         .runtime
         .state(id)
@@ -419,22 +509,23 @@ async fn exit_reason<R: Runtime>(ctx: &Ctx<R>, id: &str, code: i64) -> String {
         _ if oom => format!(
             "killed by the kernel's OOM killer (exit {code}, OOMKilled): a process of the step needed more memory than the container could have; lower its memory use (e.g. fewer test workers) or give the engine more memory"
         ),
+        137 if !main => "killed by SIGKILL (exit 137): by the kernel's OOM killer (a process of the step needed more memory than the container could have; lower its memory use or give the engine more memory) or by a process that sent it SIGKILL, from inside the step (`kill -9`, a test harness) or from outside (`docker kill`, the engine restarting)".to_string(),
         137 => "killed by SIGKILL (exit 137), not by the OOM killer: a process sent it SIGKILL, from inside the step (`kill -9`, a test harness or supervisor) or from outside (`docker kill`, `docker rm -f`, another tool's cleanup, the engine restarting)".to_string(),
         _ => format!("exited with code {code}"),
     }
 }
 
-/// Streams a container's output as [`Event::Log`] lines; returns the last
+/// Streams a step's output (its container's logs, or its exec's output) as
+/// [`Event::Log`] lines, into its log files, masked; returns the last
 /// lines. The task ends when its handle is dropped (a step that is given up
 /// on must not keep the run's event stream open).
-fn follow_logs<R: Runtime>(
+pub(crate) fn follow_output<R: Runtime>(
     ctx: Arc<Ctx<R>>,
     tier: String,
     step: String,
-    id: String,
+    mut stream: futures::stream::BoxStream<'static, Result<crate::engine::LogChunk, EngineError>>,
 ) -> tokio_util::task::AbortOnDropHandle<VecDeque<String>> {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-        let mut stream = ctx.runtime.logs(&id);
         let mut raw =
             RawLog::create(&ctx.options.results_dir, &tier, &step, ctx.masker.as_ref()).await;
         let mut stdout = LineBuffer::default();

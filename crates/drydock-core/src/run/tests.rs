@@ -210,9 +210,14 @@ async fn the_first_failing_tier_stops_the_run_and_later_tiers_are_skipped() {
         ]
     );
     assert!(finished_steps(&ran.events).contains(&("journey".to_string(), Status::Skipped)));
+    // It may have been started ahead, but its command never runs.
     assert!(
-        !ran.fake.journal().iter().any(|j| j.contains("journey")),
-        "a skipped step never starts"
+        !ran.fake.journal().iter().any(|j| j.contains("journey")
+            && !j.starts_with("create")
+            && !j.starts_with("start")
+            && !j.starts_with("remove")),
+        "a skipped step never runs: {:?}",
+        ran.fake.journal()
     );
     assert_eq!(ran.fake.live_containers(), 0);
 }
@@ -1089,4 +1094,256 @@ pub(crate) fn one_step_plan(
         crate::plan::plan(&pipeline, &options.plan_options()),
         options,
     )
+}
+
+/// The step's `timings` in its `step_finished`.
+fn timings_of(events: &[Event], name: &str) -> Option<crate::events::StepTimings> {
+    events.iter().find_map(|e| match e {
+        Event::StepFinished { step, timings, .. } if step == name => *timings,
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn a_later_tiers_containers_start_ahead_and_their_commands_run_through_exec() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier("lint", vec![step("slow", &["sleep", "300"])]),
+            tier(
+                "unit",
+                vec![
+                    step("quick", &["true"]),
+                    step("talk", &["echo", "hello", "there"]),
+                ],
+            ),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
+    let journal = ran.fake.journal();
+    let position = |entry: &str| {
+        journal
+            .iter()
+            .position(|j| j == entry)
+            .unwrap_or_else(|| panic!("no {entry} in {journal:?}"))
+    };
+    // The next tier's containers exist and run (idle) before its turn…
+    let slow_ended = position("exited drydock-r1-lint-slow");
+    let slow = timings_of(&ran.events, "slow").expect("timings");
+    for name in ["quick", "talk"] {
+        assert!(position(&format!("create drydock-r1-unit-{name}-ahead")) < slow_ended);
+        assert!(position(&format!("start drydock-r1-unit-{name}-ahead")) < slow_ended);
+        // …and its commands run in them through exec at its turn.
+        assert!(position(&format!("exec drydock-r1-unit-{name}-ahead")) > slow_ended);
+        // Each step's container is its own and is removed after it.
+        assert!(position(&format!("remove drydock-r1-unit-{name}-ahead")) > slow_ended);
+        let timings = timings_of(&ran.events, name).expect("timings");
+        assert!(timings.started_ahead, "{timings:?}");
+    }
+    // A step runnable at once takes the ordinary path (nothing to gain).
+    assert!(!slow.started_ahead);
+    // Nothing is created at the step's turn.
+    assert!(
+        !journal.iter().any(|j| j == "create drydock-r1-unit-quick"),
+        "{journal:?}"
+    );
+    // The exec's output streams as a container's logs do.
+    assert!(ran.events.iter().any(|e| matches!(e,
+        Event::Log { step, line, .. } if step == "talk" && line == "hello there")));
+    // The ordinary path reports its own breakdown.
+    assert!(slow.command_ms >= 300, "{slow:?}");
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn at_most_max_ahead_containers_wait_idle_at_once() {
+    let many: Vec<StepSpec> = (0..7)
+        .map(|i| step(&format!("s{i}"), &["sleep", "50"]))
+        .collect();
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier("lint", vec![step("slow", &["sleep", "300"])]),
+            tier("unit", many),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
+    let journal = ran.fake.journal();
+    // Idle containers: created ahead, not yet exec'd into (nor removed).
+    let mut idle = std::collections::HashSet::new();
+    let mut most = 0;
+    for entry in &journal {
+        if let Some(name) = entry
+            .strip_prefix("create ")
+            .filter(|n| n.ends_with("-ahead"))
+        {
+            idle.insert(name.to_string());
+        } else if let Some(name) = entry
+            .strip_prefix("exec ")
+            .or_else(|| entry.strip_prefix("remove "))
+        {
+            idle.remove(name);
+        }
+        most = most.max(idle.len());
+    }
+    assert_eq!(most, ahead::MAX_AHEAD, "{journal:?}");
+    // The others run in containers created at their turn; every step ran.
+    assert_eq!(
+        finished_steps(&ran.events)
+            .iter()
+            .filter(|(_, s)| *s == Status::Passed)
+            .count(),
+        8
+    );
+    assert!(
+        journal
+            .iter()
+            .any(|j| j.starts_with("create drydock-r1-unit-s") && !j.ends_with("-ahead")),
+        "{journal:?}"
+    );
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn containers_started_ahead_for_a_skipped_tier_are_removed_unused() {
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier(
+                "unit",
+                vec![
+                    step("slow", &["sleep", "200"]),
+                    step("broken", &["exit", "1"]),
+                ],
+            ),
+            tier("e2e", vec![step("journey", &["true"])]),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Failed);
+    let journal = ran.fake.journal();
+    let position = |entry: &str| journal.iter().position(|j| j == entry);
+    let created = position("create drydock-r1-e2e-journey-ahead").expect("started ahead");
+    let removed = position("remove drydock-r1-e2e-journey-ahead").expect("removed");
+    assert!(created < removed);
+    // Removed as soon as its tier was skipped, before the run's sweep.
+    let slow_ended = position("exited drydock-r1-unit-slow").expect("slow ran");
+    assert!(removed < slow_ended, "{journal:?}");
+    assert!(!journal
+        .iter()
+        .any(|j| j.starts_with("exec") && j.contains("journey")));
+    assert!(finished_steps(&ran.events).contains(&("journey".to_string(), Status::Skipped)));
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn a_container_started_ahead_that_cannot_exec_falls_back_to_a_fresh_one() {
+    let ran = run_with(
+        FakeRuntime {
+            refuse_exec: true,
+            ..FakeRuntime::with_images(&[BASE])
+        },
+        pipeline(vec![
+            tier("lint", vec![step("slow", &["sleep", "100"])]),
+            tier("unit", vec![step("talk", &["echo", "hi"])]),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ran.report.outcome,
+        Outcome::Passed,
+        "{:?}",
+        ran.report.error
+    );
+    let journal = ran.fake.journal();
+    assert!(
+        journal.iter().any(|j| j == "start drydock-r1-unit-talk"),
+        "{journal:?}"
+    );
+    assert!(
+        journal
+            .iter()
+            .any(|j| j == "remove drydock-r1-unit-talk-ahead"),
+        "{journal:?}"
+    );
+    let timings = timings_of(&ran.events, "talk").expect("timings");
+    assert!(!timings.started_ahead);
+    assert!(ran.events.iter().any(|e| matches!(e,
+        Event::Log { step, line, .. } if step == "talk" && line == "hi")));
+    assert_eq!(ran.fake.live_containers(), 0);
+}
+
+#[tokio::test]
+async fn a_step_started_ahead_is_stopped_by_a_cancel_and_its_kills_are_explained() {
+    // Cancelled while its command runs through exec.
+    let ran = run_with(
+        FakeRuntime::with_images(&[BASE]),
+        pipeline(vec![
+            tier("first", vec![step("quick", &["sleep", "100"])]),
+            tier("slow", vec![step("s", &["sleep", "10000"])]),
+            tier("next", vec![step("n", &["true"])]),
+        ]),
+        Some(Duration::from_millis(400)),
+    )
+    .await;
+    assert_eq!(ran.report.outcome, Outcome::Interrupted);
+    let journal = ran.fake.journal();
+    assert!(
+        journal.iter().any(|j| j == "exec drydock-r1-slow-s-ahead"),
+        "{journal:?}"
+    );
+    assert!(
+        journal.iter().any(|j| j == "stop drydock-r1-slow-s-ahead"),
+        "{journal:?}"
+    );
+    assert!(finished_steps(&ran.events).contains(&("s".to_string(), Status::Cancelled)));
+    assert!(timings_of(&ran.events, "s").expect("timings").started_ahead);
+    assert_eq!(ran.fake.live_containers(), 0);
+
+    // Exit 137 through exec: the OOM killer when the engine says so; else
+    // both causes are named (the engine may not mark an exec's OOM kill).
+    for (command, says) in [
+        (&["oom"][..], "OOM killer (exit 137, OOMKilled)"),
+        (
+            &["exit", "137"][..],
+            "by the kernel's OOM killer (a process",
+        ),
+        (&["exit", "3"][..], "exited with code 3"),
+    ] {
+        let ran = run_with(
+            FakeRuntime::with_images(&[BASE]),
+            pipeline(vec![
+                tier("first", vec![step("quick", &["sleep", "100"])]),
+                tier("t", vec![step("s", command)]),
+            ]),
+            None,
+        )
+        .await;
+        assert!(timings_of(&ran.events, "s").expect("timings").started_ahead);
+        let error = ran
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepFinished { step, error, .. } if step == "s" => error.clone(),
+                _ => None,
+            })
+            .unwrap();
+        assert!(error.contains(says), "{command:?}: {error}");
+    }
 }
