@@ -170,6 +170,7 @@ fn the_documented_example_is_valid() {
             matrix: Vec::new(),
             secrets: Vec::new(),
             cache: Vec::new(),
+            reuse: None,
             timeout: Duration::from_secs(300),
             junit: Some("/results/junit.xml".into()),
             collect: vec!["/results/perf.json".into()],

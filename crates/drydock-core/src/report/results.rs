@@ -60,6 +60,11 @@ pub struct StepRecord {
     /// Its test cases (`classname::name`) that failed in an earlier attempt
     /// and passed in the last.
     pub flaky_tests: Vec<String>,
+    /// Its result was not run but replayed from the run with this id (see
+    /// the core's `reuse` module): its log, reports and collected files are
+    /// that run's. Absent when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// How much output a step had, and what of it was left out of the results.
@@ -436,8 +441,8 @@ pub struct ResultsWriter {
     run_id: String,
     events: BufWriter<File>,
     logs: BTreeMap<(String, String), StepLog>,
-    /// `(tier/step, report, flaky test cases)`.
-    junit_files: Vec<(String, PathBuf, Vec<String>)>,
+    /// `(tier/step, report, flaky test cases, reused from run)`.
+    junit_files: Vec<(String, PathBuf, Vec<String>, Option<String>)>,
     /// Steps without a JUnit report of their own, as test cases.
     step_cases: Vec<junit::StepCase>,
     summary: Summary,
@@ -625,9 +630,15 @@ impl ResultsWriter {
                 allowed_failure,
                 attempts,
                 flaky_tests,
+                reused_from,
                 ..
             } => {
                 let log = self.log_file(tier, step)?;
+                if let Some(run) = reused_from {
+                    log.note(&format!(
+                        "drydock: reused: this result was replayed from run {run} (nothing it depends on changed)"
+                    ))?;
+                }
                 if let Some(error) = error {
                     log.note(&format!("drydock: {error}"))?;
                 }
@@ -649,6 +660,7 @@ impl ResultsWriter {
                         format!("{tier}/{step}"),
                         self.dir.join(junit),
                         flaky_tests.clone(),
+                        reused_from.clone(),
                     )),
                     None => self.step_cases.push(junit::StepCase {
                         tier: tier.clone(),
@@ -675,6 +687,7 @@ impl ResultsWriter {
                             (_, e) => e.clone(),
                         },
                         text: log_tail.join("\n"),
+                        reused_from: reused_from.clone(),
                     }),
                 }
                 self.summary.steps.push(StepRecord {
@@ -689,6 +702,7 @@ impl ResultsWriter {
                     attempts: *attempts,
                     allowed_failure: *allowed_failure,
                     flaky_tests: flaky_tests.clone(),
+                    reused_from: reused_from.clone(),
                 });
                 let name = format!("{tier}/{step}");
                 self.summary
@@ -721,6 +735,7 @@ impl ResultsWriter {
                     seconds: 0.0,
                     message: reason.clone(),
                     text: String::new(),
+                    reused_from: None,
                 });
             }
             Event::Pushed { reference, .. } => self.summary.pushed.push(reference.clone()),
@@ -770,15 +785,17 @@ impl ResultsWriter {
         let merged = junit::merge_reports(
             self.junit_files
                 .iter()
-                .map(|(prefix, path, flaky)| junit::Report {
+                .map(|(prefix, path, flaky, reused_from)| junit::Report {
                     prefix,
                     path,
                     flaky,
+                    reused_from: reused_from.as_deref(),
                 })
                 .chain(step_files.iter().map(|(prefix, file)| junit::Report {
                     prefix,
                     path: file.path(),
                     flaky: &[],
+                    reused_from: None,
                 })),
             &self.dir.join("junit.xml"),
         )
@@ -821,6 +838,7 @@ mod tests {
             failed_tests: Vec::new(),
             junit: None,
             reused: false,
+            reused_from: None,
             attempts: 1,
             flaky_tests: Vec::new(),
             allowed_failure: false,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, Runtime};
+use super::{reuse, Ctx, Runtime};
 use crate::engine::{ContainerSpec, EngineError, LineBuffer, LogStream};
 use crate::events::{Event, Status, StepKind, TestCounts};
 use crate::plan::PlannedStep;
@@ -55,6 +55,11 @@ pub(crate) async fn run_step<R: Runtime>(
         image: ctx.plan.describe_image(step.container.image),
     })
     .await;
+    let reuse = reuse::Candidate::prepare(&ctx, step, &image).await;
+    if let Some(outcome) = async { reuse.as_ref()?.replay(&ctx, &tier, step, started).await }.await
+    {
+        return (outcome, Vec::new());
+    }
     let mut removals = Vec::new();
     let mut failed_before: BTreeSet<String> = BTreeSet::new();
     let mut attempt = 1u32;
@@ -103,8 +108,8 @@ pub(crate) async fn run_step<R: Runtime>(
             .filter(|t| !run.failed_tests.contains(t))
             .cloned()
             .collect();
-        ctx.emit(Event::StepFinished {
-            tier,
+        let finished = Event::StepFinished {
+            tier: tier.clone(),
             step: step.name.clone(),
             status,
             exit_code: run.exit_code,
@@ -123,8 +128,12 @@ pub(crate) async fn run_step<R: Runtime>(
             flaky_tests,
             allowed_failure: step.allow_failure && !status.is_success(),
             cause,
-        })
-        .await;
+            reused_from: None,
+        };
+        if let Some(reuse) = &reuse {
+            reuse.store(&ctx, &tier, step, &finished).await;
+        }
+        ctx.emit(finished).await;
         return (
             StepOutcome {
                 status,

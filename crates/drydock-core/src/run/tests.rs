@@ -35,6 +35,7 @@ fn step(name: &str, command: &[&str]) -> StepSpec {
         matrix: Vec::new(),
         secrets: Vec::new(),
         cache: Vec::new(),
+        reuse: None,
         timeout: Duration::from_secs(30),
         junit: None,
         collect: Vec::new(),
@@ -149,6 +150,8 @@ async fn run_cancelled_by(
         no_retry: false,
         ledger: state.path().join("ledger.sqlite"),
         release_fence: None,
+        results_store: None,
+        no_reuse: false,
     };
     let ledger = options.ledger.clone();
     let report = run_pipeline(&pipeline, fake.clone(), options, tx, cancel).await;
