@@ -648,6 +648,10 @@ async fn execute_in(
         no_retry: false,
         ledger: Ledger::default_path(),
         release_fence: Some(release_fence(shared, lease)),
+        // The runner tests each commit from scratch: no step result is
+        // stored or replayed (see docs/runner.md).
+        results_store: None,
+        no_reuse: true,
     };
     let runtime = Arc::new(shared.engine.clone());
     // The run's cancel handle: the API (here, or at any runner through the

@@ -636,7 +636,7 @@ impl ResultsWriter {
                 let log = self.log_file(tier, step)?;
                 if let Some(run) = reused_from {
                     log.note(&format!(
-                        "drydock: reused: this result was replayed from run {run} (nothing it depends on changed)"
+                        "drydock: reused from run {run}: nothing this step depends on changed, its stored result was replayed"
                     ))?;
                 }
                 if let Some(error) = error {
