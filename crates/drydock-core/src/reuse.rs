@@ -73,6 +73,14 @@ pub const ARTIFACTS_FOLDER: &str = "artifacts";
 /// An entry's raw output.
 pub const OUTPUT_FILE: &str = "output.raw";
 
+/// The file beside a raw log that counts the bytes left out of it
+/// (`<file>.omitted`, as the results folder's raw logs have).
+pub fn omitted_path(raw: &Path) -> PathBuf {
+    let mut name = raw.as_os_str().to_owned();
+    name.push(".omitted");
+    PathBuf::from(name)
+}
+
 /// Temporary entries left by a crash are removed after this long.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
@@ -347,6 +355,10 @@ pub fn store(request: StoreRequest<'_>) -> io::Result<()> {
     }
     if output.is_file() {
         bytes += std::fs::copy(output, temp.path().join(OUTPUT_FILE))?;
+        let omitted = omitted_path(output);
+        if omitted.is_file() {
+            bytes += std::fs::copy(&omitted, omitted_path(&temp.path().join(OUTPUT_FILE)))?;
+        }
     }
     record.bytes = bytes;
     let json = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;

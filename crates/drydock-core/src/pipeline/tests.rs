@@ -1040,14 +1040,32 @@ fn reuse_is_the_steps_else_the_pipelines() {
     let repo = repo();
     let steps = "tiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x]}\n      - {name: b, image: x, command: [x], reuse: false}\n      - {name: c, image: x, command: [x], reuse: always}\n      - {name: d, image: x, command: [x], reuse: true}\n";
     for (top, expected) in [
-        ("", [None, Some(Reuse::Never), Some(Reuse::Always), Some(Reuse::Passed)]),
+        (
+            "",
+            [
+                None,
+                Some(Reuse::Never),
+                Some(Reuse::Always),
+                Some(Reuse::Passed),
+            ],
+        ),
         (
             "reuse: true\n",
-            [Some(Reuse::Passed), Some(Reuse::Never), Some(Reuse::Always), Some(Reuse::Passed)],
+            [
+                Some(Reuse::Passed),
+                Some(Reuse::Never),
+                Some(Reuse::Always),
+                Some(Reuse::Passed),
+            ],
         ),
         (
             "reuse: false\n",
-            [Some(Reuse::Never), Some(Reuse::Never), Some(Reuse::Always), Some(Reuse::Passed)],
+            [
+                Some(Reuse::Never),
+                Some(Reuse::Never),
+                Some(Reuse::Always),
+                Some(Reuse::Passed),
+            ],
         ),
     ] {
         let p = parse(&repo, &format!("version: 1\nname: app\n{top}{steps}"))

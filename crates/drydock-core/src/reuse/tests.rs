@@ -339,6 +339,7 @@ fn put(store_dir: &Path, key: &str, run: &str, payload: usize, max: u64) {
     std::fs::write(artifacts.join("junit.xml"), vec![b'x'; payload]).unwrap();
     let output = results.path().join("s.raw");
     std::fs::write(&output, "line 1\nline 2\n").unwrap();
+    std::fs::write(omitted_path(&output), "7").unwrap();
     store(StoreRequest {
         store: store_dir,
         key,
@@ -358,7 +359,12 @@ fn stored_entries_round_trip_and_unreadable_ones_are_removed() {
     put(&dir, "k1", "run-1", 10, DEFAULT_MAX_BYTES);
     let (found, entry) = lookup(&dir, "k1").unwrap();
     assert_eq!(found.run_id, "run-1");
-    assert_eq!(found.bytes, 10 + 14);
+    assert_eq!(found.bytes, 10 + 14 + 1);
+    assert_eq!(
+        std::fs::read_to_string(omitted_path(&entry.join(OUTPUT_FILE))).unwrap(),
+        "7",
+        "the count of bytes left out of the raw log is kept"
+    );
     assert_eq!(
         std::fs::read(entry.join(ARTIFACTS_FOLDER).join("junit.xml"))
             .unwrap()
@@ -435,7 +441,7 @@ fn clear_empties_the_store() {
     put(&dir, "b", "r", 10, DEFAULT_MAX_BYTES);
     let cleared = clear(&dir).unwrap();
     assert_eq!(cleared.entries, 2);
-    assert!(cleared.bytes >= 48);
+    assert!(cleared.bytes >= 50);
     assert!(lookup(&dir, "a").is_none());
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }

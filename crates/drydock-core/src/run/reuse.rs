@@ -96,6 +96,10 @@ impl Candidate {
                         std::fs::create_dir_all(parent)?;
                     }
                     std::fs::copy(&output, &raw)?;
+                    let omitted = store::omitted_path(&output);
+                    if omitted.is_file() {
+                        std::fs::copy(&omitted, store::omitted_path(&raw))?;
+                    }
                 }
                 Ok(())
             })
