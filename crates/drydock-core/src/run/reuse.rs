@@ -149,9 +149,27 @@ impl Candidate {
     }
 
     /// Stores the result `finished` (the step's [`Event::StepFinished`])
-    /// when the step's policy would replay it ([`store::accepts`]); a store
-    /// that fails is a warning in the tracing log, never a failure.
-    pub(crate) async fn store<R: Runtime>(
+    /// in the background, off the critical path (the run's teardown waits
+    /// for the returned task, as for container removals), when the step's
+    /// policy would replay it ([`store::accepts`]). A store that fails is a
+    /// warning in the tracing log, never a failure.
+    pub(crate) fn store_later<R: Runtime>(
+        self,
+        ctx: &Arc<Ctx<R>>,
+        tier: &str,
+        step: &PlannedStep,
+        finished: &Event,
+    ) -> tokio::task::JoinHandle<()> {
+        let (ctx, tier, step, finished) = (
+            ctx.clone(),
+            tier.to_string(),
+            step.clone(),
+            finished.clone(),
+        );
+        tokio::spawn(async move { self.store(&ctx, &tier, &step, &finished).await })
+    }
+
+    async fn store<R: Runtime>(
         &self,
         ctx: &Arc<Ctx<R>>,
         tier: &str,

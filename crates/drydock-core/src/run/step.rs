@@ -130,8 +130,8 @@ pub(crate) async fn run_step<R: Runtime>(
             cause,
             reused_from: None,
         };
-        if let Some(reuse) = &reuse {
-            reuse.store(&ctx, &tier, step, &finished).await;
+        if let Some(reuse) = reuse {
+            removals.push(reuse.store_later(&ctx, &tier, step, &finished));
         }
         ctx.emit(finished).await;
         return (
