@@ -74,6 +74,18 @@ enum Command {
   drydock run --bootstrap pipelines/flask-api.yml     build missing base images first
   drydock run --json pipelines/flask-api.yml | jq -c 'select(.event==\"step_finished\")'
   drydock run --timestamps --progress-interval 1m pipelines/flask-api.yml   (CI logs)
+  drydock run --no-reuse pipelines/flask-api.yml      run every step, even unchanged ones
+
+Reused results: a step whose stored result has the same key (image id, command,
+entrypoint, env, user, workdir, network, content of every mounted or copied path,
+services it can reach, secrets' digests, drydock's version) is not run: its
+stored output, reports and files are replayed, marked \"reused from run ID\".
+By default only passed steps with `network: false`, no writable mount and no
+`cache:` are reused; `reuse: true` (step or pipeline) allows the others,
+`reuse: always` failed results too, `reuse: false` never. --no-reuse runs every
+step (results are still stored); `drydock gc --results` forgets them all;
+DRYDOCK_RESULTS_MAX_BYTES bounds the store (default 2 GiB, least recently used
+removed first).
 
 ",
         env_block!(
@@ -82,6 +94,7 @@ enum Command {
             "  DRYDOCK_CA_BUNDLE  CA bundle for builds and networked steps (else PIP_CERT)",
             "  HTTP_PROXY, HTTPS_PROXY, NO_PROXY, PIP_INDEX_URL…  passed to builds and networked steps",
             "  DRYDOCK_PROGRESS_INTERVAL  default of --progress-interval",
+            "  DRYDOCK_RESULTS_MAX_BYTES  bound of the stored step results (default 2 GiB)",
             "  DRYDOCK_REGISTRY_USER, DRYDOCK_REGISTRY_PASSWORD[_FILE]  release.registry credentials",
             help::env_state!(),
             help::env_log!(),
@@ -180,6 +193,7 @@ the session created (exit 130); a second Ctrl-C forces. See docs/watch.md.
   drydock gc --dry-run
   drydock gc --run 20261130-101500-ab12
   drydock gc --images --keep 3
+  drydock gc --results                         forget every stored step result
 
 ",
         env_block!(help::env_engine!(), help::env_state!(), help::env_log!())

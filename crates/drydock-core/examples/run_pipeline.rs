@@ -55,6 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Where releases would be recorded (none are made here).
         ledger: drydock_core::release::Ledger::default_path(),
         release_fence: None,
+        // No step result is stored nor replayed (see drydock_core::reuse).
+        results_store: None,
+        no_reuse: false,
     };
     let plan = plan::plan(&pipeline, &options.plan_options());
     let show = FnSink(|event: &Event| match event {

@@ -321,8 +321,15 @@ pub enum Event {
         failed_tests: Vec<String>,
         /// The collected JUnit report, relative to the results folder.
         junit: Option<String>,
-        /// Whether a build reused an image with the same content digest.
+        /// Whether a build reused an image with the same content digest, or
+        /// a step's stored result was replayed instead of running it (see
+        /// [`crate::reuse`]).
         reused: bool,
+        /// For a replayed step: the run id its result comes from (its
+        /// output, reports and collected files are that run's, copied into
+        /// this run's results folder). `None` when the step ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reused_from: Option<String>,
         /// How many times the step ran (more than 1 with `retry:`).
         #[serde(default = "one", skip_serializing_if = "is_one")]
         attempts: u32,
@@ -672,6 +679,7 @@ impl Event {
             allowed_failure: false,
             cause: Vec::new(),
             timings: None,
+            reused_from: None,
         }
     }
 

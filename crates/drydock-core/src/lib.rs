@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod release;
 pub mod report;
+pub mod reuse;
 pub mod run;
 pub mod runtime;
 pub mod secrets;

@@ -610,6 +610,10 @@ async fn execute_in(
         no_retry: false,
         ledger: Ledger::default_path(),
         release_fence: Some(release_fence(shared, lease)),
+        // The runner tests each commit from scratch: no step result is
+        // stored or replayed (see docs/runner.md).
+        results_store: None,
+        no_reuse: true,
     };
     let plan = drydock_core::plan::plan(&pipeline, &options.plan_options());
     let live = Live {

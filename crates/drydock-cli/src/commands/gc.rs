@@ -34,6 +34,10 @@ pub struct GcArgs {
     /// running run holds; run sweeps never remove them.
     #[arg(long)]
     pub caches: bool,
+    /// Also remove every stored step result (`<state dir>/results/`, see
+    /// `reuse:` in docs/pipeline-format.md): the next run of each step runs it.
+    #[arg(long)]
+    pub results: bool,
 }
 
 /// The runs that own `objects`, for people: `ID (pipeline P, pid N on H)`.
@@ -117,6 +121,9 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
     if args.caches {
         removed += gc_caches(&engine, &args, verb).await?;
     }
+    if args.results {
+        removed += gc_results(&args, verb).await?;
+    }
     outln!(
         "{} {removed} objects",
         if args.dry_run {
@@ -126,6 +133,34 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
         }
     );
     Ok(0)
+}
+
+/// Removes the stored step results (all of them; `--dry-run` lists their count and size).
+async fn gc_results(args: &GcArgs, verb: &str) -> Result<usize, CliError> {
+    let store = drydock_core::reuse::store_dir(&drydock_core::cache::state_dir());
+    let dry_run = args.dry_run;
+    let shown = store.clone();
+    let (entries, bytes) = tokio::task::spawn_blocking(move || {
+        if dry_run {
+            drydock_core::reuse::entries(&store)
+                .map(|all| (all.len(), all.iter().map(|e| e.bytes).sum::<u64>()))
+        } else {
+            drydock_core::reuse::clear(&store).map(|c| (c.entries, c.bytes))
+        }
+    })
+    .await
+    .map_err(|e| CliError::infra(format!("removing stored results: {e}")))?
+    .map_err(|e| {
+        CliError::infra(format!(
+            "removing stored results in {}: {e}",
+            shown.display()
+        ))
+    })?;
+    outln!(
+        "{verb} {entries} stored step results ({bytes} bytes) in {}",
+        shown.display()
+    );
+    Ok(entries)
 }
 
 /// Lists the pipelines' cache volumes and removes those no run holds.

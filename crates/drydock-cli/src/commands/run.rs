@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// Run every step once: ignore the steps' `retry:`.
     #[arg(long)]
     pub no_retry: bool,
+    /// Run every step: replay no stored result (`reuse:`), even for steps
+    /// where nothing changed. Results are still stored for later runs.
+    #[arg(long)]
+    pub no_reuse: bool,
     /// Release to this channel instead of the one the pipeline's `release:`
     /// names (as the runner's `deploy:` does).
     #[arg(long, value_name = "CHANNEL", conflicts_with = "no_release")]
@@ -411,6 +415,10 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         no_retry: args.no_retry,
         ledger: drydock_core::release::Ledger::default_path(),
         release_fence: None,
+        results_store: Some(drydock_core::reuse::store_dir(
+            &drydock_core::cache::state_dir(),
+        )),
+        no_reuse: args.no_reuse,
     };
     let plan = plan::plan(&pipeline, &options.plan_options());
     let refuse = |e: CliError| refused(args.json, &run_id, Some(&plan), e);

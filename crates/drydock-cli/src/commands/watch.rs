@@ -85,6 +85,9 @@ pub async fn watch(args: WatchArgs) -> Result<u8, CliError> {
         stop_grace: Duration::from_secs(1),
         ledger: drydock_core::release::Ledger::default_path(),
         release_fence: None,
+        // The TDD loop runs what changed on every save: nothing is replayed.
+        results_store: None,
+        no_reuse: true,
     };
 
     let stop = CancellationToken::new();

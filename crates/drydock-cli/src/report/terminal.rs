@@ -298,6 +298,7 @@ impl EventSink for TerminalReporter {
                 tests,
                 failed_tests,
                 reused,
+                reused_from,
                 attempts,
                 flaky_tests,
                 allowed_failure,
@@ -317,8 +318,16 @@ impl EventSink for TerminalReporter {
                     status_mark(*status)
                 };
                 let mut text = format!("  {mark} {label:<24} {:>7}", human_duration(*duration_ms));
-                if *reused {
-                    text.push_str(&format!("  {}", style("(unchanged, reused)").dim()));
+                match reused_from {
+                    // A step's stored result, replayed: say from which run.
+                    Some(run) => text.push_str(&format!(
+                        "  {}",
+                        style(format!("(reused from run {run})")).dim()
+                    )),
+                    None if *reused => {
+                        text.push_str(&format!("  {}", style("(unchanged, reused)").dim()))
+                    }
+                    None => {}
                 }
                 if let Some(tests) = tests {
                     text.push_str(&format!("  {}", counts_text(tests)));

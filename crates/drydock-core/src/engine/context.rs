@@ -332,11 +332,62 @@ impl BuildContext {
         let mut h = Sha256::new();
         field(&mut h, b"drydock-build-context-v2");
         field(&mut h, self.dockerfile_rel()?.as_bytes());
+        self.hash_entries(&mut h, &entries)?;
+        h.update((self.extra_files.len() as u64).to_le_bytes());
+        for (path, content) in &self.extra_files {
+            field(&mut h, path.as_bytes());
+            field(&mut h, content);
+        }
+        h.update((build_args.len() as u64).to_le_bytes());
+        for (key, value) in build_args {
+            field(&mut h, key.as_bytes());
+            field(&mut h, value.as_bytes());
+        }
+        match target {
+            None => h.update([0]),
+            Some(t) => {
+                h.update([1]);
+                field(&mut h, t.as_bytes());
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Hex SHA-256 of a folder's content as a build context rooted at
+    /// [`dir`](Self::dir) would send it, without a Dockerfile: the
+    /// `.dockerignore` in `dir` honoured (as `docker build <dir>` does),
+    /// [`never_send`](Self::never_send) left out, each entry hashed as
+    /// [`digest`](Self::digest) hashes it (path, kind, mode, link target,
+    /// device numbers, content; not mtimes nor owners). Used for the
+    /// repository folders a step mounts or copies in ([`crate::reuse`]).
+    ///
+    /// # Errors
+    /// When a file or folder cannot be read, or `.dockerignore` is invalid.
+    pub fn tree_digest(&self) -> Result<String, ContextError> {
+        let mut ignore = DockerIgnore::load(&self.dir)?;
+        ignore.keep(DOCKERIGNORE_FILE);
+        let entries: Vec<ContextEntry> = self
+            .walk(&WalkOptions {
+                ignore: &ignore,
+                include: None,
+            })?
+            .into_iter()
+            .filter(|w| !w.parent_only)
+            .map(|w| w.entry)
+            .collect();
+        let mut h = Sha256::new();
+        field(&mut h, b"drydock-tree-v1");
+        self.hash_entries(&mut h, &entries)?;
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Feeds the count of `entries` and each entry (see [`digest`](Self::digest)) to `h`.
+    fn hash_entries(&self, h: &mut Sha256, entries: &[ContextEntry]) -> Result<(), ContextError> {
         h.update((entries.len() as u64).to_le_bytes());
         let mut buf = vec![0u8; STREAM_CHUNK_SIZE];
-        for entry in &entries {
+        for entry in entries {
             h.update([entry.kind.tag()]);
-            field(&mut h, entry.rel_path.as_os_str().as_bytes());
+            field(h, entry.rel_path.as_os_str().as_bytes());
             h.update(entry.mode.to_le_bytes());
             match entry.kind {
                 EntryKind::Dir | EntryKind::Fifo => {}
@@ -347,7 +398,7 @@ impl BuildContext {
                 }
                 EntryKind::Symlink | EntryKind::HardLink => {
                     let target = entry.link_target.as_deref().unwrap_or(Path::new(""));
-                    field(&mut h, target.as_os_str().as_bytes());
+                    field(h, target.as_os_str().as_bytes());
                 }
                 EntryKind::File => {
                     let path = self.dir.join(&entry.rel_path);
@@ -369,24 +420,7 @@ impl BuildContext {
                 }
             }
         }
-        h.update((self.extra_files.len() as u64).to_le_bytes());
-        for (path, content) in &self.extra_files {
-            field(&mut h, path.as_bytes());
-            field(&mut h, content);
-        }
-        h.update((build_args.len() as u64).to_le_bytes());
-        for (key, value) in build_args {
-            field(&mut h, key.as_bytes());
-            field(&mut h, value.as_bytes());
-        }
-        match target {
-            None => h.update([0]),
-            Some(t) => {
-                h.update([1]);
-                field(&mut h, t.as_bytes());
-            }
-        }
-        Ok(hex::encode(h.finalize()))
+        Ok(())
     }
 
     /// Writes the context tar to `w` (blocking): the walked entries of

@@ -30,8 +30,8 @@ pub use limits::{
 };
 pub use model::{
     BuildSpec, ComposeOrigin, CopySpec, ImageSource, Mount, NeedSpec, Pipeline, Probe, ReadySpec,
-    ReleaseSpec, SecretExpose, SecretSource, SecretSpec, ServiceSpec, StepRun, StepSpec, TierSpec,
-    When, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
+    ReleaseSpec, Reuse, SecretExpose, SecretSource, SecretSpec, ServiceSpec, StepRun, StepSpec,
+    TierSpec, When, DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STEP_TIMEOUT,
 };
 pub use validate::{is_registry, is_tag};
 

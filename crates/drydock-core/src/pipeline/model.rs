@@ -275,6 +275,26 @@ pub struct StepSpec {
     pub secrets: Vec<String>,
     /// Container paths kept in a cache volume of the pipeline across runs.
     pub cache: Vec<String>,
+    /// `reuse:` of the step, else of the pipeline; `None`: neither gave
+    /// one, the default policy applies (see [`crate::reuse`]).
+    pub reuse: Option<Reuse>,
+}
+
+/// Whether a step's stored result may stand in for running it (`reuse:`
+/// on a step or at the top of the pipeline file; see [`crate::reuse`] for
+/// the key and the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reuse {
+    /// `reuse: true`: a passed result is reused, whatever the step's
+    /// network (its services and the internet are trusted not to change it).
+    Passed,
+    /// `reuse: false`: the step always runs.
+    Never,
+    /// `reuse: always`: like `true`, and a failed, timed-out or allowed-to-fail
+    /// result is reused too (a known-red step is not run again until
+    /// something in its key changes).
+    Always,
 }
 
 impl StepSpec {

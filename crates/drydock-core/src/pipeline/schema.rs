@@ -64,6 +64,29 @@ struct PipelineFile {
     tiers: Vec<Tier>,
     /// What a green run tags.
     release: Option<Release>,
+    /// Default `reuse:` of every step that gives none (see the step's `reuse`).
+    reuse: Option<ReuseValue>,
+}
+
+/// Whether a stored result of the step may stand in for running it: `true`
+/// (a passed result, whatever the network), `false` (always run) or
+/// `always` (failed results too). Without one, only steps with `network:
+/// false` and no writable mount reuse a passed result.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum ReuseValue {
+    /// true or false.
+    Flag(bool),
+    /// `always`.
+    Always(ReuseAlways),
+}
+
+/// `always`: failed results are reused too.
+#[derive(JsonSchema)]
+enum ReuseAlways {
+    /// Reuse any stored result.
+    #[serde(rename = "always")]
+    Always,
 }
 
 /// A string, or a list of strings.
@@ -338,6 +361,8 @@ struct Step {
     secrets: Option<Vec<String>>,
     /// Cache paths (absolute) backed by volumes shared across runs.
     cache: Option<Vec<ContainerPath>>,
+    /// Whether a stored result may stand in for running it (overrides the pipeline's `reuse`).
+    reuse: Option<ReuseValue>,
 }
 
 /// The values of one matrix variable: a non-empty list of strings.

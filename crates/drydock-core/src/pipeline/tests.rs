@@ -170,6 +170,7 @@ fn the_documented_example_is_valid() {
             matrix: Vec::new(),
             secrets: Vec::new(),
             cache: Vec::new(),
+            reuse: None,
             timeout: Duration::from_secs(300),
             junit: Some("/results/junit.xml".into()),
             collect: vec!["/results/perf.json".into()],
@@ -1014,12 +1015,65 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "cache path \"relative\" must be an absolute container path",
     ),
     (
+        "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x], reuse: sometimes}\n",
+        6,
+        50,
+        "expected true, false or always (reuse a stored result even when it failed), found",
+    ),
+    (
+        "version: 1\nname: app\nreuse: 3\ntiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x]}\n",
+        3,
+        8,
+        "expected true, false or always",
+    ),
+    (
         "version: 1\nname: app\ntiers:\n  - name: t\n    steps:\n      - name: s\n        image: alpine\n        script:\n          - echo ok\n          - curl -H Accept: json x\n",
         10,
         13,
         "YAML reads it as a mapping: quote the whole line",
     ),
 ];
+
+#[test]
+fn reuse_is_the_steps_else_the_pipelines() {
+    use crate::pipeline::Reuse;
+    let repo = repo();
+    let steps = "tiers:\n  - name: t\n    steps:\n      - {name: a, image: x, command: [x]}\n      - {name: b, image: x, command: [x], reuse: false}\n      - {name: c, image: x, command: [x], reuse: always}\n      - {name: d, image: x, command: [x], reuse: true}\n";
+    for (top, expected) in [
+        (
+            "",
+            [
+                None,
+                Some(Reuse::Never),
+                Some(Reuse::Always),
+                Some(Reuse::Passed),
+            ],
+        ),
+        (
+            "reuse: true\n",
+            [
+                Some(Reuse::Passed),
+                Some(Reuse::Never),
+                Some(Reuse::Always),
+                Some(Reuse::Passed),
+            ],
+        ),
+        (
+            "reuse: false\n",
+            [
+                Some(Reuse::Never),
+                Some(Reuse::Never),
+                Some(Reuse::Always),
+                Some(Reuse::Passed),
+            ],
+        ),
+    ] {
+        let p = parse(&repo, &format!("version: 1\nname: app\n{top}{steps}"))
+            .unwrap_or_else(|e| panic!("{top}: {e}"));
+        let got: Vec<Option<Reuse>> = p.tiers[0].steps.iter().map(|s| s.reuse).collect();
+        assert_eq!(got, expected, "{top:?}");
+    }
+}
 
 #[test]
 fn release_registry_is_parsed() {

@@ -21,7 +21,7 @@ pub(crate) use compose_service::COMPOSE_KEYS;
 pub(crate) use controls::SECRET_KEYS;
 
 pub(crate) const ROOT_KEYS: &[&str] = &[
-    "version", "name", "build", "builds", "secrets", "services", "tiers", "release",
+    "version", "name", "build", "builds", "secrets", "services", "tiers", "release", "reuse",
 ];
 pub(crate) const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "trust", "secrets"];
 pub(crate) const NAMED_BUILD_KEYS: &[&str] = &[
@@ -72,6 +72,7 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     "matrix",
     "secrets",
     "cache",
+    "reuse",
 ];
 pub(crate) const RELEASE_KEYS: &[&str] = &["target", "name", "channel", "registry"];
 
@@ -213,6 +214,8 @@ pub(crate) struct Checker<'v> {
     compose_builds: Vec<NamedBuild>,
     /// Dockerfiles read so far, by path.
     dockerfiles: HashMap<PathBuf, Result<Vec<dockerfile::Stage>, ()>>,
+    /// The pipeline's `reuse:` (steps without their own inherit it).
+    pipeline_reuse: Option<Reuse>,
 }
 
 impl<'v> Checker<'v> {
@@ -229,6 +232,7 @@ impl<'v> Checker<'v> {
             secrets: Vec::new(),
             compose_builds: Vec::new(),
             dockerfiles: HashMap::new(),
+            pipeline_reuse: None,
         }
     }
 
@@ -512,6 +516,27 @@ impl<'v> Checker<'v> {
         Some(out)
     }
 
+    /// `reuse: true | false | always` (see [`Reuse`]).
+    fn reuse(&mut self, node: &Node) -> Option<Reuse> {
+        match (node.scalar_type(), &node.kind) {
+            (Some(ScalarType::Bool(true)), _) => Some(Reuse::Passed),
+            (Some(ScalarType::Bool(false)), _) => Some(Reuse::Never),
+            (Some(ScalarType::Str), Kind::Scalar { text, .. }) if text == "always" => {
+                Some(Reuse::Always)
+            }
+            _ => {
+                self.err(
+                    node.pos,
+                    format!(
+                        "expected true, false or always (reuse a stored result even when it failed), found {}",
+                        node.describe()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn boolean(&mut self, node: &Node) -> Option<bool> {
         match node.scalar_type() {
             Some(ScalarType::Bool(b)) => Some(b),
@@ -728,6 +753,9 @@ impl<'v> Checker<'v> {
 
         if let Some(node) = f.get("secrets") {
             self.secrets_section(node);
+        }
+        if let Some(node) = f.get("reuse") {
+            self.pipeline_reuse = self.reuse(node);
         }
         let legacy_key = f.key_pos("build");
         let legacy = f
@@ -1741,6 +1769,10 @@ impl<'v> Checker<'v> {
             Some(c) => self.cache_paths(c),
             None => Some(Vec::new()),
         };
+        let reuse = match f.get("reuse") {
+            Some(r) => self.reuse(r).map(Some),
+            None => Some(self.pipeline_reuse),
+        };
         let (image, target_pos) = image?;
         let target = match (&image, target_pos) {
             (ImageSource::Build(t), Some(p)) => Some((t.clone(), p)),
@@ -1769,6 +1801,7 @@ impl<'v> Checker<'v> {
                 matrix: Vec::new(),
                 secrets: secrets?,
                 cache: cache?,
+                reuse: reuse?,
             },
             target,
         ))

@@ -295,6 +295,9 @@ pub struct PlannedStep {
     pub secrets: Vec<String>,
     /// Container paths backed by the pipeline's cache volumes.
     pub cache: Vec<String>,
+    /// Its `reuse:` (the step's, else the pipeline's); `None`: the default
+    /// policy of [`crate::reuse`].
+    pub reuse: Option<crate::pipeline::Reuse>,
 }
 
 /// What a green run tags and where it pushes.
@@ -707,6 +710,7 @@ impl<'a> Planner<'a> {
             allow_failure: spec.allow_failure,
             secrets: spec.secrets.clone(),
             cache: spec.cache.clone(),
+            reuse: spec.reuse,
         }
     }
 }

@@ -755,6 +755,7 @@ pub fn merge_files<'a>(
 ) -> Result<Merged, JunitError> {
     merge_reports(
         reports.into_iter().map(|(prefix, path)| Report {
+            reused_from: None,
             prefix,
             path,
             flaky: &[],
@@ -776,7 +777,15 @@ pub struct Report<'a> {
     /// Maven Surefire marks a test that passed on a rerun (read by Jenkins,
     /// GitLab and most JUnit viewers as a passed, flaky test).
     pub flaky: &'a [String],
+    /// The run the report was replayed from, when the step's result was
+    /// reused: each of its suites gets a `<properties>` element first with
+    /// `<property name="drydock.reused_from" value="RUN"/>` (the JUnit
+    /// schema's place for facts about a suite).
+    pub reused_from: Option<&'a str>,
 }
+
+/// The name of the JUnit property marking a reused result.
+pub const REUSED_PROPERTY: &str = "drydock.reused_from";
 
 /// The `message` of the `<flakyFailure>` added to a flaky test case.
 pub const FLAKY_TEST_MESSAGE: &str = "failed in an earlier attempt of its step, passed on a retry";
@@ -793,6 +802,7 @@ pub fn merge_reports<'a>(
         prefix,
         path,
         flaky,
+        reused_from,
     } in reports
     {
         match plan(path, prefix) {
@@ -800,7 +810,7 @@ pub fn merge_reports<'a>(
                 for (_, c) in &groups.suites {
                     merged.total.add(c);
                 }
-                plans.push((prefix, path, flaky, groups));
+                plans.push((prefix, path, flaky, reused_from, groups));
             }
             Err(e) => merged.skipped.push(format!("{prefix}: {e}")),
         }
@@ -834,7 +844,7 @@ pub fn merge_reports<'a>(
         )))
         .map_err(write_error)?;
     }
-    for (prefix, path, flaky, groups) in plans {
+    for (prefix, path, flaky, reused_from, groups) in plans {
         let mut next = groups.suites.iter();
         // Elements written for this report and still open: closed if the
         // report turns out unreadable in this pass (it changed on disk), so
@@ -868,6 +878,16 @@ pub fn merge_reports<'a>(
                     .map_err(write_error)?;
                     w.write_event(Xml::Start(start)).map_err(write_error)?;
                     written.push("testsuite".to_string());
+                    if let Some(run) = reused_from {
+                        w.write_event(Xml::Start(BytesStart::new("properties")))
+                            .map_err(write_error)?;
+                        let mut property = BytesStart::new("property");
+                        property.push_attribute(("name", REUSED_PROPERTY));
+                        property.push_attribute(("value", xml_text(run).as_ref()));
+                        w.write_event(Xml::Empty(property)).map_err(write_error)?;
+                        w.write_event(Xml::End(BytesEnd::new("properties")))
+                            .map_err(write_error)?;
+                    }
                 }
                 Out::Close => {
                     w.write_event(Xml::End(BytesEnd::new("testsuite")))
@@ -982,6 +1002,9 @@ pub struct StepCase {
     pub message: Option<String>,
     /// The element's text: the step's last lines of output.
     pub text: String,
+    /// The run its result was replayed from, when it was reused: the case
+    /// gets a `<system-out>` saying so.
+    pub reused_from: Option<String>,
 }
 
 /// Writes `cases` as one `<testsuite name="…">` document (the form
@@ -1028,8 +1051,27 @@ pub fn write_step_cases(suite: &str, cases: &[StepCase], out: &Path) -> Result<(
             CaseKind::Errored => Some("error"),
             CaseKind::Skipped => Some("skipped"),
         };
+        let reused = |w: &mut Writer<_>| -> Result<(), JunitError> {
+            if let Some(run) = &case.reused_from {
+                w.write_event(Xml::Start(BytesStart::new("system-out")))
+                    .map_err(write_error)?;
+                let note = format!("drydock: reused from run {run}");
+                w.write_event(Xml::Text(BytesText::new(&xml_text(&note))))
+                    .map_err(write_error)?;
+                w.write_event(Xml::End(BytesEnd::new("system-out")))
+                    .map_err(write_error)?;
+            }
+            Ok(())
+        };
         let Some(element) = element else {
-            w.write_event(Xml::Empty(start)).map_err(write_error)?;
+            if case.reused_from.is_some() {
+                w.write_event(Xml::Start(start)).map_err(write_error)?;
+                reused(&mut w)?;
+                w.write_event(Xml::End(BytesEnd::new("testcase")))
+                    .map_err(write_error)?;
+            } else {
+                w.write_event(Xml::Empty(start)).map_err(write_error)?;
+            }
             continue;
         };
         w.write_event(Xml::Start(start)).map_err(write_error)?;
@@ -1046,6 +1088,7 @@ pub fn write_step_cases(suite: &str, cases: &[StepCase], out: &Path) -> Result<(
             w.write_event(Xml::End(BytesEnd::new(element)))
                 .map_err(write_error)?;
         }
+        reused(&mut w)?;
         w.write_event(Xml::End(BytesEnd::new("testcase")))
             .map_err(write_error)?;
     }

@@ -8,6 +8,7 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use results::raw_log_path;
 pub use results::{
     OutputLimits, OutputRecord, RawLog, ResultsWriter, SkippedRecord, StepRecord, Summary,
     TierRecord, LOG_TAIL_SEGMENT_BYTES, MAX_EVENT_LOG_BYTES, MAX_LOG_HEAD_BYTES, MAX_RAW_BYTES,

@@ -71,6 +71,11 @@ pub struct StepRecord {
     /// Where its time went, in milliseconds (`null` for builds and steps
     /// whose container was never created).
     pub timings: Option<StepTimings>,
+    /// Its result was not run but replayed from the run with this id (see
+    /// the core's `reuse` module): its log, reports and collected files are
+    /// that run's. Absent when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// A step that did not run.
@@ -468,8 +473,8 @@ pub struct ResultsWriter {
     run_id: String,
     events: BufWriter<File>,
     logs: BTreeMap<(String, String), StepLog>,
-    /// `(tier/step, report, flaky test cases)`.
-    junit_files: Vec<(String, PathBuf, Vec<String>)>,
+    /// `(tier/step, report, flaky test cases, reused from run)`.
+    junit_files: Vec<(String, PathBuf, Vec<String>, Option<String>)>,
     /// Steps without a JUnit report of their own, as test cases.
     step_cases: Vec<junit::StepCase>,
     summary: super::summary::SummaryBuilder,
@@ -649,10 +654,15 @@ impl ResultsWriter {
                 allowed_failure,
                 attempts,
                 flaky_tests,
-                timings,
+                reused_from,
                 ..
             } => {
                 let log = self.log_file(tier, step)?;
+                if let Some(run) = reused_from {
+                    log.note(&format!(
+                        "drydock: reused from run {run}: nothing this step depends on changed, its stored result was replayed"
+                    ))?;
+                }
                 if let Some(error) = error {
                     log.note(&format!("drydock: {error}"))?;
                 }
@@ -680,6 +690,7 @@ impl ResultsWriter {
                         format!("{tier}/{step}"),
                         self.dir.join(junit),
                         flaky_tests.clone(),
+                        reused_from.clone(),
                     )),
                     None => self.step_cases.push(junit::StepCase {
                         tier: tier.clone(),
@@ -706,6 +717,7 @@ impl ResultsWriter {
                             (_, e) => e.clone(),
                         },
                         text: log_tail.join("\n"),
+                        reused_from: reused_from.clone(),
                     }),
                 }
             }
@@ -717,6 +729,7 @@ impl ResultsWriter {
                     seconds: 0.0,
                     message: reason.clone(),
                     text: String::new(),
+                    reused_from: None,
                 });
             }
             Event::RunFinished { .. } => self.finish()?,
@@ -756,15 +769,17 @@ impl ResultsWriter {
         let merged = junit::merge_reports(
             self.junit_files
                 .iter()
-                .map(|(prefix, path, flaky)| junit::Report {
+                .map(|(prefix, path, flaky, reused_from)| junit::Report {
                     prefix,
                     path,
                     flaky,
+                    reused_from: reused_from.as_deref(),
                 })
                 .chain(step_files.iter().map(|(prefix, file)| junit::Report {
                     prefix,
                     path: file.path(),
                     flaky: &[],
+                    reused_from: None,
                 })),
             &self.dir.join("junit.xml"),
         )

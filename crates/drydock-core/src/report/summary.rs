@@ -58,6 +58,7 @@ impl SummaryBuilder {
                 attempts,
                 flaky_tests,
                 timings,
+                reused_from,
                 ..
             } => {
                 let name = format!("{tier}/{step}");
@@ -86,6 +87,7 @@ impl SummaryBuilder {
                     flaky_tests: flaky_tests.clone(),
                     started_ahead: timings.is_some_and(|t| t.started_ahead),
                     timings: *timings,
+                    reused_from: reused_from.clone(),
                 });
             }
             Event::StepSkipped { tier, step, reason } => s.skipped.push(SkippedRecord {

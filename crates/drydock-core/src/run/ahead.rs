@@ -146,6 +146,8 @@ impl Ahead {
     /// (its step will not run); the handle ends once it is gone.
     pub fn discard<R: Runtime>(&self, runtime: &Arc<R>, id: StepId) -> Option<JoinHandle<()>> {
         let task = self.lock().remove(&id)?;
+        // A slot is free: the run loop may start another step ahead.
+        self.taken.notify_one();
         Some(remove_when_started(runtime.clone(), task))
     }
 

@@ -25,6 +25,7 @@ pub(crate) mod ahead;
 pub(crate) mod builder;
 mod cancel;
 pub(crate) mod ready;
+mod reuse;
 pub(crate) mod service;
 pub(crate) mod step;
 
@@ -84,6 +85,13 @@ pub struct RunOptions {
     /// Checked right before the release is recorded (see
     /// [`ReleaseFence`](crate::release::ReleaseFence)); `None`: no check.
     pub release_fence: Option<crate::release::ReleaseFence>,
+    /// Where step results are stored and looked up (see [`crate::reuse`];
+    /// e.g. [`crate::reuse::store_dir`] of [`crate::cache::state_dir`]);
+    /// `None`: no step result is stored nor reused.
+    pub results_store: Option<PathBuf>,
+    /// Run every step (`--no-reuse`): no stored result is replayed; results
+    /// are still stored for later runs.
+    pub no_reuse: bool,
 }
 
 impl RunOptions {
@@ -105,6 +113,8 @@ impl RunOptions {
             stop_grace: self.stop_grace,
             ledger: self.ledger.clone(),
             release_fence: self.release_fence.clone(),
+            results_store: self.results_store.clone(),
+            no_reuse: self.no_reuse,
         }
     }
 }
@@ -120,6 +130,10 @@ pub struct ExecOptions {
     pub ledger: PathBuf,
     /// See [`RunOptions::release_fence`].
     pub release_fence: Option<crate::release::ReleaseFence>,
+    /// See [`RunOptions::results_store`].
+    pub results_store: Option<PathBuf>,
+    /// See [`RunOptions::no_reuse`].
+    pub no_reuse: bool,
 }
 
 /// The result of a run.
@@ -1190,6 +1204,7 @@ impl<R: Runtime> RunLoop<R> {
                             failed_tests: Vec::new(),
                             junit: None,
                             reused: outcome.reused,
+                            reused_from: None,
                             attempts: 1,
                             flaky_tests: Vec::new(),
                             allowed_failure: false,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, Runtime};
+use super::{reuse, Ctx, Runtime};
 use crate::engine::{ContainerSpec, EngineError, LineBuffer, LogStream};
 use crate::events::{Event, Status, StepKind, StepTimings, TestCounts};
 use crate::plan::PlannedStep;
@@ -68,6 +68,17 @@ pub(crate) async fn run_step<R: Runtime>(
         image: ctx.plan.describe_image(step.container.image),
     })
     .await;
+    let reuse = reuse::Candidate::prepare(&ctx, step, &image).await;
+    if let Some(outcome) = async { reuse.as_ref()?.replay(&ctx, &tier, step, started).await }.await
+    {
+        // Replayed: a container started ahead for it is not needed.
+        let removals = ctx
+            .ahead
+            .discard(&ctx.runtime, step.id)
+            .into_iter()
+            .collect();
+        return (outcome, removals);
+    }
     let mut removals = Vec::new();
     let mut failed_before: BTreeSet<String> = BTreeSet::new();
     let mut attempt = 1u32;
@@ -116,8 +127,8 @@ pub(crate) async fn run_step<R: Runtime>(
             .filter(|t| !run.failed_tests.contains(t))
             .cloned()
             .collect();
-        ctx.emit(Event::StepFinished {
-            tier,
+        let finished = Event::StepFinished {
+            tier: tier.clone(),
             step: step.name.clone(),
             status,
             exit_code: run.exit_code,
@@ -137,8 +148,12 @@ pub(crate) async fn run_step<R: Runtime>(
             allowed_failure: step.allow_failure && !status.is_success(),
             cause,
             timings: run.timings,
-        })
-        .await;
+            reused_from: None,
+        };
+        if let Some(reuse) = reuse {
+            removals.push(reuse.store_later(&ctx, &tier, step, &finished));
+        }
+        ctx.emit(finished).await;
         return (
             StepOutcome {
                 status,

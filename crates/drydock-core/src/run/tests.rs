@@ -35,6 +35,7 @@ fn step(name: &str, command: &[&str]) -> StepSpec {
         matrix: Vec::new(),
         secrets: Vec::new(),
         cache: Vec::new(),
+        reuse: None,
         timeout: Duration::from_secs(30),
         junit: None,
         collect: Vec::new(),
@@ -149,6 +150,8 @@ async fn run_cancelled_by(
         no_retry: false,
         ledger: state.path().join("ledger.sqlite"),
         release_fence: None,
+        results_store: None,
+        no_reuse: false,
     };
     let ledger = options.ledger.clone();
     let plan = crate::plan::plan(&pipeline, &options.plan_options());
@@ -1089,6 +1092,8 @@ pub(crate) fn one_step_plan(
         no_retry: false,
         ledger: dir.join("ledger.sqlite"),
         release_fence: None,
+        results_store: None,
+        no_reuse: false,
     };
     (
         crate::plan::plan(&pipeline, &options.plan_options()),
@@ -1346,4 +1351,120 @@ async fn a_step_started_ahead_is_stopped_by_a_cancel_and_its_kills_are_explained
             .unwrap();
         assert!(error.contains(says), "{command:?}: {error}");
     }
+}
+
+/// Runs `pipeline` on `fake` as run `run_id`, storing and looking up step
+/// results in `store` (see `crate::reuse`).
+async fn run_storing(
+    fake: Arc<FakeRuntime>,
+    pipeline: &Pipeline,
+    run_id: &str,
+    store: &std::path::Path,
+    no_reuse: bool,
+) -> (RunReport, Vec<Event>) {
+    let results = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        events
+    });
+    let options = RunOptions {
+        run_id: run_id.to_string(),
+        results_dir: results.path().to_path_buf(),
+        trust: Trust::default(),
+        git: GitInfo::default(),
+        stop_grace: Duration::from_secs(1),
+        release: ReleaseChoice::Off,
+        no_retry: false,
+        ledger: results.path().join("ledger.sqlite"),
+        release_fence: None,
+        results_store: Some(store.to_path_buf()),
+        no_reuse,
+    };
+    let plan = crate::plan::plan(pipeline, &options.plan_options());
+    let report = run_plan(&plan, fake, options.exec_options(), tx, RunCancel::new()).await;
+    (report, collector.await.unwrap())
+}
+
+/// `(step, reused_from)` of every finished step.
+fn reused(events: &[Event]) -> Vec<(String, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepFinished {
+                step, reused_from, ..
+            } => Some((step.clone(), reused_from.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_passed_step_without_network_is_replayed_without_a_container() {
+    let fake = FakeRuntime::with_images(&[BASE]);
+    fake.tags
+        .lock()
+        .unwrap()
+        .insert(BASE.to_string(), "sha256:base".to_string());
+    let fake = Arc::new(fake);
+    let offline = |name: &str, command: &[&str]| StepSpec {
+        network: false,
+        ..step(name, command)
+    };
+    let mut flaky = offline("flaky", &["flaky", "1"]);
+    flaky.retry = 1;
+    let networked = step("online", &["echo", "net"]);
+    let pipeline = pipeline(vec![tier(
+        "t",
+        vec![
+            offline("hello", &["echo", "hi"]),
+            offline("bad", &["exit", "1"]),
+            flaky,
+            networked,
+        ],
+    )]);
+    let state = tempfile::tempdir().unwrap();
+    let store = crate::reuse::store_dir(state.path());
+    let created = |fake: &FakeRuntime, run: &str, step: &str| {
+        fake.journal()
+            .iter()
+            .any(|j| j.starts_with("create ") && j.contains(run) && j.contains(step))
+    };
+
+    let (first, events) = run_storing(fake.clone(), &pipeline, "first", &store, false).await;
+    assert_eq!(first.outcome, Outcome::Failed);
+    assert!(reused(&events).iter().all(|(_, from)| from.is_none()));
+
+    let (_, events) = run_storing(fake.clone(), &pipeline, "second", &store, false).await;
+    let by_step: HashMap<String, Option<String>> = reused(&events).into_iter().collect();
+    assert_eq!(by_step["hello"].as_deref(), Some("first"), "{events:?}");
+    assert!(
+        !created(&fake, "second", "hello"),
+        "no container for a replay"
+    );
+    let replayed_line = events
+        .iter()
+        .any(|e| matches!(e, Event::Log { step, line, .. } if step == "hello" && line == "hi"));
+    assert!(replayed_line, "its output is replayed: {events:?}");
+    for step in ["bad", "flaky", "online"] {
+        assert_eq!(by_step[step], None, "{step} runs again");
+        assert!(created(&fake, "second", step), "{step}");
+    }
+
+    let (_, events) = run_storing(fake.clone(), &pipeline, "third", &store, true).await;
+    assert!(reused(&events).iter().all(|(_, from)| from.is_none()));
+    assert!(created(&fake, "third", "hello"), "--no-reuse runs it");
+
+    // Another image id behind the same tag is another key.
+    fake.tags
+        .lock()
+        .unwrap()
+        .insert(BASE.to_string(), "sha256:rebuilt".to_string());
+    let (_, events) = run_storing(fake.clone(), &pipeline, "fourth", &store, false).await;
+    let by_step: HashMap<String, Option<String>> = reused(&events).into_iter().collect();
+    assert_eq!(by_step["hello"], None);
+    assert!(created(&fake, "fourth", "hello"));
 }
