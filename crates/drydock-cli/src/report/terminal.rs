@@ -17,15 +17,15 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::human_duration;
 use drydock_core::events::EventSink;
+use drydock_core::report::SummaryBuilder;
 
 /// Terminal reporter; spinners only when stdout is a terminal.
 pub struct TerminalReporter {
     multi: Option<MultiProgress>,
     bars: HashMap<(String, String), ProgressBar>,
     show_logs: bool,
-    tiers: Vec<(String, Status, u64, TestCounts)>,
-    failures: Vec<String>,
-    warnings: Vec<String>,
+    /// The run so far, for the closing table (core's one summary builder).
+    summary: SummaryBuilder,
     results_dir: String,
     /// The tier whose header was printed last.
     current_tier: String,
@@ -65,9 +65,7 @@ impl TerminalReporter {
             progress_interval: options.progress_interval.filter(|d| !d.is_zero()),
             running: HashMap::new(),
             now: Utc::now(),
-            tiers: Vec::new(),
-            failures: Vec::new(),
-            warnings: Vec::new(),
+            summary: SummaryBuilder::new(),
             results_dir: String::new(),
             current_tier: String::new(),
         }
@@ -173,6 +171,7 @@ impl EventSink for TerminalReporter {
 
     fn handle(&mut self, event: &Event, ts: DateTime<Utc>) {
         self.now = ts;
+        self.summary.handle(event);
         match event {
             Event::RunStarted {
                 run_id,
@@ -340,7 +339,6 @@ impl EventSink for TerminalReporter {
                     for test in flaky_tests.iter().take(20) {
                         text.push_str(&format!("\n      {} {test}", style("FLAKY").yellow()));
                     }
-                    self.warnings.push(format!("{tier}/{step} is flaky"));
                 }
                 if !status.is_success() {
                     let word = if *allowed_failure {
@@ -364,12 +362,6 @@ impl EventSink for TerminalReporter {
                     for line in log_tail {
                         text.push_str(&format!("\n      {} {line}", style("│").dim()));
                     }
-                    if *allowed_failure {
-                        self.warnings
-                            .push(format!("{tier}/{step} failed (allowed)"));
-                    } else {
-                        self.failures.push(format!("{tier}/{step}"));
-                    }
                 }
                 self.line(text);
             }
@@ -384,7 +376,6 @@ impl EventSink for TerminalReporter {
                     style("!").yellow().bold(),
                     style(&text).yellow()
                 ));
-                self.warnings.push(text);
             }
             Event::StepSkipped { tier, step, reason } => {
                 let label = self.step_label(tier, step);
@@ -398,15 +389,6 @@ impl EventSink for TerminalReporter {
                     "",
                     style(why).dim()
                 ));
-            }
-            Event::TierFinished {
-                tier,
-                status,
-                duration_ms,
-                tests,
-            } => {
-                self.tiers
-                    .push((tier.clone(), *status, *duration_ms, *tests));
             }
             Event::Pushed { reference, .. } => {
                 self.line(format!("{} pushed {reference}", style("──").dim()));
@@ -426,20 +408,22 @@ impl EventSink for TerminalReporter {
                     "\n{:<16} {:<10} {:>8}  {}\n",
                     "tier", "status", "time", "tests"
                 );
-                for (tier, status, ms, tests) in &self.tiers {
-                    let tests = if tests.tests > 0 {
-                        counts_text(tests)
+                let summary = self.summary.summary();
+                for tier in &summary.tiers {
+                    let tests = if tier.tests.tests > 0 {
+                        counts_text(&tier.tests)
                     } else {
                         String::new()
                     };
-                    let time = if *status == Status::Skipped {
+                    let time = if tier.status == Status::Skipped {
                         String::new()
                     } else {
-                        human_duration(*ms)
+                        human_duration(tier.duration_ms)
                     };
                     table.push_str(&format!(
-                        "{tier:<16} {:<10} {time:>8}  {tests}\n",
-                        status.word()
+                        "{:<16} {:<10} {time:>8}  {tests}\n",
+                        tier.name,
+                        tier.status.word()
                     ));
                 }
                 self.line(table);
@@ -455,7 +439,16 @@ impl EventSink for TerminalReporter {
                 if let Some(error) = error {
                     text.push_str(&format!(": {error}"));
                 }
-                for warning in &self.warnings {
+                let warnings = summary
+                    .steps
+                    .iter()
+                    .filter_map(|r| match (r.status, r.allowed_failure) {
+                        (Status::Flaky, _) => Some(format!("{}/{} is flaky", r.tier, r.step)),
+                        (_, true) => Some(format!("{}/{} failed (allowed)", r.tier, r.step)),
+                        _ => None,
+                    })
+                    .chain(summary.warnings.iter().cloned());
+                for warning in warnings {
                     text.push_str(&format!("\n  {} {warning}", style("warning:").yellow()));
                 }
                 text.push_str(&format!(
