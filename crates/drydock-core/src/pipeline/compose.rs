@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use super::dotenv;
 use super::error::Diagnostic;
+use super::text::suggest;
 use super::tree::{self, Kind, Node, Pos, ScalarType};
 
 /// The largest compose file drydock reads, in bytes (1 MiB).
@@ -2061,41 +2062,4 @@ fn go_float(f: f64) -> String {
         );
     }
     format!("{f}")
-}
-
-/// The closest of `options` to `word` (edit distance at most 2).
-fn suggest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
-    options
-        .iter()
-        .map(|o| (edit_distance(word, o), *o))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, o)| o)
-}
-
-/// Edit distance counting a swap of two neighbours as one edit (optimal
-/// string alignment), so that `wbe` is closest to `web`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
 }

@@ -248,6 +248,18 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// "Did you mean": the one of `options` closest to `word`, at most two
+/// edits away (optimal string alignment distance, which counts a swap of
+/// neighbours as one edit: `wbe` → `web`), for every document drydock reads.
+pub(crate) fn suggest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
+    options
+        .iter()
+        .map(|o| (strsim::osa_distance(word, o), *o))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

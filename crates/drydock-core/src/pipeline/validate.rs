@@ -10,6 +10,7 @@ use super::duration::parse_duration;
 use super::error::Diagnostic;
 use super::interpolate::{interpolate, Vars};
 use super::model::*;
+use super::text::suggest;
 use super::tree::{Kind, Node, Pos, ScalarType};
 
 mod compose_service;
@@ -2265,28 +2266,4 @@ pub(crate) fn is_repository(s: &str) -> bool {
             && !c.contains("___")
     };
     host_ok && !path.is_empty() && path.iter().all(|c| component_ok(c))
-}
-
-/// The allowed key closest to `key` (edit distance at most 2), if any.
-fn suggest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    allowed
-        .iter()
-        .map(|a| (edit_distance(key, a), *a))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, a)| a)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -479,7 +479,7 @@ impl<R: Runtime> Session<R> {
                 .map_err(|e| e.to_string())?
                 .unwrap_or_default(),
         };
-        let argv = combine_argv(
+        let argv = crate::run::ahead::combine_argv(
             c.entrypoint.as_deref(),
             c.command.as_deref(),
             image_entrypoint,
@@ -622,24 +622,6 @@ impl<R: Runtime> Session<R> {
         self.drain.abort();
         remove_all(self.ctx.runtime.as_ref(), &self.ctx.plan).await
     }
-}
-
-/// The argv `docker run` would start: the entrypoint (the step's, else the
-/// image's) then the command (the step's; else the image's CMD, unless the
-/// step overrides the entrypoint, which drops the image's CMD).
-fn combine_argv(
-    entrypoint: Option<&[String]>,
-    command: Option<&[String]>,
-    image_entrypoint: Vec<String>,
-    image_cmd: Vec<String>,
-) -> Vec<String> {
-    let command = match (command, entrypoint) {
-        (Some(cmd), _) => cmd.to_vec(),
-        (None, Some(_)) => Vec::new(),
-        (None, None) => image_cmd,
-    };
-    let entrypoint = entrypoint.map_or(image_entrypoint, <[String]>::to_vec);
-    entrypoint.into_iter().chain(command).collect()
 }
 
 /// Hands the heap memory freed after a build (its context went through
@@ -1003,7 +985,7 @@ mod tests {
             let e = entrypoint.map(v);
             let c = command.map(v);
             assert_eq!(
-                combine_argv(
+                crate::run::ahead::combine_argv(
                     e.as_deref(),
                     c.as_deref(),
                     v(image_entrypoint),

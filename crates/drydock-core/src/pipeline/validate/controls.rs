@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use super::super::model::{NeedSpec, SecretExpose, SecretSource, SecretSpec, TierSpec, When};
 use super::super::tree::{Kind, Node, Pos, ScalarType};
-use super::{check_container_target, is_var_name, suggest, Checker, TierRefs};
+use super::{check_container_target, is_var_name, Checker, TierRefs};
+use crate::pipeline::text::suggest;
 
 /// A step by (tier index, step index).
 type StepAt = (usize, usize);
