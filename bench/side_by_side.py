@@ -130,7 +130,8 @@ def tool_versions():
                       ("node", ["node", "--version"])):
         try:
             p = sh(cmd, check=False)
-            out[name] = (p.stdout.strip() or p.stderr.strip()).splitlines()[-1] if p.returncode == 0 else None
+            text = (p.stdout.strip() or p.stderr.strip()).splitlines()[-1] if p.returncode == 0 else None
+            out[name] = text.split()[-1] if text else None
         except OSError:
             out[name] = None
     return out
@@ -470,6 +471,12 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def verdict(value, limit):
+    if value != value:   # nan: a side has no valid sample
+        return "no data"
+    return "met" if value <= limit else "MISSED"
+
+
 def toy_report(t):
     lines = []
     p = lines.append
@@ -487,13 +494,13 @@ def toy_report(t):
     p("|---|---|---|")
     lim = med(t["samples"].get("limit", []))
     r = d / lim if lim else float("nan")
-    p(f"| drydock / physical limit | {r:.2f} | <= 1.30 {'met' if r <= 1.3 else 'MISSED'} |")
+    p(f"| drydock / physical limit | {r:.2f} | <= 1.30 {verdict(r, 1.3)} |")
     for peer in PEERS:
         xs = t["samples"].get(peer)
         if not xs:
             continue
         r = d / med(xs)
-        p(f"| drydock / {peer} | {r:.2f} | <= 0.50 {'met' if r <= 0.5 else 'MISSED'} |")
+        p(f"| drydock / {peer} | {r:.2f} | <= 0.50 {verdict(r, 0.5)} |")
     p("")
     steps = {}
     for x in t["details"]:
