@@ -324,7 +324,25 @@ def pipeline_phase(reps, workdir, env, record):
                 left = remove_tree(base_id)
                 if left:
                     log(f"warning: images left behind under {base_id}: {left}")
+            for nonce in (d_nonce, s_nonce):
+                left = remove_labelled(nonce)
+                if left:
+                    log(f"warning: images labelled drydock-bench.nonce={nonce} left behind: {left}")
     return samples, details
+
+
+def remove_labelled(nonce):
+    """Removes every image that inherited the nonce base's label (BuildKit
+    images have no parent chain for remove_tree to follow): drydock's build
+    tags and the release tags of this repetition. Returns what is left."""
+    for _ in range(3):
+        ids = sorted(set(docker("images", "-a", "-q", "--no-trunc", "--filter",
+                                f"label=drydock-bench.nonce={nonce}").split()))
+        if not ids:
+            return []
+        for i in ids:
+            docker("rmi", "-f", i, check=False)
+    return docker("images", "-a", "-q", "--filter", f"label=drydock-bench.nonce={nonce}").split()
 
 
 def critical_path_s(step):

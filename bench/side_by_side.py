@@ -130,8 +130,7 @@ def tool_versions():
                       ("node", ["node", "--version"])):
         try:
             p = sh(cmd, check=False)
-            text = (p.stdout.strip() or p.stderr.strip()).splitlines()[-1] if p.returncode == 0 else None
-            out[name] = text.split()[-1] if text else None
+            out[name] = (p.stdout.strip() or p.stderr.strip()).splitlines()[-1] if p.returncode == 0 else None
         except OSError:
             out[name] = None
     return out
