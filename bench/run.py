@@ -1,15 +1,28 @@
 #!/usr/bin/env python3
-"""drydock vs. a sequential docker-CLI script, cold and warm, plus the
-per-step overhead and drydock's peak memory. Standard library only.
+"""The drydock benchmark, one command, every part interleaved within itself:
+
+  toy      the toy pipeline (bench/toy/) through drydock, a sequential
+           docker-CLI script, docker compose, gitlab-ci-local and act, and the
+           physical limit (docker exec in one warm container); bench/side_by_side.py
+  sample   pipelines/flask-api.yml: drydock cold / warm / no-change / after a
+           one-line source change, against bench/sequential.sh cold and warm
+  trivial  one `true` step: drydock vs `docker exec CONTAINER true` and
+           `docker run --rm IMAGE true`
+  watch    `drydock watch` save -> result vs bare pytest through exec, and
+           drydock's memory while watching (bench/watch.py)
+  memory   drydock's peak RSS with a 1 GiB build context and 100 MB of logs
 
     cargo build --release -p drydock-cli
-    python3 bench/run.py                 # 3 repetitions, 10 trivial samples
-    python3 bench/run.py --reps 5 --trivial 20 --skip-memory
+    python3 bench/run.py --quick               # try it (1 repetition of everything)
+    python3 bench/run.py                       # all suites, default repetitions
+    python3 bench/run.py --suite toy,trivial --reps 7
 
-See bench/README.md for what cold and warm mean. Everything the benchmark
-creates (base images with a nonce, images built on them, tags, containers,
-networks, temp folders) is removed at the end of each repetition; nothing it
-did not create is touched.
+Standard library only. Medians, ratios and targets are printed as Markdown
+and written to bench/.generated/last-run.md; every sample to
+bench/.generated/last-run.json. See bench/README.md for what each number
+means. Everything the benchmark creates (nonce base images and what is built
+on them, the toy images, containers, networks, temp folders, peers' objects)
+is removed; nothing it did not create is touched.
 """
 
 import argparse
@@ -19,11 +32,15 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import side_by_side  # noqa: E402  (bench/side_by_side.py: the toy pipeline and its peers)
 
 ROOT = subprocess.run(
     ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--show-toplevel"],
@@ -40,6 +57,8 @@ NONCE_REPO = "drydock-bench/base"
 BENCH_NAME = "flask-api-bench"          # pipeline name of the generated copy
 BENCH_RELEASE = "drydock-bench/flask-api"
 FAILURES = []   # drydock runs that did not exit 0, with their error
+CHANGE_FILE = os.path.join(ROOT, "images", "flask-api", "tasksapi", "validation.py")
+SUITES = ["toy", "sample", "trivial", "watch", "memory"]
 
 
 def log(msg):
@@ -205,28 +224,88 @@ def outcome(events):
 
 # --- phases ----------------------------------------------------------------------
 
+def drydock_supports(flag):
+    p = subprocess.run([DRYDOCK, "run", "--help"], capture_output=True, text=True)
+    return flag in p.stdout
+
+
+def step_report(events):
+    """Per step (not builds): ran or reused, from `step_finished`."""
+    out = {}
+    for e in events:
+        if e.get("event") == "step_finished" and not e["step"].startswith("build "):
+            out[f"{e['tier']}/{e['step']}"] = {"reused": bool(e.get("reused")), "status": e.get("status"),
+                                               "duration_s": round(e.get("duration_ms", 0) / 1000, 3),
+                                               **({"reused_from": e["reused_from"]} if e.get("reused_from") else {})}
+    return out
+
+
+class OneLineChange:
+    """Appends one comment line to a source file of the sample product
+    (images/flask-api/tasksapi/validation.py) and always puts the original
+    bytes back (also on Ctrl-C / SIGTERM, through the `finally` of the
+    caller)."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.original = None
+
+    def __enter__(self):
+        with open(CHANGE_FILE, "rb") as f:
+            self.original = f.read()
+        with open(CHANGE_FILE, "ab") as f:
+            f.write(f"# bench: one-line change {self.tag}\n".encode())
+        return self
+
+    def __exit__(self, *exc):
+        with open(CHANGE_FILE, "wb") as f:
+            f.write(self.original)
+
+
 def pipeline_phase(reps, workdir, env, record):
-    samples = {"drydock cold": [], "script cold": [], "drydock warm": [], "script warm": []}
+    """Per repetition: drydock cold, warm (the same run again; with
+    `--no-reuse` when drydock has it, so its steps run), no-change (the same
+    run again, default reuse policy), and after a one-line source change;
+    the script cold and warm; the order alternates between repetitions."""
+    samples = {"drydock cold": [], "script cold": [], "drydock warm": [], "script warm": [],
+               "drydock no-change": [], "drydock one-line change": []}
     details = []
+    no_reuse = ["--no-reuse"] if drydock_supports("--no-reuse") else []
     for rep in range(reps):
         d_nonce, d_base, d_id = make_nonce_base()
         s_nonce, s_base, s_id = make_nonce_base()
         try:
             denv = dict(env, BENCH_BASE_IMAGE=d_base)
-            order = ["drydock cold", "script cold", "drydock warm", "script warm"]
+            order = ["drydock cold", "script cold", "drydock warm", "script warm",
+                     "drydock no-change", "drydock one-line change"]
             if rep % 2:
-                order = ["script cold", "drydock cold", "script warm", "drydock warm"]
+                order = ["script cold", "drydock cold", "script warm", "drydock warm",
+                         "drydock no-change", "drydock one-line change"]
             for variant in order:
-                temp = variant.split()[1]
+                temp = variant.split(" ", 1)[1].replace(" ", "-")
                 log(f"rep {rep + 1}/{reps}: {variant}")
                 if variant.startswith("drydock"):
-                    wall, rc, events = run_drydock(BENCH_PIPELINE, f"bench-{d_nonce}-{temp}", denv, workdir)
+                    extra = no_reuse if temp == "warm" else []
+                    run_id = f"bench-{d_nonce}-{temp}"
+                    if temp == "one-line-change":
+                        with OneLineChange(d_nonce):
+                            wall, rc, events = run_drydock(BENCH_PIPELINE, run_id, denv, workdir, extra)
+                    else:
+                        wall, rc, events = run_drydock(BENCH_PIPELINE, run_id, denv, workdir, extra)
                     res, error = outcome(events)
                     b = builds(events)
-                    want_reused = temp == "warm"
-                    ok = rc == 0 and res == "passed" and len(b) == 3 and all(v is want_reused for v in b.values())
+                    steps = step_report(events)
+                    if temp == "one-line-change":
+                        # the change is in the production/test context only: dev stays reused
+                        ok = rc == 0 and res == "passed" and len(b) == 3
+                    else:
+                        want_reused = temp != "cold"
+                        ok = rc == 0 and res == "passed" and len(b) == 3 and all(
+                            v is want_reused for v in b.values())
                     details.append({"rep": rep + 1, "variant": variant, "wall_s": round(wall, 2), "rc": rc,
-                                    "outcome": res, "error": error, "builds_reused": b,
+                                    "outcome": res, "error": error, "builds_reused": b, "steps": steps,
+                                    "steps_reused": sum(1 for x in steps.values() if x["reused"]),
+                                    "steps_total": len(steps), "flags": extra,
                                     "breakdown": drydock_breakdown(events)})
                 else:
                     wall, rc, logfile = run_sequential(s_nonce, s_base, temp, workdir)
@@ -245,42 +324,100 @@ def pipeline_phase(reps, workdir, env, record):
                 left = remove_tree(base_id)
                 if left:
                     log(f"warning: images left behind under {base_id}: {left}")
+            for nonce in (d_nonce, s_nonce):
+                left = remove_labelled(nonce)
+                if left:
+                    log(f"warning: images labelled drydock-bench.nonce={nonce} left behind: {left}")
     return samples, details
+
+
+def remove_labelled(nonce):
+    """Removes every image that inherited the nonce base's label (BuildKit
+    images have no parent chain for remove_tree to follow): drydock's build
+    tags and the release tags of this repetition. Returns what is left."""
+    for _ in range(3):
+        ids = sorted(set(docker("images", "-a", "-q", "--no-trunc", "--filter",
+                                f"label=drydock-bench.nonce={nonce}").split()))
+        if not ids:
+            return []
+        for i in ids:
+            docker("rmi", "-f", i, check=False)
+    return docker("images", "-a", "-q", "--filter", f"label=drydock-bench.nonce={nonce}").split()
+
+
+def critical_path_s(step):
+    """A step's cost on the run's critical path: `timings.critical_path_ms`
+    when drydock reports it, else `duration_ms` (today: create, start, log
+    stream, wait, remove, all on the critical path)."""
+    t = step.get("timings") or {}
+    if isinstance(t.get("critical_path_ms"), (int, float)):
+        return t["critical_path_ms"] / 1000
+    return step["duration_ms"] / 1000
 
 
 def trivial_phase(n, workdir, env):
     """Interleaved samples of one `true` step: drydock (default network = the
-    run network, and `network: false`) vs `docker run --rm` (default bridge,
-    and `--network none`)."""
+    run network, and `network: false`) vs `docker exec CONTAINER true` in an
+    already-running container and `docker run --rm` (default bridge, and
+    `--network none`). Also keeps drydock's per-step `timings` when present."""
     image = "drydock/debian:bookworm"
-    out = {"drydock run wall": [], "drydock step duration_ms": [], "docker run --rm wall": [],
+    out = {"drydock run wall": [], "drydock step duration_ms": [], "drydock step critical path": [],
+           "docker exec CONTAINER true wall": [], "docker run --rm wall": [],
            "drydock step duration_ms, network: false": [], "docker run --rm --network none wall": []}
-    kinds = ["drydock", "docker", "drydock-nonet", "docker-nonet"]
-    for k in range(n):
-        order = kinds[k % 4:] + kinds[:k % 4]
-        for which in order:
-            if which.startswith("drydock"):
-                nonet = which.endswith("nonet")
-                for _attempt in range(3):   # a failed run is recorded in FAILURES and retried
-                    wall, rc, events = run_drydock(TRIVIAL_NONET_PIPELINE if nonet else TRIVIAL_PIPELINE,
-                                                   f"bench-trivial-{secrets.token_hex(4)}", env, workdir)
-                    step = [e for e in events if e.get("event") == "step_finished"]
-                    if rc == 0 and len(step) == 1:
-                        break
+    timings = []
+    label = f"drydock-bench.trivial={secrets.token_hex(4)}"
+    container = docker("run", "-d", "--label", label, "--network", "none", image, "sleep", "infinity")
+    try:
+        kinds = ["drydock", "exec", "docker", "drydock-nonet", "docker-nonet"]
+        for k in range(n):
+            order = kinds[k % len(kinds):] + kinds[:k % len(kinds)]
+            for which in order:
+                if which.startswith("drydock"):
+                    nonet = which.endswith("nonet")
+                    for _attempt in range(3):   # a failed run is recorded in FAILURES and retried
+                        wall, rc, events = run_drydock(TRIVIAL_NONET_PIPELINE if nonet else TRIVIAL_PIPELINE,
+                                                       f"bench-trivial-{secrets.token_hex(4)}", env, workdir)
+                        step = [e for e in events if e.get("event") == "step_finished"]
+                        if rc == 0 and len(step) == 1:
+                            break
+                    else:
+                        raise RuntimeError("trivial pipeline failed three times")
+                    if nonet:
+                        out["drydock step duration_ms, network: false"].append(step[0]["duration_ms"] / 1000)
+                    else:
+                        out["drydock run wall"].append(round(wall, 3))
+                        out["drydock step duration_ms"].append(step[0]["duration_ms"] / 1000)
+                        out["drydock step critical path"].append(round(critical_path_s(step[0]), 3))
+                        if step[0].get("timings"):
+                            timings.append(step[0]["timings"])
+                elif which == "exec":
+                    t0 = time.monotonic()
+                    subprocess.run(["docker", "exec", container, "true"], check=True)
+                    out["docker exec CONTAINER true wall"].append(round(time.monotonic() - t0, 3))
                 else:
-                    raise RuntimeError("trivial pipeline failed three times")
-                if nonet:
-                    out["drydock step duration_ms, network: false"].append(step[0]["duration_ms"] / 1000)
-                else:
-                    out["drydock run wall"].append(round(wall, 3))
-                    out["drydock step duration_ms"].append(step[0]["duration_ms"] / 1000)
-            else:
-                extra = ["--network", "none"] if which.endswith("nonet") else []
-                t0 = time.monotonic()
-                subprocess.run(["docker", "run", "--rm", *extra, image, "true"], check=True)
-                key = "docker run --rm --network none wall" if extra else "docker run --rm wall"
-                out[key].append(round(time.monotonic() - t0, 3))
+                    extra = ["--network", "none"] if which.endswith("nonet") else []
+                    t0 = time.monotonic()
+                    subprocess.run(["docker", "run", "--rm", *extra, image, "true"], check=True)
+                    key = "docker run --rm --network none wall" if extra else "docker run --rm wall"
+                    out[key].append(round(time.monotonic() - t0, 3))
+    finally:
+        docker("rm", "-f", container, check=False)
+    if timings:
+        out["timings"] = timings
     return out
+
+
+def watch_phase(saves, workdir):
+    """bench/watch.py (save -> result of `drydock watch` vs bare pytest
+    through exec in the warm container, drydock's VmHWM while watching)."""
+    out = os.path.join(workdir, "watch.json")
+    p = subprocess.run([sys.executable, os.path.join(BENCH, "watch.py"), "--saves", str(saves),
+                        "--binary", DRYDOCK, "--json-out", out], capture_output=True, text=True)
+    if not os.path.exists(out):
+        return {"error": f"bench/watch.py exited {p.returncode}", "stderr_tail": p.stderr.strip().splitlines()[-8:]}
+    res = json.load(open(out))
+    res["watch_py_exit"] = p.returncode
+    return res
 
 
 def peak_rss_kib(cmd, env, stdout_path):
@@ -364,43 +501,108 @@ def ratio(a, b):
     return a / b if b else float("nan")
 
 
+def verdict(value, limit, strict=False):
+    if value != value:   # nan: a side has no valid sample
+        return "no data"
+    ok = value < limit if strict else value <= limit
+    return "met" if ok else "MISSED"
+
+
 def report(data):
     lines = []
     p = lines.append
+    if data.get("toy"):
+        p(side_by_side.toy_report(data["toy"]))
     s = data.get("pipeline", {})
     if s:
-        p("## Pipeline (wall seconds of the whole `drydock run` / `bench/sequential.sh`)\n")
+        p("## Sample pipeline (wall seconds of the whole `drydock run` / `bench/sequential.sh`)\n")
         p("| variant | samples | median |")
         p("|---|---|---|")
         for k, v in s.items():
             p(f"| {k} | {', '.join(f'{x:.1f}' for x in v)} | {med(v):.1f} |")
-        dc, sc, dw, sw = (med(s[k]) for k in ("drydock cold", "script cold", "drydock warm", "script warm"))
+        dc, sc, dw, sw, dn = (med(s[k]) for k in ("drydock cold", "script cold", "drydock warm", "script warm",
+                                                   "drydock no-change"))
+        det = [d for d in data.get("pipeline_details", []) if not d.get("invalid")]
         p("")
         p("| ratio | value | target |")
         p("|---|---|---|")
-        p(f"| drydock cold / script cold | {ratio(dc, sc):.2f} | <= 0.80 {'met' if ratio(dc, sc) <= 0.8 else 'MISSED'} |")
-        p(f"| drydock warm / drydock cold | {ratio(dw, dc):.2f} | <= 0.50 {'met' if ratio(dw, dc) <= 0.5 else 'MISSED'} |")
+        p(f"| drydock cold / script cold | {ratio(dc, sc):.2f} | <= 0.80 {verdict(ratio(dc, sc), 0.8)} |")
+        nc = [d for d in det if d["variant"] == "drydock no-change"]
+        reused = ", ".join(f"{d['steps_reused']}/{d['steps_total']}" for d in nc) or "–"
+        every = bool(nc) and all(d["steps_reused"] == d["steps_total"] for d in nc)
+        p(f"| drydock no-change / drydock cold | {ratio(dn, dc):.2f} | <= 0.10 {verdict(ratio(dn, dc), 0.1)} |")
+        p(f"| steps reported reused in the no-change runs | {reused} | every step {'met' if every else 'MISSED'} |")
+        p(f"| drydock warm / drydock cold | {ratio(dw, dc):.2f} | <= 0.50 {verdict(ratio(dw, dc), 0.5)} |")
         p(f"| drydock warm / script warm | {ratio(dw, sw):.2f} | (info) |")
         p(f"| script warm / script cold | {ratio(sw, sc):.2f} | (info) |")
         p("")
+        flags = {" ".join(d.get("flags", [])) for d in det if d["variant"] == "drydock warm"}
+        p("\"drydock warm\" ran with " + (", ".join(f"`{f}`" for f in flags if f) or "no extra flag (this drydock "
+          "has no `--no-reuse`: warm and no-change are the same kind of run)") + ".\n")
+        ch = [d for d in det if d["variant"] == "drydock one-line change"]
+        if ch:
+            p("After a one-line change (a comment appended to `images/flask-api/tasksapi/validation.py`):\n")
+            p("| rep | builds rebuilt | builds reused | steps ran | steps reused |")
+            p("|---|---|---|---|---|")
+            for d in ch:
+                rb = [k for k, v in d["builds_reused"].items() if not v]
+                ru = [k for k, v in d["builds_reused"].items() if v]
+                sr = [k for k, v in d["steps"].items() if not v["reused"]]
+                su = [k for k, v in d["steps"].items() if v["reused"]]
+                p(f"| {d['rep']} | {', '.join(rb) or '–'} | {', '.join(ru) or '–'} | {', '.join(sr) or '–'} | "
+                  f"{', '.join(su) or '–'} |")
+            p("")
     t = data.get("trivial")
     if t:
         p("## Trivial step (`command: [true]` on drydock/debian:bookworm)\n")
         p("| measure | samples (s) | median (s) |")
         p("|---|---|---|")
         for k, v in t.items():
-            p(f"| {k} | {', '.join(f'{x:.3f}' for x in v)} | {med(v):.3f} |")
+            if k != "timings":
+                p(f"| {k} | {', '.join(f'{x:.3f}' for x in v)} | {med(v):.3f} |")
+        ex = med(t["docker exec CONTAINER true wall"])
         base = med(t["docker run --rm wall"])
         p("")
         p("| ratio | value | target |")
         p("|---|---|---|")
+        r = ratio(med(t["drydock step critical path"]), ex)
+        p(f"| drydock step critical path / docker exec CONTAINER true | {r:.2f} | <= 1.50 {verdict(r, 1.5)} |")
         r = ratio(med(t["drydock step duration_ms"]), base)
-        p(f"| drydock step duration / docker run --rm wall | {r:.2f} | <= 1.00 {'met' if r <= 1 else 'MISSED'} |")
+        p(f"| drydock step duration / docker run --rm wall | {r:.2f} | (info; earlier target <= 1.00) |")
         r2 = ratio(med(t["drydock run wall"]), base)
         p(f"| whole `drydock run` wall (nothing subtracted) / docker run --rm wall | {r2:.2f} | (info) |")
         r3 = ratio(med(t["drydock step duration_ms, network: false"]), med(t["docker run --rm --network none wall"]))
         p(f"| drydock step duration, network: false / docker run --rm --network none wall | {r3:.2f} | (info) |")
         p("")
+        if t.get("timings"):
+            keys = {}
+            for tm in t["timings"]:
+                for k, v in tm.items():
+                    if isinstance(v, (int, float)):
+                        keys.setdefault(k, []).append(v)
+            p("drydock's `timings` of the step (median ms): " + ", ".join(f"{k} {med(v):.0f}" for k, v in keys.items())
+              + "\n")
+        else:
+            p("drydock reported no `timings` breakdown (critical path = the step's `duration_ms`).\n")
+    w = data.get("watch")
+    if w:
+        p("## `drydock watch` (bench/watch.py: flask-api pre-build/unit)\n")
+        if "error" in w:
+            p(f"Did not complete: {w['error']}: {' | '.join(w.get('stderr_tail', []))}\n")
+        else:
+            hwm = w.get("VmHWM") or ""
+            hwm_mib = int(hwm.split()[0]) / 1024 if hwm.split() and hwm.split()[0].isdigit() else float("nan")
+            p("| measure | value | target |")
+            p("|---|---|---|")
+            p(f"| save -> result (median of {w['saves']}: {', '.join(f'{x:.2f}' for x in w['save_to_result_s'])}) "
+              f"| {w['median_save_to_result_s']:.3f} s | |")
+            p(f"| bare `docker exec ... pytest` (median: {', '.join(f'{x:.2f}' for x in w['bare_exec_pytest_s'])}) "
+              f"| {w['median_bare_exec_pytest_s']:.3f} s | |")
+            p(f"| ratio | {w['ratio']:.2f} | <= 1.50 {verdict(w['ratio'], 1.5)} |")
+            p(f"| drydock VmHWM while watching | {hwm_mib:.1f} MiB | <= 32 MiB {verdict(hwm_mib, 32)} |")
+            p(f"| left after Ctrl-C (containers, networks) | {len(w['left_containers'])}, {len(w['left_networks'])} "
+              f"| 0, 0 |")
+            p("")
     m = data.get("memory")
     if m:
         p("## drydock peak RSS (`/usr/bin/time -v`, Maximum resident set size)\n")
@@ -409,8 +611,9 @@ def report(data):
         for k, v in m.items():
             mib = [x["max_rss_kib"] / 1024 for x in v if x["max_rss_kib"] is not None]
             ok = all(x["rc"] == 0 for x in v)
+            top = max(mib) if mib else float("nan")
             p(f"| {k} | {', '.join(f'{x:.1f}' for x in mib)}{'' if ok else ' (a run FAILED)'} | "
-              f"{max(mib):.1f} | < 64 {'met' if max(mib) < 64 else 'MISSED'} |")
+              f"{top:.1f} | < 64 {verdict(top, 64, strict=True)} |")
         p("")
     f = data.get("drydock_failures")
     if f:
@@ -423,35 +626,61 @@ def report(data):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=3, help="repetitions of each pipeline variant (default 3)")
-    ap.add_argument("--trivial", type=int, default=10, help="samples of the trivial step (default 10)")
-    ap.add_argument("--memory", type=int, default=2, help="samples of each memory case (default 2)")
-    ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--suite", default="all",
+                    help=f"comma-separated parts to run: all or any of {','.join(SUITES)} (default all)")
+    ap.add_argument("--quick", action="store_true",
+                    help="try it: 1 repetition, no toy warm-up, 3 trivial samples, 1 memory sample, 2 watch saves")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="repetitions of the toy variants and the sample pipeline variants (default 5 toy, 3 sample)")
+    ap.add_argument("--toy-warmup", type=int, default=None, help="untimed toy rounds first (default 1)")
+    ap.add_argument("--trivial", type=int, default=None, help="samples of the trivial step (default 10)")
+    ap.add_argument("--memory", type=int, default=None, help="samples of each memory case (default 2)")
+    ap.add_argument("--watch-saves", type=int, default=None, help="saves timed by bench/watch.py (default 7)")
+    ap.add_argument("--skip-pipeline", action="store_true", help="same as leaving `sample` out of --suite")
     ap.add_argument("--skip-trivial", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--out", default=os.path.join(GEN, "last-run"),
                     help="prefix of the raw JSON and Markdown output (default bench/.generated/last-run)")
     args = ap.parse_args()
+    quick = args.quick
+    toy_reps = args.reps if args.reps is not None else (1 if quick else 5)
+    sample_reps = args.reps if args.reps is not None else (1 if quick else 3)
+    toy_warmup = args.toy_warmup if args.toy_warmup is not None else (0 if quick else 1)
+    trivial_n = args.trivial if args.trivial is not None else (3 if quick else 10)
+    memory_n = args.memory if args.memory is not None else (1 if quick else 2)
+    saves = args.watch_saves if args.watch_saves is not None else (2 if quick else 7)
+    suites = SUITES if args.suite == "all" else [x.strip() for x in args.suite.split(",") if x.strip()]
+    bad = [x for x in suites if x not in SUITES]
+    if bad:
+        ap.error(f"unknown suite {', '.join(bad)} (choose from all, {', '.join(SUITES)})")
+    for flag, name in ((args.skip_pipeline, "sample"), (args.skip_trivial, "trivial"), (args.skip_memory, "memory")):
+        if flag and name in suites:
+            suites.remove(name)
 
     if not os.access(DRYDOCK, os.X_OK):
         sys.exit(f"{DRYDOCK} missing: cargo build --release -p drydock-cli")
     for image in (BASE, "drydock/debian:bookworm", "drydock/postgres:15"):
         if docker("images", "-q", image) == "":
             sys.exit(f"{image} missing: {DRYDOCK} images bootstrap")
+    # SIGTERM unwinds like Ctrl-C, so every `finally` (cleanup, source restore) runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     generate_pipeline()
     workdir = tempfile.mkdtemp(prefix="drydock-bench.", dir="/tmp")
     state = os.path.join(workdir, "state")
     # the release ledger of these runs goes to a throw-away folder
     env = dict(os.environ, DRYDOCK_STATE_DIR=state)
-    log(f"work folder {workdir}")
+    log(f"work folder {workdir}; suites {', '.join(suites)}")
     data = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_sha": subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
                                   text=True).stdout.strip(),
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                     "docker_server": docker("version", "-f", "{{.Server.Version}}"),
-                    "mem_total_mib": int(open("/proc/meminfo").readline().split()[1]) // 1024},
+                    "mem_total_mib": int(open("/proc/meminfo").readline().split()[1]) // 1024,
+                    "loadavg_at_start": open("/proc/loadavg").read().split()[:3]},
         "args": vars(args),
+        "suites": suites,
+        "completed": [],
     }
 
     def record():
@@ -460,20 +689,35 @@ def main():
             json.dump(data, f, indent=1)
 
     try:
-        if not args.skip_pipeline:
+        if "toy" in suites:
+            log("toy pipeline, side by side")
+            data["toy"] = {}
+            side_by_side.toy_phase(toy_reps, toy_warmup, workdir, env, record, None, data["toy"])
+            data["completed"].append("toy")
+            record()
+        if "sample" in suites:
             data["pipeline_details"] = []
-            samples, details = pipeline_phase(args.reps, workdir, env, record)
+            samples, details = pipeline_phase(sample_reps, workdir, env, record)
             data["pipeline"], data["pipeline_details"] = samples, details
+            data["completed"].append("sample")
             record()
-        if not args.skip_trivial:
+        if "trivial" in suites:
             log("trivial step")
-            data["trivial"] = trivial_phase(args.trivial, workdir, env)
+            data["trivial"] = trivial_phase(trivial_n, workdir, env)
+            data["completed"].append("trivial")
             record()
-        if not args.skip_memory:
-            data["memory"] = memory_phase(args.memory, workdir, env)
+        if "watch" in suites:
+            log("drydock watch (bench/watch.py)")
+            data["watch"] = watch_phase(saves, workdir)
+            data["completed"].append("watch")
+            record()
+        if "memory" in suites:
+            data["memory"] = memory_phase(memory_n, workdir, env)
+            data["completed"].append("memory")
             record()
     finally:
         data["drydock_failures"] = FAILURES
+        data["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
         record()
         keep = os.environ.get("BENCH_KEEP_WORKDIR")
         if not keep:

@@ -47,6 +47,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--saves", type=int, default=7)
     parser.add_argument("--binary", default=str(ROOT / "target/release/drydock"))
+    parser.add_argument("--json-out", help="also write the result JSON to this file (bench/run.py uses it)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="drydock-watch-bench."))
@@ -132,6 +133,9 @@ def main():
             "last_line": lines[-1],
         }
         print(json.dumps(result, indent=2))
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(result, f, indent=1)
         print(f"\n| measure | value | target |\n|---|---|---|\n"
               f"| save → result (median of {args.saves}) | {med_w:.3f} s | ≤ 1.5 × bare |\n"
               f"| bare `docker exec … pytest` (median) | {med_b:.3f} s | |\n"

@@ -1,0 +1,1 @@
+"""The benchmark's toy project: one module, a unit test, an integration test."""
