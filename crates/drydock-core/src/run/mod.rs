@@ -489,6 +489,8 @@ pub(crate) enum Msg {
     Service(ServiceId, Result<(), String>),
     /// A step ended; the handles remove its containers in the background.
     Step(StepId, step::StepOutcome, Vec<JoinHandle<()>>),
+    /// What the store holds for a step (looked up before it is launched).
+    Verdict(StepId, Box<reuse::Verdict>),
     /// The engine has not answered pings for [`ENGINE_UNRESPONSIVE_AFTER`].
     EngineLost(String),
 }
@@ -591,10 +593,26 @@ struct RunLoop<R: Runtime> {
     watchdog: Option<JoinHandle<()>>,
     /// Steps whose container was started ahead (each at most once).
     ahead_tried: Vec<bool>,
+    /// Each step's stored result, looked up once its image is known (only
+    /// when the run keeps results and was not told `--no-reuse`).
+    verdicts: Vec<VerdictState>,
+}
+
+/// Where the store lookup of a step stands.
+enum VerdictState {
+    /// Not asked yet.
+    Unknown,
+    /// Being looked up.
+    Pending,
+    /// Known; taken when the step is launched.
+    Known(Box<reuse::Verdict>),
+    /// Taken by the launched step (or never asked: the run reuses nothing).
+    Taken,
 }
 
 impl<R: Runtime> RunLoop<R> {
     fn new(ctx: Arc<Ctx<R>>) -> Self {
+        let reuses = ctx.options.results_store.is_some() && !ctx.options.no_reuse;
         let (tx, rx) = mpsc::unbounded_channel();
         let plan = ctx.plan.clone();
         RunLoop {
@@ -640,6 +658,17 @@ impl<R: Runtime> RunLoop<R> {
             watchdog: None,
             build_tails: plan.builds.iter().map(|_| VecDeque::new()).collect(),
             ahead_tried: plan.steps.iter().map(|_| false).collect(),
+            verdicts: plan
+                .steps
+                .iter()
+                .map(|_| {
+                    if reuses {
+                        VerdictState::Unknown
+                    } else {
+                        VerdictState::Taken
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -738,6 +767,9 @@ impl<R: Runtime> RunLoop<R> {
                     Ok(()) => ServiceState::Ready,
                     Err(e) => ServiceState::Failed(e),
                 };
+            }
+            Msg::Verdict(id, verdict) => {
+                self.verdicts[id.0] = VerdictState::Known(verdict);
             }
             Msg::EngineLost(why) => {
                 if self.engine_lost.is_none() {
@@ -910,6 +942,7 @@ impl<R: Runtime> RunLoop<R> {
             let decision = self.decide(step.id, current, builds_reported);
             match decision {
                 Decision::Wait => {}
+                Decision::LookUp => self.look_up(step),
                 Decision::Run { deadline } => {
                     self.start_tier(step.tier).await;
                     self.spawn_step(step.id, deadline);
@@ -966,6 +999,17 @@ impl<R: Runtime> RunLoop<R> {
             let Ok(image) = self.image_of(step.container.image) else {
                 continue;
             };
+            // A step whose stored result will be replayed needs no
+            // container: look it up first.
+            match &self.verdicts[step.id.0] {
+                VerdictState::Unknown => {
+                    self.look_up(step);
+                    continue;
+                }
+                VerdictState::Pending => continue,
+                VerdictState::Known(verdict) if verdict.replay.is_some() => continue,
+                VerdictState::Known(_) | VerdictState::Taken => {}
+            }
             self.ahead_tried[step.id.0] = true;
             self.ctx.ahead.spawn(
                 self.ctx.clone(),
@@ -1427,10 +1471,18 @@ impl<R: Runtime> RunLoop<R> {
                 BuildState::Done { .. } => {}
             }
         }
+        // Its stored result: looked up once its image is known; a step whose
+        // result will be replayed needs no service.
+        let replayed = match &self.verdicts[id.0] {
+            VerdictState::Unknown => return Decision::LookUp,
+            VerdictState::Pending => return Decision::Wait,
+            VerdictState::Known(verdict) => verdict.replay.is_some(),
+            VerdictState::Taken => false,
+        };
         // Its tier's services: waited for in the normal flow; after a
         // failure or a cancel, `always` and `on_failure` steps do not wait
         // for services that may never come.
-        if !self.services_ready(step.tier) {
+        if !replayed && !self.services_ready(step.tier) {
             if let Some(error) = &self.tiers[step.tier].service_error {
                 if step.when == When::OnSuccess {
                     return Decision::Skip(error.clone());
@@ -1469,6 +1521,20 @@ impl<R: Runtime> RunLoop<R> {
         })
     }
 
+    /// Looks `step`'s stored result up in the background (its image is
+    /// known); the answer comes back as [`Msg::Verdict`].
+    fn look_up(&mut self, step: &crate::plan::PlannedStep) {
+        self.verdicts[step.id.0] = VerdictState::Pending;
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        let planned = step.clone();
+        let image = self.image_of(step.container.image);
+        self.step_tasks.push(tokio::spawn(async move {
+            let verdict = reuse::Verdict::of(&ctx, &planned, &image).await;
+            let _ = tx.send(Msg::Verdict(planned.id, Box::new(verdict)));
+        }));
+    }
+
     fn spawn_step(&mut self, id: StepId, deadline: Option<Instant>) {
         let step = self.ctx.plan.step(id).clone();
         let image = self.image_of(step.container.image);
@@ -1479,10 +1545,15 @@ impl<R: Runtime> RunLoop<R> {
             self.ctx.cancel.token()
         };
         self.steps[id.0] = StepState::Running;
+        let verdict = match std::mem::replace(&mut self.verdicts[id.0], VerdictState::Taken) {
+            VerdictState::Known(verdict) => Some(*verdict),
+            _ => None,
+        };
         let ctx = self.ctx.clone();
         let tx = self.tx.clone();
         self.step_tasks.push(tokio::spawn(async move {
-            let (outcome, removals) = step::run_step(ctx, &step, image, stop, deadline).await;
+            let (outcome, removals) =
+                step::run_step(ctx, &step, image, stop, deadline, verdict).await;
             let _ = tx.send(Msg::Step(step.id, outcome, removals));
         }));
     }
@@ -1572,7 +1643,11 @@ impl<R: Runtime> RunLoop<R> {
 /// What the loop does with a waiting step.
 enum Decision {
     Wait,
-    Run { deadline: Option<Instant> },
+    /// Look its stored result up first (see [`VerdictState`]).
+    LookUp,
+    Run {
+        deadline: Option<Instant>,
+    },
     Skip(String),
 }
 

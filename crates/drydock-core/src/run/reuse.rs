@@ -61,6 +61,19 @@ impl Candidate {
         step: &PlannedStep,
         started: Instant,
     ) -> Option<StepOutcome> {
+        let replay = self.prepare_replay(ctx, tier, step).await?;
+        Some(replay.emit(ctx, tier, step, started).await)
+    }
+
+    /// The part of [`Candidate::replay`] that can fail: the stored result
+    /// looked up and accepted, its files copied into this run's results
+    /// folder. What is left ([`Replay::emit`]) only sends events.
+    pub(crate) async fn prepare_replay<R: Runtime>(
+        &self,
+        ctx: &Arc<Ctx<R>>,
+        tier: &str,
+        step: &PlannedStep,
+    ) -> Option<Replay> {
         if ctx.options.no_reuse {
             return None;
         }
@@ -113,6 +126,38 @@ impl Candidate {
             }
             Err(_) => return None,
         }
+        Some(Replay {
+            record,
+            artifacts,
+            raw,
+        })
+    }
+}
+
+/// A stored result ready to be replayed: its files are in this run's
+/// results folder already.
+pub(crate) struct Replay {
+    record: Record,
+    artifacts: PathBuf,
+    raw: PathBuf,
+}
+
+impl Replay {
+    /// Sends the stored output as log lines and the step's end, marked
+    /// reused from the run that stored it.
+    pub(crate) async fn emit<R: Runtime>(
+        self,
+        ctx: &Arc<Ctx<R>>,
+        tier: &str,
+        step: &PlannedStep,
+        started: Instant,
+    ) -> StepOutcome {
+        let Replay {
+            record,
+            artifacts,
+            raw,
+        } = self;
+        let results = ctx.options.results_dir.clone();
         replay_output(ctx, tier, &step.name, &raw).await;
         let mut finished = record.finished.clone();
         if let Event::StepFinished {
@@ -142,15 +187,44 @@ impl Candidate {
             *reused = true;
             *reused_from = Some(record.run_id.clone());
         }
-        let tests = match &finished {
-            Event::StepFinished { tests, .. } => *tests,
-            _ => None,
+        let (status, tests) = match &finished {
+            Event::StepFinished { status, tests, .. } => (*status, *tests),
+            _ => (crate::events::Status::Errored, None),
         };
-        let status = *status;
         ctx.emit(finished).await;
-        Some(StepOutcome { status, tests })
+        StepOutcome { status, tests }
     }
+}
 
+/// What is known of a step's stored result before it is launched: its
+/// candidate (to store its result after it runs) and, when a stored result
+/// will be replayed, that replay (its files already copied). A step to be
+/// replayed does not wait for its tier's services.
+pub(crate) struct Verdict {
+    /// The step's key, when it has one.
+    pub candidate: Option<Candidate>,
+    /// The stored result to replay instead of running.
+    pub replay: Option<Replay>,
+}
+
+impl Verdict {
+    /// Looks `step` (running `image`) up in the store.
+    pub(crate) async fn of<R: Runtime>(
+        ctx: &Arc<Ctx<R>>,
+        step: &PlannedStep,
+        image: &Result<String, String>,
+    ) -> Verdict {
+        let candidate = Candidate::prepare(ctx, step, image).await;
+        let tier = &ctx.plan.tiers[step.tier].name;
+        let replay = match &candidate {
+            Some(c) => c.prepare_replay(ctx, tier, step).await,
+            None => None,
+        };
+        Verdict { candidate, replay }
+    }
+}
+
+impl Candidate {
     /// Stores the result `finished` (the step's [`Event::StepFinished`])
     /// in the background, off the critical path (the run's teardown waits
     /// for the returned task, as for container removals), when the step's

@@ -58,6 +58,7 @@ pub(crate) async fn run_step<R: Runtime>(
     image: Result<String, String>,
     stop: CancellationToken,
     deadline: Option<Instant>,
+    verdict: Option<reuse::Verdict>,
 ) -> (StepOutcome, Vec<tokio::task::JoinHandle<()>>) {
     let started = Instant::now();
     let tier = ctx.plan.tiers[step.tier].name.clone();
@@ -68,9 +69,25 @@ pub(crate) async fn run_step<R: Runtime>(
         image: ctx.plan.describe_image(step.container.image),
     })
     .await;
-    let reuse = reuse::Candidate::prepare(&ctx, step, &image).await;
-    if let Some(outcome) = async { reuse.as_ref()?.replay(&ctx, &tier, step, started).await }.await
-    {
+    // What the run loop found in the store (see `reuse::Verdict`), or
+    // looked up now.
+    let (reuse, replayed) = match verdict {
+        Some(reuse::Verdict {
+            candidate,
+            replay: Some(replay),
+        }) => (
+            candidate,
+            Some(replay.emit(&ctx, &tier, step, started).await),
+        ),
+        Some(reuse::Verdict { candidate, .. }) => (candidate, None),
+        None => {
+            let candidate = reuse::Candidate::prepare(&ctx, step, &image).await;
+            let replayed =
+                async { candidate.as_ref()?.replay(&ctx, &tier, step, started).await }.await;
+            (candidate, replayed)
+        }
+    };
+    if let Some(outcome) = replayed {
         // Replayed: a container started ahead for it is not needed.
         let removals = ctx
             .ahead
