@@ -73,17 +73,28 @@ impl Engine {
             // Secret names (not values) are part of what the build is; a
             // key with a space cannot be a build arg's name.
             let mut args = request.args.clone();
+            // Build args no stage of the target declares change nothing in
+            // its image (docker ignores them); the predefined proxy args
+            // always count.
+            if let Some(declared) = declared_args(request, &dockerfile) {
+                args.retain(|name, _| {
+                    declared.contains(name) || PREDEFINED_ARGS.contains(&name.as_str())
+                });
+            }
             for name in request.secrets.keys() {
                 args.insert(format!("(secret) {name}"), "mounted".to_string());
             }
             let target = request.target.clone();
-            tokio::task::spawn_blocking(move || context.digest(&args, target.as_deref()))
-                .await
-                .map_err(|e| EngineError::Io {
-                    action: "digest build context",
-                    path: request.context.dir.clone(),
-                    source: std::io::Error::other(e),
-                })??
+            let reads = self.context_reads(request, &dockerfile).await;
+            tokio::task::spawn_blocking(move || {
+                context.digest_reading(&args, target.as_deref(), reads.as_deref())
+            })
+            .await
+            .map_err(|e| EngineError::Io {
+                action: "digest build context",
+                path: request.context.dir.clone(),
+                source: std::io::Error::other(e),
+            })??
         };
         let existing = if request.no_cache {
             None
@@ -252,6 +263,47 @@ impl Engine {
         Ok(image_id)
     }
 
+    /// The context sources the build of `request`'s target reads, when
+    /// they are known for sure: every `COPY`/`ADD`/bind-mount source of the
+    /// stages it is built from is a plain path or glob, and no base image
+    /// of those stages has `ONBUILD` triggers (they could read anything).
+    /// `None` (the whole context counts) otherwise, and whenever the
+    /// Dockerfile or a base image cannot be read.
+    async fn context_reads(
+        &self,
+        request: &BuildRequest,
+        dockerfile: &[u8],
+    ) -> Option<Vec<String>> {
+        let text = std::str::from_utf8(dockerfile).ok()?;
+        let analysis = super::dockerfile::analyze(text, &request.args).ok()?;
+        let super::dockerfile::ContextInputs::Sources(sources) =
+            analysis.context_inputs(request.target.as_deref())?
+        else {
+            return None;
+        };
+        // `**` (BuildKit matches it across folders) and patterns the
+        // matcher does not read the way the builder does: the whole context.
+        if sources
+            .iter()
+            .any(|s| s.contains("**") || super::dockerignore::validate_glob(s).is_err())
+        {
+            return None;
+        }
+        for stage in &analysis.stages {
+            if let super::dockerfile::Base::Image(base) = &stage.base {
+                match self.image(base).await {
+                    Ok(Some(info)) if info.on_build.is_empty() => {}
+                    _ => {
+                        tracing::debug!("base image {base}: ONBUILD triggers or unknown; the whole context counts");
+                        return None;
+                    }
+                }
+            }
+        }
+        tracing::debug!("the build reads {sources:?} of its context");
+        Some(sources)
+    }
+
     /// The newest image that is the result of a build with `digest`.
     ///
     /// The classic builder commits each build label as its own layer, in key
@@ -279,6 +331,30 @@ impl Engine {
 
 /// The Dockerfile's base name (BuildKit gets it under that name, as from
 /// the CLI) and content.
+/// Docker's predefined build args: usable in `RUN` without an `ARG`.
+const PREDEFINED_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// The build args the build of `request`'s target can see (see
+/// `dockerfile::Analysis::declared_args`); `None` when the Dockerfile
+/// cannot be read (every arg then counts).
+fn declared_args(request: &BuildRequest, dockerfile: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(dockerfile).ok()?;
+    super::dockerfile::analyze(text, &request.args)
+        .ok()?
+        .declared_args(request.target.as_deref())
+}
+
 async fn read_dockerfile(request: &BuildRequest) -> Result<(String, Vec<u8>), EngineError> {
     let context = request.context.clone();
     tokio::task::spawn_blocking(move || -> Result<(String, Vec<u8>), ContextError> {

@@ -328,10 +328,44 @@ impl BuildContext {
         build_args: &BTreeMap<String, String>,
         target: Option<&str>,
     ) -> Result<String, ContextError> {
-        let entries = self.files()?;
+        self.digest_reading(build_args, target, None)
+    }
+
+    /// [`digest`](Self::digest) of only what the build reads: with
+    /// `reads` (context sources as `COPY`/`ADD`/bind mounts write them, see
+    /// `engine::dockerfile`), the entries none of them reads are left out —
+    /// the Dockerfile and `.dockerignore` always count — so that a change
+    /// in a file the target never copies does not make it another build,
+    /// as docker's layer cache would not run it again either. `None`: every
+    /// entry (the build copies the whole context, or what it reads is not
+    /// known for sure).
+    ///
+    /// # Errors
+    /// As [`digest`](Self::digest).
+    pub fn digest_reading(
+        &self,
+        build_args: &BTreeMap<String, String>,
+        target: Option<&str>,
+        reads: Option<&[String]>,
+    ) -> Result<String, ContextError> {
+        let mut entries = self.files()?;
+        let dockerfile = self.dockerfile_rel()?;
         let mut h = Sha256::new();
         field(&mut h, b"drydock-build-context-v2");
-        field(&mut h, self.dockerfile_rel()?.as_bytes());
+        field(&mut h, dockerfile.as_bytes());
+        if let Some(reads) = reads {
+            entries.retain(|e| {
+                let rel = e.rel_path.to_string_lossy();
+                rel == dockerfile
+                    || rel == DOCKERIGNORE_FILE
+                    || super::dockerfile::source_reads(reads, &rel)
+            });
+            field(&mut h, b"reads");
+            h.update((reads.len() as u64).to_le_bytes());
+            for source in reads {
+                field(&mut h, source.as_bytes());
+            }
+        }
         self.hash_entries(&mut h, &entries)?;
         h.update((self.extra_files.len() as u64).to_le_bytes());
         for (path, content) in &self.extra_files {
@@ -1500,6 +1534,76 @@ secret
         let err = ctx.files().unwrap_err();
         assert!(matches!(err, ContextError::Pattern(_)), "{err:?}");
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    /// With what the target reads known, a file it does not read changes
+    /// nothing; a file it reads, the Dockerfile, `.dockerignore` or the
+    /// list of sources itself make another digest.
+    #[test]
+    fn a_digest_of_what_the_build_reads_ignores_the_rest() {
+        let args = BTreeMap::new();
+        let reads = vec!["src/deep".to_string(), "src/*.sh".to_string()];
+        let digest = |ctx: &BuildContext, reads: Option<&[String]>| {
+            ctx.digest_reading(&args, None, reads).unwrap()
+        };
+        type Mutation = fn(&BuildContext);
+        let cases: &[(&str, Mutation, bool)] = &[
+            (
+                "a file no source names",
+                |c| fs::write(c.dir.join("src/main.rs"), "x").unwrap(),
+                false,
+            ),
+            (
+                "a file under a folder source",
+                |c| fs::write(c.dir.join("src/deep/nested.txt"), "x").unwrap(),
+                true,
+            ),
+            (
+                "a file a glob source matches",
+                |c| fs::write(c.dir.join("src/run.sh"), "x").unwrap(),
+                true,
+            ),
+            (
+                "a new file under a folder source",
+                |c| fs::write(c.dir.join("src/deep/new"), "x").unwrap(),
+                true,
+            ),
+            (
+                "the Dockerfile",
+                |c| {
+                    fs::write(
+                        c.dir.join("build/Dockerfile"),
+                        "FROM scratch\nCOPY src/deep /d\n",
+                    )
+                    .unwrap()
+                },
+                true,
+            ),
+            (
+                ".dockerignore",
+                |c| fs::write(c.dir.join(".dockerignore"), "nothing\n").unwrap(),
+                true,
+            ),
+        ];
+        for (what, mutate, changes) in cases {
+            let (_tmp, ctx) = fixture();
+            let before = digest(&ctx, Some(&reads));
+            let whole_before = digest(&ctx, None);
+            mutate(&ctx);
+            assert_eq!(digest(&ctx, Some(&reads)) != before, *changes, "{what}");
+            assert_ne!(
+                digest(&ctx, None),
+                whole_before,
+                "{what}: the whole context sees every change"
+            );
+        }
+        let (_tmp, ctx) = fixture();
+        assert_ne!(
+            digest(&ctx, Some(&reads)),
+            digest(&ctx, Some(&reads[..1])),
+            "the sources are part of the digest"
+        );
+        assert_eq!(digest(&ctx, None), ctx.digest(&args, None).unwrap());
     }
 
     #[test]

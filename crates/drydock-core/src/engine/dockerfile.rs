@@ -81,6 +81,8 @@ pub(crate) struct StageInfo {
     /// Stages (names or indices, as written) its `COPY --from` and
     /// `RUN --mount=from=` read.
     pub from_stages: Vec<String>,
+    /// The build args it declares (`ARG NAME[=default]`).
+    pub args: Vec<String>,
 }
 
 /// What drydock needs to know of a Dockerfile.
@@ -94,6 +96,8 @@ pub(crate) struct Analysis {
     /// matches `.drydock-trust`, or a path only known at build time:
     /// (line, instruction text).
     pub whole_context: Vec<(usize, String)>,
+    /// The global build args (`ARG`s before the first `FROM`).
+    pub global_args: Vec<String>,
 }
 
 /// Reads `text` with the build args `args` (for `FROM` expansion). An
@@ -111,15 +115,16 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
     let lines = LineIndex::new(text);
     // Global ARGs: defaults, overridden by the build args given.
     let mut globals: HashMap<String, String> = HashMap::new();
+    let mut out = Analysis::default();
     for arg in dockerfile.global_args() {
         for (name, default) in arg_pairs(&arg.arguments.value) {
+            out.global_args.push(name.clone());
             let value = args.get(&name).cloned().or(default);
             if let Some(value) = value {
                 globals.insert(name, value);
             }
         }
     }
-    let mut out = Analysis::default();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (index, stage) in dockerfile.stages().enumerate() {
         let image = expand(&stage.from.image.value, &globals);
@@ -136,8 +141,12 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
         let mut runs = Vec::new();
         let mut context_sources = Vec::new();
         let mut from_stages = Vec::new();
+        let mut stage_args = Vec::new();
         for instruction in stage.instructions {
             match instruction {
+                Instruction::Arg(arg) => {
+                    stage_args.extend(arg_pairs(&arg.arguments.value).into_iter().map(|(n, _)| n));
+                }
                 Instruction::Run(run) => {
                     let mut command = match &run.arguments {
                         Command::Shell(shell) => shell.value.to_string(),
@@ -236,6 +245,7 @@ pub(crate) fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Ana
                 .map(|(_, n)| n.value.to_ascii_lowercase()),
             context_sources,
             from_stages,
+            args: stage_args,
         });
     }
     out.trust_dir_uses.dedup();
@@ -260,6 +270,43 @@ impl Analysis {
     /// when `target` names no stage. As BuildKit does, unused stages count
     /// for nothing.
     pub(crate) fn context_inputs(&self, target: Option<&str>) -> Option<ContextInputs> {
+        let mut sources = Vec::new();
+        for i in self.chain(target)? {
+            for source in &self.stages[i].context_sources {
+                let trimmed = source.trim();
+                let cleaned = trimmed.trim_start_matches('/');
+                let cleaned = cleaned.strip_prefix("./").unwrap_or(cleaned);
+                let first = cleaned.split('/').find(|c| !c.is_empty() && *c != ".");
+                if first.is_none() || trimmed.contains('$') {
+                    return Some(ContextInputs::Whole);
+                }
+                sources.push(cleaned.trim_end_matches('/').to_string());
+            }
+        }
+        sources.sort();
+        sources.dedup();
+        Some(ContextInputs::Sources(sources))
+    }
+
+    /// The build args the build of `target` can see: the global ones
+    /// (they choose base images) and those its stages declare with `ARG`
+    /// (the stages of [`Analysis::context_inputs`]). Docker ignores the
+    /// others: they change nothing in the image. `None` when `target` names
+    /// no stage.
+    pub(crate) fn declared_args(&self, target: Option<&str>) -> Option<Vec<String>> {
+        let mut args = self.global_args.clone();
+        for i in self.chain(target)? {
+            args.extend(self.stages[i].args.iter().cloned());
+        }
+        args.sort();
+        args.dedup();
+        Some(args)
+    }
+
+    /// The stages the build of `target` (`None`: the last stage) runs: the
+    /// target stage, the stages it is built on, and the stages its `COPY
+    /// --from`/`RUN --mount=from=` name, transitively, each once.
+    fn chain(&self, target: Option<&str>) -> Option<Vec<usize>> {
         let find = |name: &str| -> Option<usize> {
             let lower = name.to_ascii_lowercase();
             self.stages
@@ -277,31 +324,20 @@ impl Analysis {
         };
         let mut seen = vec![false; self.stages.len()];
         let mut todo = vec![start];
-        let mut sources = Vec::new();
+        let mut chain = Vec::new();
         while let Some(i) = todo.pop() {
             if std::mem::replace(&mut seen[i], true) {
                 continue;
             }
+            chain.push(i);
             let stage = &self.stages[i];
             if let Base::Stage(b) = stage.base {
                 todo.push(b);
             }
             // A `--from` that names no stage is an image: nothing of the context.
             todo.extend(stage.from_stages.iter().filter_map(|f| find(f)));
-            for source in &stage.context_sources {
-                let trimmed = source.trim();
-                let cleaned = trimmed.trim_start_matches('/');
-                let cleaned = cleaned.strip_prefix("./").unwrap_or(cleaned);
-                let first = cleaned.split('/').find(|c| !c.is_empty() && *c != ".");
-                if first.is_none() || trimmed.contains('$') {
-                    return Some(ContextInputs::Whole);
-                }
-                sources.push(cleaned.trim_end_matches('/').to_string());
-            }
         }
-        sources.sort();
-        sources.dedup();
-        Some(ContextInputs::Sources(sources))
+        Some(chain)
     }
 }
 
@@ -644,6 +680,24 @@ FROM base AS tools\nRUN --mount=type=bind,source=scripts,target=/s true\n";
     }
 
     use super::*;
+
+    /// A target sees the global args and those its own stages declare;
+    /// a stage it does not build from counts for nothing.
+    #[test]
+    fn a_target_sees_the_args_of_its_stages_only() {
+        let text = "ARG BASE=alpine\nFROM ${BASE} AS a\nARG X\nRUN true\nFROM a AS b\nARG Y=1 W\nFROM alpine AS c\nARG Z\nCOPY --from=b / /\n";
+        let a = analyze(text, &BTreeMap::new()).unwrap();
+        let cases: [(Option<&str>, &[&str]); 4] = [
+            (Some("a"), &["BASE", "X"]),
+            (Some("b"), &["BASE", "W", "X", "Y"]),
+            (Some("c"), &["BASE", "W", "X", "Y", "Z"]),
+            (None, &["BASE", "W", "X", "Y", "Z"]),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(a.declared_args(target).unwrap(), expected, "{target:?}");
+        }
+        assert_eq!(a.declared_args(Some("nope")), None);
+    }
 
     fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -312,7 +312,7 @@ fn parent_dirs(path: &str) -> impl Iterator<Item = &str> {
 /// The syntax check of Go's `filepath.Match` (Unix): `\` must escape
 /// something; a class must be closed and non-empty; a class member must not
 /// be a bare `-` or `]`.
-fn validate_glob(p: &str) -> Result<(), &'static str> {
+pub(crate) fn validate_glob(p: &str) -> Result<(), &'static str> {
     const BAD: &str = "syntax error in pattern";
     let mut chars = p.chars().peekable();
     while let Some(c) = chars.next() {

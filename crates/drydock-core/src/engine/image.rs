@@ -28,6 +28,9 @@ pub struct ImageInfo {
     pub entrypoint: Vec<String>,
     /// The image's CMD (empty when none).
     pub cmd: Vec<String>,
+    /// Its `ONBUILD` triggers: instructions that run in every build
+    /// `FROM` it (they may read any part of that build's context).
+    pub on_build: Vec<String>,
 }
 
 impl Engine {
@@ -43,6 +46,7 @@ impl Engine {
                     user: config.user.unwrap_or_default(),
                     entrypoint: config.entrypoint.unwrap_or_default(),
                     cmd: config.cmd.unwrap_or_default(),
+                    on_build: config.on_build.unwrap_or_default(),
                     created: image
                         .created
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))

@@ -709,10 +709,6 @@ impl<'l> Loader<'l> {
     /// A path on the host, relative to the compose file's folder: it must
     /// exist and stay inside the repository; returns the canonical path.
     fn host_path(&mut self, raw: &str, pos: Pos, what: &str) -> Option<PathBuf> {
-        if raw.is_empty() {
-            self.err(pos, format!("{what} must not be empty"));
-            return None;
-        }
         if raw.starts_with('~') {
             self.err(
                 pos,
@@ -720,8 +716,7 @@ impl<'l> Loader<'l> {
             );
             return None;
         }
-        let joined = self.dir.join(raw);
-        match super::paths::inside_repo(&joined, raw, &self.repo_root, what) {
+        match super::paths::resolve(&self.dir, raw, &self.repo_root, what) {
             Ok(canonical) => Some(canonical),
             Err(e) => {
                 self.err(pos, e);

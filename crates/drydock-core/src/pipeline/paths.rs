@@ -5,6 +5,21 @@
 
 use std::path::{Path, PathBuf};
 
+/// Resolves the host path `raw`, relative to the folder `base` (the
+/// repository root, or a compose file's folder): it must not be empty, and
+/// must exist and stay inside `repo_root` (see [`inside_repo`]).
+pub(crate) fn resolve(
+    base: &Path,
+    raw: &str,
+    repo_root: &Path,
+    what: &str,
+) -> Result<PathBuf, String> {
+    if raw.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    inside_repo(&base.join(raw), raw, repo_root, what)
+}
+
 /// Resolves the host path `joined` (the text `raw` of a file, already joined
 /// to the folder it is relative to) through symlinks: it must exist and stay
 /// inside `repo_root` (canonical). Returns the canonical path.

@@ -721,10 +721,6 @@ impl<'v> Checker<'v> {
     /// Resolves a repository-relative path: must exist and stay inside the
     /// repository root after canonicalization.
     fn repo_path(&mut self, rel: &str, pos: Pos, what: &str) -> Option<PathBuf> {
-        if rel.is_empty() {
-            self.err(pos, format!("{what} must not be empty"));
-            return None;
-        }
         if Path::new(rel).is_absolute() {
             self.err(
                 pos,
@@ -732,8 +728,7 @@ impl<'v> Checker<'v> {
             );
             return None;
         }
-        let joined = self.repo_root.join(rel);
-        match super::paths::inside_repo(&joined, rel, &self.repo_root, what) {
+        match super::paths::resolve(&self.repo_root, rel, &self.repo_root, what) {
             Ok(canonical) => Some(canonical),
             Err(e) => {
                 self.err(pos, e);
