@@ -716,23 +716,16 @@ impl<'l> Loader<'l> {
             );
             return None;
         }
-        match super::paths::resolve(&self.dir, raw, &self.repo_root, what) {
-            Ok(canonical) => Some(canonical),
-            Err(e) => {
-                self.err(pos, e);
-                None
-            }
-        }
+        super::paths::resolve(&self.dir, raw, &self.repo_root, what)
+            .map_err(|e| self.err(pos, e))
+            .ok()
     }
 
     fn container_path(&mut self, raw: String, pos: Pos, what: &str) -> Option<String> {
-        match super::paths::container_path(&raw, what) {
-            Ok(()) => Some(raw),
-            Err(e) => {
-                self.err(pos, e);
-                None
-            }
-        }
+        super::paths::container_path(&raw, what)
+            .map(|()| raw)
+            .map_err(|e| self.err(pos, e))
+            .ok()
     }
 
     // ----- the document --------------------------------------------------------

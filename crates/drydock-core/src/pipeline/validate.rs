@@ -709,13 +709,10 @@ impl<'v> Checker<'v> {
 
     fn abs_container_path(&mut self, node: &Node, what: &str) -> Option<String> {
         let s = self.string(node)?;
-        match super::paths::container_path(&s, what) {
-            Ok(()) => Some(s),
-            Err(e) => {
-                self.err(node.pos, e);
-                None
-            }
-        }
+        super::paths::container_path(&s, what)
+            .map(|()| s)
+            .map_err(|e| self.err(node.pos, e))
+            .ok()
     }
 
     /// Resolves a repository-relative path: must exist and stay inside the
@@ -728,13 +725,9 @@ impl<'v> Checker<'v> {
             );
             return None;
         }
-        match super::paths::resolve(&self.repo_root, rel, &self.repo_root, what) {
-            Ok(canonical) => Some(canonical),
-            Err(e) => {
-                self.err(pos, e);
-                None
-            }
-        }
+        super::paths::resolve(&self.repo_root, rel, &self.repo_root, what)
+            .map_err(|e| self.err(pos, e))
+            .ok()
     }
 
     // ----- sections ---------------------------------------------------------
