@@ -34,8 +34,9 @@ pub struct GcArgs {
     /// running run holds; run sweeps never remove them.
     #[arg(long)]
     pub caches: bool,
-    /// Also remove every stored step result (`<state dir>/results/`, see
-    /// `reuse:` in docs/pipeline-format.md): the next run of each step runs it.
+    /// Also remove every stored step result (files under `<state
+    /// dir>/results/`, see `reuse:` in docs/pipeline-format.md; no engine
+    /// object): the next run of each step runs it.
     #[arg(long)]
     pub results: bool,
 }
@@ -112,7 +113,9 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
         );
     }
     let mut removed = 0;
-    if !args.dry_run {
+    if args.dry_run {
+        removed += stale.len();
+    } else {
         removed += engine.remove_leftovers(&stale).await?;
     }
     if args.images {
@@ -122,21 +125,23 @@ pub async fn run(args: GcArgs) -> Result<u8, CliError> {
         removed += gc_caches(&engine, &args, verb).await?;
     }
     if args.results {
-        removed += gc_results(&args, verb).await?;
+        // Files, not engine objects: told on their own line.
+        gc_results(&args, verb).await?;
     }
     outln!(
-        "{} {removed} objects",
+        "{} {}",
         if args.dry_run {
             "would remove"
         } else {
             "removed"
-        }
+        },
+        crate::report::plural(removed as u64, "engine object")
     );
     Ok(0)
 }
 
 /// Removes the stored step results (all of them; `--dry-run` lists their count and size).
-async fn gc_results(args: &GcArgs, verb: &str) -> Result<usize, CliError> {
+async fn gc_results(args: &GcArgs, verb: &str) -> Result<(), CliError> {
     let store = drydock_core::reuse::store_dir(&drydock_core::cache::state_dir());
     let dry_run = args.dry_run;
     let shown = store.clone();
@@ -160,7 +165,7 @@ async fn gc_results(args: &GcArgs, verb: &str) -> Result<usize, CliError> {
         "{verb} {entries} stored step results ({bytes} bytes) in {}",
         shown.display()
     );
-    Ok(entries)
+    Ok(())
 }
 
 /// Lists the pipelines' cache volumes and removes those no run holds.
