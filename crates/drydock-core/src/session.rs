@@ -4,7 +4,7 @@
 //! A session takes the plan, the engine, the run options (run id, results
 //! folder, trust, git facts, release choice, ledger and its fence), the
 //! cancel handle and the event sinks; it creates the results folder, spawns
-//! the executor ([`run::run_plan`]) and **the** event consumer (one thread
+//! the executor (`run::run_plan`) and **the** event consumer (one thread
 //! off the async runtime that feeds every [`EventSink`] in order), waits for
 //! both and returns the [`RunReport`] (with the ledger entry of a release),
 //! the results folder's [`Summary`] and whether a sink died. The release
