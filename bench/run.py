@@ -331,6 +331,14 @@ def pipeline_phase(reps, workdir, env, record):
     return samples, details
 
 
+def remove_bench_caches():
+    """Removes the `cache:` volumes of the bench's copy of the pipeline
+    (drydock keeps a pipeline's caches between runs; these are the bench's
+    own, labelled drydock.cache=flask-api-bench)."""
+    for v in docker("volume", "ls", "-q", "--filter", f"label=drydock.cache={BENCH_NAME}").split():
+        docker("volume", "rm", v, check=False)
+
+
 def remove_labelled(nonce):
     """Removes every image that inherited the nonce base's label (BuildKit
     images have no parent chain for remove_tree to follow): drydock's build
@@ -716,6 +724,7 @@ def main():
             data["completed"].append("memory")
             record()
     finally:
+        remove_bench_caches()
         data["drydock_failures"] = FAILURES
         data["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
         record()

@@ -76,7 +76,14 @@ impl Engine {
             // Build args no stage of the target declares change nothing in
             // its image (docker ignores them); the predefined proxy args
             // always count.
-            if let Some(declared) = declared_args(request, &dockerfile) {
+            // Read once for both questions below; unreadable: everything counts.
+            let analysis = std::str::from_utf8(&dockerfile)
+                .ok()
+                .and_then(|text| super::dockerfile::analyze(text, &request.args).ok());
+            if let Some(declared) = analysis
+                .as_ref()
+                .and_then(|a| a.declared_args(request.target.as_deref()))
+            {
                 args.retain(|name, _| {
                     declared.contains(name) || PREDEFINED_ARGS.contains(&name.as_str())
                 });
@@ -85,7 +92,10 @@ impl Engine {
                 args.insert(format!("(secret) {name}"), "mounted".to_string());
             }
             let target = request.target.clone();
-            let reads = self.context_reads(request, &dockerfile).await;
+            let reads = match &analysis {
+                Some(analysis) => self.context_reads(request, analysis).await,
+                None => None,
+            };
             tokio::task::spawn_blocking(move || {
                 context.digest_reading(&args, target.as_deref(), reads.as_deref())
             })
@@ -267,15 +277,13 @@ impl Engine {
     /// they are known for sure: every `COPY`/`ADD`/bind-mount source of the
     /// stages it is built from is a plain path or glob, and no base image
     /// of those stages has `ONBUILD` triggers (they could read anything).
-    /// `None` (the whole context counts) otherwise, and whenever the
-    /// Dockerfile or a base image cannot be read.
+    /// `None` (the whole context counts) otherwise, and whenever a base
+    /// image cannot be read.
     async fn context_reads(
         &self,
         request: &BuildRequest,
-        dockerfile: &[u8],
+        analysis: &super::dockerfile::Analysis,
     ) -> Option<Vec<String>> {
-        let text = std::str::from_utf8(dockerfile).ok()?;
-        let analysis = super::dockerfile::analyze(text, &request.args).ok()?;
         let super::dockerfile::ContextInputs::Sources(sources) =
             analysis.context_inputs(request.target.as_deref())?
         else {
@@ -344,16 +352,6 @@ const PREDEFINED_ARGS: &[&str] = &[
     "ALL_PROXY",
     "all_proxy",
 ];
-
-/// The build args the build of `request`'s target can see (see
-/// `dockerfile::Analysis::declared_args`); `None` when the Dockerfile
-/// cannot be read (every arg then counts).
-fn declared_args(request: &BuildRequest, dockerfile: &[u8]) -> Option<Vec<String>> {
-    let text = std::str::from_utf8(dockerfile).ok()?;
-    super::dockerfile::analyze(text, &request.args)
-        .ok()?
-        .declared_args(request.target.as_deref())
-}
 
 async fn read_dockerfile(request: &BuildRequest) -> Result<(String, Vec<u8>), EngineError> {
     let context = request.context.clone();

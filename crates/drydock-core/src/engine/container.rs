@@ -371,26 +371,9 @@ impl Engine {
             ..Default::default()
         };
         let op = format!("logs of {id}");
-        self.quick.logs(id, Some(options)).filter_map(move |item| {
-            let op = op.clone();
-            async move {
-                use bollard::container::LogOutput;
-                match item {
-                    Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                        stream: LogStream::Stderr,
-                        bytes: message,
-                    })),
-                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                        Some(Ok(LogChunk {
-                            stream: LogStream::Stdout,
-                            bytes: message,
-                        }))
-                    }
-                    Ok(LogOutput::StdIn { .. }) => None,
-                    Err(source) => Some(Err(EngineError::api(op, source))),
-                }
-            }
-        })
+        self.quick
+            .logs(id, Some(options))
+            .filter_map(move |item| std::future::ready(log_chunk(item, &op)))
     }
 
     /// The last `lines` lines of a container's output, as text.
@@ -670,26 +653,7 @@ impl Engine {
             .map_err(|e| EngineError::api(op.clone(), e))?
         {
             StartExecResults::Attached { output, .. } => output
-                .filter_map(move |item| {
-                    let op = op.clone();
-                    async move {
-                        use bollard::container::LogOutput;
-                        match item {
-                            Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                                stream: LogStream::Stderr,
-                                bytes: message,
-                            })),
-                            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                                Some(Ok(LogChunk {
-                                    stream: LogStream::Stdout,
-                                    bytes: message,
-                                }))
-                            }
-                            Ok(LogOutput::StdIn { .. }) => None,
-                            Err(source) => Some(Err(EngineError::api(op, source))),
-                        }
-                    }
-                })
+                .filter_map(move |item| std::future::ready(log_chunk(item, &op)))
                 .boxed(),
             StartExecResults::Detached => futures::stream::empty().boxed(),
         };
@@ -789,6 +753,28 @@ fn tidy_start_error(message: &str) -> String {
         .rsplit_once("exec: ")
         .map(|(_, tail)| tail.trim_end_matches(": unknown").to_string())
         .unwrap_or_else(|| message.to_string())
+}
+
+/// One item of a container's or an exec's attached output, as drydock's
+/// [`LogChunk`] (a TTY's `Console` output counts as stdout; stdin echoes
+/// are dropped); `op` names the call for an error.
+fn log_chunk(
+    item: Result<bollard::container::LogOutput, bollard::errors::Error>,
+    op: &str,
+) -> Option<Result<LogChunk, EngineError>> {
+    use bollard::container::LogOutput;
+    match item {
+        Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+            stream: LogStream::Stderr,
+            bytes: message,
+        })),
+        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => Some(Ok(LogChunk {
+            stream: LogStream::Stdout,
+            bytes: message,
+        })),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(source) => Some(Err(EngineError::api(op.to_string(), source))),
+    }
 }
 
 #[cfg(test)]
